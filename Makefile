@@ -1,0 +1,59 @@
+# Single entry points: `make demo`, `make test`, `make lint`, `make bench`,
+# `make protos`. Every target installs what it needs first (see `setup`).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := libs/swarmcommon libs/swarmagent services/ticketing
+PROTOS := $(shell find protos -name '*.proto')
+GEN := libs/swarmcommon/swarm
+GEN_STAMP := $(GEN)/.generated
+PYTEST_ARGS ?=
+
+.PHONY: setup protos demo test lint bench postgres clean
+
+setup: $(VENV)/.installed $(GEN_STAMP)
+
+$(VENV)/.deps: requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.deps $(GEN_STAMP) $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	$(BIN)/python -m pip install -q --no-deps $(foreach p,$(PACKAGES),-e $(p))
+	touch $@
+
+# Generated code is not committed: it lands in libs/swarmcommon/swarm/ (the
+# `swarm.*` import namespace) and is rebuilt whenever a .proto changes.
+protos: $(VENV)/.deps
+	rm -rf $(GEN)
+	$(BIN)/python scripts/gen_protos.py protos libs/swarmcommon
+	touch $(GEN_STAMP)
+
+$(GEN_STAMP): $(VENV)/.deps $(PROTOS) scripts/gen_protos.py
+	$(MAKE) protos
+
+demo: setup
+	$(BIN)/python -m swarmagent.demo
+
+postgres:
+	scripts/ensure-postgres.sh
+
+test: setup postgres
+	scripts/buf-lint.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	scripts/buf-lint.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup postgres
+	$(BIN)/python bench/claims.py
+
+clean:
+	rm -rf $(VENV) $(GEN) build var

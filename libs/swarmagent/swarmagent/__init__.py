@@ -1,0 +1,1 @@
+"""Swarm agent runtime and client SDK."""

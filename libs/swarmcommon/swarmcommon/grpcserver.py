@@ -1,0 +1,209 @@
+"""Every service starts, reports health, maps errors and stops the same way.
+
+    handle = start_server([service], listen_address="127.0.0.1:0", max_workers=64)
+    handle.port                       # the bound port
+    run_until_signal(handle, grace)   # blocks until SIGTERM/SIGINT
+
+The server carries, outermost first: OpenTelemetry tracing (continues the
+caller's traceparent), then the error interceptor that turns `SwarmError`
+into a status code with google.rpc.ErrorInfo (and QuotaFailure for quota
+errors). Unexpected exceptions are logged and become INTERNAL without
+leaking internals to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from opentelemetry.instrumentation.grpc import server_interceptor
+
+from swarmcommon.errors import QuotaExceeded, SwarmError
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN_PREFIX = "swarm."
+
+
+@dataclass(frozen=True)
+class GrpcService:
+    """A servicer ready to register: its full name and how to add it."""
+
+    full_name: str
+    register: Callable[[grpc.Server], None]
+    domain: str = "swarm"
+
+
+def to_status(exc: SwarmError, domain: str) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason, domain=domain, metadata=exc.metadata
+    )
+    details = [_pack(info)]
+    if isinstance(exc, QuotaExceeded):
+        failure = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=exc.resource, description=exc.message
+                )
+            ]
+        )
+        details.append(_pack(failure))
+    return status_pb2.Status(
+        code=exc.code.value[0], message=exc.message, details=details
+    )
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    def __init__(self, domain_of: Callable[[str], str]) -> None:
+        self._domain_of = domain_of
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        domain = self._domain_of(handler_call_details.method)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, domain),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, domain),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    @staticmethod
+    def _abort(context: grpc.ServicerContext, exc: BaseException, domain: str) -> None:
+        if isinstance(exc, SwarmError):
+            context.abort_with_status(rpc_status.to_status(to_status(exc, domain)))
+        log.exception("unhandled error in RPC", exc_info=exc)
+        internal = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+        context.abort_with_status(rpc_status.to_status(internal))
+
+    def _wrap_unary(self, fn: Callable[..., Any], domain: str) -> Callable[..., Any]:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return fn(request, context)
+            except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+                if _is_abort(exc):
+                    raise
+                self._abort(context, exc, domain)
+
+        return behaviour
+
+    def _wrap_stream(
+        self, fn: Callable[..., Iterator[Any]], domain: str
+    ) -> Callable[..., Iterator[Any]]:
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from fn(request, context)
+            except Exception as exc:  # noqa: BLE001
+                if _is_abort(exc):
+                    raise
+                self._abort(context, exc, domain)
+
+        return behaviour
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc's context.abort raises a bare Exception subclass we must let through.
+    return type(exc).__name__ == "_AbortError" or (
+        type(exc) is Exception and not exc.args
+    )
+
+
+@dataclass
+class ServerHandle:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    service_names: list[str]
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Drain: report NOT_SERVING, finish in-flight RPCs, then stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def start_server(
+    services: Sequence[GrpcService],
+    *,
+    listen_address: str,
+    max_workers: int = 128,
+) -> ServerHandle:
+    domains = {s.full_name: s.domain for s in services}
+
+    def domain_of(method: str) -> str:
+        # method is "/package.Service/Method"
+        return domains.get(method.lstrip("/").split("/", 1)[0], "swarm")
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[server_interceptor(), ErrorInterceptor(domain_of)],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in services:
+        service.register(server)
+    names = [s.full_name for s in services]
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(listen_address)
+    if port == 0:
+        raise RuntimeError(f"could not bind gRPC server to {listen_address}")
+    server.start()
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "gRPC server listening",
+        extra={"address": listen_address, "port": port, "services": names},
+    )
+    return ServerHandle(
+        server=server, port=port, health=health_servicer, service_names=names
+    )
+
+
+def run_until_signal(
+    handle: ServerHandle, grace: float, on_stop: Sequence[Callable[[], None]] = ()
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain gracefully."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal received, draining", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stop.wait()
+    for callback in on_stop:
+        callback()
+    handle.stop(grace)
+    log.info("server stopped")

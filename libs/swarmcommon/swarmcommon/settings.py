@@ -1,0 +1,28 @@
+"""Settings every service shares; each service subclasses with its prefix.
+
+class Settings(ServiceSettings):
+    model_config = service_config("TICKETING")   # SWARM_TICKETING_*
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def service_config(service: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=f"SWARM_{service.upper()}_", extra="ignore")
+
+
+class ServiceSettings(BaseSettings):
+    # Embedded SQLite by default; a postgresql+psycopg:// URL scales out.
+    database_url: str = "sqlite:///var/swarm.db"
+    listen_address: str = "127.0.0.1:50051"
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+    # Handler threads; each in-flight RPC holds one, so size for the number
+    # of agents that call at once.
+    grpc_max_workers: int = Field(default=128, ge=1, le=4096)
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    # Seconds a SIGTERM waits for in-flight RPCs before cancelling them.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)

@@ -1,0 +1,18 @@
+"""Ticketing settings: environment variables SWARM_TICKETING_*."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from swarmcommon.settings import ServiceSettings, service_config
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("TICKETING")
+
+    database_url: str = "sqlite:///var/ticketing.db"
+    listen_address: str = "127.0.0.1:50051"
+    lease_seconds: float = Field(default=900.0, ge=1, le=7200)
+    max_failures: int = Field(default=3, ge=1, le=100)
+    # How often the reaper looks for expired leases nobody rescued; 0 disables.
+    reaper_interval_seconds: float = Field(default=30.0, ge=0)

@@ -1,0 +1,78 @@
+"""Wiring: settings + clock -> a running ticketing server (used by
+`python -m swarm_ticketing`, the tests and the benchmarks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarm_ticketing.config import Settings
+from swarm_ticketing.leases import LeaseManager, LeasePolicy
+from swarm_ticketing.reaper import Reaper
+from swarm_ticketing.servicer import TicketingServicer
+from swarm_ticketing.store import TicketStore
+from swarm_ticketing.tables import VERSION_TABLE
+from swarmcommon import migrations
+from swarmcommon.clock import Clock, SystemClock
+from swarmcommon.db import Database
+from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE_NAME = "swarm.ticketing.v1.TicketingService"
+
+
+def migrate(database_url: str) -> None:
+    migrations.upgrade(database_url, MIGRATIONS, VERSION_TABLE)
+
+
+@dataclass
+class Ticketing:
+    handle: ServerHandle
+    db: Database
+    store: TicketStore
+    leases: LeaseManager
+    reaper: Reaper
+
+    @property
+    def port(self) -> int:
+        return self.handle.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.reaper.stop()
+        self.handle.stop(grace)
+        self.db.dispose()
+
+
+def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
+    if settings.migrate_on_start:
+        migrate(settings.database_url)
+    clock = clock or SystemClock()
+    db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+    store = TicketStore(db, clock)
+    leases = LeaseManager(
+        db,
+        clock,
+        LeasePolicy(
+            default_lease=timedelta(seconds=settings.lease_seconds),
+            max_failures=settings.max_failures,
+        ),
+    )
+    servicer = TicketingServicer(store, leases)
+    handle = start_server(
+        [
+            GrpcService(
+                SERVICE_NAME,
+                lambda server: pb_grpc.add_TicketingServiceServicer_to_server(
+                    servicer, server
+                ),
+                domain="swarm.ticketing",
+            )
+        ],
+        listen_address=settings.listen_address,
+        max_workers=settings.grpc_max_workers,
+    )
+    reaper = Reaper(leases, settings.reaper_interval_seconds)
+    reaper.start()
+    return Ticketing(handle, db, store, leases, reaper)

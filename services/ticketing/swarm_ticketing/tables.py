@@ -1,0 +1,161 @@
+"""The ticketing schema. The Alembic migrations build exactly this (a test
+compares them on both backends)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from swarmcommon.db import UTCDateTime
+from swarmcommon.outbox import AUTO_ID, outbox_table
+
+metadata = sa.MetaData()
+
+VERSION_TABLE = "alembic_version_ticketing"
+
+_LEASED = "state IN ('assigned', 'in_progress')"
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("ticket_count", sa.Integer, nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_projects_tenant_created", "tenant_id", "created_at", "id"),
+    # CreateProject retried with the same request_id returns the first project.
+    sa.Index(
+        "ux_projects_request",
+        "tenant_id",
+        "request_id",
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    ),
+)
+
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column(
+        "project_id", sa.String(36), sa.ForeignKey("projects.id"), nullable=False
+    ),
+    # Position in the project as submitted: the tie-break after created_at.
+    sa.Column("ordinal", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    # Comma-separated roles, e.g. "coder,reviewer"; `role` is the current one.
+    sa.Column("stages", sa.String(200), nullable=False),
+    sa.Column("stage_index", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    # Parents not yet done; the ticket becomes ready when this reaches 0.
+    sa.Column("pending_parents", sa.Integer, nullable=False),
+    sa.Column("failure_count", sa.Integer, nullable=False),
+    sa.Column("last_failure_at", UTCDateTime, nullable=True),
+    sa.Column("last_failure_reason", sa.Text, nullable=True),
+    sa.Column("quarantined_at", UTCDateTime, nullable=True),
+    sa.Column("quarantine_reason", sa.Text, nullable=True),
+    sa.Column("claim_token", sa.String(36), nullable=True),
+    sa.Column("claim_expires_at", UTCDateTime, nullable=True),
+    sa.Column("claimed_by_agent_id", sa.String(128), nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    # Token of the lease whose SubmitWork last succeeded: a retried submit
+    # with it is answered with success instead of a stale-token error.
+    sa.Column("last_submitted_token", sa.String(36), nullable=True),
+    sa.Column("result_json", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The claim path: only ready rows, already in claim order.
+    sa.Index(
+        "ix_tickets_claimable",
+        "tenant_id",
+        sa.text("priority DESC"),
+        "created_at",
+        "ordinal",
+        sqlite_where=sa.text("state = 'ready'"),
+        postgresql_where=sa.text("state = 'ready'"),
+    ),
+    # Expired-lease rescue and the reaper: only leased rows.
+    sa.Index(
+        "ix_tickets_leased",
+        "tenant_id",
+        "claim_expires_at",
+        sqlite_where=sa.text(_LEASED),
+        postgresql_where=sa.text(_LEASED),
+    ),
+    sa.Index(
+        "ix_tickets_lease_expiry",
+        "claim_expires_at",
+        sqlite_where=sa.text(_LEASED),
+        postgresql_where=sa.text(_LEASED),
+    ),
+    sa.Index(
+        "ix_tickets_agent",
+        "tenant_id",
+        "claimed_by_agent_id",
+        sqlite_where=sa.text(_LEASED),
+        postgresql_where=sa.text(_LEASED),
+    ),
+    sa.Index(
+        "ix_tickets_quarantined",
+        "tenant_id",
+        "quarantined_at",
+        "id",
+        sqlite_where=sa.text("state = 'quarantined'"),
+        postgresql_where=sa.text("state = 'quarantined'"),
+    ),
+    sa.Index("ix_tickets_listing", "tenant_id", "created_at", "ordinal", "id"),
+    sa.Index("ix_tickets_project", "project_id", "state"),
+)
+
+ticket_dependencies = sa.Table(
+    "ticket_dependencies",
+    metadata,
+    sa.Column(
+        "ticket_id", sa.String(36), sa.ForeignKey("tickets.id"), primary_key=True
+    ),
+    sa.Column(
+        "depends_on_id", sa.String(36), sa.ForeignKey("tickets.id"), primary_key=True
+    ),
+    sa.Index("ix_dependencies_parent", "depends_on_id"),
+)
+
+# Idempotency of ClaimTicket: (tenant, agent, request_id) -> the lease granted.
+claim_requests = sa.Table(
+    "claim_requests",
+    metadata,
+    sa.Column("tenant_id", sa.String(128), primary_key=True),
+    sa.Column("agent_id", sa.String(128), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("ticket_id", sa.String(36), sa.ForeignKey("tickets.id"), nullable=False),
+    sa.Column("claim_token", sa.String(36), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The audit trail: the seed's `events` table shape, one row per transition.
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("ticket_id", sa.String(36), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("actor_id", sa.String(128), nullable=True),
+    sa.Column("old_value", sa.Text, nullable=True),
+    sa.Column("new_value", sa.Text, nullable=True),
+    sa.Column("rationale", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_audit_ticket", "tenant_id", "ticket_id", "seq"),
+)
+
+outbox = outbox_table(metadata)

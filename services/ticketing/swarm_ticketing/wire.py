@@ -1,0 +1,217 @@
+"""Protobuf <-> domain, including every check on caller input.
+
+Raw protos stop here: the servicer hands domain objects to the store and
+gets domain objects back.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm_ticketing.domain import (
+    MAX_DESCRIPTION,
+    MAX_JSON,
+    MAX_NAME,
+    MAX_PRIORITY,
+    MAX_STAGES,
+    MIN_PRIORITY,
+    AgentRole,
+    Lease,
+    Project,
+    ProjectSpec,
+    Ticket,
+    TicketEvent,
+    TicketSpec,
+    TicketState,
+    TicketType,
+)
+from swarmcommon import validation as v
+from swarmcommon.errors import InvalidArgument
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+_ROLE_PREFIX = "AGENT_ROLE_"
+_STATE_PREFIX = "TICKET_STATE_"
+_TYPE_PREFIX = "TICKET_TYPE_"
+
+
+def _enum_from_proto(
+    field: str, value: int, wrapper: object, prefix: str, target: type[E]
+) -> E | None:
+    """Domain enum for a proto enum number; None for UNSPECIFIED."""
+    try:
+        name: str = wrapper.Name(value)  # type: ignore[attr-defined]
+    except ValueError as exc:
+        raise InvalidArgument(field, f"unknown value {value}") from exc
+    if name.endswith("_UNSPECIFIED"):
+        return None
+    return target(name.removeprefix(prefix).lower())
+
+
+def _enum_to_proto(value: enum.StrEnum, wrapper: object, prefix: str) -> int:
+    number: int = wrapper.Value(prefix + value.value.upper())  # type: ignore[attr-defined]
+    return number
+
+
+def role_from_proto(field: str, value: int) -> AgentRole | None:
+    return _enum_from_proto(field, value, pb.AgentRole, _ROLE_PREFIX, AgentRole)
+
+
+def state_from_proto(field: str, value: int) -> TicketState | None:
+    return _enum_from_proto(field, value, pb.TicketState, _STATE_PREFIX, TicketState)
+
+
+def type_from_proto(field: str, value: int) -> TicketType | None:
+    return _enum_from_proto(field, value, pb.TicketType, _TYPE_PREFIX, TicketType)
+
+
+def json_object(field: str, raw: str) -> str:
+    """Validated, canonical JSON object text ('' stays '{}')."""
+    if not raw:
+        return "{}"
+    if len(raw) > MAX_JSON:
+        raise InvalidArgument(field, f"is too large ({len(raw)} > {MAX_JSON} bytes)")
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, "must be a JSON object")
+    return json.dumps(value, separators=(",", ":"))
+
+
+def duration_from_proto(
+    msg: pb.ClaimTicketRequest | pb.RenewLeaseRequest,
+) -> timedelta | None:
+    if not msg.HasField("lease_duration"):
+        return None
+    d: Duration = msg.lease_duration
+    if d.seconds < 0 or d.nanos < 0:
+        raise InvalidArgument("lease_duration", "must be positive")
+    return d.ToTimedelta()
+
+
+def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
+    tenant = v.name_id("tenant_id", req.tenant_id)
+    specs = []
+    for i, t in enumerate(req.tickets):
+        f = f"tickets[{i}]"
+        stages = tuple(
+            role_from_proto(f"{f}.stages[{j}]", s)
+            or _reject_unspecified(f"{f}.stages[{j}]")
+            for j, s in enumerate(t.stages)
+        )
+        if len(stages) > MAX_STAGES:
+            raise InvalidArgument(
+                f"{f}.stages", f"too many stages ({len(stages)} > {MAX_STAGES})"
+            )
+        if not MIN_PRIORITY <= t.priority <= MAX_PRIORITY:
+            raise InvalidArgument(
+                f"{f}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}"
+            )
+        specs.append(
+            TicketSpec(
+                key=v.bounded_text(f"{f}.key", t.key, 128) or str(i),
+                name=v.required_text(f"{f}.name", t.name, MAX_NAME),
+                description=v.bounded_text(
+                    f"{f}.description", t.description, MAX_DESCRIPTION
+                ),
+                type=type_from_proto(f"{f}.type", t.type) or TicketType.FEATURE,
+                priority=t.priority,
+                stages=stages or (AgentRole.CODER,),
+                depends_on=tuple(t.depends_on),
+            )
+        )
+    return ProjectSpec(
+        tenant_id=tenant,
+        name=v.required_text("name", req.name, MAX_NAME),
+        description=v.bounded_text("description", req.description, MAX_DESCRIPTION),
+        tickets=tuple(specs),
+        request_id=v.optional_request_id(req.request_id),
+    )
+
+
+def _reject_unspecified(field: str) -> AgentRole:
+    raise InvalidArgument(
+        field, "must name a role (AGENT_ROLE_UNSPECIFIED is not a stage)"
+    )
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def lease_to_proto(lease: Lease) -> pb.Lease:
+    return pb.Lease(
+        claim_token=lease.claim_token,
+        agent_id=lease.agent_id,
+        expire_time=_ts(lease.expires_at),
+    )
+
+
+def ticket_to_proto(t: Ticket) -> pb.Ticket:
+    msg = pb.Ticket(
+        id=t.id,
+        tenant_id=t.tenant_id,
+        project_id=t.project_id,
+        name=t.name,
+        description=t.description,
+        type=_enum_to_proto(t.type, pb.TicketType, _TYPE_PREFIX),  # type: ignore[arg-type]
+        priority=t.priority,
+        state=_enum_to_proto(t.state, pb.TicketState, _STATE_PREFIX),  # type: ignore[arg-type]
+        stages=[_enum_to_proto(s, pb.AgentRole, _ROLE_PREFIX) for s in t.stages],  # type: ignore[misc]
+        stage_index=t.stage_index,
+        depends_on=list(t.depends_on),
+        failure_count=t.failure_count,
+        last_failure_reason=t.last_failure_reason or "",
+        last_failure_time=_ts(t.last_failure_at),
+        quarantine_reason=t.quarantine_reason or "",
+        quarantine_time=_ts(t.quarantined_at),
+        result_json=t.result_json or "",
+        create_time=_ts(t.created_at),
+        update_time=_ts(t.updated_at),
+    )
+    if t.lease is not None:
+        msg.lease.CopyFrom(lease_to_proto(t.lease))
+    return msg
+
+
+def role_to_proto(role: AgentRole) -> int:
+    return _enum_to_proto(role, pb.AgentRole, _ROLE_PREFIX)
+
+
+def project_to_proto(p: Project) -> pb.Project:
+    return pb.Project(
+        id=p.id,
+        tenant_id=p.tenant_id,
+        name=p.name,
+        description=p.description,
+        ticket_count=p.ticket_count,
+        done_count=p.done_count,
+        create_time=_ts(p.created_at),
+    )
+
+
+def event_to_proto(e: TicketEvent) -> pb.TicketEvent:
+    return pb.TicketEvent(
+        id=e.id,
+        ticket_id=e.ticket_id,
+        event_type=e.event_type,
+        actor_type=e.actor_type.value,
+        actor_id=e.actor_id or "",
+        old_value_json=e.old_value or "",
+        new_value_json=e.new_value or "",
+        rationale=e.rationale or "",
+        create_time=_ts(e.created_at),
+    )
