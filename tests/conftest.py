@@ -1,0 +1,119 @@
+"""Shared fixtures: storage backends and a real ticketing gRPC server.
+
+Backends: every repository/concurrency test is parametrized over SQLite and
+PostgreSQL. PostgreSQL comes from SWARM_TEST_POSTGRES_URL, else a
+testcontainers server when a Docker engine answers, else the local server at
+127.0.0.1:5432. Each test gets its own schema, dropped afterwards. A test
+that cannot reach PostgreSQL fails; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import grpc
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarm_ticketing import server as ticketing_server
+from swarm_ticketing.config import Settings
+from swarmcommon.clock import ManualClock
+from swarmcommon.grpcclient import channel
+
+LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    url = os.environ.get("SWARM_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:15", driver="psycopg") as pg:
+            yield pg.get_connection_url()
+        return
+    yield LOCAL_POSTGRES
+
+
+def _libpq(url: str) -> str:
+    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for the backend named by the test's parameter."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'swarm.db'}"
+        return
+    assert backend == "postgres", backend
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        admin = psycopg.connect(_libpq(base), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for this test and is unreachable at {base}: {exc}")
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        sep = "&" if "?" in base else "?"
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+BACKENDS = pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+
+
+@dataclass
+class TicketingHarness:
+    app: ticketing_server.Ticketing
+    clock: ManualClock
+    channel: grpc.Channel
+    stub: pb_grpc.TicketingServiceStub
+    url: str
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.app.port}"
+
+
+def start_ticketing(url: str, **overrides: object) -> tuple[ticketing_server.Ticketing, ManualClock]:
+    clock = ManualClock()
+    settings = Settings(
+        database_url=url,
+        listen_address="127.0.0.1:0",
+        reaper_interval_seconds=0,  # tests run the reaper explicitly
+        **overrides,  # type: ignore[arg-type]
+    )
+    return ticketing_server.start(settings, clock=clock), clock
+
+
+@pytest.fixture
+def ticketing(db: str) -> Iterator[TicketingHarness]:
+    """A real ticketing gRPC server on an ephemeral port, on `db`, with a manual clock."""
+    app, clock = start_ticketing(db)
+    ch = channel(f"127.0.0.1:{app.port}")
+    try:
+        yield TicketingHarness(app, clock, ch, pb_grpc.TicketingServiceStub(ch), db)
+    finally:
+        ch.close()
+        app.stop(grace=1)

@@ -1,0 +1,89 @@
+"""Every transition leaves an audit row and, under the seed's event names,
+an outbox row committed in the same transaction."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import sqlalchemy as sa
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm_ticketing.tables import audit_events, outbox
+from tests.conftest import BACKENDS, TicketingHarness
+from tests.ticketing.helpers import claim, create_project, fail, raises_status, spec, submit, tenant
+
+pytestmark = BACKENDS
+
+
+def _outbox(h: TicketingHarness, tenant_id: str) -> list[tuple[str, dict[str, object]]]:
+    with h.app.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.event_type, outbox.c.payload).where(outbox.c.tenant_id == tenant_id).order_by(outbox.c.id)
+        ).all()
+    return [(r.event_type, json.loads(r.payload)) for r in rows]
+
+
+def test_lifecycle_emits_the_seed_event_names_in_order(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    ticket = create_project(ticketing.stub, t, [spec("a"), spec("b")]).tickets[0]
+    c = claim(ticketing.stub, t, "agent-1")
+    assert c.ticket.id == ticket.id
+    ticketing.stub.StartWork(pb.StartWorkRequest(tenant_id=t, ticket_id=c.ticket.id, claim_token=c.lease.claim_token))
+    submit(ticketing.stub, t, c)
+    for i in range(3):
+        fail(ticketing.stub, t, claim(ticketing.stub, t, f"agent-{i + 2}"), "flaky")
+
+    events = _outbox(ticketing, t)
+    assert [e for e, _ in events] == [
+        "ticket.created",
+        "ticket.created",
+        "ticket.assigned",
+        "ticket.in_progress",
+        "ticket.completed",
+        "ticket.assigned",
+        "ticket.failed",
+        "ticket.assigned",
+        "ticket.failed",
+        "ticket.assigned",
+        "ticket.failed",
+        "ticket.quarantined",
+    ]
+    completed = events[4][1]
+    assert completed["ticket_id"] == ticket.id and completed["agent_id"] == "agent-1"
+    assert "duration_seconds" in completed
+    assert events[-1][1]["reason"] == "Failed 3 times: flaky"
+
+    audit = ticketing.stub.ListTicketEvents(pb.ListTicketEventsRequest(tenant_id=t, ticket_id=ticket.id)).events
+    assert [e.event_type for e in audit] == ["created", "assigned", "in_progress", "completed"]
+    assert audit[1].actor_type == "agent" and audit[1].actor_id == "agent-1"
+
+
+def test_a_rejected_transition_writes_no_audit_and_no_event(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    create_project(ticketing.stub, t, [spec("a")])
+    c = claim(ticketing.stub, t, "agent-1")
+    with ticketing.app.db.engine.connect() as conn:
+        before = (conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(), len(_outbox(ticketing, t)))
+    bad = pb.SubmitWorkRequest(
+        tenant_id=t, ticket_id=c.ticket.id, claim_token="00000000-0000-4000-8000-000000000000", result_json="{}"
+    )
+    with raises_status(grpc.StatusCode.FAILED_PRECONDITION):
+        ticketing.stub.SubmitWork(bad)
+    with ticketing.app.db.engine.connect() as conn:
+        after = (conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(), len(_outbox(ticketing, t)))
+    assert after == before
+
+
+def test_outbox_rows_carry_the_callers_trace_context(ticketing: TicketingHarness) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    t = tenant()
+    with tracer.start_as_current_span("client-call") as span, trace.use_span(span):
+        create_project(ticketing.stub, t, [spec("a")])
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    with ticketing.app.db.engine.connect() as conn:
+        parent = conn.execute(sa.select(outbox.c.traceparent).where(outbox.c.tenant_id == t)).scalar_one()
+    assert parent is not None and parent.split("-")[1] == trace_id
