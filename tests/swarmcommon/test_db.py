@@ -30,7 +30,9 @@ def test_sqlite_pragmas_are_set(tmp_path: Path) -> None:
     database.dispose()
 
 
-def test_busy_errors_are_retried_then_become_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_busy_errors_are_retried_then_become_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dbmod, "BACKOFF_BASE_SECONDS", 0.0001)
     database = Database.from_url(f"sqlite:///{tmp_path / 'r.db'}")
     calls = {"n": 0}
@@ -93,7 +95,10 @@ def test_sqlite_writers_in_separate_engines_never_lose_updates(tmp_path: Path) -
     for t in threads:
         t.join()
     assert errors == []
-    assert setup.transaction(lambda c: c.exec_driver_sql("SELECT n FROM counter").scalar_one(), write=False) == 400
+    assert (
+        setup.transaction(lambda c: c.exec_driver_sql("SELECT n FROM counter").scalar_one(), write=False)
+        == 400
+    )
     for e in [setup, *engines]:
         e.dispose()
 
@@ -102,14 +107,18 @@ def test_sqlite_writers_in_separate_engines_never_lose_updates(tmp_path: Path) -
 def test_utc_datetimes_round_trip_on_both_backends(db: str) -> None:
     database = Database.from_url(db)
     meta = sa.MetaData()
-    table = sa.Table("times", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("at", UTCDateTime))
+    table = sa.Table(
+        "times", meta, sa.Column("id", sa.Integer, primary_key=True), sa.Column("at", UTCDateTime)
+    )
     database.transaction(lambda c: meta.create_all(c))
     plus_two = datetime(2031, 5, 6, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
     database.transaction(lambda c: c.execute(sa.insert(table), [{"id": 1, "at": plus_two}]))
     got = database.transaction(lambda c: c.execute(sa.select(table.c.at)).scalar_one(), write=False)
     assert got == plus_two and got.tzinfo == UTC
     later = database.transaction(
-        lambda c: c.execute(sa.select(table.c.id).where(table.c.at < datetime(2031, 5, 6, 8, tzinfo=UTC))).all(),
+        lambda c: c.execute(
+            sa.select(table.c.id).where(table.c.at < datetime(2031, 5, 6, 8, tzinfo=UTC))
+        ).all(),
         write=False,
     )
     assert later == [(1,)]  # 07:30Z is before 08:00Z: compared as times, not text

@@ -89,7 +89,9 @@ def test_swarm_errors_become_status_codes_with_error_info(boom: tuple[ServerHand
     assert _call(ch, "Missing").code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_unexpected_errors_are_internal_without_leaking_details(boom: tuple[ServerHandle, grpc.Channel]) -> None:
+def test_unexpected_errors_are_internal_without_leaking_details(
+    boom: tuple[ServerHandle, grpc.Channel],
+) -> None:
     err = _call(boom[1], "Crash")
     assert err.code() == grpc.StatusCode.INTERNAL
     assert "secret" not in (err.details() or "")

@@ -15,7 +15,12 @@ def test_page_token_round_trips_its_position() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [pytest.param("!!!", id="not-base64"), pytest.param("e30", id="empty-json"), pytest.param("bnVsbA", id="null")]
+    "bad",
+    [
+        pytest.param("!!!", id="not-base64"),
+        pytest.param("e30", id="empty-json"),
+        pytest.param("bnVsbA", id="null"),
+    ],
 )
 def test_foreign_tokens_are_invalid_argument(bad: str) -> None:
     with pytest.raises(InvalidArgument, match="page_token"):

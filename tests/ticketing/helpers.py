@@ -22,7 +22,9 @@ def tenant() -> str:
     return f"tenant-{uuid.uuid4().hex[:8]}"
 
 
-def spec(key: str, *, priority: int = 0, depends_on: Sequence[str] = (), stages: Sequence[int] = ()) -> pb.TicketSpec:
+def spec(
+    key: str, *, priority: int = 0, depends_on: Sequence[str] = (), stages: Sequence[int] = ()
+) -> pb.TicketSpec:
     return pb.TicketSpec(
         key=key, name=f"ticket {key}", priority=priority, depends_on=list(depends_on), stages=list(stages)
     )
@@ -52,9 +54,13 @@ def submit(
     )
 
 
-def fail(stub: pb_grpc.TicketingServiceStub, tenant_id: str, c: pb.ClaimTicketResponse, reason: str) -> pb.ReportFailureResponse:
+def fail(
+    stub: pb_grpc.TicketingServiceStub, tenant_id: str, c: pb.ClaimTicketResponse, reason: str
+) -> pb.ReportFailureResponse:
     return stub.ReportFailure(
-        pb.ReportFailureRequest(tenant_id=tenant_id, ticket_id=c.ticket.id, claim_token=c.lease.claim_token, reason=reason)
+        pb.ReportFailureRequest(
+            tenant_id=tenant_id, ticket_id=c.ticket.id, claim_token=c.lease.claim_token, reason=reason
+        )
     )
 
 

@@ -56,13 +56,21 @@ CASES = [
     pytest.param(_create(tenant_id="t" * 129), INVALID, "tenant_id", id="create-oversized-tenant"),
     pytest.param(_create(name=""), INVALID, "name", id="create-empty-name"),
     pytest.param(_create(name="n" * 201), INVALID, "name", id="create-oversized-name"),
-    pytest.param(_create(description="d" * 20_001), INVALID, "description", id="create-oversized-description"),
+    pytest.param(
+        _create(description="d" * 20_001), INVALID, "description", id="create-oversized-description"
+    ),
     pytest.param(_create(tickets=[]), INVALID, "tickets", id="create-no-tickets"),
     pytest.param(
-        _create(tickets=[pb.TicketSpec(key="a", name="")]), INVALID, "tickets[0].name", id="create-empty-ticket-name"
+        _create(tickets=[pb.TicketSpec(key="a", name="")]),
+        INVALID,
+        "tickets[0].name",
+        id="create-empty-ticket-name",
     ),
     pytest.param(
-        _create(tickets=[pb.TicketSpec(key="a", name="x", type=99)]), INVALID, "tickets[0].type", id="create-bad-type"
+        _create(tickets=[pb.TicketSpec(key="a", name="x", type=99)]),
+        INVALID,
+        "tickets[0].type",
+        id="create-bad-type",
     ),
     pytest.param(
         _create(tickets=[pb.TicketSpec(key="a", name="x", stages=[42])]),
@@ -82,7 +90,9 @@ CASES = [
     pytest.param(
         _create(tickets=[spec("a", depends_on=["ghost"])]), INVALID, "ghost", id="create-unknown-dependency"
     ),
-    pytest.param(_create(tickets=[spec("a", depends_on=["a"])]), INVALID, "itself", id="create-self-dependency"),
+    pytest.param(
+        _create(tickets=[spec("a", depends_on=["a"])]), INVALID, "itself", id="create-self-dependency"
+    ),
     pytest.param(_create(request_id="has space"), INVALID, "request_id", id="create-bad-request-id"),
     pytest.param(
         lambda c: c["stub"].GetTicket(pb.GetTicketRequest(tenant_id=TENANT, ticket_id="")),
@@ -165,7 +175,10 @@ CASES = [
         id="claim-negative-lease",
     ),
     pytest.param(
-        _lease_call("SubmitWork", pb.SubmitWorkRequest, claim_token=""), INVALID, "claim_token", id="submit-empty-token"
+        _lease_call("SubmitWork", pb.SubmitWorkRequest, claim_token=""),
+        INVALID,
+        "claim_token",
+        id="submit-empty-token",
     ),
     pytest.param(
         _lease_call("SubmitWork", pb.SubmitWorkRequest, claim_token=UNKNOWN),
@@ -192,13 +205,22 @@ CASES = [
         id="submit-result-oversized",
     ),
     pytest.param(
-        _lease_call("SubmitWork", pb.SubmitWorkRequest, tenant_id=OTHER), NOT_FOUND, "not found", id="submit-other-tenant"
+        _lease_call("SubmitWork", pb.SubmitWorkRequest, tenant_id=OTHER),
+        NOT_FOUND,
+        "not found",
+        id="submit-other-tenant",
     ),
     pytest.param(
-        _lease_call("SubmitWork", pb.SubmitWorkRequest, ticket_id=UNKNOWN), NOT_FOUND, UNKNOWN, id="submit-unknown-ticket"
+        _lease_call("SubmitWork", pb.SubmitWorkRequest, ticket_id=UNKNOWN),
+        NOT_FOUND,
+        UNKNOWN,
+        id="submit-unknown-ticket",
     ),
     pytest.param(
-        _lease_call("ReportFailure", pb.ReportFailureRequest, reason=""), INVALID, "reason", id="fail-empty-reason"
+        _lease_call("ReportFailure", pb.ReportFailureRequest, reason=""),
+        INVALID,
+        "reason",
+        id="fail-empty-reason",
     ),
     pytest.param(
         _lease_call("ReportFailure", pb.ReportFailureRequest, reason="r" * 2001),
@@ -219,7 +241,9 @@ CASES = [
         id="renew-lease-too-long",
     ),
     pytest.param(
-        lambda c: c["stub"].RedriveTickets(pb.RedriveTicketsRequest(tenant_id=TENANT, ticket_ids=[], operator="o")),
+        lambda c: c["stub"].RedriveTickets(
+            pb.RedriveTicketsRequest(tenant_id=TENANT, ticket_ids=[], operator="o")
+        ),
         INVALID,
         "ticket_ids",
         id="redrive-no-ids",
@@ -260,7 +284,8 @@ CASES = [
 def _snapshot(url_engine: sa.Engine) -> dict[str, list[Any]]:
     with url_engine.connect() as conn:
         return {
-            t.name: sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr) for t in metadata.sorted_tables
+            t.name: sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr)
+            for t in metadata.sorted_tables
         }
 
 

@@ -62,7 +62,7 @@ def test_64_agents_complete_1000_tickets_exactly_once(ticketing: TicketingHarnes
                 stub.StartWork(
                     pb.StartWorkRequest(tenant_id=t, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)
                 )
-                r = submit(stub, t, c, '{"agent": %d}' % n)
+                r = submit(stub, t, c, f'{{"agent": {n}}}')
                 with lock:
                     done.append(r.ticket.id)
         except BaseException as exc:  # collected and asserted below

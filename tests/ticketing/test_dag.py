@@ -58,7 +58,9 @@ def test_a_cycle_is_rejected_naming_its_members(ticketing: TicketingHarness) -> 
         spec("check", depends_on=["parse"]),
         spec("emit", depends_on=["check"]),
     ]
-    with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "dependency cycle", "parse", "check", "emit") as caught:
+    with raises_status(
+        grpc.StatusCode.INVALID_ARGUMENT, "dependency cycle", "parse", "check", "emit"
+    ) as caught:
         create_project(ticketing.stub, t, tickets)
     assert "root" not in caught[0].details()
     assert ticketing.stub.ListProjects(pb.ListProjectsRequest(tenant_id=t)).projects == []
@@ -67,7 +69,9 @@ def test_a_cycle_is_rejected_naming_its_members(ticketing: TicketingHarness) -> 
 def test_long_chain_is_accepted_and_unblocks_in_order(ticketing: TicketingHarness) -> None:
     t = tenant()
     n = 3000  # deep enough to break a recursive cycle check
-    create_project(ticketing.stub, t, [spec("0"), *(spec(str(i), depends_on=[str(i - 1)]) for i in range(1, n))])
+    create_project(
+        ticketing.stub, t, [spec("0"), *(spec(str(i), depends_on=[str(i - 1)]) for i in range(1, n))]
+    )
     for i in range(3):
         c = claim(ticketing.stub, t, "a")
         assert c.ticket.name == f"ticket {i}"

@@ -32,7 +32,9 @@ def test_third_failure_quarantines_and_redrive_makes_it_claimable(ticketing: Tic
     assert dlq[0].HasField("quarantine_time")
 
     redriven = ticketing.stub.RedriveTickets(
-        pb.RedriveTicketsRequest(tenant_id=t, ticket_ids=[poison.id], operator="ops@acme", reason="spec fixed")
+        pb.RedriveTicketsRequest(
+            tenant_id=t, ticket_ids=[poison.id], operator="ops@acme", reason="spec fixed"
+        )
     ).tickets
     assert redriven[0].state == pb.TICKET_STATE_READY and redriven[0].failure_count == 0
     assert ticketing.stub.ListDeadLetters(pb.ListDeadLettersRequest(tenant_id=t)).tickets == []
@@ -40,7 +42,9 @@ def test_third_failure_quarantines_and_redrive_makes_it_claimable(ticketing: Tic
     assert again.ticket.id == poison.id
     assert submit(ticketing.stub, t, again).ticket.state == pb.TICKET_STATE_DONE
 
-    audit = ticketing.stub.ListTicketEvents(pb.ListTicketEventsRequest(tenant_id=t, ticket_id=poison.id)).events
+    audit = ticketing.stub.ListTicketEvents(
+        pb.ListTicketEventsRequest(tenant_id=t, ticket_id=poison.id)
+    ).events
     redrive = [e for e in audit if e.event_type == "redriven"]
     assert len(redrive) == 1
     assert redrive[0].actor_type == "human" and redrive[0].actor_id == "ops@acme"
@@ -81,7 +85,9 @@ def test_redrive_is_all_or_nothing(ticketing: TicketingHarness) -> None:
     tickets = create_project(ticketing.stub, t, [spec("q"), spec("fine")]).tickets
     for i in range(3):
         fail(ticketing.stub, t, claim(ticketing.stub, t, f"a{i}"), "bad")
-    quarantined = next(tk for tk in tickets if get(ticketing.stub, t, tk.id).state == pb.TICKET_STATE_QUARANTINED)
+    quarantined = next(
+        tk for tk in tickets if get(ticketing.stub, t, tk.id).state == pb.TICKET_STATE_QUARANTINED
+    )
     fine = next(tk for tk in tickets if tk.id != quarantined.id)
     with raises_status(grpc.StatusCode.FAILED_PRECONDITION, fine.id, "not quarantined"):
         ticketing.stub.RedriveTickets(
@@ -103,7 +109,9 @@ def test_dead_letters_page_through_every_quarantined_ticket(ticketing: Ticketing
     seen: list[str] = []
     token = ""
     while True:
-        page = ticketing.stub.ListDeadLetters(pb.ListDeadLettersRequest(tenant_id=t, page_size=2, page_token=token))
+        page = ticketing.stub.ListDeadLetters(
+            pb.ListDeadLettersRequest(tenant_id=t, page_size=2, page_token=token)
+        )
         seen.extend(tk.id for tk in page.tickets)
         token = page.next_page_token
         if not token:

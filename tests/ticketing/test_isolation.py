@@ -24,9 +24,15 @@ def test_other_tenants_objects_are_invisible(ticketing: TicketingHarness) -> Non
         lambda: s.GetProject(pb.GetProjectRequest(tenant_id=b, project_id=project.project.id)),
         lambda: s.GetTicket(pb.GetTicketRequest(tenant_id=b, ticket_id=ticket_id)),
         lambda: s.ListTicketEvents(pb.ListTicketEventsRequest(tenant_id=b, ticket_id=ticket_id)),
-        lambda: s.RenewLease(pb.RenewLeaseRequest(tenant_id=b, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)),
-        lambda: s.StartWork(pb.StartWorkRequest(tenant_id=b, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)),
-        lambda: s.ReleaseClaim(pb.ReleaseClaimRequest(tenant_id=b, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)),
+        lambda: s.RenewLease(
+            pb.RenewLeaseRequest(tenant_id=b, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)
+        ),
+        lambda: s.StartWork(
+            pb.StartWorkRequest(tenant_id=b, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)
+        ),
+        lambda: s.ReleaseClaim(
+            pb.ReleaseClaimRequest(tenant_id=b, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)
+        ),
         lambda: s.RedriveTickets(pb.RedriveTicketsRequest(tenant_id=b, ticket_ids=[ticket_id], operator="o")),
     ]:
         with raises_status(grpc.StatusCode.NOT_FOUND, "not found"):

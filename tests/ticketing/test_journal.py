@@ -19,7 +19,9 @@ pytestmark = BACKENDS
 def _outbox(h: TicketingHarness, tenant_id: str) -> list[tuple[str, dict[str, object]]]:
     with h.app.db.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(outbox.c.event_type, outbox.c.payload).where(outbox.c.tenant_id == tenant_id).order_by(outbox.c.id)
+            sa.select(outbox.c.event_type, outbox.c.payload)
+            .where(outbox.c.tenant_id == tenant_id)
+            .order_by(outbox.c.id)
         ).all()
     return [(r.event_type, json.loads(r.payload)) for r in rows]
 
@@ -29,7 +31,9 @@ def test_lifecycle_emits_the_seed_event_names_in_order(ticketing: TicketingHarne
     ticket = create_project(ticketing.stub, t, [spec("a"), spec("b")]).tickets[0]
     c = claim(ticketing.stub, t, "agent-1")
     assert c.ticket.id == ticket.id
-    ticketing.stub.StartWork(pb.StartWorkRequest(tenant_id=t, ticket_id=c.ticket.id, claim_token=c.lease.claim_token))
+    ticketing.stub.StartWork(
+        pb.StartWorkRequest(tenant_id=t, ticket_id=c.ticket.id, claim_token=c.lease.claim_token)
+    )
     submit(ticketing.stub, t, c)
     for i in range(3):
         fail(ticketing.stub, t, claim(ticketing.stub, t, f"agent-{i + 2}"), "flaky")
@@ -54,7 +58,9 @@ def test_lifecycle_emits_the_seed_event_names_in_order(ticketing: TicketingHarne
     assert "duration_seconds" in completed
     assert events[-1][1]["reason"] == "Failed 3 times: flaky"
 
-    audit = ticketing.stub.ListTicketEvents(pb.ListTicketEventsRequest(tenant_id=t, ticket_id=ticket.id)).events
+    audit = ticketing.stub.ListTicketEvents(
+        pb.ListTicketEventsRequest(tenant_id=t, ticket_id=ticket.id)
+    ).events
     assert [e.event_type for e in audit] == ["created", "assigned", "in_progress", "completed"]
     assert audit[1].actor_type == "agent" and audit[1].actor_id == "agent-1"
 
@@ -64,14 +70,23 @@ def test_a_rejected_transition_writes_no_audit_and_no_event(ticketing: Ticketing
     create_project(ticketing.stub, t, [spec("a")])
     c = claim(ticketing.stub, t, "agent-1")
     with ticketing.app.db.engine.connect() as conn:
-        before = (conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(), len(_outbox(ticketing, t)))
+        before = (
+            conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(),
+            len(_outbox(ticketing, t)),
+        )
     bad = pb.SubmitWorkRequest(
-        tenant_id=t, ticket_id=c.ticket.id, claim_token="00000000-0000-4000-8000-000000000000", result_json="{}"
+        tenant_id=t,
+        ticket_id=c.ticket.id,
+        claim_token="00000000-0000-4000-8000-000000000000",
+        result_json="{}",
     )
     with raises_status(grpc.StatusCode.FAILED_PRECONDITION):
         ticketing.stub.SubmitWork(bad)
     with ticketing.app.db.engine.connect() as conn:
-        after = (conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(), len(_outbox(ticketing, t)))
+        after = (
+            conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(),
+            len(_outbox(ticketing, t)),
+        )
     assert after == before
 
 

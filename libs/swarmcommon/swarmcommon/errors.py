@@ -19,18 +19,14 @@ class SwarmError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
 
-    def __init__(
-        self, message: str, *, reason: str | None = None, **metadata: object
-    ) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, **metadata: object) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
         # ErrorInfo metadata is a map<string, string>; callers may pass any
         # printable value and get its string form.
-        self.metadata: dict[str, str] = {
-            k: _metadata_value(v) for k, v in metadata.items() if v is not None
-        }
+        self.metadata: dict[str, str] = {k: _metadata_value(v) for k, v in metadata.items() if v is not None}
 
 
 def _metadata_value(value: object) -> str:
@@ -44,7 +40,7 @@ class InvalidArgument(SwarmError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, message: str, **metadata: object) -> None:
-        super().__init__(f"{field}: {message}", field=field, **metadata)
+        super().__init__(f"{field}: {message}", field=field, **metadata)  # type: ignore[arg-type]
         self.field = field
 
 

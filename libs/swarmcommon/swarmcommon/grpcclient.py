@@ -36,4 +36,5 @@ def channel(target: str) -> grpc.Channel:
         options=[("grpc.service_config", _RETRY_CONFIG), ("grpc.enable_retries", 1)],
     )
     # OpenTelemetry's interceptor plugs in through its own grpcext adapter.
-    return intercept_channel(raw, client_interceptor())
+    traced: grpc.Channel = intercept_channel(raw, client_interceptor())  # type: ignore[no-untyped-call]
+    return traced

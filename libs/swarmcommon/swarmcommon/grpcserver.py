@@ -46,22 +46,16 @@ class GrpcService:
 
 
 def to_status(exc: SwarmError, domain: str) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(
-        reason=exc.reason, domain=domain, metadata=exc.metadata
-    )
+    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=domain, metadata=exc.metadata)
     details = [_pack(info)]
     if isinstance(exc, QuotaExceeded):
         failure = error_details_pb2.QuotaFailure(
             violations=[
-                error_details_pb2.QuotaFailure.Violation(
-                    subject=exc.resource, description=exc.message
-                )
+                error_details_pb2.QuotaFailure.Violation(subject=exc.resource, description=exc.message)
             ]
         )
         details.append(_pack(failure))
-    return status_pb2.Status(
-        code=exc.code.value[0], message=exc.message, details=details
-    )
+    return status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -70,7 +64,7 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, domain_of: Callable[[str], str]) -> None:
         self._domain_of = domain_of
 
@@ -112,9 +106,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
         return behaviour
 
-    def _wrap_stream(
-        self, fn: Callable[..., Iterator[Any]], domain: str
-    ) -> Callable[..., Iterator[Any]]:
+    def _wrap_stream(self, fn: Callable[..., Iterator[Any]], domain: str) -> Callable[..., Iterator[Any]]:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 yield from fn(request, context)
@@ -128,9 +120,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
 def _is_abort(exc: BaseException) -> bool:
     # grpc's context.abort raises a bare Exception subclass we must let through.
-    return type(exc).__name__ == "_AbortError" or (
-        type(exc) is Exception and not exc.args
-    )
+    return type(exc).__name__ == "_AbortError" or (type(exc) is Exception and not exc.args)
 
 
 @dataclass
@@ -164,7 +154,7 @@ def start_server(
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[server_interceptor(), ErrorInterceptor(domain_of)],
+        interceptors=[server_interceptor(), ErrorInterceptor(domain_of)],  # type: ignore[no-untyped-call]
         options=[("grpc.so_reuseport", 0)],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -172,9 +162,7 @@ def start_server(
     for service in services:
         service.register(server)
     names = [s.full_name for s in services]
-    reflection.enable_server_reflection(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(listen_address)
     if port == 0:
         raise RuntimeError(f"could not bind gRPC server to {listen_address}")
@@ -185,14 +173,10 @@ def start_server(
         "gRPC server listening",
         extra={"address": listen_address, "port": port, "services": names},
     )
-    return ServerHandle(
-        server=server, port=port, health=health_servicer, service_names=names
-    )
+    return ServerHandle(server=server, port=port, health=health_servicer, service_names=names)
 
 
-def run_until_signal(
-    handle: ServerHandle, grace: float, on_stop: Sequence[Callable[[], None]] = ()
-) -> None:
+def run_until_signal(handle: ServerHandle, grace: float, on_stop: Sequence[Callable[[], None]] = ()) -> None:
     """Serve until SIGTERM or SIGINT, then drain gracefully."""
     stop = threading.Event()
 

@@ -27,15 +27,11 @@ def alembic_config(url: str, script_location: str | Path, version_table: str) ->
     return cfg
 
 
-def upgrade(
-    url: str, script_location: str | Path, version_table: str, revision: str = "head"
-) -> None:
+def upgrade(url: str, script_location: str | Path, version_table: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url, script_location, version_table), revision)
 
 
-def downgrade(
-    url: str, script_location: str | Path, version_table: str, revision: str = "base"
-) -> None:
+def downgrade(url: str, script_location: str | Path, version_table: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(url, script_location, version_table), revision)
 
 
@@ -55,6 +51,13 @@ def run_env(metadata: sa.MetaData) -> None:
                 transactional_ddl=True,
             )
             with context.begin_transaction():
+                if conn.dialect.name == "postgresql":
+                    # Replicas starting together migrate one at a time; the
+                    # lock is released when this transaction ends.
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                        {"name": cfg.attributes["version_table"]},
+                    )
                 context.run_migrations()
     finally:
         engine.dispose()

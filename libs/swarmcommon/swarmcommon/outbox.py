@@ -56,9 +56,7 @@ class OutboxWriter:
         self.table = table
         self.source = source
 
-    def add(
-        self, conn: Connection, events: Iterable[OutboxEvent], now: datetime
-    ) -> None:
+    def add(self, conn: Connection, events: Iterable[OutboxEvent], now: datetime) -> None:
         """Stage events in the caller's open transaction."""
         carrier: dict[str, str] = {}
         propagate.inject(carrier)

@@ -24,9 +24,7 @@ def setup_tracing(service_name: str) -> trace.TracerProvider:
         if _configured:
             return trace.get_tracer_provider()
         provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
-            )
+            resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
         )
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"

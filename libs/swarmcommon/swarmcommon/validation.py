@@ -21,9 +21,7 @@ def required_text(field: str, value: str, max_len: int) -> str:
 
 def bounded_text(field: str, value: str, max_len: int) -> str:
     if len(value) > max_len:
-        raise InvalidArgument(
-            field, f"is too long ({len(value)} > {max_len} characters)"
-        )
+        raise InvalidArgument(field, f"is too long ({len(value)} > {max_len} characters)")
     if "\x00" in value:
         raise InvalidArgument(field, "must not contain NUL characters")
     return value
@@ -34,9 +32,7 @@ def name_id(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required")
     if len(value) > MAX_NAME_ID:
-        raise InvalidArgument(
-            field, f"is too long ({len(value)} > {MAX_NAME_ID} characters)"
-        )
+        raise InvalidArgument(field, f"is too long ({len(value)} > {MAX_NAME_ID} characters)")
     if not _NAME_RE.match(value):
         raise InvalidArgument(
             field,
@@ -60,12 +56,8 @@ def uuid_ids(field: str, values: Sequence[str], max_count: int) -> list[str]:
     if not values:
         raise InvalidArgument(field, "must name at least one id")
     if len(values) > max_count:
-        raise InvalidArgument(
-            field, f"names too many ids ({len(values)} > {max_count})"
-        )
-    return list(
-        dict.fromkeys(uuid_id(f"{field}[{i}]", v) for i, v in enumerate(values))
-    )
+        raise InvalidArgument(field, f"names too many ids ({len(values)} > {max_count})")
+    return list(dict.fromkeys(uuid_id(f"{field}[{i}]", v) for i, v in enumerate(values)))
 
 
 def optional_request_id(value: str, field: str = "request_id") -> str | None:

@@ -15,9 +15,7 @@ def main() -> None:
     setup_tracing("ticketing")
     app = server.start(settings)
     try:
-        run_until_signal(
-            app.handle, settings.shutdown_grace_seconds, on_stop=[app.reaper.stop]
-        )
+        run_until_signal(app.handle, settings.shutdown_grace_seconds, on_stop=[app.reaper.stop])
     finally:
         app.db.dispose()
         shutdown_tracing()

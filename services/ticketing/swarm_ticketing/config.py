@@ -15,4 +15,4 @@ class Settings(ServiceSettings):
     lease_seconds: float = Field(default=900.0, ge=1, le=7200)
     max_failures: int = Field(default=3, ge=1, le=100)
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
-    reaper_interval_seconds: float = Field(default=30.0, ge=0)
+    reaper_interval_seconds: float = Field(default=10.0, ge=0)

@@ -221,9 +221,7 @@ def validate_project(spec: ProjectSpec) -> None:
             )
         for dep in ticket.depends_on:
             if dep not in keys:
-                raise InvalidArgument(
-                    f"tickets[{i}].depends_on", f"unknown ticket key {dep!r}"
-                )
+                raise InvalidArgument(f"tickets[{i}].depends_on", f"unknown ticket key {dep!r}")
             if dep == ticket.key:
                 raise InvalidArgument(
                     f"tickets[{i}].depends_on",
@@ -233,9 +231,7 @@ def validate_project(spec: ProjectSpec) -> None:
     if cycle:
         names = {t.key: t.name for t in spec.tickets}
         members = " -> ".join(f"{key} ({names[key]})" for key in [*cycle, cycle[0]])
-        raise InvalidArgument(
-            "tickets", f"dependency cycle: {members}", cycle=",".join(cycle)
-        )
+        raise InvalidArgument("tickets", f"dependency cycle: {members}", cycle=",".join(cycle))
 
 
 def find_cycle(graph: dict[str, Sequence[str]]) -> list[str] | None:

@@ -34,11 +34,7 @@ class AuditEntry:
 
 
 def _json(value: Mapping[str, Any] | None) -> str | None:
-    return (
-        None
-        if value is None
-        else json.dumps(dict(value), default=str, separators=(",", ":"))
-    )
+    return None if value is None else json.dumps(dict(value), default=str, separators=(",", ":"))
 
 
 def ticket_event(event_type: EventType, ticket: Ticket, **extra: Any) -> OutboxEvent:
@@ -52,9 +48,7 @@ def ticket_event(event_type: EventType, ticket: Ticket, **extra: Any) -> OutboxE
         "failure_count": ticket.failure_count,
     }
     data.update(extra)
-    return OutboxEvent(
-        tenant_id=ticket.tenant_id, event_type=event_type.value, data=data
-    )
+    return OutboxEvent(tenant_id=ticket.tenant_id, event_type=event_type.value, data=data)
 
 
 def record(

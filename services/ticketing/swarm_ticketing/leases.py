@@ -45,7 +45,7 @@ from swarm_ticketing.domain import (
     quarantine_reason,
 )
 from swarm_ticketing.journal import AuditEntry
-from swarm_ticketing.rows import CLEARED_LEASE, load_ticket
+from swarm_ticketing.rows import CLEARED_LEASE, to_ticket
 from swarm_ticketing.store import ticket_not_found
 from swarm_ticketing.tables import claim_requests, ticket_dependencies, tickets
 from swarmcommon.clock import Clock
@@ -89,18 +89,15 @@ class LeaseManager:
         except IntegrityError:
             # Another call with the same (agent, request_id) committed first:
             # our claim rolled back; answer with the lease that call got.
-            replay = self.db.transaction(
-                lambda conn: self._replay(conn, req), write=False
-            )
+            replay = self.db.transaction(lambda conn: self._replay(conn, req), write=False)
             if replay is None:
                 raise
             return replay
 
     def _claim(self, conn: Connection, req: ClaimRequest) -> Claim | None:
-        if req.request_id:
-            replay = self._replay(conn, req)
-            if replay is not None:
-                return replay
+        # Idempotency is optimistic, to keep the hot path short: a repeated
+        # (agent, request_id) is caught by the claim_requests primary key at
+        # insert time, this transaction rolls back, and claim() replays.
         now = self.clock.now()
         token = str(uuid.uuid4())
         expires = now + (req.lease or self.policy.default_lease)
@@ -115,8 +112,15 @@ class LeaseManager:
         audit: list[AuditEntry] = []
         events: list[OutboxEvent] = []
 
-        rescued = self._expired_candidate(conn, req, now)
-        if rescued is not None:
+        candidate = self._candidates(req).where(T.c.state == TicketState.READY.value)
+        row = conn.execute(
+            sa.update(T).where(T.c.id == candidate.scalar_subquery()).values(**values).returning(*T.c)
+        ).first()
+        rescued = None
+        if row is None:
+            rescued = self._expired_candidate(conn, req, now)
+            if rescued is None:
+                return self._replay(conn, req) if req.request_id else None
             row = conn.execute(
                 sa.update(T)
                 .where(T.c.id == rescued.id)
@@ -138,20 +142,8 @@ class LeaseManager:
                     LEASE_EXPIRED_REASON,
                 )
             )
-        else:
-            candidate = self._candidates(req).where(
-                T.c.state == TicketState.READY.value
-            )
-            row = conn.execute(
-                sa.update(T)
-                .where(T.c.id == candidate.scalar_subquery())
-                .values(**values)
-                .returning(*T.c)
-            ).first()
-            if row is None:
-                return None
 
-        ticket = load_ticket(conn, row)
+        ticket = to_ticket(row)
         if rescued is not None:
             events.append(
                 journal.ticket_event(
@@ -206,9 +198,7 @@ class LeaseManager:
             query = query.where(T.c.project_id == req.project_id)
         return query.order_by(*_CLAIM_ORDER).limit(1).with_for_update(skip_locked=True)
 
-    def _expired_candidate(
-        self, conn: Connection, req: ClaimRequest, now: datetime
-    ) -> Row[Any] | None:
+    def _expired_candidate(self, conn: Connection, req: ClaimRequest, now: datetime) -> Row[Any] | None:
         # A lease whose loss would reach max_failures is left to the reaper,
         # which quarantines instead of handing the ticket out again.
         query = (
@@ -235,7 +225,7 @@ class LeaseManager:
             return None
         row = conn.execute(sa.select(T).where(T.c.id == prior.ticket_id)).one()
         return Claim(
-            load_ticket(conn, row),
+            to_ticket(row),
             Lease(prior.claim_token, req.agent_id, prior.expires_at),
         )
 
@@ -248,15 +238,20 @@ class LeaseManager:
         ticket_id: str,
         token: str,
         now: datetime,
+        resubmit_ok: bool = False,
     ) -> Row[Any]:
-        """The ticket row, locked, if `token` holds its live lease; else explain."""
+        """The ticket row, locked, if `token` holds its live lease; else explain.
+
+        With `resubmit_ok`, the row is also returned when `token` is the lease
+        whose submission already succeeded, so a retried submit can be answered.
+        """
         row = conn.execute(
-            sa.select(T)
-            .where(T.c.tenant_id == tenant_id, T.c.id == ticket_id)
-            .with_for_update()
+            sa.select(T).where(T.c.tenant_id == tenant_id, T.c.id == ticket_id).with_for_update()
         ).first()
         if row is None:
             raise ticket_not_found(ticket_id)
+        if resubmit_ok and row.last_submitted_token == token:
+            return row
         if row.state not in _LEASED:
             raise FailedPrecondition(
                 f"ticket {ticket_id} is {row.state} and holds no lease; claim it first",
@@ -280,22 +275,16 @@ class LeaseManager:
         return row
 
     def _update(self, conn: Connection, ticket_id: str, **values: Any) -> Ticket:
-        row = conn.execute(
-            sa.update(T).where(T.c.id == ticket_id).values(**values).returning(*T.c)
-        ).one()
-        return load_ticket(conn, row)
+        row = conn.execute(sa.update(T).where(T.c.id == ticket_id).values(**values).returning(*T.c)).one()
+        return to_ticket(row)
 
-    def renew(
-        self, tenant_id: str, ticket_id: str, token: str, lease: timedelta | None
-    ) -> Lease:
+    def renew(self, tenant_id: str, ticket_id: str, token: str, lease: timedelta | None) -> Lease:
         def tx(conn: Connection) -> Lease:
             now = self.clock.now()
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
             expires = now + (lease or self.policy.default_lease)
             # Heartbeats are not transitions: no audit row, no event.
-            conn.execute(
-                sa.update(T).where(T.c.id == ticket_id).values(claim_expires_at=expires)
-            )
+            conn.execute(sa.update(T).where(T.c.id == ticket_id).values(claim_expires_at=expires))
             return Lease(token, row.claimed_by_agent_id, expires)
 
         return self.db.transaction(tx)
@@ -305,23 +294,13 @@ class LeaseManager:
             now = self.clock.now()
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
             if row.state == TicketState.IN_PROGRESS:
-                return load_ticket(conn, row)  # a retried StartWork
-            ticket = self._update(
-                conn, ticket_id, state=TicketState.IN_PROGRESS.value, updated_at=now
-            )
+                return to_ticket(row)  # a retried StartWork
+            ticket = self._update(conn, ticket_id, state=TicketState.IN_PROGRESS.value, updated_at=now)
             journal.record(
                 conn,
                 now,
-                [
-                    self._transition_audit(
-                        row, "in_progress", ActorType.AGENT, row.claimed_by_agent_id
-                    )
-                ],
-                [
-                    journal.ticket_event(
-                        EventType.IN_PROGRESS, ticket, agent_id=row.claimed_by_agent_id
-                    )
-                ],
+                [self._transition_audit(row, "in_progress", ActorType.AGENT, row.claimed_by_agent_id)],
+                [journal.ticket_event(EventType.IN_PROGRESS, ticket, agent_id=row.claimed_by_agent_id)],
             )
             return ticket
 
@@ -332,18 +311,9 @@ class LeaseManager:
     ) -> tuple[Ticket, list[str]]:
         def tx(conn: Connection) -> tuple[Ticket, list[str]]:
             now = self.clock.now()
-            prior = conn.execute(
-                sa.select(T).where(
-                    T.c.tenant_id == tenant_id,
-                    T.c.id == ticket_id,
-                    T.c.last_submitted_token == token,
-                )
-            ).first()
-            if prior is not None:
-                return load_ticket(
-                    conn, prior
-                ), []  # a retried SubmitWork that already succeeded
-            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, resubmit_ok=True)
+            if row.last_submitted_token == token:
+                return to_ticket(row), []  # a retried SubmitWork that already succeeded
             agent = row.claimed_by_agent_id
             stages = row.stages.split(",")
             next_index = row.stage_index + 1
@@ -385,10 +355,8 @@ class LeaseManager:
                     ],
                 )
                 return ticket, []
-            ticket = self._update(
-                conn, ticket_id, **common, state=TicketState.DONE.value
-            )
-            unblocked = self._unblock_dependents(conn, ticket_id, now)
+            ticket = self._update(conn, ticket_id, **common, state=TicketState.DONE.value)
+            unblocked = self._unblock_dependents(conn, ticket_id, now) if row.child_count else []
             duration = (now - row.created_at).total_seconds()
             journal.record(
                 conn,
@@ -420,9 +388,7 @@ class LeaseManager:
         return self.db.transaction(tx)
 
     @staticmethod
-    def _unblock_dependents(
-        conn: Connection, parent_id: str, now: datetime
-    ) -> list[str]:
+    def _unblock_dependents(conn: Connection, parent_id: str, now: datetime) -> list[str]:
         """Count one parent done on each child; children at zero become READY."""
         children = sa.select(ticket_dependencies.c.ticket_id).where(
             ticket_dependencies.c.depends_on_id == parent_id
@@ -455,9 +421,7 @@ class LeaseManager:
         def tx(conn: Connection) -> FailureOutcome:
             now = self.clock.now()
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
-            return self._record_failure(
-                conn, row, now, reason, row.claimed_by_agent_id, details_json
-            )
+            return self._record_failure(conn, row, now, reason, row.claimed_by_agent_id, details_json)
 
         return self.db.transaction(tx)
 
@@ -475,19 +439,13 @@ class LeaseManager:
             journal.record(
                 conn,
                 now,
-                [
-                    self._transition_audit(
-                        row, "released", ActorType.AGENT, row.claimed_by_agent_id
-                    )
-                ],
+                [self._transition_audit(row, "released", ActorType.AGENT, row.claimed_by_agent_id)],
             )
             return ticket
 
         return self.db.transaction(tx)
 
-    def release_agent(
-        self, tenant_id: str, agent_id: str, reason: str
-    ) -> ReleasedClaims:
+    def release_agent(self, tenant_id: str, agent_id: str, reason: str) -> ReleasedClaims:
         """Self-healing: every live lease of a vanished agent counts a failure."""
 
         def tx(conn: Connection) -> ReleasedClaims:
@@ -503,18 +461,10 @@ class LeaseManager:
                 .with_for_update()
             ).all()
             result = ReleasedClaims()
-            why = (
-                f"agent {agent_id} lost: {reason}"
-                if reason
-                else f"agent {agent_id} lost"
-            )
+            why = f"agent {agent_id} lost: {reason}" if reason else f"agent {agent_id} lost"
             for row in rows:
-                outcome = self._record_failure(
-                    conn, row, now, why, None, None, actor=ActorType.SYSTEM
-                )
-                (result.quarantined if outcome.quarantined else result.released).append(
-                    row.id
-                )
+                outcome = self._record_failure(conn, row, now, why, None, None, actor=ActorType.SYSTEM)
+                (result.quarantined if outcome.quarantined else result.released).append(row.id)
             return result
 
         return self.db.transaction(tx)
@@ -542,9 +492,7 @@ class LeaseManager:
                     None,
                     actor=ActorType.SYSTEM,
                 )
-                (result.quarantined if outcome.quarantined else result.released).append(
-                    row.id
-                )
+                (result.quarantined if outcome.quarantined else result.released).append(row.id)
             return result
 
         return self.db.transaction(tx)
@@ -569,9 +517,7 @@ class LeaseManager:
             "last_failure_at": now,
             "last_failure_reason": reason,
             "updated_at": now,
-            "state": (
-                TicketState.QUARANTINED if quarantined else TicketState.READY
-            ).value,
+            "state": (TicketState.QUARANTINED if quarantined else TicketState.READY).value,
         }
         if quarantined:
             values["quarantined_at"] = now
@@ -611,9 +557,7 @@ class LeaseManager:
                 )
             )
             events.append(
-                journal.ticket_event(
-                    EventType.QUARANTINED, ticket, reason=values["quarantine_reason"]
-                )
+                journal.ticket_event(EventType.QUARANTINED, ticket, reason=values["quarantine_reason"])
             )
         journal.record(conn, now, audit, events)
         return FailureOutcome(ticket, quarantined)

@@ -45,9 +45,7 @@ class Reaper:
         while not self._stop.wait(self.interval):
             try:
                 self.run_once()
-            except (
-                Exception
-            ):  # a failed pass must not kill the loop; the next one retries
+            except Exception:  # a failed pass must not kill the loop; the next one retries
                 log.exception("reaper pass failed")
 
     def stop(self) -> None:

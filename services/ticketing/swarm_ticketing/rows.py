@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Row
 
 from swarm_ticketing.domain import AgentRole, Lease, Ticket, TicketState, TicketType
-from swarm_ticketing.tables import ticket_dependencies
 
 CLEARED_LEASE: dict[str, Any] = {
     "claim_token": None,
@@ -28,22 +25,7 @@ def decode_stages(raw: str) -> tuple[AgentRole, ...]:
     return tuple(AgentRole(s) for s in raw.split(","))
 
 
-def dependencies_of(
-    conn: Connection, ticket_ids: Iterable[str]
-) -> dict[str, list[str]]:
-    ids = list(ticket_ids)
-    deps: dict[str, list[str]] = defaultdict(list)
-    if not ids:
-        return deps
-    d = ticket_dependencies
-    for ticket_id, parent in conn.execute(
-        sa.select(d.c.ticket_id, d.c.depends_on_id).where(d.c.ticket_id.in_(ids))
-    ):
-        deps[ticket_id].append(parent)
-    return deps
-
-
-def to_ticket(row: Row[Any], depends_on: Sequence[str] = ()) -> Ticket:
+def to_ticket(row: Row[Any]) -> Ticket:
     m = row._mapping
     lease = None
     if m["claim_token"] is not None and m["state"] in (
@@ -62,7 +44,7 @@ def to_ticket(row: Row[Any], depends_on: Sequence[str] = ()) -> Ticket:
         state=TicketState(m["state"]),
         stages=decode_stages(m["stages"]),
         stage_index=m["stage_index"],
-        depends_on=tuple(sorted(depends_on)),
+        depends_on=tuple(m["parent_ids"].split(",")) if m["parent_ids"] else (),
         lease=lease,
         failure_count=m["failure_count"],
         last_failure_reason=m["last_failure_reason"],
@@ -75,10 +57,5 @@ def to_ticket(row: Row[Any], depends_on: Sequence[str] = ()) -> Ticket:
     )
 
 
-def load_tickets(conn: Connection, rows: Sequence[Row[Any]]) -> list[Ticket]:
-    deps = dependencies_of(conn, (r._mapping["id"] for r in rows))
-    return [to_ticket(r, deps.get(r._mapping["id"], ())) for r in rows]
-
-
-def load_ticket(conn: Connection, row: Row[Any]) -> Ticket:
-    return load_tickets(conn, [row])[0]
+def load_tickets(rows: Sequence[Row[Any]]) -> list[Ticket]:
+    return [to_ticket(r) for r in rows]

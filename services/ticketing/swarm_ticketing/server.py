@@ -64,9 +64,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         [
             GrpcService(
                 SERVICE_NAME,
-                lambda server: pb_grpc.add_TicketingServiceServicer_to_server(
-                    servicer, server
-                ),
+                lambda server: pb_grpc.add_TicketingServiceServicer_to_server(servicer, server),
                 domain="swarm.ticketing",
             )
         ],

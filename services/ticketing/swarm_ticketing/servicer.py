@@ -20,7 +20,7 @@ from swarmcommon.pagination import page_size
 MAX_REDRIVE = 500
 
 
-class TicketingServicer(pb_grpc.TicketingServiceServicer):
+class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     def __init__(self, store: TicketStore, leases: LeaseManager) -> None:
         self.store = store
         self.leases = leases
@@ -30,9 +30,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
     def CreateProject(
         self, request: pb.CreateProjectRequest, context: grpc.ServicerContext
     ) -> pb.CreateProjectResponse:
-        project, tickets = self.store.create_project(
-            wire.project_spec_from_proto(request)
-        )
+        project, tickets = self.store.create_project(wire.project_spec_from_proto(request))
         return pb.CreateProjectResponse(
             project=wire.project_to_proto(project),
             tickets=[wire.ticket_to_proto(t) for t in tickets],
@@ -60,9 +58,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
             next_page_token=page.next_page_token,
         )
 
-    def GetTicket(
-        self, request: pb.GetTicketRequest, context: grpc.ServicerContext
-    ) -> pb.GetTicketResponse:
+    def GetTicket(self, request: pb.GetTicketRequest, context: grpc.ServicerContext) -> pb.GetTicketResponse:
         ticket = self.store.get_ticket(
             v.name_id("tenant_id", request.tenant_id),
             v.uuid_id("ticket_id", request.ticket_id),
@@ -74,9 +70,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
     ) -> pb.ListTicketsResponse:
         page = self.store.list_tickets(
             v.name_id("tenant_id", request.tenant_id),
-            project_id=v.uuid_id("project_id", request.project_id)
-            if request.project_id
-            else None,
+            project_id=v.uuid_id("project_id", request.project_id) if request.project_id else None,
             state=wire.state_from_proto("state", request.state),
             role=wire.role_from_proto("role", request.role),
             page_size=page_size(request.page_size),
@@ -111,13 +105,9 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
                 tenant_id=v.name_id("tenant_id", request.tenant_id),
                 agent_id=v.name_id("agent_id", request.agent_id),
                 role=wire.role_from_proto("role", request.role),
-                project_id=v.uuid_id("project_id", request.project_id)
-                if request.project_id
-                else None,
+                project_id=v.uuid_id("project_id", request.project_id) if request.project_id else None,
                 request_id=v.optional_request_id(request.request_id),
-                lease=lease_duration(
-                    wire.duration_from_proto(request), self.leases.policy.default_lease
-                ),
+                lease=lease_duration(wire.duration_from_proto(request), self.leases.policy.default_lease),
             )
         )
         if claim is None:
@@ -146,15 +136,11 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext
     ) -> pb.RenewLeaseResponse:
         tenant, ticket_id, token = self._lease_args(request)
-        requested = lease_duration(
-            wire.duration_from_proto(request), self.leases.policy.default_lease
-        )
+        requested = lease_duration(wire.duration_from_proto(request), self.leases.policy.default_lease)
         lease = self.leases.renew(tenant, ticket_id, token, requested)
         return pb.RenewLeaseResponse(lease=wire.lease_to_proto(lease))
 
-    def StartWork(
-        self, request: pb.StartWorkRequest, context: grpc.ServicerContext
-    ) -> pb.StartWorkResponse:
+    def StartWork(self, request: pb.StartWorkRequest, context: grpc.ServicerContext) -> pb.StartWorkResponse:
         ticket = self.leases.start(*self._lease_args(request))
         return pb.StartWorkResponse(ticket=wire.ticket_to_proto(ticket))
 
@@ -164,9 +150,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
         tenant, ticket_id, token = self._lease_args(request)
         result = wire.json_object("result_json", request.result_json)
         ticket, unblocked = self.leases.submit(tenant, ticket_id, token, result)
-        return pb.SubmitWorkResponse(
-            ticket=wire.ticket_to_proto(ticket), unblocked_ticket_ids=unblocked
-        )
+        return pb.SubmitWorkResponse(ticket=wire.ticket_to_proto(ticket), unblocked_ticket_ids=unblocked)
 
     def ReportFailure(
         self, request: pb.ReportFailureRequest, context: grpc.ServicerContext
@@ -223,6 +207,4 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):
             v.name_id("operator", request.operator),
             v.bounded_text("reason", request.reason, MAX_REASON),
         )
-        return pb.RedriveTicketsResponse(
-            tickets=[wire.ticket_to_proto(t) for t in tickets]
-        )
+        return pb.RedriveTicketsResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])

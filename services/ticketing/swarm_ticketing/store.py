@@ -8,9 +8,10 @@ outbox rows through `journal.py` inside the same transaction.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from swarm_ticketing.domain import (
     validate_project,
 )
 from swarm_ticketing.journal import AuditEntry
-from swarm_ticketing.rows import encode_stages, load_ticket, load_tickets
+from swarm_ticketing.rows import encode_stages, load_tickets, to_ticket
 from swarm_ticketing.tables import audit_events, projects, ticket_dependencies, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -42,9 +43,7 @@ ItemT = TypeVar("ItemT")
 
 
 def ticket_not_found(ticket_id: str) -> NotFound:
-    return NotFound(
-        f"ticket {ticket_id} not found", resource_type="ticket", resource_name=ticket_id
-    )
+    return NotFound(f"ticket {ticket_id} not found", resource_type="ticket", resource_name=ticket_id)
 
 
 def keyset_after(columns: Sequence[Any], key: Sequence[Any] | None) -> Any:
@@ -87,9 +86,7 @@ class TicketStore:
                     return existing
             raise
 
-    def _project_by_request(
-        self, tenant_id: str, request_id: str
-    ) -> tuple[Project, list[Ticket]] | None:
+    def _project_by_request(self, tenant_id: str, request_id: str) -> tuple[Project, list[Ticket]] | None:
         def read(conn: Connection) -> tuple[Project, list[Ticket]] | None:
             row = conn.execute(
                 sa.select(projects.c.id).where(
@@ -100,19 +97,16 @@ class TicketStore:
             if row is None:
                 return None
             project = self._load_project(conn, tenant_id, row.id)
-            rows = conn.execute(
-                sa.select(T).where(T.c.project_id == row.id).order_by(T.c.ordinal)
-            ).all()
-            return project, load_tickets(conn, rows)
+            rows = conn.execute(sa.select(T).where(T.c.project_id == row.id).order_by(T.c.ordinal)).all()
+            return project, load_tickets(rows)
 
         return self.db.transaction(read, write=False)
 
-    def _insert_project(
-        self, conn: Connection, spec: ProjectSpec
-    ) -> tuple[Project, list[Ticket]]:
+    def _insert_project(self, conn: Connection, spec: ProjectSpec) -> tuple[Project, list[Ticket]]:
         now = self.clock.now()
         project_id = str(uuid.uuid4())
         ids = {t.key: str(uuid.uuid4()) for t in spec.tickets}
+        children = Counter(dep for t in spec.tickets for dep in t.depends_on)
         conn.execute(
             sa.insert(projects).values(
                 id=project_id,
@@ -141,6 +135,8 @@ class TicketStore:
                     "stage_index": 0,
                     "role": t.stages[0].value,
                     "pending_parents": len(t.depends_on),
+                    "parent_ids": ",".join(ids[dep] for dep in t.depends_on),
+                    "child_count": children[t.key],
                     "failure_count": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -149,16 +145,12 @@ class TicketStore:
             ],
         )
         edges = [
-            {"ticket_id": ids[t.key], "depends_on_id": ids[dep]}
-            for t in spec.tickets
-            for dep in t.depends_on
+            {"ticket_id": ids[t.key], "depends_on_id": ids[dep]} for t in spec.tickets for dep in t.depends_on
         ]
         if edges:
             conn.execute(sa.insert(ticket_dependencies), edges)
-        rows = conn.execute(
-            sa.select(T).where(T.c.project_id == project_id).order_by(T.c.ordinal)
-        ).all()
-        created = load_tickets(conn, rows)
+        rows = conn.execute(sa.select(T).where(T.c.project_id == project_id).order_by(T.c.ordinal)).all()
+        created = load_tickets(rows)
         journal.record(
             conn,
             now,
@@ -172,12 +164,7 @@ class TicketStore:
                 )
                 for t in created
             ],
-            [
-                journal.ticket_event(
-                    EventType.CREATED, t, depends_on=list(t.depends_on)
-                )
-                for t in created
-            ],
+            [journal.ticket_event(EventType.CREATED, t, depends_on=list(t.depends_on)) for t in created],
         )
         project = Project(
             project_id,
@@ -191,17 +178,11 @@ class TicketStore:
         return project, created
 
     def get_project(self, tenant_id: str, project_id: str) -> Project:
-        return self.db.transaction(
-            lambda conn: self._load_project(conn, tenant_id, project_id), write=False
-        )
+        return self.db.transaction(lambda conn: self._load_project(conn, tenant_id, project_id), write=False)
 
-    def _load_project(
-        self, conn: Connection, tenant_id: str, project_id: str
-    ) -> Project:
+    def _load_project(self, conn: Connection, tenant_id: str, project_id: str) -> Project:
         row = conn.execute(
-            self._project_query().where(
-                projects.c.tenant_id == tenant_id, projects.c.id == project_id
-            )
+            self._project_query().where(projects.c.tenant_id == tenant_id, projects.c.id == project_id)
         ).first()
         if row is None:
             raise NotFound(
@@ -233,9 +214,7 @@ class TicketStore:
             m["created_at"],
         )
 
-    def list_projects(
-        self, tenant_id: str, page_size: int, page_token: str
-    ) -> Page[Project]:
+    def list_projects(self, tenant_id: str, page_size: int, page_token: str) -> Page[Project]:
         token = PageToken(["projects", tenant_id])
         key = token.decode(page_token)
         if key is not None:
@@ -257,12 +236,10 @@ class TicketStore:
 
     def get_ticket(self, tenant_id: str, ticket_id: str) -> Ticket:
         def read(conn: Connection) -> Ticket:
-            row = conn.execute(
-                sa.select(T).where(T.c.tenant_id == tenant_id, T.c.id == ticket_id)
-            ).first()
+            row = conn.execute(sa.select(T).where(T.c.tenant_id == tenant_id, T.c.id == ticket_id)).first()
             if row is None:
                 raise ticket_not_found(ticket_id)
-            return load_ticket(conn, row)
+            return to_ticket(row)
 
         return self.db.transaction(read, write=False)
 
@@ -296,7 +273,7 @@ class TicketStore:
             if len(rows) > page_size:
                 last = rows[page_size - 1]
                 nxt = token.encode([_iso(last.created_at), last.ordinal, last.id])
-            return Page(load_tickets(conn, rows[:page_size]), nxt)
+            return Page(load_tickets(rows[:page_size]), nxt)
 
         return self.db.transaction(read, write=False)
 
@@ -369,13 +346,11 @@ class TicketStore:
             if len(rows) > page_size:
                 last = rows[page_size - 1]
                 nxt = token.encode([_iso(last.quarantined_at), last.id])
-            return Page(load_tickets(conn, rows[:page_size]), nxt)
+            return Page(load_tickets(rows[:page_size]), nxt)
 
         return self.db.transaction(read, write=False)
 
-    def redrive(
-        self, tenant_id: str, ticket_ids: Sequence[str], operator: str, reason: str
-    ) -> list[Ticket]:
+    def redrive(self, tenant_id: str, ticket_ids: Sequence[str], operator: str, reason: str) -> list[Ticket]:
         """Quarantined tickets back to READY with a fresh failure count.
 
         All or nothing: an unknown id is NOT_FOUND and a ticket that is not
@@ -430,7 +405,7 @@ class TicketStore:
                 ],
             )
             updated = conn.execute(sa.select(T).where(T.c.id.in_(ticket_ids))).all()
-            by_id = {t.id: t for t in load_tickets(conn, updated)}
+            by_id = {t.id: t for t in load_tickets(updated)}
             return [by_id[i] for i in ticket_ids]
 
         return self.db.transaction(tx)

@@ -41,9 +41,7 @@ tickets = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("tenant_id", sa.String(128), nullable=False),
-    sa.Column(
-        "project_id", sa.String(36), sa.ForeignKey("projects.id"), nullable=False
-    ),
+    sa.Column("project_id", sa.String(36), sa.ForeignKey("projects.id"), nullable=False),
     # Position in the project as submitted: the tie-break after created_at.
     sa.Column("ordinal", sa.Integer, nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
@@ -57,6 +55,10 @@ tickets = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     # Parents not yet done; the ticket becomes ready when this reaches 0.
     sa.Column("pending_parents", sa.Integer, nullable=False),
+    # Immutable after creation, kept on the row so reads need no join:
+    # comma-separated parent ids, and how many tickets depend on this one.
+    sa.Column("parent_ids", sa.Text, nullable=False),
+    sa.Column("child_count", sa.Integer, nullable=False),
     sa.Column("failure_count", sa.Integer, nullable=False),
     sa.Column("last_failure_at", UTCDateTime, nullable=True),
     sa.Column("last_failure_reason", sa.Text, nullable=True),
@@ -118,12 +120,8 @@ tickets = sa.Table(
 ticket_dependencies = sa.Table(
     "ticket_dependencies",
     metadata,
-    sa.Column(
-        "ticket_id", sa.String(36), sa.ForeignKey("tickets.id"), primary_key=True
-    ),
-    sa.Column(
-        "depends_on_id", sa.String(36), sa.ForeignKey("tickets.id"), primary_key=True
-    ),
+    sa.Column("ticket_id", sa.String(36), sa.ForeignKey("tickets.id"), primary_key=True),
+    sa.Column("depends_on_id", sa.String(36), sa.ForeignKey("tickets.id"), primary_key=True),
     sa.Index("ix_dependencies_parent", "depends_on_id"),
 )
 

@@ -42,9 +42,7 @@ _STATE_PREFIX = "TICKET_STATE_"
 _TYPE_PREFIX = "TICKET_TYPE_"
 
 
-def _enum_from_proto(
-    field: str, value: int, wrapper: object, prefix: str, target: type[E]
-) -> E | None:
+def _enum_from_proto(field: str, value: int, wrapper: object, prefix: str, target: type[E]) -> E | None:
     """Domain enum for a proto enum number; None for UNSPECIFIED."""
     try:
         name: str = wrapper.Name(value)  # type: ignore[attr-defined]
@@ -95,7 +93,8 @@ def duration_from_proto(
     d: Duration = msg.lease_duration
     if d.seconds < 0 or d.nanos < 0:
         raise InvalidArgument("lease_duration", "must be positive")
-    return d.ToTimedelta()
+    delta: timedelta = d.ToTimedelta()
+    return delta
 
 
 def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
@@ -104,25 +103,18 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
     for i, t in enumerate(req.tickets):
         f = f"tickets[{i}]"
         stages = tuple(
-            role_from_proto(f"{f}.stages[{j}]", s)
-            or _reject_unspecified(f"{f}.stages[{j}]")
+            role_from_proto(f"{f}.stages[{j}]", s) or _reject_unspecified(f"{f}.stages[{j}]")
             for j, s in enumerate(t.stages)
         )
         if len(stages) > MAX_STAGES:
-            raise InvalidArgument(
-                f"{f}.stages", f"too many stages ({len(stages)} > {MAX_STAGES})"
-            )
+            raise InvalidArgument(f"{f}.stages", f"too many stages ({len(stages)} > {MAX_STAGES})")
         if not MIN_PRIORITY <= t.priority <= MAX_PRIORITY:
-            raise InvalidArgument(
-                f"{f}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}"
-            )
+            raise InvalidArgument(f"{f}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
         specs.append(
             TicketSpec(
                 key=v.bounded_text(f"{f}.key", t.key, 128) or str(i),
                 name=v.required_text(f"{f}.name", t.name, MAX_NAME),
-                description=v.bounded_text(
-                    f"{f}.description", t.description, MAX_DESCRIPTION
-                ),
+                description=v.bounded_text(f"{f}.description", t.description, MAX_DESCRIPTION),
                 type=type_from_proto(f"{f}.type", t.type) or TicketType.FEATURE,
                 priority=t.priority,
                 stages=stages or (AgentRole.CODER,),
@@ -139,9 +131,7 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
 
 
 def _reject_unspecified(field: str) -> AgentRole:
-    raise InvalidArgument(
-        field, "must name a role (AGENT_ROLE_UNSPECIFIED is not a stage)"
-    )
+    raise InvalidArgument(field, "must name a role (AGENT_ROLE_UNSPECIFIED is not a stage)")
 
 
 def _ts(value: datetime | None) -> Timestamp | None:

@@ -92,6 +92,8 @@ def upgrade() -> None:
         sa.Column("stage_index", sa.Integer(), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("pending_parents", sa.Integer(), nullable=False),
+        sa.Column("parent_ids", sa.Text(), nullable=False),
+        sa.Column("child_count", sa.Integer(), nullable=False),
         sa.Column("failure_count", sa.Integer(), nullable=False),
         sa.Column("last_failure_at", UTCDateTime(), nullable=True),
         sa.Column("last_failure_reason", sa.Text(), nullable=True),
@@ -149,9 +151,7 @@ def upgrade() -> None:
         ["tenant_id", "created_at", "ordinal", "id"],
         unique=False,
     )
-    op.create_index(
-        "ix_tickets_project", "tickets", ["project_id", "state"], unique=False
-    )
+    op.create_index("ix_tickets_project", "tickets", ["project_id", "state"], unique=False)
     op.create_index(
         "ix_tickets_quarantined",
         "tickets",
@@ -189,9 +189,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("ticket_id", "depends_on_id"),
     )
-    op.create_index(
-        "ix_dependencies_parent", "ticket_dependencies", ["depends_on_id"], unique=False
-    )
+    op.create_index("ix_dependencies_parent", "ticket_dependencies", ["depends_on_id"], unique=False)
 
 
 def downgrade() -> None:

@@ -1,0 +1,374 @@
+"""Claim throughput: the real ticketing gRPC service vs a raw-SQL claim loop.
+
+For each backend (SQLite, PostgreSQL) and the same database, in one run:
+
+1. grpc: the ticketing service runs as its own process; N agent threads each
+   loop ClaimTicket -> SubmitWork until the queue is empty.
+2. raw_sql: N threads, one connection each, loop the bare claim statement
+   (locking subquery -> UPDATE ... RETURNING) and a bare "mark done" UPDATE:
+   what a hand-rolled job queue on the same table would do, without leases'
+   audit trail, outbox events, DAG release or the network hop.
+
+Prints one JSON document: per backend, both rates (tickets/s), p50/p99 claim
+latency, and grpc/raw_sql rate ratio.
+
+    python bench/claims.py [--agents 64] [--tickets 2000] [--backends sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import psycopg
+import sqlalchemy as sa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarm_ticketing.server import migrate
+from swarmcommon.grpcclient import channel
+
+LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
+BATCH = 500  # tickets per CreateProject call
+
+CLAIM_SQL = """
+UPDATE tickets SET state = 'assigned', claim_token = {p}, claim_expires_at = {p},
+       claimed_by_agent_id = {p}, claimed_at = {p}, updated_at = {p}
+WHERE id = (
+    SELECT id FROM tickets WHERE tenant_id = {p} AND state = 'ready'
+    ORDER BY priority DESC, created_at, ordinal LIMIT 1 {lock}
+)
+RETURNING id
+"""
+DONE_SQL = "UPDATE tickets SET state = 'done', claim_token = NULL, updated_at = {p} WHERE id = {p}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(n: int, seconds: float, claim_ms: list[float]) -> dict[str, float]:
+    return {
+        "tickets": n,
+        "seconds": round(seconds, 3),
+        "rate_per_s": round(n / seconds, 1),
+        "claim_p50_ms": round(percentile(claim_ms, 0.50), 2),
+        "claim_p99_ms": round(percentile(claim_ms, 0.99), 2),
+        "claim_mean_ms": round(statistics.fmean(claim_ms), 2) if claim_ms else 0.0,
+    }
+
+
+def run_threads(n: int, body: Callable[[int], None]) -> float:
+    errors: list[BaseException] = []
+
+    def wrapped(i: int) -> None:
+        try:
+            body(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} workers failed; first: {errors[0]!r}")
+    return elapsed
+
+
+# -- the service ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(url: str, agents: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SWARM_TICKETING_DATABASE_URL": url,
+        "SWARM_TICKETING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0",
+        "SWARM_TICKETING_MIGRATE_ON_START": "false",
+        "SWARM_TICKETING_GRPC_MAX_WORKERS": str(max(16, agents * 2)),
+        "SWARM_TICKETING_DB_POOL_SIZE": str(max(4, agents // 2)),
+        "SWARM_TICKETING_LOG_LEVEL": "WARNING",
+    }
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "swarm_ticketing"], env=env)
+    target = f"127.0.0.1:{port}"
+    ch = channel(target)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            break
+        except grpc.RpcError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ticketing service did not start") from None
+            time.sleep(0.1)
+    ch.close()
+    return proc, target
+
+
+def bench_grpc(url: str, agents: int, tickets: int) -> dict[str, float]:
+    proc, target = start_service(url, agents)
+    tenant = f"bench-grpc-{uuid.uuid4().hex[:6]}"
+    try:
+        ch = channel(target)
+        stub = pb_grpc.TicketingServiceStub(ch)
+        for start in range(0, tickets, BATCH):
+            specs = [
+                pb.TicketSpec(key=str(i), name=f"t{i}", priority=i % 5)
+                for i in range(start, min(tickets, start + BATCH))
+            ]
+            stub.CreateProject(
+                pb.CreateProjectRequest(tenant_id=tenant, name=f"bench-{start}", tickets=specs)
+            )
+        ch.close()
+        claim_ms: list[list[float]] = [[] for _ in range(agents)]
+        done = [0] * agents
+
+        def agent(i: int) -> None:
+            # A bare channel: the load generator stands in for remote agents and
+            # should not spend this machine's two cores on client-side tracing.
+            ach = grpc.insecure_channel(target)
+            s = pb_grpc.TicketingServiceStub(ach)
+            seq = 0
+            try:
+                while True:
+                    seq += 1
+                    t0 = time.perf_counter()
+                    c = s.ClaimTicket(
+                        pb.ClaimTicketRequest(
+                            tenant_id=tenant, agent_id=f"agent-{i}", request_id=f"{i}-{seq}"
+                        )
+                    )
+                    claim_ms[i].append((time.perf_counter() - t0) * 1000)
+                    if not c.HasField("ticket"):
+                        return
+                    s.SubmitWork(
+                        pb.SubmitWorkRequest(
+                            tenant_id=tenant, ticket_id=c.ticket.id, claim_token=c.lease.claim_token
+                        )
+                    )
+                    done[i] += 1
+            finally:
+                ach.close()
+
+        elapsed = run_threads(agents, agent)
+        if sum(done) != tickets:
+            raise RuntimeError(f"grpc run completed {sum(done)} of {tickets} tickets")
+        return summary(tickets, elapsed, [m for per in claim_ms for m in per])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- the raw-SQL baseline -----------------------------------------------------------
+
+
+def seed_raw(url: str, tenant: str, tickets: int) -> None:
+    engine = sa.create_engine(url)
+    now = datetime.now(UTC)
+    project = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO projects (id, tenant_id, name, description, ticket_count, created_at)"
+                " VALUES (:id, :t, 'raw', '', :n, :now)"
+            ),
+            {
+                "id": project,
+                "t": tenant,
+                "n": tickets,
+                "now": now.replace(tzinfo=None) if "sqlite" in url else now,
+            },
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO tickets (id, tenant_id, project_id, ordinal, name, description, type, priority,"
+                " state, stages, stage_index, role, pending_parents, parent_ids, child_count, failure_count,"
+                " created_at, updated_at)"
+                " VALUES (:id, :t, :p, :o, :name, '', 'feature', :prio, 'ready', 'coder', 0, 'coder',"
+                " 0, '', 0, 0, :now, :now)"
+            ),
+            [
+                {
+                    "id": str(uuid.uuid4()),
+                    "t": tenant,
+                    "p": project,
+                    "o": i,
+                    "name": f"t{i}",
+                    "prio": i % 5,
+                    "now": now.replace(tzinfo=None) if "sqlite" in url else now,
+                }
+                for i in range(tickets)
+            ],
+        )
+    engine.dispose()
+
+
+def bench_raw(url: str, agents: int, tickets: int) -> dict[str, float]:
+    tenant = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    seed_raw(url, tenant, tickets)
+    is_sqlite = url.startswith("sqlite")
+    claim_ms: list[list[float]] = [[] for _ in range(agents)]
+    done = [0] * agents
+
+    if is_sqlite:
+        path = str(sa.engine.make_url(url).database)
+        claim_sql = CLAIM_SQL.format(p="?", lock="")
+        done_sql = DONE_SQL.format(p="?")
+
+        def connect() -> Any:
+            conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return conn
+
+        def tx(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(sql, args).fetchone()
+                conn.execute("COMMIT")
+                return row
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        def stamp(now: datetime) -> Any:
+            return now.replace(tzinfo=None).isoformat(sep=" ")
+
+    else:
+        libpq = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        claim_sql = CLAIM_SQL.format(p="%s", lock="FOR UPDATE SKIP LOCKED")
+        done_sql = DONE_SQL.format(p="%s")
+
+        def connect() -> Any:
+            return psycopg.connect(libpq, autocommit=True)
+
+        def tx(conn: Any, sql: str, args: tuple[Any, ...]) -> Any:
+            cur = conn.execute(sql, args)
+            return cur.fetchone() if cur.description else None
+
+        def stamp(now: datetime) -> Any:
+            return now
+
+    def agent(i: int) -> None:
+        conn = connect()
+        try:
+            while True:
+                now = datetime.now(UTC)
+                t0 = time.perf_counter()
+                row = tx(
+                    conn,
+                    claim_sql,
+                    (
+                        str(uuid.uuid4()),
+                        stamp(now + timedelta(minutes=15)),
+                        f"agent-{i}",
+                        stamp(now),
+                        stamp(now),
+                        tenant,
+                    ),
+                )
+                claim_ms[i].append((time.perf_counter() - t0) * 1000)
+                if row is None:
+                    return
+                tx(conn, done_sql, (stamp(now), row[0]))
+                done[i] += 1
+        finally:
+            conn.close()
+
+    elapsed = run_threads(agents, agent)
+    if sum(done) != tickets:
+        raise RuntimeError(f"raw run completed {sum(done)} of {tickets} tickets")
+    return summary(tickets, elapsed, [m for per in claim_ms for m in per])
+
+
+# -- driver ---------------------------------------------------------------------------
+
+
+def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    libpq = sa.engine.make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with psycopg.connect(libpq, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}", drop
+
+
+def run_backend(backend: str, agents: int, tickets: int, workdir: Path) -> dict[str, Any]:
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+    else:
+        base = (
+            os.environ.get("SWARM_BENCH_POSTGRES_URL")
+            or os.environ.get("SWARM_TEST_POSTGRES_URL")
+            or LOCAL_POSTGRES
+        )
+        url, cleanup = postgres_schema_url(base)
+    try:
+        migrate(url)
+        grpc_result = bench_grpc(url, agents, tickets)
+        raw_result = bench_raw(url, agents, tickets)
+    finally:
+        cleanup()
+    return {
+        "agents": agents,
+        "grpc": grpc_result,
+        "raw_sql": raw_result,
+        "ratio_grpc_to_raw": round(grpc_result["rate_per_s"] / raw_result["rate_per_s"], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", type=int, default=64)
+    parser.add_argument("--tickets", type=int, default=2000)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"benchmark": "claims", "tickets": args.tickets}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            results[backend] = run_backend(backend, args.agents, args.tickets, Path(tmp))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The agent's main loop: claim -> start -> work (with heartbeats) -> submit.
+
+Work is a callable; it raises `WorkFailed` (or any exception) to report a
+failure with a reason. While it runs, a heartbeat thread renews the lease
+every `heartbeat_interval`; if the lease is lost, the loop stops reporting
+for that ticket (another agent owns it now) and moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+
+from swarmagent.client import ClaimedTicket, LeaseLost, TicketingClient
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("swarmagent")
+
+Work = Callable[[ClaimedTicket], dict[str, Any]]
+
+
+class WorkFailed(Exception):
+    """Raised by work to report a failure with a reason and details."""
+
+    def __init__(self, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details or {}
+
+
+@dataclass
+class LoopStats:
+    completed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        client: TicketingClient,
+        work: Work,
+        *,
+        role: int = 0,
+        heartbeat_interval: float = 60.0,
+        idle_wait: float = 0.5,
+        on_event: Callable[[str, ClaimedTicket, str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.work = work
+        self.role = role
+        self.heartbeat_interval = heartbeat_interval
+        self.idle_wait = idle_wait
+        self.on_event = on_event or (lambda kind, claimed, detail: None)
+        self.stats = LoopStats()
+
+    def run(self, stop: threading.Event) -> LoopStats:
+        """Work tickets until `stop` is set."""
+        while not stop.is_set():
+            with tracer.start_as_current_span("agent.claim"):
+                claimed = self.client.claim(self.role)
+            if claimed is None:
+                stop.wait(self.idle_wait)
+                continue
+            self.run_one(claimed)
+        return self.stats
+
+    def run_one(self, claimed: ClaimedTicket) -> None:
+        lost = threading.Event()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(claimed, done, lost), daemon=True)
+        with tracer.start_as_current_span("agent.work", attributes={"swarm.ticket_id": claimed.id}):
+            try:
+                self.client.start(claimed)
+                self.on_event("started", claimed, claimed.stage_name)
+                beat.start()
+                try:
+                    result = self.work(claimed)
+                finally:
+                    done.set()
+                    if beat.is_alive():
+                        beat.join()
+                if lost.is_set():
+                    raise LeaseLost("lease lost during work")
+                self.client.submit(claimed, result)
+                self.stats.completed.append(claimed.id)
+                self.on_event("submitted", claimed, claimed.stage_name)
+            except LeaseLost as exc:
+                self.stats.lost.append(claimed.id)
+                self.on_event("lease_lost", claimed, str(exc))
+            except Exception as exc:  # the work's failure is reported, not raised
+                reason = exc.reason if isinstance(exc, WorkFailed) else f"{type(exc).__name__}: {exc}"
+                details = exc.details if isinstance(exc, WorkFailed) else {}
+                try:
+                    quarantined = self.client.fail(claimed, reason, details)
+                except LeaseLost:
+                    self.stats.lost.append(claimed.id)
+                    return
+                self.stats.failed.append(claimed.id)
+                self.on_event("quarantined" if quarantined else "failed", claimed, reason)
+
+    def _heartbeat(self, claimed: ClaimedTicket, done: threading.Event, lost: threading.Event) -> None:
+        while not done.wait(self.heartbeat_interval):
+            try:
+                self.client.renew(claimed)
+            except LeaseLost:
+                lost.set()
+                return
+            except Exception:  # a missed beat is retried at the next interval
+                log.warning("heartbeat failed", exc_info=True)
