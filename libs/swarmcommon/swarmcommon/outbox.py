@@ -55,6 +55,7 @@ class OutboxWriter:
     def __init__(self, table: sa.Table, source: str) -> None:
         self.table = table
         self.source = source
+        self._insert = sa.insert(table)
 
     def add(self, conn: Connection, events: Iterable[OutboxEvent], now: datetime) -> None:
         """Stage events in the caller's open transaction."""
@@ -74,4 +75,4 @@ class OutboxWriter:
             for e in events
         ]
         if rows:
-            conn.execute(sa.insert(self.table), rows)
+            conn.execute(self._insert, rows)

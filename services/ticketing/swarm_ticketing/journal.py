@@ -19,6 +19,7 @@ from swarm_ticketing.tables import audit_events, outbox
 from swarmcommon.outbox import OutboxEvent, OutboxWriter
 
 _writer = OutboxWriter(outbox, source="ticketing")
+_INSERT_AUDIT = sa.insert(audit_events)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def record(
 ) -> None:
     if audit:
         conn.execute(
-            sa.insert(audit_events),
+            _INSERT_AUDIT,
             [
                 {
                     "id": str(uuid.uuid4()),

@@ -28,11 +28,11 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from swarm_ticketing import journal
+from swarm_ticketing import statements as stmt
 from swarm_ticketing.domain import (
     DEFAULT_LEASE,
     DEFAULT_MAX_FAILURES,
     LEASE_EXPIRED_REASON,
-    LEASED_STATES,
     ActorType,
     AgentRole,
     Claim,
@@ -47,15 +47,15 @@ from swarm_ticketing.domain import (
 from swarm_ticketing.journal import AuditEntry
 from swarm_ticketing.rows import CLEARED_LEASE, to_ticket
 from swarm_ticketing.store import ticket_not_found
-from swarm_ticketing.tables import claim_requests, ticket_dependencies, tickets
+from swarm_ticketing.tables import claim_requests, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition
 from swarmcommon.outbox import OutboxEvent
 
 T = tickets
-_LEASED = [s.value for s in LEASED_STATES]
-_CLAIM_ORDER = (T.c.priority.desc(), T.c.created_at, T.c.ordinal)
+_LEASED = stmt.LEASED
+_INSERT_CLAIM_REQUEST = sa.insert(claim_requests)
 
 
 @dataclass(frozen=True)
@@ -101,36 +101,31 @@ class LeaseManager:
         now = self.clock.now()
         token = str(uuid.uuid4())
         expires = now + (req.lease or self.policy.default_lease)
-        values: dict[str, Any] = {
-            "state": TicketState.ASSIGNED.value,
-            "claim_token": token,
-            "claim_expires_at": expires,
-            "claimed_by_agent_id": req.agent_id,
-            "claimed_at": now,
-            "updated_at": now,
+        params: dict[str, Any] = {
+            "tenant": req.tenant_id,
+            "token": token,
+            "expires": expires,
+            "agent": req.agent_id,
+            "now": now,
         }
+        if req.role is not None:
+            params["p_role"] = req.role.value
+        if req.project_id is not None:
+            params["p_project"] = req.project_id
+        shape = (req.role is not None, req.project_id is not None)
         audit: list[AuditEntry] = []
         events: list[OutboxEvent] = []
 
-        candidate = self._candidates(req).where(T.c.state == TicketState.READY.value)
-        row = conn.execute(
-            sa.update(T).where(T.c.id == candidate.scalar_subquery()).values(**values).returning(*T.c)
-        ).first()
+        row = conn.execute(stmt.claim_ready(*shape), params).first()
         rescued = None
         if row is None:
-            rescued = self._expired_candidate(conn, req, now)
+            rescued = conn.execute(
+                stmt.expired_candidate(*shape), {**params, "max_failures": self.policy.max_failures}
+            ).first()
             if rescued is None:
                 return self._replay(conn, req) if req.request_id else None
             row = conn.execute(
-                sa.update(T)
-                .where(T.c.id == rescued.id)
-                .values(
-                    **values,
-                    failure_count=T.c.failure_count + 1,
-                    last_failure_at=now,
-                    last_failure_reason=LEASE_EXPIRED_REASON,
-                )
-                .returning(*T.c)
+                stmt.RESCUE, {**params, "ticket_id": rescued.id, "reason": LEASE_EXPIRED_REASON}
             ).one()
             audit.append(
                 _failure_audit(
@@ -156,15 +151,16 @@ class LeaseManager:
         lease = Lease(token, req.agent_id, expires)
         if req.request_id:
             conn.execute(
-                sa.insert(claim_requests).values(
-                    tenant_id=req.tenant_id,
-                    agent_id=req.agent_id,
-                    request_id=req.request_id,
-                    ticket_id=ticket.id,
-                    claim_token=token,
-                    expires_at=expires,
-                    created_at=now,
-                )
+                _INSERT_CLAIM_REQUEST,
+                {
+                    "tenant_id": req.tenant_id,
+                    "agent_id": req.agent_id,
+                    "request_id": req.request_id,
+                    "ticket_id": ticket.id,
+                    "claim_token": token,
+                    "expires_at": expires,
+                    "created_at": now,
+                },
             )
         audit.append(
             AuditEntry(
@@ -189,28 +185,6 @@ class LeaseManager:
         )
         journal.record(conn, now, audit, events)
         return Claim(ticket, lease)
-
-    def _candidates(self, req: ClaimRequest) -> sa.Select[Any]:
-        query = sa.select(T.c.id).where(T.c.tenant_id == req.tenant_id)
-        if req.role is not None:
-            query = query.where(T.c.role == req.role.value)
-        if req.project_id is not None:
-            query = query.where(T.c.project_id == req.project_id)
-        return query.order_by(*_CLAIM_ORDER).limit(1).with_for_update(skip_locked=True)
-
-    def _expired_candidate(self, conn: Connection, req: ClaimRequest, now: datetime) -> Row[Any] | None:
-        # A lease whose loss would reach max_failures is left to the reaper,
-        # which quarantines instead of handing the ticket out again.
-        query = (
-            self._candidates(req)
-            .add_columns(T.c.claimed_by_agent_id, T.c.state)
-            .where(
-                T.c.state.in_(_LEASED),
-                T.c.claim_expires_at < now,
-                T.c.failure_count + 1 < self.policy.max_failures,
-            )
-        )
-        return conn.execute(query).first()
 
     def _replay(self, conn: Connection, req: ClaimRequest) -> Claim | None:
         c = claim_requests
@@ -245,9 +219,7 @@ class LeaseManager:
         With `resubmit_ok`, the row is also returned when `token` is the lease
         whose submission already succeeded, so a retried submit can be answered.
         """
-        row = conn.execute(
-            sa.select(T).where(T.c.tenant_id == tenant_id, T.c.id == ticket_id).with_for_update()
-        ).first()
+        row = conn.execute(stmt.LOCK_TICKET, {"tenant": tenant_id, "ticket_id": ticket_id}).first()
         if row is None:
             raise ticket_not_found(ticket_id)
         if resubmit_ok and row.last_submitted_token == token:
@@ -275,7 +247,7 @@ class LeaseManager:
         return row
 
     def _update(self, conn: Connection, ticket_id: str, **values: Any) -> Ticket:
-        row = conn.execute(sa.update(T).where(T.c.id == ticket_id).values(**values).returning(*T.c)).one()
+        row = conn.execute(*stmt.update_ticket(ticket_id, values)).one()
         return to_ticket(row)
 
     def renew(self, tenant_id: str, ticket_id: str, token: str, lease: timedelta | None) -> Lease:
@@ -390,29 +362,7 @@ class LeaseManager:
     @staticmethod
     def _unblock_dependents(conn: Connection, parent_id: str, now: datetime) -> list[str]:
         """Count one parent done on each child; children at zero become READY."""
-        children = sa.select(ticket_dependencies.c.ticket_id).where(
-            ticket_dependencies.c.depends_on_id == parent_id
-        )
-        rows = conn.execute(
-            sa.update(T)
-            .where(T.c.id.in_(children))
-            .values(
-                pending_parents=T.c.pending_parents - 1,
-                # SET expressions see the old row: 1 pending means this was the last.
-                state=sa.case(
-                    (
-                        sa.and_(
-                            T.c.pending_parents == 1,
-                            T.c.state == TicketState.BLOCKED.value,
-                        ),
-                        TicketState.READY.value,
-                    ),
-                    else_=T.c.state,
-                ),
-                updated_at=now,
-            )
-            .returning(T.c.id, T.c.state)
-        ).all()
+        rows = conn.execute(stmt.UNBLOCK_CHILDREN, {"parent": parent_id, "now": now}).all()
         return sorted(r.id for r in rows if r.state == TicketState.READY)
 
     def fail(
