@@ -12,7 +12,10 @@ For each backend (SQLite, PostgreSQL) and the same database, in one run:
 Prints one JSON document: per backend, both rates (tickets/s), p50/p99 claim
 latency, and grpc/raw_sql rate ratio.
 
-    python bench/claims.py [--agents 64] [--tickets 2000] [--backends sqlite,postgres]
+    python bench/claims.py [--agents 64] [--tickets 2000] [--backends sqlite,postgres] [--workers N]
+
+The service runs with --workers server processes (default: one per core),
+as a deployment on this machine would.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(url: str, agents: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(url: str, agents: int, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -116,8 +119,9 @@ def start_service(url: str, agents: int) -> tuple[subprocess.Popen[bytes], str]:
         "SWARM_TICKETING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0",
         "SWARM_TICKETING_MIGRATE_ON_START": "false",
-        "SWARM_TICKETING_GRPC_MAX_WORKERS": str(max(16, agents * 2)),
-        "SWARM_TICKETING_DB_POOL_SIZE": str(max(4, agents // 2)),
+        "SWARM_TICKETING_WORKERS": str(workers),
+        "SWARM_TICKETING_GRPC_MAX_WORKERS": str(max(16, agents * 2 // workers)),
+        "SWARM_TICKETING_DB_POOL_SIZE": str(max(4, agents // 2 // workers)),
         "SWARM_TICKETING_LOG_LEVEL": "WARNING",
     }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
@@ -137,8 +141,8 @@ def start_service(url: str, agents: int) -> tuple[subprocess.Popen[bytes], str]:
     return proc, target
 
 
-def bench_grpc(url: str, agents: int, tickets: int) -> dict[str, float]:
-    proc, target = start_service(url, agents)
+def bench_grpc(url: str, agents: int, tickets: int, workers: int) -> dict[str, float]:
+    proc, target = start_service(url, agents, workers)
     tenant = f"bench-grpc-{uuid.uuid4().hex[:6]}"
     try:
         ch = channel(target)
@@ -330,7 +334,7 @@ def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}", drop
 
 
-def run_backend(backend: str, agents: int, tickets: int, workdir: Path) -> dict[str, Any]:
+def run_backend(backend: str, agents: int, tickets: int, workers: int, workdir: Path) -> dict[str, Any]:
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
     if backend == "sqlite":
         url = f"sqlite:///{workdir / 'bench.db'}"
@@ -343,12 +347,13 @@ def run_backend(backend: str, agents: int, tickets: int, workdir: Path) -> dict[
         url, cleanup = postgres_schema_url(base)
     try:
         migrate(url)
-        grpc_result = bench_grpc(url, agents, tickets)
+        grpc_result = bench_grpc(url, agents, tickets, workers)
         raw_result = bench_raw(url, agents, tickets)
     finally:
         cleanup()
     return {
         "agents": agents,
+        "server_processes": workers,
         "grpc": grpc_result,
         "raw_sql": raw_result,
         "ratio_grpc_to_raw": round(grpc_result["rate_per_s"] / raw_result["rate_per_s"], 3),
@@ -362,11 +367,14 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=64)
     parser.add_argument("--tickets", type=int, default=2000)
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="ticketing server processes (SO_REUSEPORT)"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {"benchmark": "claims", "tickets": args.tickets}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
-            results[backend] = run_backend(backend, args.agents, args.tickets, Path(tmp))
+            results[backend] = run_backend(backend, args.agents, args.tickets, args.workers, Path(tmp))
     print(json.dumps(results, indent=2))
 
 

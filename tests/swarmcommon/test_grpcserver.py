@@ -151,13 +151,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_service_process_drains_on_sigterm_and_logs_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_service_process_drains_on_sigterm_and_logs_json(tmp_path: Path, workers: int) -> None:
     port = _free_port()
     env = {
         **os.environ,
         "SWARM_TICKETING_DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}",
         "SWARM_TICKETING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "SWARM_TICKETING_SHUTDOWN_GRACE_SECONDS": "2",
+        "SWARM_TICKETING_WORKERS": str(workers),
     }
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     proc = subprocess.Popen(
@@ -184,7 +186,9 @@ def test_service_process_drains_on_sigterm_and_logs_json(tmp_path: Path) -> None
     assert proc.stderr is not None
     lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
     messages = [line["message"] for line in lines]
-    assert "gRPC server listening" in messages
-    assert "signal received, draining" in messages
-    assert "server stopped" in messages
+    assert messages.count("gRPC server listening") == workers
+    assert messages.count("signal received, draining") == workers
+    assert messages.count("server stopped") == workers
+    listening = {line["process"] for line in lines if line["message"] == "gRPC server listening"}
+    assert len(listening) == workers  # distinct processes sharing one port
     assert all(line["service"] == "ticketing" for line in lines)

@@ -145,6 +145,7 @@ def start_server(
     *,
     listen_address: str,
     max_workers: int = 128,
+    reuse_port: bool = False,
 ) -> ServerHandle:
     domains = {s.full_name: s.domain for s in services}
 
@@ -155,7 +156,8 @@ def start_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[server_interceptor(), ErrorInterceptor(domain_of)],  # type: ignore[no-untyped-call]
-        options=[("grpc.so_reuseport", 0)],
+        # Off by default so two services can never silently share a port.
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -28,7 +28,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
     )

@@ -26,3 +26,9 @@ class ServiceSettings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     # Seconds a SIGTERM waits for in-flight RPCs before cancelling them.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Server processes sharing the listen address (SO_REUSEPORT). Python runs
+    # one process's handlers on one core; more workers use more cores.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Set by the supervisor for its children.
+    worker_index: int = Field(default=0, ge=0)
+    reuse_port: bool = False

@@ -1,17 +1,38 @@
-"""python -m swarm_ticketing: settings -> server -> serve until SIGTERM."""
+"""python -m swarm_ticketing: settings -> server -> serve until SIGTERM.
+
+With SWARM_TICKETING_WORKERS=N (N > 1) this process migrates the database
+once, then supervises N server processes sharing the listen address; only
+the first runs the reaper.
+"""
 
 from __future__ import annotations
+
+import sys
 
 from swarm_ticketing import server
 from swarm_ticketing.config import Settings
 from swarmcommon.grpcserver import run_until_signal
 from swarmcommon.logs import configure_logging
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
+from swarmcommon.workers import supervise
 
 
-def main() -> None:
+def main() -> int:
     settings = Settings()
     configure_logging("ticketing", settings.log_level)
+    if settings.workers > 1:
+        if settings.listen_address.endswith(":0"):
+            raise SystemExit(
+                "SWARM_TICKETING_WORKERS > 1 needs a fixed port in SWARM_TICKETING_LISTEN_ADDRESS"
+            )
+        if settings.migrate_on_start:
+            server.migrate(settings.database_url)
+        return supervise(
+            "swarm_ticketing",
+            settings.workers,
+            "SWARM_TICKETING_",
+            extra_env=lambda i: {} if i == 0 else {"SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0"},
+        )
     setup_tracing("ticketing")
     app = server.start(settings)
     try:
@@ -19,7 +40,8 @@ def main() -> None:
     finally:
         app.db.dispose()
         shutdown_tracing()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -70,6 +70,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         ],
         listen_address=settings.listen_address,
         max_workers=settings.grpc_max_workers,
+        reuse_port=settings.reuse_port,
     )
     reaper = Reaper(leases, settings.reaper_interval_seconds)
     reaper.start()
