@@ -1,0 +1,124 @@
+"""The agent loop against a real ticketing server: work, failures, lost leases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmagent.client import ClaimedTicket, TicketingClient
+from swarmagent.loop import AgentLoop, WorkFailed
+from tests.conftest import TicketingHarness
+from tests.ticketing.helpers import create_project, get, spec, tenant
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_until_idle(loop: AgentLoop, seconds: float = 10) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + seconds
+    tenant_id = loop.client.tenant_id
+    while time.monotonic() < deadline:
+        states = {
+            t.state for t in loop.client.stub.ListTickets(pb.ListTicketsRequest(tenant_id=tenant_id)).tickets
+        }
+        if states <= {pb.TICKET_STATE_DONE, pb.TICKET_STATE_QUARANTINED}:
+            break
+        time.sleep(0.05)
+    stop.set()
+    thread.join()
+
+
+def test_loop_submits_work_results_and_reports_failures(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    created = create_project(ticketing.stub, t, [spec("good"), spec("bad")]).tickets
+    good, bad = created[0].id, created[1].id
+
+    def work(claimed: ClaimedTicket) -> dict[str, Any]:
+        if claimed.id == bad:
+            raise WorkFailed("tests do not compile", {"file": "x.py"})
+        return {"branch": f"swarm/{claimed.id[:8]}"}
+
+    client = TicketingClient(ticketing.target, t, "agent-1")
+    loop = AgentLoop(client, work, idle_wait=0.01)
+    _run_until_idle(loop)
+    client.close()
+
+    assert loop.stats.completed == [good]
+    assert loop.stats.failed == [bad, bad, bad]
+    assert get(ticketing.stub, t, good).result_json == f'{{"branch":"swarm/{good[:8]}"}}'
+    poisoned = get(ticketing.stub, t, bad)
+    assert poisoned.state == pb.TICKET_STATE_QUARANTINED
+    assert poisoned.quarantine_reason == "Failed 3 times: tests do not compile"
+
+
+def test_unexpected_exceptions_are_reported_with_their_type(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    ticket = create_project(ticketing.stub, t, [spec("a")]).tickets[0]
+
+    def work(claimed: ClaimedTicket) -> dict[str, Any]:
+        raise KeyError("missing_config")
+
+    client = TicketingClient(ticketing.target, t, "agent-1")
+    AgentLoop(client, work).run_one(client.claim() or pytest.fail("nothing claimed"))
+    client.close()
+    assert get(ticketing.stub, t, ticket.id).last_failure_reason == "KeyError: 'missing_config'"
+
+
+def test_heartbeats_hold_the_lease_and_a_lost_lease_stops_the_submit(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    ticket = create_project(ticketing.stub, t, [spec("slow")]).tickets[0]
+    client = TicketingClient(ticketing.target, t, "slow-agent")
+    claimed = client.claim() or pytest.fail("nothing claimed")
+    beats_seen = threading.Event()
+
+    def work(c: ClaimedTicket) -> dict[str, Any]:
+        # While we "work", time passes beyond the lease twice; heartbeats renew it.
+        for _ in range(2):
+            ticketing.clock.advance(timedelta(minutes=10))
+            time.sleep(0.15)
+        beats_seen.set()
+        # Now the agent goes silent long enough for the lease to expire and
+        # another agent to take the ticket over.
+        ticketing.clock.advance(timedelta(minutes=16))
+        rival = TicketingClient(ticketing.target, t, "rival")
+        taken = rival.claim()
+        rival.close()
+        assert taken is not None and taken.id == c.id
+        time.sleep(0.15)
+        return {"late": True}
+
+    loop = AgentLoop(client, work, heartbeat_interval=0.05)
+    loop.run_one(claimed)
+    client.close()
+    assert beats_seen.is_set()
+    assert loop.stats.lost == [ticket.id]
+    assert loop.stats.completed == []
+    final = get(ticketing.stub, t, ticket.id)
+    assert final.lease.agent_id == "rival"
+    assert final.result_json == ""
+
+
+def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
+    """The README's run command: ticketing on SQLite, agents, a dead letter."""
+    out = subprocess.run(
+        [sys.executable, "-m", "swarmagent.demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "5/6 tickets done, 1 dead-lettered" in out.stdout
+    assert "Failed 3 times: Syntax error in spec" in out.stdout
+    assert "ticketing stopped (exit 0)" in out.stdout
