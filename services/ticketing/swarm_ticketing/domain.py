@@ -89,6 +89,12 @@ class ActorType(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class LeasePolicy:
+    default_lease: timedelta = DEFAULT_LEASE
+    max_failures: int = DEFAULT_MAX_FAILURES
+
+
+@dataclass(frozen=True)
 class TicketSpec:
     key: str
     name: str

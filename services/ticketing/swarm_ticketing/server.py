@@ -9,7 +9,8 @@ from pathlib import Path
 
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
-from swarm_ticketing.leases import LeaseManager, LeasePolicy
+from swarm_ticketing.domain import LeasePolicy
+from swarm_ticketing.leases import LeaseManager
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.store import TicketStore

@@ -11,8 +11,9 @@ import grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing import wire
+from swarm_ticketing.claims import ClaimRequest
 from swarm_ticketing.domain import MAX_REASON, lease_duration
-from swarm_ticketing.leases import ClaimRequest, LeaseManager
+from swarm_ticketing.leases import LeaseManager
 from swarm_ticketing.store import TicketStore
 from swarmcommon import validation as v
 from swarmcommon.pagination import page_size

@@ -12,8 +12,10 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from swarm_ticketing.domain import LEASED_STATES, TicketState
+from swarm_ticketing.domain import LEASED_STATES, Ticket, TicketState
+from swarm_ticketing.rows import to_ticket
 from swarm_ticketing.tables import ticket_dependencies, tickets
 
 T = tickets
@@ -86,11 +88,11 @@ def _update(columns: tuple[str, ...]) -> sa.Update:
     )
 
 
-def update_ticket(ticket_id: str, values: dict[str, Any]) -> tuple[sa.Update, dict[str, Any]]:
-    """A cached UPDATE ... RETURNING for this set of columns, and its parameters."""
+def update_ticket(conn: Connection, ticket_id: str, values: dict[str, Any]) -> Ticket:
+    """Set `values` on one ticket (a cached UPDATE ... RETURNING per column set)."""
     params = {f"v_{c}": v for c, v in values.items()}
     params["ticket_id"] = ticket_id
-    return _update(tuple(sorted(values))), params
+    return to_ticket(conn.execute(_update(tuple(sorted(values))), params).one())
 
 
 UNBLOCK_CHILDREN = (

@@ -1,0 +1,182 @@
+"""The claim: the hot path of the whole platform.
+
+Each attempt is ONE statement: a locking subquery picks the best ready
+ticket (highest priority, then oldest) and feeds an `UPDATE … RETURNING`.
+On PostgreSQL the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent
+claimers step over each other's rows instead of queueing; on SQLite the write
+transaction is BEGIN IMMEDIATE, so there is one writer.
+
+When nothing is ready, the claim takes over an expired lease itself (counting
+the loss as a failure); the reaper is the safety net for expired leases that
+ready work keeps the claim path from reaching.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from swarm_ticketing import failures, journal
+from swarm_ticketing import statements as stmt
+from swarm_ticketing.domain import (
+    LEASE_EXPIRED_REASON,
+    ActorType,
+    AgentRole,
+    Claim,
+    EventType,
+    Lease,
+    LeasePolicy,
+)
+from swarm_ticketing.journal import AuditEntry
+from swarm_ticketing.rows import to_ticket
+from swarm_ticketing.tables import claim_requests, tickets
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.outbox import OutboxEvent
+
+T = tickets
+_INSERT_CLAIM_REQUEST = sa.insert(claim_requests)
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    tenant_id: str
+    agent_id: str
+    role: AgentRole | None = None
+    project_id: str | None = None
+    request_id: str | None = None
+    lease: timedelta | None = None
+
+
+class Claims:
+    def __init__(self, db: Database, clock: Clock, policy: LeasePolicy) -> None:
+        self.db = db
+        self.clock = clock
+        self.policy = policy
+
+    def claim(self, req: ClaimRequest) -> Claim | None:
+        """Lease the best claimable ticket to an agent, or None if there is none."""
+        try:
+            return self.db.transaction(lambda conn: self._claim(conn, req))
+        except IntegrityError:
+            # Another call with the same (agent, request_id) committed first:
+            # our claim rolled back; answer with the lease that call got.
+            replay = self.db.transaction(lambda conn: self._replay(conn, req), write=False)
+            if replay is None:
+                raise
+            return replay
+
+    def _claim(self, conn: Connection, req: ClaimRequest) -> Claim | None:
+        # Idempotency is optimistic, to keep the hot path short: a repeated
+        # (agent, request_id) is caught by the claim_requests primary key at
+        # insert time, this transaction rolls back, and claim() replays.
+        now = self.clock.now()
+        token = str(uuid.uuid4())
+        expires = now + (req.lease or self.policy.default_lease)
+        params: dict[str, Any] = {
+            "tenant": req.tenant_id,
+            "token": token,
+            "expires": expires,
+            "agent": req.agent_id,
+            "now": now,
+        }
+        if req.role is not None:
+            params["p_role"] = req.role.value
+        if req.project_id is not None:
+            params["p_project"] = req.project_id
+        shape = (req.role is not None, req.project_id is not None)
+        audit: list[AuditEntry] = []
+        events: list[OutboxEvent] = []
+
+        row = conn.execute(stmt.claim_ready(*shape), params).first()
+        rescued = None
+        if row is None:
+            rescued = conn.execute(
+                stmt.expired_candidate(*shape), {**params, "max_failures": self.policy.max_failures}
+            ).first()
+            if rescued is None:
+                return self._replay(conn, req) if req.request_id else None
+            row = conn.execute(
+                stmt.RESCUE, {**params, "ticket_id": rescued.id, "reason": LEASE_EXPIRED_REASON}
+            ).one()
+            audit.append(
+                failures.failure_audit(
+                    row.tenant_id,
+                    row.id,
+                    rescued.state,
+                    rescued.claimed_by_agent_id,
+                    row.failure_count,
+                    LEASE_EXPIRED_REASON,
+                )
+            )
+
+        ticket = to_ticket(row)
+        if rescued is not None:
+            events.append(
+                journal.ticket_event(
+                    EventType.FAILED,
+                    ticket,
+                    reason=LEASE_EXPIRED_REASON,
+                    agent_id=rescued.claimed_by_agent_id,
+                )
+            )
+        lease = Lease(token, req.agent_id, expires)
+        if req.request_id:
+            conn.execute(
+                _INSERT_CLAIM_REQUEST,
+                {
+                    "tenant_id": req.tenant_id,
+                    "agent_id": req.agent_id,
+                    "request_id": req.request_id,
+                    "ticket_id": ticket.id,
+                    "claim_token": token,
+                    "expires_at": expires,
+                    "created_at": now,
+                },
+            )
+        audit.append(
+            AuditEntry(
+                req.tenant_id,
+                ticket.id,
+                "assigned",
+                ActorType.AGENT,
+                actor_id=req.agent_id,
+                new_value={
+                    "stage": ticket.current_role.value,
+                    "lease_expires_at": expires,
+                },
+            )
+        )
+        events.append(
+            journal.ticket_event(
+                EventType.ASSIGNED,
+                ticket,
+                agent_id=req.agent_id,
+                lease_expires_at=expires,
+            )
+        )
+        journal.record(conn, now, audit, events)
+        return Claim(ticket, lease)
+
+    def _replay(self, conn: Connection, req: ClaimRequest) -> Claim | None:
+        c = claim_requests
+        prior = conn.execute(
+            sa.select(c).where(
+                c.c.tenant_id == req.tenant_id,
+                c.c.agent_id == req.agent_id,
+                c.c.request_id == req.request_id,
+            )
+        ).first()
+        if prior is None:
+            return None
+        row = conn.execute(sa.select(T).where(T.c.id == prior.ticket_id)).one()
+        return Claim(
+            to_ticket(row),
+            Lease(prior.claim_token, req.agent_id, prior.expires_at),
+        )

@@ -1,0 +1,117 @@
+"""Failure accounting shared by every path that loses a lease: a reported
+failure, a vanished agent, an expired lease (claim rescue or reaper).
+
+The rule (domain): each failure counts; the `max_failures`-th quarantines the
+ticket with a reason, where only a human redrive brings it back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection, Row
+
+from swarm_ticketing import journal
+from swarm_ticketing import statements as stmt
+from swarm_ticketing.domain import ActorType, EventType, FailureOutcome, TicketState, quarantine_reason
+from swarm_ticketing.journal import AuditEntry
+from swarm_ticketing.rows import CLEARED_LEASE
+
+
+def record_failure(
+    conn: Connection,
+    row: Row[Any],
+    now: datetime,
+    reason: str,
+    max_failures: int,
+    *,
+    actor: ActorType,
+    actor_id: str | None = None,
+    details_json: str | None = None,
+) -> FailureOutcome:
+    """Count one failure on a locked ticket row: back to READY, or quarantined
+    once it reaches `max_failures`. Audited and announced in `conn`'s transaction."""
+    count = row.failure_count + 1
+    quarantined = count >= max_failures
+    values: dict[str, Any] = {
+        **CLEARED_LEASE,
+        "failure_count": count,
+        "last_failure_at": now,
+        "last_failure_reason": reason,
+        "updated_at": now,
+        "state": (TicketState.QUARANTINED if quarantined else TicketState.READY).value,
+    }
+    if quarantined:
+        values["quarantined_at"] = now
+        values["quarantine_reason"] = quarantine_reason(count, reason)
+    ticket = stmt.update_ticket(conn, row.id, values)
+    audit = [
+        failure_audit(
+            row.tenant_id, row.id, row.state, row.claimed_by_agent_id, count, reason, actor, actor_id
+        )
+    ]
+    events = [
+        journal.ticket_event(
+            EventType.FAILED,
+            ticket,
+            reason=reason,
+            agent_id=row.claimed_by_agent_id,
+            details=details_json,
+        )
+    ]
+    if quarantined:
+        audit.append(
+            AuditEntry(
+                row.tenant_id,
+                row.id,
+                "quarantined",
+                ActorType.SYSTEM,
+                old_value={"state": row.state},
+                new_value={"state": "quarantined", "failure_count": count},
+                rationale=values["quarantine_reason"],
+            )
+        )
+        events.append(journal.ticket_event(EventType.QUARANTINED, ticket, reason=values["quarantine_reason"]))
+    journal.record(conn, now, audit, events)
+    return FailureOutcome(ticket, quarantined)
+
+
+def failure_audit(
+    tenant_id: str,
+    ticket_id: str,
+    old_state: str,
+    holder: str | None,
+    failure_count: int,
+    reason: str,
+    actor: ActorType = ActorType.SYSTEM,
+    actor_id: str | None = None,
+) -> AuditEntry:
+    return AuditEntry(
+        tenant_id,
+        ticket_id,
+        "failure_recorded",
+        actor,
+        actor_id=actor_id,
+        old_value={"state": old_state, "agent_id": holder},
+        new_value={"failure_count": failure_count},
+        rationale=reason,
+    )
+
+
+def transition_audit(
+    row: Row[Any],
+    event_type: str,
+    actor: ActorType,
+    actor_id: str | None,
+    **extra: Any,
+) -> AuditEntry:
+    return AuditEntry(
+        row.tenant_id,
+        row.id,
+        event_type,
+        actor,
+        actor_id=actor_id,
+        old_value={"state": row.state},
+        new_value=extra or None,
+    )
