@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,12 +39,12 @@ from urllib.parse import quote
 import grpc
 import psycopg
 import sqlalchemy as sa
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.server import migrate
 from swarmcommon.grpcclient import channel
+from swarmcommon.localproc import start_service
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 BATCH = 500  # tickets per CreateProject call
@@ -105,44 +103,25 @@ def run_threads(n: int, body: Callable[[int], None]) -> float:
 # -- the service ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_service(url: str, agents: int, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SWARM_TICKETING_DATABASE_URL": url,
-        "SWARM_TICKETING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0",
-        "SWARM_TICKETING_MIGRATE_ON_START": "false",
-        "SWARM_TICKETING_WORKERS": str(workers),
-        "SWARM_TICKETING_GRPC_MAX_WORKERS": str(max(16, agents * 2 // workers)),
-        "SWARM_TICKETING_DB_POOL_SIZE": str(max(4, agents // 2 // workers)),
-        "SWARM_TICKETING_LOG_LEVEL": "WARNING",
-    }
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    proc = subprocess.Popen([sys.executable, "-m", "swarm_ticketing"], env=env)
-    target = f"127.0.0.1:{port}"
-    ch = channel(target)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            break
-        except grpc.RpcError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ticketing service did not start") from None
-            time.sleep(0.1)
-    ch.close()
-    return proc, target
+def start_ticketing(url: str, agents: int, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    return start_service(
+        "swarm_ticketing",
+        "SWARM_TICKETING_",
+        {
+            "DATABASE_URL": url,
+            "REAPER_INTERVAL_SECONDS": "0",
+            "MIGRATE_ON_START": "false",
+            "WORKERS": str(workers),
+            "GRPC_MAX_WORKERS": str(max(16, agents * 2 // workers)),
+            "DB_POOL_SIZE": str(max(4, agents // 2 // workers)),
+            "LOG_LEVEL": "WARNING",
+        },
+    )
 
 
 def bench_grpc(url: str, agents: int, tickets: int, workers: int) -> dict[str, float]:
-    proc, target = start_service(url, agents, workers)
+    proc, target = start_ticketing(url, agents, workers)
     tenant = f"bench-grpc-{uuid.uuid4().hex[:6]}"
     try:
         ch = channel(target)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,8 +25,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmcommon.errors import NotFound, QuotaExceeded
-from swarmcommon.grpcclient import channel
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.localproc import free_port, wait_until_serving
 from tests.conftest import TicketingHarness
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,15 +144,9 @@ def test_trace_context_crosses_the_grpc_hop(spans: InMemorySpanExporter, ticketi
     assert server.parent is not None and server.parent.span_id == client.context.span_id
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_service_process_drains_on_sigterm_and_logs_json(tmp_path: Path, workers: int) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SWARM_TICKETING_DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}",
@@ -166,18 +159,7 @@ def test_service_process_drains_on_sigterm_and_logs_json(tmp_path: Path, workers
         [sys.executable, "-m", "swarm_ticketing"], env=env, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
     try:
-        ch = channel(f"127.0.0.1:{port}")
-        health = health_pb2_grpc.HealthStub(ch)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    break
-            except grpc.RpcError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        ch.close()
+        wait_until_serving(f"127.0.0.1:{port}", proc)  # type: ignore[arg-type]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

@@ -8,28 +8,23 @@ every ticket is done or dead-lettered, and prints what happened.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.loop import AgentLoop, WorkFailed
-from swarmcommon.grpcclient import channel
+from swarmcommon.localproc import start_service
 
 console = Console()
 TENANT = "demo-tenant"
@@ -47,37 +42,21 @@ PROJECT = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_ticketing(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "SWARM_TICKETING_DATABASE_URL": f"sqlite:///{workdir / 'ticketing.db'}",
-        "SWARM_TICKETING_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "1",
-        "SWARM_TICKETING_LOG_LEVEL": "WARNING",
-    }
     log = open(workdir / "ticketing.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "swarm_ticketing"], env=env, stdout=log, stderr=log)
-    target = f"127.0.0.1:{port}"
-    ch = channel(target)
-    health = health_pb2_grpc.HealthStub(ch)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                break
-        except grpc.RpcError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"ticketing did not start; see {workdir / 'ticketing.log'}") from None
-            time.sleep(0.1)
-    ch.close()
-    return proc, target
+    try:
+        return start_service(
+            "swarm_ticketing",
+            "SWARM_TICKETING_",
+            {
+                "DATABASE_URL": f"sqlite:///{workdir / 'ticketing.db'}",
+                "REAPER_INTERVAL_SECONDS": "1",
+                "LOG_LEVEL": "WARNING",
+            },
+            output=log,
+        )
+    except RuntimeError as exc:
+        raise SystemExit(f"ticketing did not start ({exc}); see {workdir / 'ticketing.log'}") from None
 
 
 def work(claimed: ClaimedTicket) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""Running a Swarm service as a local child process (demo, benchmarks, tests):
+pick a free loopback port, start `python -m <module>`, wait until its gRPC
+health service answers SERVING."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Block until `target` reports SERVING; fail early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass  # not listening yet
+            if proc.poll() is not None:
+                raise RuntimeError(f"service process exited with {proc.returncode} before serving")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service at {target} not serving after {timeout:.0f}s")
+            time.sleep(0.1)
+
+
+def start_service(
+    module: str,
+    env_prefix: str,
+    settings: Mapping[str, str],
+    *,
+    output: IO[bytes] | int | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `python -m module` on a free port with SWARM_<SERVICE>_* settings.
+
+    Returns the process and its gRPC target once it is serving.
+    """
+    target = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, f"{env_prefix}LISTEN_ADDRESS": target}
+    env.update({f"{env_prefix}{k}": v for k, v in settings.items()})
+    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=output, stderr=output)
+    try:
+        wait_until_serving(target, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, target
