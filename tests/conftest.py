@@ -20,8 +20,15 @@ import grpc
 import psycopg
 import pytest
 import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from swarm.quota.v1 import quota_pb2_grpc as quota_grpc
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarm_quota import server as quota_server
+from swarm_quota.config import Settings as QuotaSettings
 from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings
 from swarmcommon.clock import ManualClock
@@ -80,6 +87,18 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.fixture(scope="session")
+def spans() -> InMemorySpanExporter:
+    """Every span this test process finishes (the global provider is set once)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.fail("another test installed a global tracer provider first")
+    return exporter
+
+
 BACKENDS = pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
 
 
@@ -114,6 +133,36 @@ def ticketing(db: str) -> Iterator[TicketingHarness]:
     ch = channel(f"127.0.0.1:{app.port}")
     try:
         yield TicketingHarness(app, clock, ch, pb_grpc.TicketingServiceStub(ch), db)
+    finally:
+        ch.close()
+        app.stop(grace=1)
+
+
+def start_quota(url: str) -> tuple[quota_server.Quota, ManualClock]:
+    clock = ManualClock()
+    settings = QuotaSettings(database_url=url, listen_address="127.0.0.1:0")
+    return quota_server.start(settings, clock=clock), clock
+
+
+@dataclass
+class QuotaHarness:
+    app: quota_server.Quota
+    clock: ManualClock
+    channel: grpc.Channel
+    stub: quota_grpc.QuotaServiceStub
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.app.port}"
+
+
+@pytest.fixture
+def quota(db: str) -> Iterator[QuotaHarness]:
+    """A real quota gRPC server on an ephemeral port, on `db`, with a manual clock."""
+    app, clock = start_quota(db)
+    ch = channel(f"127.0.0.1:{app.port}")
+    try:
+        yield QuotaHarness(app, clock, ch, quota_grpc.QuotaServiceStub(ch))
     finally:
         ch.close()
         app.stop(grace=1)

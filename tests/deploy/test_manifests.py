@@ -203,6 +203,19 @@ def swarm_services() -> list[Manifest]:
     ]
 
 
+# Swarm services that speak HTTP to the outside instead of gRPC.
+HTTP_SERVICES = {"gateway"}
+HTTP_PORT = 8080
+
+
+def grpc_services() -> list[Manifest]:
+    return [s for s in swarm_services() if s.name not in HTTP_SERVICES]
+
+
+def http_services() -> list[Manifest]:
+    return [s for s in swarm_services() if s.name in HTTP_SERVICES]
+
+
 def swarm_container(service: Manifest) -> dict[str, Any]:
     (container,) = [c for c in containers(service) if is_swarm_container(c)]
     return container
@@ -505,7 +518,7 @@ def test_every_service_runs_its_own_python_module(service: Manifest) -> None:
     assert (SERVICES / service.name / module / "__main__.py").is_file(), f"no module {module} to run"
 
 
-@pytest.mark.parametrize("service", _params(swarm_services()))
+@pytest.mark.parametrize("service", _params(grpc_services()))
 def test_every_service_has_grpc_health_probes(service: Manifest) -> None:
     container = swarm_container(service)
     grpc_ports = {p["containerPort"] for p in container.get("ports", []) if p.get("name") == "grpc"}
@@ -518,7 +531,7 @@ def test_every_service_has_grpc_health_probes(service: Manifest) -> None:
         assert probe["grpc"]["port"] == GRPC_PORT, f"{service.label}: {probe_name} probes the wrong port"
 
 
-@pytest.mark.parametrize("service", _params(swarm_services()))
+@pytest.mark.parametrize("service", _params(grpc_services()))
 def test_every_service_listens_on_all_interfaces_at_its_grpc_port(service: Manifest) -> None:
     # The settings default is 127.0.0.1, unreachable for probes and Services.
     env = env_values(swarm_container(service))
@@ -536,7 +549,8 @@ def test_every_service_env_var_carries_its_own_prefix(service: Manifest) -> None
     wrong = [n for n in names if n.startswith("SWARM_") and not n.startswith(prefix)]
     assert not wrong, f"{service.label}: env vars with another service's prefix: {wrong}"
     assert env_values(container).get("OTEL_SERVICE_NAME") == service.name
-    assert f"{prefix}DATABASE_URL" in names, f"{service.label}: no {prefix}DATABASE_URL"
+    if service.name not in HTTP_SERVICES:  # the gateway keeps no state
+        assert f"{prefix}DATABASE_URL" in names, f"{service.label}: no {prefix}DATABASE_URL"
 
 
 @pytest.mark.parametrize("service", _params(swarm_services()))
@@ -571,7 +585,7 @@ def test_termination_grace_period_covers_pre_stop_and_drain(service: Manifest) -
     )
 
 
-@pytest.mark.parametrize("service", _params(swarm_services()))
+@pytest.mark.parametrize("service", _params(grpc_services()))
 def test_every_service_has_a_grpc_service_selecting_its_pods(service: Manifest) -> None:
     matches = [m for m in base_resources() if m.kind == "Service" and m.name == service.name]
     assert matches, f"{service.label}: no Service named {service.name}"
@@ -604,6 +618,27 @@ def test_every_service_has_a_disruption_budget_and_spreads_its_replicas(service:
     )
     assert spreads or anti_terms, f"{service.label}: replicas are not spread across nodes"
     assert any(c["topologyKey"] == "kubernetes.io/hostname" for c in spreads) or anti_terms
+
+
+@pytest.mark.parametrize("service", _params(http_services()))
+def test_http_services_probe_health_and_readiness_and_listen_publicly(service: Manifest) -> None:
+    container = swarm_container(service)
+    ports = {p["containerPort"] for p in container.get("ports", []) if p.get("name") == "http"}
+    assert ports == {HTTP_PORT}, f"{service.label}: needs one container port named http = {HTTP_PORT}"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = env_values(container)
+    prefix = f"SWARM_{service.name.upper()}_"
+    assert env.get(f"{prefix}HOST") == "0.0.0.0" and env.get(f"{prefix}PORT") == str(HTTP_PORT)
+    # Backends are reached by their in-cluster Service names on the gRPC port.
+    targets = {k: v for k, v in env.items() if k.endswith("_TARGET")}
+    grpc_names = {s.name for s in grpc_services()}
+    assert targets, f"{service.label}: no backend targets"
+    for name, value in targets.items():
+        host, _, port = value.rpartition(":")
+        assert host in grpc_names and port == str(GRPC_PORT), f"{service.label}: {name}={value}"
+    svc = [m for m in base_resources() if m.kind == "Service" and m.name == service.name]
+    assert svc and any(p.get("name") == "http" for p in svc[0].doc["spec"]["ports"])
 
 
 # -------------------------------------------------------------- Services

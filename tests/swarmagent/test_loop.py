@@ -120,5 +120,8 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "5/6 tickets done, 1 dead-lettered" in out.stdout
+    assert "POST /api/projects → 201" in out.stdout
+    assert "tickets_per_day      6/500" in out.stdout
     assert "Failed 3 times: Syntax error in spec" in out.stdout
-    assert "ticketing stopped (exit 0)" in out.stdout
+    for service in ("quota", "ticketing", "gateway"):
+        assert f"{service} stopped (exit 0)" in out.stdout

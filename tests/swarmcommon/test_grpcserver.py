@@ -19,8 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
@@ -111,17 +109,6 @@ def test_draining_server_reports_not_serving(ticketing: TicketingHarness) -> Non
     ticketing.app.handle.health.enter_graceful_shutdown()
     reply = health_pb2_grpc.HealthStub(ticketing.channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    if trace.get_tracer_provider() is not provider:
-        pytest.fail("another test installed a global tracer provider first")
-    return exporter
 
 
 def test_trace_context_crosses_the_grpc_hop(spans: InMemorySpanExporter, ticketing: TicketingHarness) -> None:

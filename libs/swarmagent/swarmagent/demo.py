@@ -1,62 +1,172 @@
 """python -m swarmagent.demo: the local mesh on embedded SQLite, worked by agents.
 
-Starts the ticketing service as its own process on a fresh SQLite database,
-submits a demo project (a small DAG with coder -> reviewer stages and one
-poison ticket), runs a few agents (claim, heartbeat, work, submit) until
-every ticket is done or dead-lettered, and prints what happened.
+Starts quota, ticketing and the REST gateway as separate processes, each on
+its own fresh SQLite database under var/demo/. Through the gateway's admin
+API it creates a tenant and an API key; with that key it submits a project
+(a small DAG with coder -> reviewer stages and one poison ticket) over REST.
+Agents claim, heartbeat, work and submit over gRPC until every ticket is done
+or dead-lettered; progress, the dead-letter queue and quota usage are read
+back over REST.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.loop import AgentLoop, WorkFailed
-from swarmcommon.localproc import start_service
+from swarmcommon.localproc import free_port, start_service
 
 console = Console()
-TENANT = "demo-tenant"
+TENANT = "acme"
 POISON = "Migrate legacy billing schema"
 
 CODER, REVIEWER = pb.AGENT_ROLE_CODER, pb.AGENT_ROLE_REVIEWER
-PROJECT = [
-    # key, name, priority, depends_on, stages
-    ("design", "Design the API", 10, [], [CODER]),
-    ("api", "Implement REST endpoints", 5, ["design"], [CODER, REVIEWER]),
-    ("ui", "Build the settings page", 5, ["design"], [CODER, REVIEWER]),
-    ("tests", "Add integration tests", 3, ["api"], [CODER]),
-    ("release", "Write release notes", 1, ["api", "ui", "tests"], [CODER, REVIEWER]),
-    ("legacy", POISON, 0, [], [CODER]),
-]
+PROJECT = {
+    "name": "webapp-redesign",
+    "description": "A small DAG worked by coder and reviewer agents",
+    "tickets": [
+        {"key": "design", "name": "Design the API", "priority": 10},
+        {
+            "key": "api",
+            "name": "Implement REST endpoints",
+            "priority": 5,
+            "depends_on": ["design"],
+            "stages": ["coder", "reviewer"],
+        },
+        {
+            "key": "ui",
+            "name": "Build the settings page",
+            "priority": 5,
+            "depends_on": ["design"],
+            "stages": ["coder", "reviewer"],
+        },
+        {"key": "tests", "name": "Add integration tests", "priority": 3, "depends_on": ["api"]},
+        {
+            "key": "release",
+            "name": "Write release notes",
+            "priority": 1,
+            "depends_on": ["api", "ui", "tests"],
+            "stages": ["coder", "reviewer"],
+        },
+        {"key": "legacy", "name": POISON},
+    ],
+}
 
 
-def start_ticketing(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    log = open(workdir / "ticketing.log", "wb")  # noqa: SIM115 - handed to the child
+@contextmanager
+def running(name: str, proc: subprocess.Popen[bytes], log: Path) -> Iterator[None]:
     try:
-        return start_service(
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        console.print(f"{name} stopped (exit {proc.returncode}); log {log}")
+
+
+def start_gateway(
+    workdir: Path, ticketing: str, quota: str, admin_token: str, log: IO[bytes]
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SWARM_GATEWAY_PORT": str(port),
+        "SWARM_GATEWAY_TICKETING_TARGET": ticketing,
+        "SWARM_GATEWAY_QUOTA_TARGET": quota,
+        "SWARM_GATEWAY_ADMIN_TOKEN": admin_token,
+        "SWARM_GATEWAY_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "swarm_gateway"], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass  # not listening yet
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"gateway did not start; see {workdir / 'gateway.log'}")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    workdir = Path("var/demo")
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    console.rule("[bold]Swarm demo: the local mesh on embedded SQLite")
+    admin_token = secrets.token_urlsafe(24)
+    with ExitStack() as stack:
+        logs = {
+            name: stack.enter_context(open(workdir / f"{name}.log", "wb"))
+            for name in ("quota", "ticketing", "gateway")
+        }
+        quota_proc, quota = start_service(
+            "swarm_quota",
+            "SWARM_QUOTA_",
+            {"DATABASE_URL": f"sqlite:///{workdir / 'quota.db'}"},
+            output=logs["quota"],
+        )
+        stack.enter_context(running("quota", quota_proc, workdir / "quota.log"))
+        ticketing_proc, ticketing = start_service(
             "swarm_ticketing",
             "SWARM_TICKETING_",
             {
                 "DATABASE_URL": f"sqlite:///{workdir / 'ticketing.db'}",
+                "QUOTA_TARGET": quota,
                 "REAPER_INTERVAL_SECONDS": "1",
                 "LOG_LEVEL": "WARNING",
             },
-            output=log,
+            output=logs["ticketing"],
         )
-    except RuntimeError as exc:
-        raise SystemExit(f"ticketing did not start ({exc}); see {workdir / 'ticketing.log'}") from None
+        stack.enter_context(running("ticketing", ticketing_proc, workdir / "ticketing.log"))
+        gateway_proc, base = start_gateway(workdir, ticketing, quota, admin_token, logs["gateway"])
+        stack.enter_context(running("gateway", gateway_proc, workdir / "gateway.log"))
+        console.print(f"quota {quota} · ticketing {ticketing} · gateway {base} (docs at {base}/docs)")
+
+        admin = stack.enter_context(
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
+        )
+        admin.post(
+            "/admin/tenants", json={"id": TENANT, "display_name": "Acme Corp", "plan": "pro"}
+        ).raise_for_status()
+        key = admin.post(f"/admin/tenants/{TENANT}/api-keys", json={"display_name": "demo"}).json()["secret"]
+        console.print(f"tenant [bold]{TENANT}[/] (pro plan) with API key {key[:12]}…")
+
+        api = stack.enter_context(
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        )
+        created = api.post("/api/projects", json=PROJECT, headers={"Idempotency-Key": "demo-project-1"})
+        created.raise_for_status()
+        project = created.json()["project"]
+        count = project["ticket_count"]
+        console.print(
+            f"POST /api/projects → {created.status_code}: [bold]{project['name']}[/] with {count} tickets"
+        )
+        names = {t["id"]: t["name"] for t in created.json()["tickets"]}
+        run_agents(ticketing, api, names)
+        report(api, project["id"])
 
 
 def work(claimed: ClaimedTicket) -> dict[str, Any]:
@@ -69,39 +179,7 @@ def work(claimed: ClaimedTicket) -> dict[str, Any]:
     return {"branch": f"swarm/{slug}", "commit": f"{random.getrandbits(40):010x}"}
 
 
-def main() -> None:
-    workdir = Path("var/demo")
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    console.rule("[bold]Swarm demo: ticketing on embedded SQLite")
-    proc, target = start_ticketing(workdir)
-    console.print(f"ticketing service listening on {target} (pid {proc.pid}, db {workdir / 'ticketing.db'})")
-    admin = TicketingClient(target, TENANT, "demo-admin")
-    try:
-        created = admin.stub.CreateProject(
-            pb.CreateProjectRequest(
-                tenant_id=TENANT,
-                name="webapp-redesign",
-                description="A small DAG worked by coder and reviewer agents",
-                request_id="demo-project-1",
-                tickets=[
-                    pb.TicketSpec(key=k, name=n, priority=p, depends_on=d, stages=s)  # type: ignore[arg-type]
-                    for k, n, p, d, s in PROJECT
-                ],
-            )
-        )
-        console.print(f"created project [bold]{created.project.name}[/] with {len(created.tickets)} tickets")
-        names = {t.id: t.name for t in created.tickets}
-        run_agents(target, names)
-        report(admin, created.project.id)
-    finally:
-        admin.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        console.print(f"ticketing stopped (exit {proc.returncode}); logs in {workdir / 'ticketing.log'}")
-
-
-def run_agents(target: str, names: dict[str, str]) -> None:
+def run_agents(target: str, api: httpx.Client, names: dict[str, str]) -> None:
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -125,14 +203,13 @@ def run_agents(target: str, names: dict[str, str]) -> None:
     threads = [threading.Thread(target=loop.run, args=(stop,)) for loop in loops]
     for t in threads:
         t.start()
-    watcher = TicketingClient(target, TENANT, "watcher")
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            tickets = watcher.stub.ListTickets(pb.ListTicketsRequest(tenant_id=TENANT)).tickets
-            if all(t.state in (pb.TICKET_STATE_DONE, pb.TICKET_STATE_QUARANTINED) for t in tickets):
+            states = {t["state"] for t in api.get("/api/tickets").json()["items"]}
+            if states <= {"done", "quarantined"}:
                 break
-            time.sleep(0.3)
+            time.sleep(0.5)
         else:
             console.print("[red]demo did not finish within 120 s")
     finally:
@@ -141,29 +218,31 @@ def run_agents(target: str, names: dict[str, str]) -> None:
             t.join()
         for loop in loops:
             loop.client.close()
-        watcher.close()
 
 
-def report(client: TicketingClient, project_id: str) -> None:
-    tickets = client.stub.ListTickets(pb.ListTicketsRequest(tenant_id=TENANT, project_id=project_id)).tickets
-    table = Table(title="Tickets")
+def report(api: httpx.Client, project_id: str) -> None:
+    tickets = api.get("/api/tickets", params={"project_id": project_id}).json()["items"]
+    table = Table(title="GET /api/tickets")
     for col in ("ticket", "state", "stages", "failures", "result"):
         table.add_column(col)
     for t in tickets:
         table.add_row(
-            t.name,
-            pb.TicketState.Name(t.state).removeprefix("TICKET_STATE_").lower(),
-            " -> ".join(pb.AgentRole.Name(s).removeprefix("AGENT_ROLE_").lower() for s in t.stages),
-            str(t.failure_count),
-            t.result_json,
+            t["name"], t["state"], " -> ".join(t["stages"]), str(t["failure_count"]), str(t["result"] or "")
         )
     console.print(table)
-    dlq = client.stub.ListDeadLetters(pb.ListDeadLettersRequest(tenant_id=TENANT)).tickets
-    console.print(f"[bold]Dead-letter queue: {len(dlq)} quarantined")
+    dlq = api.get("/api/dead-letters").json()["items"]
+    console.print(f"[bold]GET /api/dead-letters: {len(dlq)} quarantined")
     for t in dlq:
-        console.print(f"  {t.name}: {t.quarantine_reason}")
-    project = client.stub.GetProject(pb.GetProjectRequest(tenant_id=TENANT, project_id=project_id)).project
-    console.print(f"[bold]{project.done_count}/{project.ticket_count} tickets done, {len(dlq)} dead-lettered")
+        console.print(f"  {t['name']}: {t['quarantine_reason']}")
+    usage = api.get("/api/quota/usage").json()
+    console.print(f"[bold]GET /api/quota/usage[/] ({usage['plan']} plan):")
+    for u in usage["resources"]:
+        limit = "unlimited" if u["limit"] is None else u["limit"]
+        console.print(f"  {u['resource']:<20} {u['used']}/{limit}")
+    project = api.get(f"/api/projects/{project_id}").json()
+    console.print(
+        f"[bold]{project['done_count']}/{project['ticket_count']} tickets done, {len(dlq)} dead-lettered"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ codes by hand.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 
@@ -87,6 +87,7 @@ class QuotaExceeded(SwarmError):
         limit: int,
         resets_at: datetime | None,
         message: str | None = None,
+        retry_after: timedelta | None = None,
     ) -> None:
         super().__init__(
             message or f"{resource} limit reached ({current}/{limit})",
@@ -99,3 +100,5 @@ class QuotaExceeded(SwarmError):
         self.current = current
         self.limit = limit
         self.resets_at = resets_at
+        # Time until the window resets, on the refusing service's clock.
+        self.retry_after = retry_after

@@ -19,10 +19,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -55,6 +56,10 @@ def to_status(exc: SwarmError, domain: str) -> status_pb2.Status:
             ]
         )
         details.append(_pack(failure))
+        if exc.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(max(exc.retry_after, timedelta(0)))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
 
 

@@ -11,9 +11,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from swarmcommon.errors import InvalidArgument
+
+ItemT = TypeVar("ItemT")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -56,3 +58,9 @@ class PageToken:
         if fingerprint != self._fingerprint or not isinstance(key, list):
             raise InvalidArgument(field, "was issued for a different query")
         return key
+
+
+@dataclass(frozen=True)
+class Page(Generic[ItemT]):  # noqa: UP046 - Python 3.11 has no PEP 695 syntax
+    items: list[ItemT]
+    next_page_token: str

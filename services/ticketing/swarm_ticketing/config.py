@@ -14,5 +14,8 @@ class Settings(ServiceSettings):
     listen_address: str = "127.0.0.1:50051"
     lease_seconds: float = Field(default=900.0, ge=1, le=7200)
     max_failures: int = Field(default=3, ge=1, le=100)
+    # The quota service (host:port). Empty: no ticket quota is enforced, as
+    # in the embedded single-tenant demo.
+    quota_target: str = ""
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)

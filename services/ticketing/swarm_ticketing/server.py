@@ -11,6 +11,7 @@ from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
 from swarm_ticketing.leases import LeaseManager
+from swarm_ticketing.quota import GrpcTicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.store import TicketStore
@@ -44,6 +45,8 @@ class Ticketing:
         self.reaper.stop()
         self.handle.stop(grace)
         self.db.dispose()
+        if isinstance(self.store.quota, GrpcTicketQuota):
+            self.store.quota.close()
 
 
 def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
@@ -51,7 +54,8 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         migrate(settings.database_url)
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
-    store = TicketStore(db, clock)
+    quota = GrpcTicketQuota(settings.quota_target) if settings.quota_target else None
+    store = TicketStore(db, clock, quota)
     leases = LeaseManager(
         db,
         clock,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,15 +30,15 @@ from swarm_ticketing.domain import (
     validate_project,
 )
 from swarm_ticketing.journal import AuditEntry
+from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.rows import encode_stages, load_tickets, to_ticket
 from swarm_ticketing.tables import audit_events, projects, ticket_dependencies, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition, NotFound
-from swarmcommon.pagination import PageToken
+from swarmcommon.pagination import Page, PageToken
 
 T = tickets
-ItemT = TypeVar("ItemT")
 
 
 def ticket_not_found(ticket_id: str) -> NotFound:
@@ -57,16 +56,12 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
-@dataclass(frozen=True)
-class Page(Generic[ItemT]):  # noqa: UP046 - Python 3.11 has no PEP 695 syntax
-    items: list[ItemT]
-    next_page_token: str
-
-
 class TicketStore:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, quota: TicketQuota | None = None) -> None:
         self.db = db
         self.clock = clock
+        # None: no quota service configured (embedded single-tenant use).
+        self.quota = quota
 
     # -- projects -----------------------------------------------------------
 
@@ -76,6 +71,11 @@ class TicketStore:
             existing = self._project_by_request(spec.tenant_id, spec.request_id)
             if existing:
                 return existing
+        if self.quota is not None:
+            # All or nothing, before anything is written. Keyed on the
+            # project's request_id so a retried create is charged once.
+            charge_id = f"create-project:{spec.request_id}" if spec.request_id else str(uuid.uuid4())
+            self.quota.charge_tickets(spec.tenant_id, len(spec.tickets), charge_id)
         try:
             return self.db.transaction(lambda conn: self._insert_project(conn, spec))
         except IntegrityError:

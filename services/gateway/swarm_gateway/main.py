@@ -1,0 +1,55 @@
+"""The gateway application: routers, error handlers, tracing. Kept tiny."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from swarm_gateway.auth import KeyCache
+from swarm_gateway.backends import Backends
+from swarm_gateway.config import Settings
+from swarm_gateway.errors import (
+    ApiError,
+    api_error_response,
+    grpc_error_response,
+    http_error_response,
+    validation_error_response,
+)
+from swarm_gateway.routers import admin, health, quota, ticketing
+
+
+def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.backends.close()
+
+    app = FastAPI(
+        title="Swarm API",
+        version="1.0.0",
+        description=(
+            "Projects, tickets, dead letters and quota usage for the tenant of the API key; "
+            "tenant and API-key administration under /admin for operators."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.backends = backends or Backends.connect(
+        settings.ticketing_target, settings.quota_target, settings.backend_timeout_seconds
+    )
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.add_exception_handler(grpc.RpcError, grpc_error_response)
+    app.add_exception_handler(ApiError, api_error_response)
+    app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.add_exception_handler(StarletteHTTPException, http_error_response)
+    for module in (ticketing, quota, admin, health):
+        app.include_router(module.router)
+    # W3C trace context from the HTTP request continues into the gRPC calls.
+    FastAPIInstrumentor.instrument_app(app)
+    return app

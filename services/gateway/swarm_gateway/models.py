@@ -1,0 +1,335 @@
+"""The REST resources: Create / Public model families and their mapping from
+the backends' protobuf messages (raw protos stop here)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from swarm.quota.v1 import quota_pb2 as qpb
+from swarm.ticketing.v1 import ticketing_pb2 as tpb
+
+TicketType = Literal["feature", "bug", "chore", "docs", "test", "refactor", "design"]
+Role = Literal["coder", "reviewer", "security", "tests", "judge", "clarifier", "decomposer"]
+TicketState = Literal["blocked", "ready", "assigned", "in_progress", "done", "quarantined"]
+Plan = Literal["free", "pro", "enterprise"]
+Resource = Literal["vms", "tickets_per_day", "api_calls_per_hour", "cost_usd_month"]
+
+
+def _utf8(value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which no backend can store.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text (lone surrogate found)") from exc
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+# A quota limit: what the quota service accepts (and what fits its int64).
+Limit = Annotated[int, Field(ge=0, le=10**15)]
+
+
+class Request(BaseModel):
+    """Request bodies are strict: no coercion (false is not 0, 1 is not "1")."""
+
+    model_config = ConfigDict(strict=True)
+
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+NAME_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+
+
+def enum_name(wrapper: Any, value: int, prefix: str) -> str:
+    return str(wrapper.Name(value)).removeprefix(prefix).lower()
+
+
+def enum_value(wrapper: Any, name: str, prefix: str) -> int:
+    return int(wrapper.Value(prefix + name.upper()))
+
+
+def ts(value: Timestamp, present: bool = True) -> datetime | None:
+    return value.ToDatetime(tzinfo=UTC) if present else None
+
+
+# -- ticketing ------------------------------------------------------------------------
+
+
+class TicketCreate(Request):
+    key: Text = Field(min_length=1, max_length=128, description="Name local to this request, for depends_on")
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=20_000)
+    type: TicketType = "feature"
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    stages: list[Role] = Field(default=["coder"], min_length=1, max_length=10)
+    depends_on: list[Text] = Field(default_factory=list, max_length=100)
+
+    def to_proto(self) -> tpb.TicketSpec:
+        return tpb.TicketSpec(
+            key=self.key,
+            name=self.name,
+            description=self.description,
+            type=enum_value(tpb.TicketType, self.type, "TICKET_TYPE_"),  # type: ignore[arg-type]
+            priority=self.priority,
+            stages=[enum_value(tpb.AgentRole, s, "AGENT_ROLE_") for s in self.stages],  # type: ignore[misc]
+            depends_on=self.depends_on,
+        )
+
+
+class ProjectCreate(Request):
+    name: Text = Field(min_length=1, max_length=200)
+    description: Text = Field(default="", max_length=20_000)
+    tickets: list[TicketCreate] = Field(min_length=1, max_length=5000)
+
+
+class LeasePublic(BaseModel):
+    agent_id: str
+    expires_at: datetime
+
+
+class TicketPublic(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    description: str
+    type: TicketType
+    priority: int
+    state: TicketState
+    stages: list[Role]
+    stage_index: int
+    depends_on: list[str]
+    # The claim token is the agent's secret and is never shown here.
+    lease: LeasePublic | None
+    failure_count: int
+    last_failure_reason: str | None
+    last_failure_at: datetime | None
+    quarantine_reason: str | None
+    quarantined_at: datetime | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_proto(cls, t: tpb.Ticket) -> TicketPublic:
+        return cls(
+            id=t.id,
+            project_id=t.project_id,
+            name=t.name,
+            description=t.description,
+            type=enum_name(tpb.TicketType, t.type, "TICKET_TYPE_"),  # type: ignore[arg-type]
+            priority=t.priority,
+            state=enum_name(tpb.TicketState, t.state, "TICKET_STATE_"),  # type: ignore[arg-type]
+            stages=[enum_name(tpb.AgentRole, s, "AGENT_ROLE_") for s in t.stages],  # type: ignore[misc]
+            stage_index=t.stage_index,
+            depends_on=list(t.depends_on),
+            lease=LeasePublic(
+                agent_id=t.lease.agent_id, expires_at=t.lease.expire_time.ToDatetime(tzinfo=UTC)
+            )
+            if t.HasField("lease")
+            else None,
+            failure_count=t.failure_count,
+            last_failure_reason=t.last_failure_reason or None,
+            last_failure_at=ts(t.last_failure_time, t.HasField("last_failure_time")),
+            quarantine_reason=t.quarantine_reason or None,
+            quarantined_at=ts(t.quarantine_time, t.HasField("quarantine_time")),
+            result=json.loads(t.result_json) if t.result_json else None,
+            created_at=t.create_time.ToDatetime(tzinfo=UTC),
+            updated_at=t.update_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class ProjectPublic(BaseModel):
+    id: str
+    name: str
+    description: str
+    ticket_count: int
+    done_count: int
+    created_at: datetime
+
+    @classmethod
+    def from_proto(cls, p: tpb.Project) -> ProjectPublic:
+        return cls(
+            id=p.id,
+            name=p.name,
+            description=p.description,
+            ticket_count=p.ticket_count,
+            done_count=p.done_count,
+            created_at=p.create_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class ProjectCreated(BaseModel):
+    project: ProjectPublic
+    tickets: list[TicketPublic]
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectPublic]
+    next_page_token: str
+
+
+class TicketPage(BaseModel):
+    items: list[TicketPublic]
+    next_page_token: str
+
+
+class TicketEventPublic(BaseModel):
+    id: str
+    event_type: str
+    actor_type: str
+    actor_id: str | None
+    old_value: dict[str, Any] | None
+    new_value: dict[str, Any] | None
+    rationale: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_proto(cls, e: tpb.TicketEvent) -> TicketEventPublic:
+        return cls(
+            id=e.id,
+            event_type=e.event_type,
+            actor_type=e.actor_type,
+            actor_id=e.actor_id or None,
+            old_value=json.loads(e.old_value_json) if e.old_value_json else None,
+            new_value=json.loads(e.new_value_json) if e.new_value_json else None,
+            rationale=e.rationale or None,
+            created_at=e.create_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class TicketEventPage(BaseModel):
+    items: list[TicketEventPublic]
+    next_page_token: str
+
+
+class RedriveRequest(Request):
+    ticket_ids: list[Annotated[str, Field(pattern=UUID_PATTERN)]] = Field(min_length=1, max_length=500)
+    reason: Text = Field(default="", max_length=2000)
+
+
+class RedriveResult(BaseModel):
+    tickets: list[TicketPublic]
+
+
+# -- quota ------------------------------------------------------------------------------
+
+
+class ResourceUsagePublic(BaseModel):
+    resource: Resource
+    used: int
+    limit: int | None = Field(description="null when unlimited")
+    remaining: int | None
+    window_start: datetime | None
+    resets_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, u: qpb.ResourceUsage) -> ResourceUsagePublic:
+        return cls(
+            resource=enum_name(qpb.Resource, u.resource, "RESOURCE_"),  # type: ignore[arg-type]
+            used=u.used,
+            limit=None if u.unlimited else u.limit,
+            remaining=None if u.unlimited else u.remaining,
+            window_start=ts(u.window_start_time, u.HasField("window_start_time")),
+            resets_at=ts(u.reset_time, u.HasField("reset_time")),
+        )
+
+
+class UsagePublic(BaseModel):
+    plan: Plan
+    resources: list[ResourceUsagePublic]
+
+
+class TenantCreate(Request):
+    id: Text = Field(default="", pattern=r"^$|" + NAME_ID_PATTERN, description="Optional; chosen if empty")
+    display_name: Text = Field(default="", max_length=200)
+    plan: Plan = "free"
+    overrides: dict[Resource, Limit] = Field(
+        default_factory=dict, description="Per-resource limits over the plan"
+    )
+
+
+class TenantUpdate(Request):
+    display_name: Text | None = Field(default=None, max_length=200)
+    plan: Plan | None = None
+    overrides: dict[Resource, Limit] | None = None
+
+
+class TenantPublic(BaseModel):
+    id: str
+    display_name: str
+    plan: Plan
+    overrides: dict[Resource, int]
+    limits: dict[Resource, int | None]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_proto(cls, t: qpb.Tenant) -> TenantPublic:
+        return cls(
+            id=t.id,
+            display_name=t.display_name,
+            plan=enum_name(qpb.Plan, t.plan, "PLAN_"),  # type: ignore[arg-type]
+            overrides={
+                enum_name(qpb.Resource, o.resource, "RESOURCE_"): o.limit  # type: ignore[misc]
+                for o in t.overrides
+            },
+            limits={
+                enum_name(qpb.Resource, q.resource, "RESOURCE_"): (None if q.unlimited else q.limit)  # type: ignore[misc]
+                for q in t.effective_limits
+            },
+            created_at=t.create_time.ToDatetime(tzinfo=UTC),
+            updated_at=t.update_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class TenantPage(BaseModel):
+    items: list[TenantPublic]
+    next_page_token: str
+
+
+class ApiKeyCreate(Request):
+    display_name: Text = Field(default="", max_length=200)
+
+
+class ApiKeyPublic(BaseModel):
+    id: str
+    display_name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, k: qpb.ApiKey) -> ApiKeyPublic:
+        return cls(
+            id=k.id,
+            display_name=k.display_name,
+            prefix=k.secret_prefix,
+            created_at=k.create_time.ToDatetime(tzinfo=UTC),
+            revoked_at=ts(k.revoke_time, k.HasField("revoke_time")),
+            last_used_at=ts(k.last_use_time, k.HasField("last_use_time")),
+        )
+
+
+class ApiKeyCreated(BaseModel):
+    api_key: ApiKeyPublic
+    secret: str = Field(description="Shown once; only a hash is stored")
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyPublic]
+    next_page_token: str
+
+
+def overrides_to_proto(overrides: Mapping[Resource, int]) -> list[qpb.QuotaOverride]:
+    return [
+        qpb.QuotaOverride(resource=enum_value(qpb.Resource, r, "RESOURCE_"), limit=v)  # type: ignore[arg-type]
+        for r, v in overrides.items()
+    ]

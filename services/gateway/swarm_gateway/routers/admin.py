@@ -1,0 +1,130 @@
+"""Operator surface: tenants and their API keys, behind the admin token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, status
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from swarm.quota.v1 import quota_pb2 as qpb
+from swarm_gateway.auth import AdminOnly, Backend, KeyCache
+from swarm_gateway.errors import COMMON_ERRORS
+from swarm_gateway.models import (
+    NAME_ID_PATTERN,
+    UUID_PATTERN,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPage,
+    ApiKeyPublic,
+    Plan,
+    TenantCreate,
+    TenantPage,
+    TenantPublic,
+    TenantUpdate,
+    enum_value,
+    overrides_to_proto,
+)
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminOnly], responses=COMMON_ERRORS)
+
+TenantId = Annotated[str, Path(pattern=NAME_ID_PATTERN)]
+KeyId = Annotated[str, Path(pattern=UUID_PATTERN)]
+PageSize = Annotated[int, Query(ge=0, le=1000)]
+PageToken = Annotated[str, Query(max_length=4096)]
+
+
+@router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
+def create_tenant(body: TenantCreate, b: Backend) -> TenantPublic:
+    reply = b.quota.CreateTenant(
+        qpb.CreateTenantRequest(
+            tenant_id=body.id,
+            display_name=body.display_name,
+            plan=enum_value(qpb.Plan, body.plan, "PLAN_"),  # type: ignore[arg-type]
+            overrides=overrides_to_proto(body.overrides),
+        ),
+        timeout=b.timeout,
+    )
+    return TenantPublic.from_proto(reply.tenant)
+
+
+@router.get("/tenants", response_model=TenantPage)
+def list_tenants(
+    b: Backend, plan: Plan | None = None, page_size: PageSize = 0, page_token: PageToken = ""
+) -> TenantPage:
+    reply = b.quota.ListTenants(
+        qpb.ListTenantsRequest(
+            plan=enum_value(qpb.Plan, plan, "PLAN_") if plan else 0,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return TenantPage(
+        items=[TenantPublic.from_proto(t) for t in reply.tenants], next_page_token=reply.next_page_token
+    )
+
+
+@router.get("/tenants/{tenant_id}", response_model=TenantPublic)
+def get_tenant(tenant_id: TenantId, b: Backend) -> TenantPublic:
+    return TenantPublic.from_proto(
+        b.quota.GetTenant(qpb.GetTenantRequest(tenant_id=tenant_id), timeout=b.timeout).tenant
+    )
+
+
+@router.patch("/tenants/{tenant_id}", response_model=TenantPublic)
+def update_tenant(tenant_id: TenantId, body: TenantUpdate, b: Backend) -> TenantPublic:
+    paths = [name for name in ("display_name", "plan", "overrides") if getattr(body, name) is not None]
+    if not paths:  # an empty merge patch changes nothing
+        return TenantPublic.from_proto(
+            b.quota.GetTenant(qpb.GetTenantRequest(tenant_id=tenant_id), timeout=b.timeout).tenant
+        )
+    tenant = qpb.Tenant(
+        display_name=body.display_name or "",
+        plan=enum_value(qpb.Plan, body.plan, "PLAN_") if body.plan else 0,  # type: ignore[arg-type]
+        overrides=overrides_to_proto(body.overrides or {}),
+    )
+    reply = b.quota.UpdateTenant(
+        qpb.UpdateTenantRequest(tenant_id=tenant_id, tenant=tenant, update_mask=FieldMask(paths=paths)),
+        timeout=b.timeout,
+    )
+    return TenantPublic.from_proto(reply.tenant)
+
+
+@router.post(
+    "/tenants/{tenant_id}/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated
+)
+def create_api_key(tenant_id: TenantId, body: ApiKeyCreate, b: Backend) -> ApiKeyCreated:
+    reply = b.quota.CreateApiKey(
+        qpb.CreateApiKeyRequest(tenant_id=tenant_id, display_name=body.display_name), timeout=b.timeout
+    )
+    return ApiKeyCreated(api_key=ApiKeyPublic.from_proto(reply.api_key), secret=reply.secret)
+
+
+@router.get("/tenants/{tenant_id}/api-keys", response_model=ApiKeyPage)
+def list_api_keys(
+    tenant_id: TenantId,
+    b: Backend,
+    show_revoked: bool = False,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> ApiKeyPage:
+    reply = b.quota.ListApiKeys(
+        qpb.ListApiKeysRequest(
+            tenant_id=tenant_id, show_revoked=show_revoked, page_size=page_size, page_token=page_token
+        ),
+        timeout=b.timeout,
+    )
+    return ApiKeyPage(
+        items=[ApiKeyPublic.from_proto(k) for k in reply.api_keys], next_page_token=reply.next_page_token
+    )
+
+
+@router.delete("/tenants/{tenant_id}/api-keys/{key_id}", response_model=ApiKeyPublic)
+def revoke_api_key(tenant_id: TenantId, key_id: KeyId, request: Request, b: Backend) -> ApiKeyPublic:
+    reply = b.quota.RevokeApiKey(
+        qpb.RevokeApiKeyRequest(tenant_id=tenant_id, api_key_id=key_id), timeout=b.timeout
+    )
+    cache: KeyCache = request.app.state.key_cache
+    cache.forget_key(key_id)
+    return ApiKeyPublic.from_proto(reply.api_key)

@@ -1,0 +1,31 @@
+"""Liveness and readiness for Kubernetes probes (no auth, not in the API docs)."""
+
+from __future__ import annotations
+
+import grpc
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from swarm_gateway.auth import Backend
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(b: Backend) -> JSONResponse:
+    """Ready when every backend's gRPC health service says SERVING."""
+    results: dict[str, str] = {}
+    for name, ch in b.channels.items():
+        try:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            results[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as exc:
+            results[name] = exc.code().name
+    ready = all(v == "SERVING" for v in results.values())
+    return JSONResponse({"ready": ready, "backends": results}, status_code=200 if ready else 503)

@@ -1,0 +1,177 @@
+"""Projects, tickets and the dead-letter queue, backed by the ticketing service.
+
+The tenant always comes from the API key, never from the request, so a
+tenant can only ever name its own objects; another tenant's id is 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, status
+
+from swarm.ticketing.v1 import ticketing_pb2 as tpb
+from swarm_gateway.auth import Backend, CurrentCaller
+from swarm_gateway.errors import COMMON_ERRORS
+from swarm_gateway.models import (
+    NAME_ID_PATTERN,
+    UUID_PATTERN,
+    ProjectCreate,
+    ProjectCreated,
+    ProjectPage,
+    ProjectPublic,
+    RedriveRequest,
+    RedriveResult,
+    Role,
+    TicketEventPage,
+    TicketEventPublic,
+    TicketPage,
+    TicketPublic,
+    TicketState,
+    enum_value,
+)
+
+router = APIRouter(prefix="/api", tags=["tickets"], responses=COMMON_ERRORS)
+
+ProjectId = Annotated[str, Path(pattern=UUID_PATTERN)]
+TicketId = Annotated[str, Path(pattern=UUID_PATTERN)]
+PageSize = Annotated[int, Query(ge=0, le=1000, description="0 means the default (50)")]
+PageToken = Annotated[str, Query(max_length=4096)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=NAME_ID_PATTERN,
+        description="Retrying with the same key returns the first result and charges quota once",
+    ),
+]
+
+
+@router.post("/projects", status_code=status.HTTP_201_CREATED, response_model=ProjectCreated)
+def create_project(
+    body: ProjectCreate, caller: CurrentCaller, b: Backend, idempotency_key: IdempotencyKey = None
+) -> ProjectCreated:
+    reply = b.ticketing.CreateProject(
+        tpb.CreateProjectRequest(
+            tenant_id=caller.tenant_id,
+            name=body.name,
+            description=body.description,
+            tickets=[t.to_proto() for t in body.tickets],
+            request_id=idempotency_key or "",
+        ),
+        timeout=b.timeout,
+    )
+    return ProjectCreated(
+        project=ProjectPublic.from_proto(reply.project),
+        tickets=[TicketPublic.from_proto(t) for t in reply.tickets],
+    )
+
+
+@router.get("/projects", response_model=ProjectPage)
+def list_projects(
+    caller: CurrentCaller, b: Backend, page_size: PageSize = 0, page_token: PageToken = ""
+) -> ProjectPage:
+    reply = b.ticketing.ListProjects(
+        tpb.ListProjectsRequest(tenant_id=caller.tenant_id, page_size=page_size, page_token=page_token),
+        timeout=b.timeout,
+    )
+    return ProjectPage(
+        items=[ProjectPublic.from_proto(p) for p in reply.projects], next_page_token=reply.next_page_token
+    )
+
+
+@router.get("/projects/{project_id}", response_model=ProjectPublic)
+def get_project(project_id: ProjectId, caller: CurrentCaller, b: Backend) -> ProjectPublic:
+    reply = b.ticketing.GetProject(
+        tpb.GetProjectRequest(tenant_id=caller.tenant_id, project_id=project_id), timeout=b.timeout
+    )
+    return ProjectPublic.from_proto(reply.project)
+
+
+@router.get("/tickets", response_model=TicketPage)
+def list_tickets(
+    caller: CurrentCaller,
+    b: Backend,
+    project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    state: TicketState | None = None,
+    role: Role | None = None,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> TicketPage:
+    reply = b.ticketing.ListTickets(
+        tpb.ListTicketsRequest(
+            tenant_id=caller.tenant_id,
+            project_id=project_id or "",
+            state=enum_value(tpb.TicketState, state, "TICKET_STATE_") if state else 0,  # type: ignore[arg-type]
+            role=enum_value(tpb.AgentRole, role, "AGENT_ROLE_") if role else 0,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return TicketPage(
+        items=[TicketPublic.from_proto(t) for t in reply.tickets], next_page_token=reply.next_page_token
+    )
+
+
+@router.get("/tickets/{ticket_id}", response_model=TicketPublic)
+def get_ticket(ticket_id: TicketId, caller: CurrentCaller, b: Backend) -> TicketPublic:
+    reply = b.ticketing.GetTicket(
+        tpb.GetTicketRequest(tenant_id=caller.tenant_id, ticket_id=ticket_id), timeout=b.timeout
+    )
+    return TicketPublic.from_proto(reply.ticket)
+
+
+@router.get("/tickets/{ticket_id}/events", response_model=TicketEventPage)
+def list_ticket_events(
+    ticket_id: TicketId,
+    caller: CurrentCaller,
+    b: Backend,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> TicketEventPage:
+    reply = b.ticketing.ListTicketEvents(
+        tpb.ListTicketEventsRequest(
+            tenant_id=caller.tenant_id, ticket_id=ticket_id, page_size=page_size, page_token=page_token
+        ),
+        timeout=b.timeout,
+    )
+    return TicketEventPage(
+        items=[TicketEventPublic.from_proto(e) for e in reply.events], next_page_token=reply.next_page_token
+    )
+
+
+@router.get("/dead-letters", response_model=TicketPage)
+def list_dead_letters(
+    caller: CurrentCaller,
+    b: Backend,
+    project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> TicketPage:
+    reply = b.ticketing.ListDeadLetters(
+        tpb.ListDeadLettersRequest(
+            tenant_id=caller.tenant_id,
+            project_id=project_id or "",
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return TicketPage(
+        items=[TicketPublic.from_proto(t) for t in reply.tickets], next_page_token=reply.next_page_token
+    )
+
+
+@router.post("/dead-letters/redrive", response_model=RedriveResult)
+def redrive(body: RedriveRequest, caller: CurrentCaller, b: Backend) -> RedriveResult:
+    reply = b.ticketing.RedriveTickets(
+        tpb.RedriveTicketsRequest(
+            tenant_id=caller.tenant_id,
+            ticket_ids=body.ticket_ids,
+            operator=f"api-key:{caller.api_key_id}",
+            reason=body.reason,
+        ),
+        timeout=b.timeout,
+    )
+    return RedriveResult(tickets=[TicketPublic.from_proto(t) for t in reply.tickets])

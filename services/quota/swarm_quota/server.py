@@ -1,0 +1,63 @@
+"""Wiring: settings + clock -> a running quota server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.quota.v1 import quota_pb2_grpc as pb_grpc
+from swarm_quota.config import Settings
+from swarm_quota.counters import Counters
+from swarm_quota.servicer import QuotaServicer
+from swarm_quota.store import TenantStore
+from swarm_quota.tables import VERSION_TABLE
+from swarmcommon import migrations
+from swarmcommon.clock import Clock, SystemClock
+from swarmcommon.db import Database
+from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE_NAME = "swarm.quota.v1.QuotaService"
+
+
+def migrate(database_url: str) -> None:
+    migrations.upgrade(database_url, MIGRATIONS, VERSION_TABLE)
+
+
+@dataclass
+class Quota:
+    handle: ServerHandle
+    db: Database
+    tenants: TenantStore
+    counters: Counters
+
+    @property
+    def port(self) -> int:
+        return self.handle.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.handle.stop(grace)
+        self.db.dispose()
+
+
+def start(settings: Settings, clock: Clock | None = None) -> Quota:
+    if settings.migrate_on_start:
+        migrate(settings.database_url)
+    clock = clock or SystemClock()
+    db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+    tenants = TenantStore(db, clock, settings.api_key_pepper)
+    counters = Counters(db, clock)
+    servicer = QuotaServicer(tenants, counters)
+    handle = start_server(
+        [
+            GrpcService(
+                SERVICE_NAME,
+                lambda server: pb_grpc.add_QuotaServiceServicer_to_server(servicer, server),
+                domain="swarm.quota",
+            )
+        ],
+        listen_address=settings.listen_address,
+        max_workers=settings.grpc_max_workers,
+        reuse_port=settings.reuse_port,
+    )
+    return Quota(handle, db, tenants, counters)
