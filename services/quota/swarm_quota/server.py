@@ -35,9 +35,15 @@ class Quota:
     def port(self) -> int:
         return self.handle.port
 
+    def before_drain(self) -> None:
+        """Nothing runs in the background."""
+
+    def close(self) -> None:
+        self.db.dispose()
+
     def stop(self, grace: float = 5.0) -> None:
         self.handle.stop(grace)
-        self.db.dispose()
+        self.close()
 
 
 def start(settings: Settings, clock: Clock | None = None) -> Quota:

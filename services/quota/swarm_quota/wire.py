@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from swarm.quota.v1 import quota_pb2 as pb
 from swarm_quota.domain import ApiKey, Plan, Reservation, Resource, Tenant, Usage
 from swarmcommon.errors import InvalidArgument
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+from swarmcommon.protos import timestamp as _ts
 
 
 def plan_from_proto(field: str, value: int, *, required: bool = False) -> Plan | None:

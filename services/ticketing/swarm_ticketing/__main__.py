@@ -11,36 +11,17 @@ import sys
 
 from swarm_ticketing import server
 from swarm_ticketing.config import Settings
-from swarmcommon.grpcserver import run_until_signal
-from swarmcommon.logs import configure_logging
-from swarmcommon.telemetry import setup_tracing, shutdown_tracing
-from swarmcommon.workers import supervise
+from swarmcommon.service import serve
 
 
 def main() -> int:
-    settings = Settings()
-    configure_logging("ticketing", settings.log_level)
-    if settings.workers > 1:
-        if settings.listen_address.endswith(":0"):
-            raise SystemExit(
-                "SWARM_TICKETING_WORKERS > 1 needs a fixed port in SWARM_TICKETING_LISTEN_ADDRESS"
-            )
-        if settings.migrate_on_start:
-            server.migrate(settings.database_url)
-        return supervise(
-            "swarm_ticketing",
-            settings.workers,
-            "SWARM_TICKETING_",
-            extra_env=lambda i: {} if i == 0 else {"SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0"},
-        )
-    setup_tracing("ticketing")
-    app = server.start(settings)
-    try:
-        run_until_signal(app.handle, settings.shutdown_grace_seconds, on_stop=[app.reaper.stop])
-    finally:
-        app.db.dispose()
-        shutdown_tracing()
-    return 0
+    return serve(
+        "ticketing",
+        Settings(),
+        server.start,
+        server.migrate,
+        worker_env=lambda i: {} if i == 0 else {"SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0"},
+    )
 
 
 if __name__ == "__main__":

@@ -41,12 +41,18 @@ class Ticketing:
     def port(self) -> int:
         return self.handle.port
 
-    def stop(self, grace: float = 5.0) -> None:
+    def before_drain(self) -> None:
         self.reaper.stop()
-        self.handle.stop(grace)
+
+    def close(self) -> None:
         self.db.dispose()
         if isinstance(self.store.quota, GrpcTicketQuota):
             self.store.quota.close()
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.before_drain()
+        self.handle.stop(grace)
+        self.close()
 
 
 def start(settings: Settings, clock: Clock | None = None) -> Ticketing:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import enum
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import (
@@ -34,6 +33,7 @@ from swarm_ticketing.domain import (
 )
 from swarmcommon import validation as v
 from swarmcommon.errors import InvalidArgument
+from swarmcommon.protos import timestamp as _ts
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -132,14 +132,6 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
 
 def _reject_unspecified(field: str) -> AgentRole:
     raise InvalidArgument(field, "must name a role (AGENT_ROLE_UNSPECIFIED is not a stage)")
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def lease_to_proto(lease: Lease) -> pb.Lease:
