@@ -21,6 +21,7 @@ from swarm_quota import server as quota_server
 from swarm_quota.config import Settings as QuotaSettings
 from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings as TicketingSettings
+from swarmcommon.db import Database
 from swarmcommon.grpcclient import channel
 
 ADMIN_TOKEN = "test-admin-token"
@@ -54,6 +55,7 @@ class Mesh:
     app: FastAPI
     ticketing: tpb_grpc.TicketingServiceStub
     http: httpx.Client
+    quota_db: Database
 
     def admin(self, method: str, path: str, **kw: object) -> httpx.Response:
         return self.http.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw)  # type: ignore[arg-type]
@@ -93,7 +95,7 @@ def run_mesh(url_quota: str, url_ticketing: str, auth_cache_seconds: float = 0.2
     tch = channel(f"127.0.0.1:{ticketing_app.port}")
     try:
         with LiveServer(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
-            yield Mesh(base_url, app, tpb_grpc.TicketingServiceStub(tch), http)
+            yield Mesh(base_url, app, tpb_grpc.TicketingServiceStub(tch), http, quota_app.db)
     finally:
         tch.close()
         ticketing_app.stop(grace=1)

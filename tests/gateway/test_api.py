@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import sqlalchemy as sa
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -160,3 +161,15 @@ def test_out_of_range_numbers_are_422_not_a_crash(mesh: Mesh) -> None:
     assert huge.json()["detail"][0]["loc"][:2] == ["body", "overrides"]
     priority = mesh.admin("POST", "/admin/tenants", json={"overrides": {"vms": 10**16}})
     assert priority.status_code == 422
+
+
+def test_api_calls_leave_no_idempotency_rows_behind(mesh: Mesh) -> None:
+    from swarm_quota.tables import quota_requests
+
+    key = mesh.tenant_with_key(f"rows-{uuid.uuid4().hex[:6]}")
+    with mesh.as_key(key) as client:
+        for _ in range(5):
+            assert client.get("/api/projects").status_code == 200
+    quota_db = mesh.quota_db
+    with quota_db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(quota_requests)).scalar() == 0

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Annotated
@@ -102,13 +101,10 @@ def authenticate(request: Request, response: Response, b: Backend) -> Caller:
             raise
         caller = Caller(reply.tenant.id, reply.api_key_id)
         cache.put(secret, caller)
+    # No request_id: a rate-limit tick needs no deduplication, and an id per
+    # call would make quota keep a row per API call.
     usage = b.quota.Consume(
-        qpb.ConsumeRequest(
-            tenant_id=caller.tenant_id,
-            resource=qpb.RESOURCE_API_CALLS_PER_HOUR,
-            amount=1,
-            request_id=str(uuid.uuid4()),
-        ),
+        qpb.ConsumeRequest(tenant_id=caller.tenant_id, resource=qpb.RESOURCE_API_CALLS_PER_HOUR, amount=1),
         timeout=b.timeout,
     ).usage
     reset = usage.reset_time.ToDatetime(tzinfo=UTC) if usage.HasField("reset_time") else None
