@@ -2,7 +2,7 @@
 
 With SWARM_TICKETING_WORKERS=N (N > 1) this process migrates the database
 once, then supervises N server processes sharing the listen address; only
-the first runs the reaper.
+the first runs the reaper and the outbox relay.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ def main() -> int:
         Settings(),
         server.start,
         server.migrate,
-        worker_env=lambda i: {} if i == 0 else {"SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0"},
+        # One reaper and one outbox relay are enough; both are safe to run twice.
+        worker_env=lambda i: (
+            {}
+            if i == 0
+            else {"SWARM_TICKETING_REAPER_INTERVAL_SECONDS": "0", "SWARM_TICKETING_EVENTS_TARGET": ""}
+        ),
     )
 
 

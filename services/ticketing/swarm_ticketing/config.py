@@ -17,5 +17,8 @@ class Settings(ServiceSettings):
     # The quota service (host:port). Empty: no ticket quota is enforced, as
     # in the embedded single-tenant demo.
     quota_target: str = ""
+    # The events service (host:port) the outbox relay ships to. Empty: events
+    # stay in the outbox table.
+    events_target: str = ""
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)

@@ -15,11 +15,12 @@ from swarm_ticketing.quota import GrpcTicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.store import TicketStore
-from swarm_ticketing.tables import VERSION_TABLE
+from swarm_ticketing.tables import VERSION_TABLE, outbox
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.outbox import OutboxRelay
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.ticketing.v1.TicketingService"
@@ -36,6 +37,7 @@ class Ticketing:
     store: TicketStore
     leases: LeaseManager
     reaper: Reaper
+    relay: OutboxRelay | None = None
 
     @property
     def port(self) -> int:
@@ -43,6 +45,8 @@ class Ticketing:
 
     def before_drain(self) -> None:
         self.reaper.stop()
+        if self.relay is not None:
+            self.relay.stop()
 
     def close(self) -> None:
         self.db.dispose()
@@ -85,4 +89,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     )
     reaper = Reaper(leases, settings.reaper_interval_seconds)
     reaper.start()
-    return Ticketing(handle, db, store, leases, reaper)
+    relay = OutboxRelay(db, outbox, settings.events_target) if settings.events_target else None
+    if relay is not None:
+        relay.start()
+    return Ticketing(handle, db, store, leases, reaper, relay)

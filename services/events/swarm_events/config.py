@@ -1,0 +1,12 @@
+"""Events settings: environment variables SWARM_EVENTS_*."""
+
+from __future__ import annotations
+
+from swarmcommon.settings import ServiceSettings, service_config
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("EVENTS")
+
+    database_url: str = "sqlite:///var/events.db"
+    listen_address: str = "127.0.0.1:50053"

@@ -1,0 +1,89 @@
+"""gRPC adapter: Publish and ListEvents. Webhooks, delivery and the live
+stream in this contract are not served yet (UNIMPLEMENTED from the base class)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from swarm.events.v1 import events_pb2 as pb
+from swarm.events.v1 import events_pb2_grpc as pb_grpc
+from swarm_events.store import Event, EventStore
+from swarmcommon import validation as v
+from swarmcommon.errors import InvalidArgument
+from swarmcommon.pagination import page_size
+from swarmcommon.protos import timestamp
+
+MAX_BATCH = 1000
+MAX_DATA = 256 * 1024
+TYPE_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)+$")
+
+
+def _event_from_proto(i: int, e: pb.Event, received: object) -> Event:
+    f = f"events[{i}]"
+    if not TYPE_RE.match(e.type) or len(e.type) > 64:
+        raise InvalidArgument(f"{f}.type", f"must look like 'ticket.completed' (got {e.type[:64]!r})")
+    if e.data.ByteSize() > MAX_DATA:
+        raise InvalidArgument(f"{f}.data", f"is too large (> {MAX_DATA} bytes)")
+    return Event(
+        id=v.uuid_id(f"{f}.id", e.id),
+        tenant_id=v.name_id(f"{f}.tenant_id", e.tenant_id),
+        type=e.type,
+        source=v.required_text(f"{f}.source", e.source, 32),
+        subject=v.bounded_text(f"{f}.subject", e.subject, 200),
+        data=json_format.MessageToDict(e.data),
+        traceparent=v.bounded_text(f"{f}.traceparent", e.traceparent, 64) or None,
+        created_at=e.create_time.ToDatetime(tzinfo=UTC) if e.HasField("create_time") else received,  # type: ignore[arg-type]
+    )
+
+
+def _event_to_proto(e: Event) -> pb.Event:
+    data = struct_pb2.Struct()
+    json_format.ParseDict(e.data, data)
+    return pb.Event(
+        id=e.id,
+        tenant_id=e.tenant_id,
+        type=e.type,
+        source=e.source,
+        subject=e.subject,
+        data=data,
+        create_time=timestamp(e.created_at),
+        traceparent=e.traceparent or "",
+    )
+
+
+class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    def Publish(self, request: pb.PublishRequest, context: grpc.ServicerContext) -> pb.PublishResponse:
+        if not request.events:
+            raise InvalidArgument("events", "a batch needs at least one event")
+        if len(request.events) > MAX_BATCH:
+            raise InvalidArgument(
+                "events", f"too many events in one batch ({len(request.events)} > {MAX_BATCH})"
+            )
+        now = self.store.clock.now()
+        # The whole batch is checked before anything is stored.
+        batch = [_event_from_proto(i, e, now) for i, e in enumerate(request.events)]
+        accepted, duplicates = self.store.publish(batch)
+        return pb.PublishResponse(accepted_event_ids=accepted, duplicate_event_ids=duplicates)
+
+    def ListEvents(
+        self, request: pb.ListEventsRequest, context: grpc.ServicerContext
+    ) -> pb.ListEventsResponse:
+        page = self.store.list(
+            v.name_id("tenant_id", request.tenant_id),
+            [v.required_text(f"types[{i}]", t, 64) for i, t in enumerate(request.types)],
+            v.bounded_text("subject", request.subject, 200) or None,
+            request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
+            request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+            page_size(request.page_size),
+            request.page_token,
+        )
+        return pb.ListEventsResponse(
+            events=[_event_to_proto(e) for e in page.items], next_page_token=page.next_page_token
+        )

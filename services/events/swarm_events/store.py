@@ -1,0 +1,111 @@
+"""The event log: idempotent intake from outbox relays, tenant-scoped reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from swarm_events.tables import events
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.pagination import Page, PageToken
+
+E = events
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    tenant_id: str
+    type: str
+    source: str
+    subject: str
+    data: dict[str, Any]
+    traceparent: str | None
+    created_at: datetime
+
+
+def _to_event(row: Any) -> Event:
+    m = row._mapping
+    return Event(
+        id=m["event_id"],
+        tenant_id=m["tenant_id"],
+        type=m["type"],
+        source=m["source"],
+        subject=m["subject"],
+        data=json.loads(m["data"]),
+        traceparent=m["traceparent"],
+        created_at=m["created_at"],
+    )
+
+
+class EventStore:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self._insert = postgresql.insert if db.is_postgres else sqlite.insert
+
+    def publish(self, batch: Sequence[Event]) -> tuple[list[str], list[str]]:
+        """Store new events; an id already stored is a duplicate (first copy wins)."""
+
+        def tx(conn: Connection) -> tuple[list[str], list[str]]:
+            now = self.clock.now()
+            rows = [
+                {
+                    "event_id": e.id,
+                    "tenant_id": e.tenant_id,
+                    "type": e.type,
+                    "source": e.source,
+                    "subject": e.subject,
+                    "data": json.dumps(e.data, separators=(",", ":")),
+                    "traceparent": e.traceparent,
+                    "created_at": e.created_at,
+                    "received_at": now,
+                }
+                for e in batch
+            ]
+            accepted: list[str] = []
+            for row in rows:
+                stmt = self._insert(E).values(**row).on_conflict_do_nothing(index_elements=[E.c.event_id])
+                if conn.execute(stmt.returning(E.c.event_id)).first() is not None:
+                    accepted.append(str(row["event_id"]))
+            taken = set(accepted)
+            return accepted, [e.id for e in batch if e.id not in taken]
+
+        return self.db.transaction(tx)
+
+    def list(
+        self,
+        tenant_id: str,
+        types: Sequence[str],
+        subject: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        page_size: int,
+        page_token: str,
+    ) -> Page[Event]:
+        token = PageToken(["events", tenant_id, sorted(types), subject, start, end])
+        key = token.decode(page_token)
+        query = sa.select(E).where(E.c.tenant_id == tenant_id)
+        if types:
+            query = query.where(E.c.type.in_(list(types)))
+        if subject:
+            query = query.where(E.c.subject == subject)
+        if start:
+            query = query.where(E.c.created_at >= start)
+        if end:
+            query = query.where(E.c.created_at < end)
+        if key is not None:
+            query = query.where(E.c.seq < int(key[0]))
+        query = query.order_by(E.c.seq.desc()).limit(page_size + 1)
+        rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
+        items = [_to_event(r) for r in rows[:page_size]]
+        nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
+        return Page(items, nxt)
