@@ -8,8 +8,10 @@ from pathlib import Path
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
 from swarm_events.config import Settings
 from swarm_events.servicer import EventsServicer
+from swarm_events.ssrf import parse_networks
 from swarm_events.store import EventStore
 from swarm_events.tables import VERSION_TABLE
+from swarm_events.webhooks import WebhookStore
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
@@ -28,6 +30,7 @@ class Events:
     handle: ServerHandle
     db: Database
     store: EventStore
+    webhooks: WebhookStore
 
     @property
     def port(self) -> int:
@@ -50,7 +53,8 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     store = EventStore(db, clock)
-    servicer = EventsServicer(store)
+    webhooks = WebhookStore(db, clock, parse_networks(settings.webhook_allow_networks))
+    servicer = EventsServicer(store, webhooks)
     handle = start_server(
         [
             GrpcService(
@@ -63,4 +67,4 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
-    return Events(handle, db, store)
+    return Events(handle, db, store, webhooks)

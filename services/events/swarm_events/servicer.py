@@ -1,5 +1,6 @@
-"""gRPC adapter: Publish and ListEvents. Webhooks, delivery and the live
-stream in this contract are not served yet (UNIMPLEMENTED from the base class)."""
+"""gRPC adapter: the event log and webhook subscriptions. Delivery (test
+events, delivery log, redelivery, recovery) and the live stream in this
+contract are not served yet: they answer UNIMPLEMENTED (the base class)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from google.protobuf import json_format, struct_pb2
 from swarm.events.v1 import events_pb2 as pb
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
 from swarm_events.store import Event, EventStore
+from swarm_events.webhooks import WebhookRecord, WebhookStore
 from swarmcommon import validation as v
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.pagination import page_size
@@ -55,9 +57,40 @@ def _event_to_proto(e: Event) -> pb.Event:
     )
 
 
+_STATES: dict[int, str] = {pb.WEBHOOK_STATE_ACTIVE: "active", pb.WEBHOOK_STATE_DISABLED: "disabled"}
+
+
+def _state_from_proto(field: str, value: int) -> str | None:
+    if value == pb.WEBHOOK_STATE_UNSPECIFIED:
+        return None
+    if value not in _STATES:
+        raise InvalidArgument(field, f"unknown state {value}")
+    return _STATES[value]
+
+
+def _webhook_to_proto(w: WebhookRecord) -> pb.Webhook:
+    return pb.Webhook(
+        id=w.id,
+        tenant_id=w.tenant_id,
+        url=w.url,
+        event_types=w.event_types,
+        description=w.description,
+        state=pb.WEBHOOK_STATE_ACTIVE if w.state == "active" else pb.WEBHOOK_STATE_DISABLED,
+        disabled_reason=w.disabled_reason or "",
+        disable_time=timestamp(w.disabled_at),
+        consecutive_failure_count=w.consecutive_failures,
+        last_success_time=timestamp(w.last_success_at),
+        last_failure_time=timestamp(w.last_failure_at),
+        secret_prefix=w.secret_prefix,
+        create_time=timestamp(w.created_at),
+        update_time=timestamp(w.updated_at),
+    )
+
+
 class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, webhooks: WebhookStore) -> None:
         self.store = store
+        self.webhooks = webhooks
 
     def Publish(self, request: pb.PublishRequest, context: grpc.ServicerContext) -> pb.PublishResponse:
         if not request.events:
@@ -75,7 +108,7 @@ class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
     def ListEvents(
         self, request: pb.ListEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListEventsResponse:
-        page = self.store.list(
+        page = self.store.list_events(
             v.name_id("tenant_id", request.tenant_id),
             [v.required_text(f"types[{i}]", t, 64) for i, t in enumerate(request.types)],
             v.bounded_text("subject", request.subject, 200) or None,
@@ -86,4 +119,76 @@ class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
         )
         return pb.ListEventsResponse(
             events=[_event_to_proto(e) for e in page.items], next_page_token=page.next_page_token
+        )
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    def CreateWebhook(
+        self, request: pb.CreateWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.CreateWebhookResponse:
+        hook, secret = self.webhooks.create(
+            v.name_id("tenant_id", request.tenant_id),
+            request.url,
+            list(request.event_types),
+            v.bounded_text("description", request.description, 500),
+            v.optional_request_id(request.request_id),
+        )
+        return pb.CreateWebhookResponse(webhook=_webhook_to_proto(hook), secret=secret)
+
+    def GetWebhook(
+        self, request: pb.GetWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.GetWebhookResponse:
+        hook = self.webhooks.get(
+            v.name_id("tenant_id", request.tenant_id), v.uuid_id("webhook_id", request.webhook_id)
+        )
+        return pb.GetWebhookResponse(webhook=_webhook_to_proto(hook))
+
+    def ListWebhooks(
+        self, request: pb.ListWebhooksRequest, context: grpc.ServicerContext
+    ) -> pb.ListWebhooksResponse:
+        page = self.webhooks.list_webhooks(
+            v.name_id("tenant_id", request.tenant_id),
+            _state_from_proto("state", request.state),
+            page_size(request.page_size),
+            request.page_token,
+        )
+        return pb.ListWebhooksResponse(
+            webhooks=[_webhook_to_proto(w) for w in page.items], next_page_token=page.next_page_token
+        )
+
+    def UpdateWebhook(
+        self, request: pb.UpdateWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateWebhookResponse:
+        hook = self.webhooks.update(
+            v.name_id("tenant_id", request.tenant_id),
+            v.uuid_id("webhook.id", request.webhook.id),
+            list(request.update_mask.paths),
+            request.webhook.url,
+            list(request.webhook.event_types),
+            v.bounded_text("webhook.description", request.webhook.description, 500),
+            _state_from_proto("webhook.state", request.webhook.state),
+        )
+        return pb.UpdateWebhookResponse(webhook=_webhook_to_proto(hook))
+
+    def DeleteWebhook(
+        self, request: pb.DeleteWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteWebhookResponse:
+        self.webhooks.delete(
+            v.name_id("tenant_id", request.tenant_id), v.uuid_id("webhook_id", request.webhook_id)
+        )
+        return pb.DeleteWebhookResponse()
+
+    def RotateWebhookSecret(
+        self, request: pb.RotateWebhookSecretRequest, context: grpc.ServicerContext
+    ) -> pb.RotateWebhookSecretResponse:
+        grace = (
+            request.old_secret_grace_period.ToTimedelta()
+            if request.HasField("old_secret_grace_period")
+            else None
+        )
+        hook, secret, expires = self.webhooks.rotate(
+            v.name_id("tenant_id", request.tenant_id), v.uuid_id("webhook_id", request.webhook_id), grace
+        )
+        return pb.RotateWebhookSecretResponse(
+            webhook=_webhook_to_proto(hook), secret=secret, old_secret_expire_time=timestamp(expires)
         )

@@ -81,7 +81,7 @@ class EventStore:
 
         return self.db.transaction(tx)
 
-    def list(
+    def list_events(
         self,
         tenant_id: str,
         types: Sequence[str],

@@ -28,3 +28,37 @@ events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Index("ix_events_tenant", "tenant_id", "seq"),
 )
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    # JSON list of event types, "*" for all.
+    sa.Column("event_types", sa.Text, nullable=False),
+    sa.Column("description", sa.String(500), nullable=False),
+    # Signing needs the secret itself (HMAC), so it is stored; it is only
+    # ever returned at creation and rotation.
+    sa.Column("secret", sa.String(100), nullable=False),
+    sa.Column("previous_secret", sa.String(100), nullable=True),
+    sa.Column("previous_secret_expires_at", UTCDateTime, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("last_success_at", UTCDateTime, nullable=True),
+    sa.Column("last_failure_at", UTCDateTime, nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_webhooks_tenant", "tenant_id", "created_at", "id"),
+    sa.Index(
+        "ux_webhooks_request",
+        "tenant_id",
+        "request_id",
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    ),
+)
