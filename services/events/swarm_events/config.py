@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from swarmcommon.settings import ServiceSettings, service_config
 
 
@@ -14,3 +16,13 @@ class Settings(ServiceSettings):
     # loopback or link-local (comma-separated CIDRs), e.g. "127.0.0.0/8" for
     # tests or an on-prem range. Empty: only public addresses.
     webhook_allow_networks: str = ""
+    # Waits after the 1st, 2nd, ... failed attempt (seconds, comma-separated),
+    # each with +-retry_jitter; then the delivery is given up.
+    retry_schedule_seconds: str = "5,300,1800,7200,18000,36000,36000"
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # An endpoint failing for this long is disabled (webhook.disabled).
+    disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    # Delivery threads; 0 turns delivery off (events are still stored).
+    dispatcher_workers: int = Field(default=4, ge=0, le=256)
+    dispatcher_poll_seconds: float = Field(default=0.2, gt=0)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
 from swarm_events.config import Settings
+from swarm_events.dispatcher import DeliveryPolicy, Dispatcher
 from swarm_events.servicer import EventsServicer
 from swarm_events.ssrf import parse_networks
 from swarm_events.store import EventStore
@@ -31,18 +33,20 @@ class Events:
     db: Database
     store: EventStore
     webhooks: WebhookStore
+    dispatcher: Dispatcher
 
     @property
     def port(self) -> int:
         return self.handle.port
 
     def before_drain(self) -> None:
-        """Nothing runs in the background."""
+        self.dispatcher.stop()
 
     def close(self) -> None:
         self.db.dispose()
 
     def stop(self, grace: float = 5.0) -> None:
+        self.before_drain()
         self.handle.stop(grace)
         self.close()
 
@@ -53,7 +57,24 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     store = EventStore(db, clock)
-    webhooks = WebhookStore(db, clock, parse_networks(settings.webhook_allow_networks))
+    allowed = parse_networks(settings.webhook_allow_networks)
+    webhooks = WebhookStore(db, clock, allowed)
+    policy = DeliveryPolicy(
+        schedule=tuple(float(x) for x in settings.retry_schedule_seconds.split(",") if x.strip()),
+        jitter=settings.retry_jitter,
+        timeout=settings.delivery_timeout_seconds,
+        disable_after=timedelta(seconds=settings.disable_after_seconds),
+    )
+    dispatcher = Dispatcher(
+        db,
+        clock,
+        store,
+        webhooks,
+        policy,
+        allowed,
+        settings.dispatcher_workers,
+        settings.dispatcher_poll_seconds,
+    )
     servicer = EventsServicer(store, webhooks)
     handle = start_server(
         [
@@ -67,4 +88,5 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
-    return Events(handle, db, store, webhooks)
+    dispatcher.start()
+    return Events(handle, db, store, webhooks, dispatcher)

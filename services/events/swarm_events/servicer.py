@@ -9,6 +9,7 @@ from datetime import UTC
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.duration_pb2 import Duration
 
 from swarm.events.v1 import events_pb2 as pb
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
@@ -191,4 +192,38 @@ class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
         )
         return pb.RotateWebhookSecretResponse(
             webhook=_webhook_to_proto(hook), secret=secret, old_secret_expire_time=timestamp(expires)
+        )
+
+    def ListDeliveryAttempts(
+        self, request: pb.ListDeliveryAttemptsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeliveryAttemptsResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        webhook_id = v.uuid_id("webhook_id", request.webhook_id)
+        self.webhooks.get(tenant, webhook_id)  # NOT_FOUND for another tenant's webhook
+        page = self.webhooks.list_attempts(
+            tenant, webhook_id, page_size(request.page_size), request.page_token
+        )
+        return pb.ListDeliveryAttemptsResponse(
+            attempts=[
+                pb.DeliveryAttempt(
+                    id=a.id,
+                    delivery_id=a.delivery_id,
+                    webhook_id=a.webhook_id,
+                    event_id=a.event_id,
+                    event_type=a.event_type,
+                    attempt_number=a.attempt,
+                    outcome=pb.ATTEMPT_OUTCOME_SUCCEEDED if a.succeeded else pb.ATTEMPT_OUTCOME_FAILED,
+                    response_status_code=a.status_code or 0,
+                    response_body=a.response_body,
+                    response_body_truncated=a.response_truncated,
+                    error=a.error or "",
+                    duration=Duration(
+                        seconds=a.duration_ms // 1000, nanos=(a.duration_ms % 1000) * 1_000_000
+                    ),
+                    attempt_time=timestamp(a.created_at),
+                    next_retry_time=timestamp(a.next_retry_at),
+                )
+                for a in page.items
+            ],
+            next_page_token=page.next_page_token,
         )

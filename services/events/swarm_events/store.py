@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from swarm_events.tables import events
+from swarm_events.tables import deliveries, events, webhooks
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.pagination import Page, PageToken
@@ -77,9 +78,40 @@ class EventStore:
                 if conn.execute(stmt.returning(E.c.event_id)).first() is not None:
                     accepted.append(str(row["event_id"]))
             taken = set(accepted)
+            self._fan_out(conn, [e for e in batch if e.id in taken], now)
             return accepted, [e.id for e in batch if e.id not in taken]
 
         return self.db.transaction(tx)
+
+    @staticmethod
+    def _fan_out(conn: Connection, stored: Sequence[Event], now: datetime) -> None:
+        """One pending delivery per (new event, active webhook subscribed to its type)."""
+        rows = []
+        for tenant_id in {e.tenant_id for e in stored}:
+            hooks = conn.execute(
+                sa.select(webhooks.c.id, webhooks.c.event_types).where(
+                    webhooks.c.tenant_id == tenant_id, webhooks.c.state == "active"
+                )
+            ).all()
+            subscribed = [(h.id, set(json.loads(h.event_types))) for h in hooks]
+            for e in (e for e in stored if e.tenant_id == tenant_id):
+                for hook_id, types in subscribed:
+                    if e.type in types or "*" in types:
+                        rows.append(
+                            {
+                                "id": str(uuid.uuid4()),
+                                "tenant_id": tenant_id,
+                                "webhook_id": hook_id,
+                                "event_id": e.id,
+                                "status": "pending",
+                                "attempts": 0,
+                                "next_attempt_at": now,
+                                "created_at": now,
+                                "updated_at": now,
+                            }
+                        )
+        if rows:
+            conn.execute(sa.insert(deliveries), rows)
 
     def list_events(
         self,

@@ -49,6 +49,8 @@ webhooks = sa.Table(
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
     sa.Column("last_success_at", UTCDateTime, nullable=True),
     sa.Column("last_failure_at", UTCDateTime, nullable=True),
+    # Start of the current run of failures; a success clears it.
+    sa.Column("failing_since", UTCDateTime, nullable=True),
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -61,4 +63,51 @@ webhooks = sa.Table(
         sqlite_where=sa.text("request_id IS NOT NULL"),
         postgresql_where=sa.text("request_id IS NOT NULL"),
     ),
+)
+
+# One row per (event, subscribed webhook): the unit that is retried.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("webhook_id", sa.String(36), nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    # pending -> delivering -> succeeded | failed (retries exhausted or webhook disabled)
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # When a pending delivery is due; for `delivering`, when its claim lapses.
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("event_id", "webhook_id", name="ux_deliveries_event_webhook"),
+    sa.Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=sa.text("status IN ('pending', 'delivering')"),
+        postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+    ),
+)
+
+# The delivery log: every attempt, as the receiver answered it.
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("delivery_id", sa.String(36), nullable=False),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("webhook_id", sa.String(36), nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("succeeded", sa.Boolean, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("response_body", sa.Text, nullable=False),
+    sa.Column("response_truncated", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("next_retry_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_attempts_webhook", "tenant_id", "webhook_id", "seq"),
 )

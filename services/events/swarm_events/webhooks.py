@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from swarm_events.signing import new_secret
 from swarm_events.ssrf import Network, resolve_allowed
-from swarm_events.tables import webhooks
+from swarm_events.tables import delivery_attempts, webhooks
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound
@@ -239,3 +239,16 @@ class WebhookStore:
         ):
             in_use.append(row.previous_secret)
         return in_use
+
+    def list_attempts(self, tenant_id: str, webhook_id: str, page_size: int, page_token: str) -> Page[Any]:
+        """The delivery log of one webhook, newest first."""
+        a = delivery_attempts
+        token = PageToken(["attempts", tenant_id, webhook_id])
+        key = token.decode(page_token)
+        query = sa.select(a).where(a.c.tenant_id == tenant_id, a.c.webhook_id == webhook_id)
+        if key is not None:
+            query = query.where(a.c.seq < int(key[0]))
+        query = query.order_by(a.c.seq.desc()).limit(page_size + 1)
+        rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
+        nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
+        return Page(list(rows[:page_size]), nxt)

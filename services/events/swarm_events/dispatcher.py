@@ -1,0 +1,305 @@
+"""Webhook delivery: claim due deliveries, POST them signed, record every
+attempt, retry on a schedule with jitter, disable endpoints that keep failing.
+
+A delivery is claimed by moving it to `delivering` with a lease (its
+next_attempt_at): a dispatcher that dies mid-POST leaves a lease that lapses,
+and the delivery is claimed again (at-least-once; receivers dedupe on
+`webhook-id`). On PostgreSQL the claim is FOR UPDATE SKIP LOCKED, so several
+dispatchers share the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from swarm_events.signing import signature_headers
+from swarm_events.ssrf import Network, resolve_allowed
+from swarm_events.store import Event, EventStore
+from swarm_events.tables import deliveries, delivery_attempts, events, webhooks
+from swarm_events.webhooks import WebhookStore
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+D, W = deliveries, webhooks
+LIVE = ("pending", "delivering")
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    # Svix's schedule: after the 1st failure wait 5 s, then 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    jitter: float = 0.2
+    timeout: float = 10.0
+    disable_after: timedelta = timedelta(days=5)
+    max_response_body: int = 20 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    body: str
+    truncated: bool
+    error: str | None
+    retry_after: float | None
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _retry_after(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        store: EventStore,
+        hooks: WebhookStore,
+        policy: DeliveryPolicy,
+        allowed: Sequence[Network],
+        workers: int = 4,
+        poll: float = 0.2,
+    ) -> None:
+        self.db, self.clock, self.store, self.hooks = db, clock, store, hooks
+        self.policy = policy
+        self.allowed = list(allowed)
+        self.workers = workers
+        self.poll = poll
+        self._http = httpx.Client(timeout=policy.timeout, follow_redirects=False)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- claiming -------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[Any]:
+        def tx(conn: Connection) -> list[Any]:
+            now = self.clock.now()
+            ids = [
+                r.id
+                for r in conn.execute(
+                    sa.select(D.c.id)
+                    .where(D.c.status.in_(LIVE), D.c.next_attempt_at <= now)
+                    .order_by(D.c.next_attempt_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ]
+            if not ids:
+                return []
+            lease = now + timedelta(seconds=self.policy.timeout * 3)
+            return list(
+                conn.execute(
+                    sa.update(D)
+                    .where(D.c.id.in_(ids))
+                    .values(status="delivering", next_attempt_at=lease, updated_at=now)
+                    .returning(*D.c)
+                ).all()
+            )
+
+        return self.db.transaction(tx)
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    def _post(self, url: str, body: str, headers: dict[str, str]) -> Outcome:
+        started = time.perf_counter()
+        status, text, error, retry_after = None, "", None, None
+        try:
+            resolve_allowed(url, self.allowed)  # again at send time: DNS may have changed
+            response = self._http.post(url, content=body.encode(), headers=headers)
+            status, text = response.status_code, response.text
+            retry_after = _retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+        except InvalidArgument as exc:
+            error = f"blocked: {exc.message}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        limit = self.policy.max_response_body
+        return Outcome(
+            status,
+            text[:limit],
+            len(text) > limit,
+            error,
+            retry_after,
+            int((time.perf_counter() - started) * 1000),
+        )
+
+    def deliver(self, delivery: Any) -> None:
+        def load(conn: Connection) -> tuple[Any, Any]:
+            event = conn.execute(sa.select(events).where(events.c.event_id == delivery.event_id)).one()
+            hook = conn.execute(sa.select(W).where(W.c.id == delivery.webhook_id)).first()
+            return event, hook
+
+        event, hook = self.db.transaction(load, write=False)
+        if hook is None or hook.state != "active":
+            self.db.transaction(
+                lambda conn: conn.execute(
+                    sa.update(D)
+                    .where(D.c.id == delivery.id)
+                    .values(status="failed", updated_at=self.clock.now())
+                )
+            )
+            return
+        body = json.dumps(
+            {
+                "event": event.type,
+                "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
+                "data": json.loads(event.data),
+            },
+            separators=(",", ":"),
+        )
+        secrets_in_use = self.hooks.signing_secrets(hook.tenant_id, hook.id)
+        headers = signature_headers(event.event_id, event.type, self.clock.now(), body, secrets_in_use)
+        outcome = self._post(hook.url, body, headers)
+        disabled = self.db.transaction(lambda conn: self._record(conn, delivery, hook, event.type, outcome))
+        if disabled:
+            self._announce_disabled(hook, disabled)
+
+    def _record(
+        self, conn: Connection, delivery: Any, hook: Any, event_type: str, outcome: Outcome
+    ) -> str | None:
+        """Store the attempt and its consequences; returns a reason if the webhook got disabled."""
+        now = self.clock.now()
+        attempt = delivery.attempts + 1
+        status, next_at, disabled = "failed", None, None
+        if outcome.ok:
+            status = "succeeded"
+            conn.execute(
+                sa.update(W)
+                .where(W.c.id == hook.id)
+                .values(consecutive_failures=0, last_success_at=now, failing_since=None)
+            )
+        else:
+            failing_since = hook.failing_since or now
+            conn.execute(
+                sa.update(W)
+                .where(W.c.id == hook.id)
+                .values(
+                    consecutive_failures=W.c.consecutive_failures + 1,
+                    last_failure_at=now,
+                    failing_since=failing_since,
+                )
+            )
+            if outcome.status_code == 410:
+                disabled = "the endpoint answered 410 Gone"
+            elif now - failing_since >= self.policy.disable_after:
+                disabled = (
+                    f"deliveries failed for {now - failing_since} (since {failing_since:%Y-%m-%dT%H:%M:%SZ})"
+                )
+            elif attempt <= len(self.policy.schedule):
+                delay = self.policy.schedule[attempt - 1] * random.uniform(
+                    1 - self.policy.jitter, 1 + self.policy.jitter
+                )
+                if outcome.retry_after is not None:
+                    delay = max(delay, outcome.retry_after)
+                status, next_at = "pending", now + timedelta(seconds=delay)
+        if disabled:
+            conn.execute(
+                sa.update(W)
+                .where(W.c.id == hook.id)
+                .values(state="disabled", disabled_reason=disabled, disabled_at=now, updated_at=now)
+            )
+            conn.execute(
+                sa.update(D)
+                .where(D.c.webhook_id == hook.id, D.c.status.in_(LIVE), D.c.id != delivery.id)
+                .values(status="failed", updated_at=now)
+            )
+        conn.execute(
+            sa.update(D)
+            .where(D.c.id == delivery.id)
+            .values(status=status, attempts=attempt, next_attempt_at=next_at or now, updated_at=now)
+        )
+        conn.execute(
+            sa.insert(delivery_attempts).values(
+                id=str(uuid.uuid4()),
+                delivery_id=delivery.id,
+                tenant_id=hook.tenant_id,
+                webhook_id=hook.id,
+                event_id=delivery.event_id,
+                event_type=event_type,
+                attempt=attempt,
+                succeeded=outcome.ok,
+                status_code=outcome.status_code,
+                response_body=outcome.body,
+                response_truncated=outcome.truncated,
+                error=outcome.error,
+                duration_ms=outcome.duration_ms,
+                next_retry_at=next_at,
+                created_at=now,
+            )
+        )
+        return disabled
+
+    def _announce_disabled(self, hook: Any, reason: str) -> None:
+        log.warning("webhook disabled", extra={"webhook_id": hook.id, "reason": reason})
+        self.store.publish(
+            [
+                Event(
+                    id=str(uuid.uuid4()),
+                    tenant_id=hook.tenant_id,
+                    type="webhook.disabled",
+                    source="events",
+                    subject=hook.id,
+                    data={"webhook_id": hook.id, "url": hook.url, "reason": reason},
+                    traceparent=None,
+                    created_at=self.clock.now(),
+                )
+            ]
+        )
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run_once(self, limit: int = 50) -> int:
+        batch = self.claim(limit)
+        for delivery in batch:
+            try:
+                self.deliver(delivery)
+            except Exception:  # one bad delivery must not stop the others; its lease lapses
+                log.exception("delivery failed unexpectedly", extra={"delivery_id": delivery.id})
+        return len(batch)
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._loop, name=f"dispatcher-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_once(limit=10) == 0:
+                    self._stop.wait(self.poll)
+            except Exception:
+                log.exception("dispatcher pass failed")
+                self._stop.wait(self.poll)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.policy.timeout + 5)
+        self._http.close()

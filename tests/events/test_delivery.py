@@ -1,0 +1,216 @@
+"""Webhook delivery to real local HTTP receivers: signed, retried, logged, disabled."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from standardwebhooks.webhooks import Webhook
+
+from swarm.events.v1 import events_pb2 as pb
+from swarm.events.v1 import events_pb2_grpc as pb_grpc
+from swarm_events import server as events_server
+from swarm_events.config import Settings as EventsSettings
+from swarm_events.signing import swarm_signature
+from swarmcommon.grpcclient import channel
+from tests.conftest import BACKENDS
+from tests.ticketing.helpers import raises_status
+
+pytestmark = BACKENDS
+
+
+@dataclass
+class Receiver:
+    """A real HTTP endpoint; `script` holds (status, headers, delay) answers, the last repeats."""
+
+    script: list[tuple[int, dict[str, str], float]] = field(default_factory=lambda: [(200, {}, 0.0)])
+    received: list[tuple[dict[str, str], str]] = field(default_factory=list)
+    url: str = ""
+
+    def wait_for(self, count: int, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.received) >= count, f"got {len(self.received)} of {count} deliveries"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            with lock:
+                rec.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status, headers, delay = rec.script[min(len(rec.received) - 1, len(rec.script) - 1)]
+            time.sleep(delay)
+            try:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the dispatcher gave up waiting (a timeout test)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/swarm"
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Live:
+    app: events_server.Events
+    stub: pb_grpc.EventsServiceStub
+
+
+@pytest.fixture
+def live(db: str) -> Iterator[Live]:
+    app = events_server.start(
+        EventsSettings(
+            database_url=db,
+            listen_address="127.0.0.1:0",
+            webhook_allow_networks="127.0.0.0/8",
+            retry_schedule_seconds="0.05,0.05,0.05,0.05,0.05,0.05",
+            delivery_timeout_seconds=0.5,
+            disable_after_seconds=1.0,
+            dispatcher_poll_seconds=0.02,
+        )
+    )
+    ch = channel(f"127.0.0.1:{app.port}")
+    yield Live(app, pb_grpc.EventsServiceStub(ch))
+    ch.close()
+    app.stop(grace=1)
+
+
+def publish(live: Live, tenant_id: str, type_: str, **data: str) -> str:
+    payload = struct_pb2.Struct()
+    payload.update(data)
+    event_id = str(uuid.uuid4())
+    live.stub.Publish(
+        pb.PublishRequest(
+            events=[pb.Event(id=event_id, tenant_id=tenant_id, type=type_, source="ticketing", data=payload)]
+        )
+    )
+    return event_id
+
+
+def hook(live: Live, url: str, types: list[str], tenant_id: str = "acme") -> tuple[str, str]:
+    created = live.stub.CreateWebhook(
+        pb.CreateWebhookRequest(tenant_id=tenant_id, url=url, event_types=types)
+    )
+    return created.webhook.id, created.secret
+
+
+def attempts(live: Live, webhook_id: str, tenant_id: str = "acme") -> list[pb.DeliveryAttempt]:
+    return list(
+        live.stub.ListDeliveryAttempts(
+            pb.ListDeliveryAttemptsRequest(tenant_id=tenant_id, webhook_id=webhook_id)
+        ).attempts
+    )
+
+
+def wait_until(predicate: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.05)
+    assert predicate(), "condition not reached in time"  # type: ignore[operator]
+
+
+def test_subscribed_events_arrive_signed_and_verifiable(live: Live, receiver: Receiver) -> None:
+    webhook_id, secret = hook(live, receiver.url, ["ticket.completed"])
+    done = [publish(live, "acme", "ticket.completed", ticket_id=f"t{i}") for i in range(2)]
+    publish(live, "acme", "ticket.created", ticket_id="t9")  # not subscribed
+    publish(live, "other", "ticket.completed", ticket_id="x")  # another tenant
+    receiver.wait_for(2)
+    time.sleep(0.3)
+    assert len(receiver.received) == 2
+    for headers, body in receiver.received:
+        payload = Webhook(secret).verify(body, headers)  # the independent verifier
+        assert headers["x-swarm-signature"] == swarm_signature(secret, body)
+        assert headers["x-swarm-event"] == "ticket.completed" == payload["event"]
+        assert headers["webhook-id"] in done
+        assert set(payload) == {"event", "timestamp", "data"}
+    assert sorted(json.loads(b)["data"]["ticket_id"] for _, b in receiver.received) == ["t0", "t1"]
+    wait_until(lambda: len(attempts(live, webhook_id)) == 2)
+    assert all(
+        a.outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED and a.response_status_code == 200
+        for a in attempts(live, webhook_id)
+    )
+
+
+def test_failing_endpoint_is_retried_then_disabled_and_every_attempt_logged(
+    live: Live, receiver: Receiver
+) -> None:
+    receiver.script = [(500, {}, 0.0), (500, {}, 0.0), (200, {}, 2.0)]  # two 500s, then timeouts
+    webhook_id, _ = hook(live, receiver.url, ["*"])
+    event_id = publish(live, "acme", "ticket.failed", ticket_id="t1")
+    wait_until(
+        lambda: (
+            live.stub.GetWebhook(pb.GetWebhookRequest(tenant_id="acme", webhook_id=webhook_id)).webhook.state
+            == pb.WEBHOOK_STATE_DISABLED
+        )
+    )
+    state = live.stub.GetWebhook(pb.GetWebhookRequest(tenant_id="acme", webhook_id=webhook_id)).webhook
+    assert "failed for" in state.disabled_reason and state.consecutive_failure_count >= 3
+    log = list(reversed(attempts(live, webhook_id)))
+    assert [a.attempt_number for a in log] == list(range(1, len(log) + 1))
+    assert [a.response_status_code for a in log[:2]] == [500, 500]
+    assert all(a.outcome == pb.ATTEMPT_OUTCOME_FAILED for a in log)
+    assert any("Timeout" in a.error for a in log[2:])
+    assert {h["webhook-id"] for h, _ in receiver.received} == {event_id}  # the same id on every retry
+    disabled = live.stub.ListEvents(pb.ListEventsRequest(tenant_id="acme", types=["webhook.disabled"])).events
+    assert [e.data["webhook_id"] for e in disabled] == [webhook_id]
+
+
+def test_410_gone_disables_the_endpoint_at_once(live: Live, receiver: Receiver) -> None:
+    receiver.script = [(410, {}, 0.0)]
+    webhook_id, _ = hook(live, receiver.url, ["*"])
+    publish(live, "acme", "ticket.completed")
+    wait_until(
+        lambda: (
+            live.stub.GetWebhook(pb.GetWebhookRequest(tenant_id="acme", webhook_id=webhook_id)).webhook.state
+            == pb.WEBHOOK_STATE_DISABLED
+        )
+    )
+    assert len(attempts(live, webhook_id)) == 1
+    reason = live.stub.GetWebhook(
+        pb.GetWebhookRequest(tenant_id="acme", webhook_id=webhook_id)
+    ).webhook.disabled_reason
+    assert "410" in reason
+
+
+def test_retry_after_is_honoured(live: Live, receiver: Receiver) -> None:
+    receiver.script = [(503, {"Retry-After": "1"}, 0.0), (200, {}, 0.0)]
+    webhook_id, _ = hook(live, receiver.url, ["*"])
+    publish(live, "acme", "ticket.completed")
+    receiver.wait_for(2)
+    first = list(reversed(attempts(live, webhook_id)))[0]
+    waited = first.next_retry_time.ToDatetime() - first.attempt_time.ToDatetime()
+    assert waited.total_seconds() >= 1.0  # not the 0.05 s of the schedule
+    wait_until(lambda: attempts(live, webhook_id)[0].outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED)
+
+
+def test_delivery_log_is_tenant_scoped(live: Live, receiver: Receiver) -> None:
+    webhook_id, _ = hook(live, receiver.url, ["*"])
+    with raises_status(grpc.StatusCode.NOT_FOUND, webhook_id):
+        live.stub.ListDeliveryAttempts(
+            pb.ListDeliveryAttemptsRequest(tenant_id="other", webhook_id=webhook_id)
+        )
