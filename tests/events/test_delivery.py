@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -22,57 +20,10 @@ from swarm_events.config import Settings as EventsSettings
 from swarm_events.signing import swarm_signature
 from swarmcommon.grpcclient import channel
 from tests.conftest import BACKENDS
+from tests.events.conftest import Receiver
 from tests.ticketing.helpers import raises_status
 
 pytestmark = BACKENDS
-
-
-@dataclass
-class Receiver:
-    """A real HTTP endpoint; `script` holds (status, headers, delay) answers, the last repeats."""
-
-    script: list[tuple[int, dict[str, str], float]] = field(default_factory=lambda: [(200, {}, 0.0)])
-    received: list[tuple[dict[str, str], str]] = field(default_factory=list)
-    url: str = ""
-
-    def wait_for(self, count: int, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.received) >= count, f"got {len(self.received)} of {count} deliveries"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            with lock:
-                rec.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status, headers, delay = rec.script[min(len(rec.received) - 1, len(rec.script) - 1)]
-            time.sleep(delay)
-            try:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(b'{"ok": true}')
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the dispatcher gave up waiting (a timeout test)
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/swarm"
-    yield rec
-    server.shutdown()
-    server.server_close()
 
 
 @dataclass

@@ -105,9 +105,10 @@ class TenantStore:
         try:
             return self.db.transaction(tx)
         except IntegrityError:
-            raise AlreadyExists(
-                f"tenant {tid} already exists", resource_type="tenant", resource_name=tid
-            ) from None
+            # A concurrent create of the same id committed first: run again,
+            # so a retry with its request_id gets the tenant, others
+            # ALREADY_EXISTS.
+            return self.db.transaction(tx)
 
     def get_tenant(self, tenant_id: str) -> Tenant:
         return self.db.transaction(lambda conn: load_tenant(conn, tenant_id), write=False)
@@ -169,6 +170,8 @@ class TenantStore:
         self, tenant_id: str, display_name: str, expires_at: datetime | None, request_id: str | None
     ) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not stored and never shown again."""
+        if expires_at is not None and expires_at <= self.clock.now():
+            raise InvalidArgument("expire_time", "must be in the future")
         prefix = secrets.token_hex(6)
         secret = f"swk_{prefix}_{secrets.token_urlsafe(36)}"
 
@@ -198,7 +201,13 @@ class TenantStore:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).one()
             return to_key(row), secret
 
-        return self.db.transaction(tx)
+        try:
+            return self.db.transaction(tx)
+        except IntegrityError:
+            if not request_id:
+                raise
+            # A concurrent call with the same request_id committed first.
+            return self.db.transaction(tx)
 
     def list_keys(self, tenant_id: str, show_revoked: bool, page_size: int, page_token: str) -> Page[ApiKey]:
         token = PageToken(["keys", tenant_id, show_revoked])
