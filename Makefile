@@ -54,6 +54,7 @@ lint: setup
 
 bench: setup postgres
 	$(BIN)/python bench/claims.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) $(GEN) build var

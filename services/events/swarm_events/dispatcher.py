@@ -30,7 +30,6 @@ from swarm_events.signing import signature_headers
 from swarm_events.ssrf import Network, resolve_allowed
 from swarm_events.store import Event, EventStore
 from swarm_events.tables import deliveries, delivery_attempts, events, webhooks
-from swarm_events.webhooks import WebhookStore
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument
@@ -81,13 +80,12 @@ class Dispatcher:
         db: Database,
         clock: Clock,
         store: EventStore,
-        hooks: WebhookStore,
         policy: DeliveryPolicy,
         allowed: Sequence[Network],
         workers: int = 4,
         poll: float = 0.2,
     ) -> None:
-        self.db, self.clock, self.store, self.hooks = db, clock, store, hooks
+        self.db, self.clock, self.store = db, clock, store
         self.policy = policy
         self.allowed = list(allowed)
         self.workers = workers
@@ -114,12 +112,29 @@ class Dispatcher:
             if not ids:
                 return []
             lease = now + timedelta(seconds=self.policy.timeout * 3)
+            conn.execute(
+                sa.update(D)
+                .where(D.c.id.in_(ids))
+                .values(status="delivering", next_attempt_at=lease, updated_at=now)
+            )
+            # Everything a delivery needs, read in the claiming transaction.
             return list(
                 conn.execute(
-                    sa.update(D)
+                    sa.select(
+                        D,
+                        events.c.type.label("event_type"),
+                        events.c.data.label("event_data"),
+                        events.c.created_at.label("event_created_at"),
+                        W.c.state.label("hook_state"),
+                        W.c.url.label("hook_url"),
+                        W.c.secret.label("hook_secret"),
+                        W.c.previous_secret.label("hook_previous_secret"),
+                        W.c.previous_secret_expires_at.label("hook_previous_expires_at"),
+                        W.c.failing_since.label("hook_failing_since"),
+                    )
+                    .join(events, events.c.event_id == D.c.event_id)
+                    .outerjoin(W, W.c.id == D.c.webhook_id)
                     .where(D.c.id.in_(ids))
-                    .values(status="delivering", next_attempt_at=lease, updated_at=now)
-                    .returning(*D.c)
                 ).all()
             )
 
@@ -150,13 +165,8 @@ class Dispatcher:
         )
 
     def deliver(self, delivery: Any) -> None:
-        def load(conn: Connection) -> tuple[Any, Any]:
-            event = conn.execute(sa.select(events).where(events.c.event_id == delivery.event_id)).one()
-            hook = conn.execute(sa.select(W).where(W.c.id == delivery.webhook_id)).first()
-            return event, hook
-
-        event, hook = self.db.transaction(load, write=False)
-        if hook is None or hook.state != "active":
+        """One attempt for a claimed delivery (a row from `claim`)."""
+        if delivery.hook_state != "active":
             self.db.transaction(
                 lambda conn: conn.execute(
                     sa.update(D)
@@ -167,22 +177,24 @@ class Dispatcher:
             return
         body = json.dumps(
             {
-                "event": event.type,
-                "timestamp": event.created_at.isoformat().replace("+00:00", "Z"),
-                "data": json.loads(event.data),
+                "event": delivery.event_type,
+                "timestamp": delivery.event_created_at.isoformat().replace("+00:00", "Z"),
+                "data": json.loads(delivery.event_data),
             },
             separators=(",", ":"),
         )
-        secrets_in_use = self.hooks.signing_secrets(hook.tenant_id, hook.id)
-        headers = signature_headers(event.event_id, event.type, self.clock.now(), body, secrets_in_use)
-        outcome = self._post(hook.url, body, headers)
-        disabled = self.db.transaction(lambda conn: self._record(conn, delivery, hook, event.type, outcome))
+        now = self.clock.now()
+        secrets_in_use = [delivery.hook_secret]
+        expires = delivery.hook_previous_expires_at
+        if delivery.hook_previous_secret and expires is not None and expires > now:
+            secrets_in_use.append(delivery.hook_previous_secret)
+        headers = signature_headers(delivery.event_id, delivery.event_type, now, body, secrets_in_use)
+        outcome = self._post(delivery.hook_url, body, headers)
+        disabled = self.db.transaction(lambda conn: self._record(conn, delivery, outcome))
         if disabled:
-            self._announce_disabled(hook, disabled)
+            self._announce_disabled(delivery, disabled)
 
-    def _record(
-        self, conn: Connection, delivery: Any, hook: Any, event_type: str, outcome: Outcome
-    ) -> str | None:
+    def _record(self, conn: Connection, delivery: Any, outcome: Outcome) -> str | None:
         """Store the attempt and its consequences; returns a reason if the webhook got disabled."""
         now = self.clock.now()
         attempt = delivery.attempts + 1
@@ -191,14 +203,14 @@ class Dispatcher:
             status = "succeeded"
             conn.execute(
                 sa.update(W)
-                .where(W.c.id == hook.id)
+                .where(W.c.id == delivery.webhook_id)
                 .values(consecutive_failures=0, last_success_at=now, failing_since=None)
             )
         else:
-            failing_since = hook.failing_since or now
+            failing_since = delivery.hook_failing_since or now
             conn.execute(
                 sa.update(W)
-                .where(W.c.id == hook.id)
+                .where(W.c.id == delivery.webhook_id)
                 .values(
                     consecutive_failures=W.c.consecutive_failures + 1,
                     last_failure_at=now,
@@ -221,12 +233,12 @@ class Dispatcher:
         if disabled:
             conn.execute(
                 sa.update(W)
-                .where(W.c.id == hook.id)
+                .where(W.c.id == delivery.webhook_id)
                 .values(state="disabled", disabled_reason=disabled, disabled_at=now, updated_at=now)
             )
             conn.execute(
                 sa.update(D)
-                .where(D.c.webhook_id == hook.id, D.c.status.in_(LIVE), D.c.id != delivery.id)
+                .where(D.c.webhook_id == delivery.webhook_id, D.c.status.in_(LIVE), D.c.id != delivery.id)
                 .values(status="failed", updated_at=now)
             )
         conn.execute(
@@ -238,10 +250,10 @@ class Dispatcher:
             sa.insert(delivery_attempts).values(
                 id=str(uuid.uuid4()),
                 delivery_id=delivery.id,
-                tenant_id=hook.tenant_id,
-                webhook_id=hook.id,
+                tenant_id=delivery.tenant_id,
+                webhook_id=delivery.webhook_id,
                 event_id=delivery.event_id,
-                event_type=event_type,
+                event_type=delivery.event_type,
                 attempt=attempt,
                 succeeded=outcome.ok,
                 status_code=outcome.status_code,
@@ -255,17 +267,17 @@ class Dispatcher:
         )
         return disabled
 
-    def _announce_disabled(self, hook: Any, reason: str) -> None:
-        log.warning("webhook disabled", extra={"webhook_id": hook.id, "reason": reason})
+    def _announce_disabled(self, delivery: Any, reason: str) -> None:
+        log.warning("webhook disabled", extra={"webhook_id": delivery.webhook_id, "reason": reason})
         self.store.publish(
             [
                 Event(
                     id=str(uuid.uuid4()),
-                    tenant_id=hook.tenant_id,
+                    tenant_id=delivery.tenant_id,
                     type="webhook.disabled",
                     source="events",
-                    subject=hook.id,
-                    data={"webhook_id": hook.id, "url": hook.url, "reason": reason},
+                    subject=delivery.webhook_id,
+                    data={"webhook_id": delivery.webhook_id, "url": delivery.hook_url, "reason": reason},
                     traceparent=None,
                     created_at=self.clock.now(),
                 )

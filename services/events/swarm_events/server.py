@@ -69,7 +69,6 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         db,
         clock,
         store,
-        webhooks,
         policy,
         allowed,
         settings.dispatcher_workers,

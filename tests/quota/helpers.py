@@ -1,0 +1,93 @@
+"""Small builders shared by the quota tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+import sqlalchemy as sa
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from swarm.quota.v1 import quota_pb2 as pb
+from swarm_quota.tables import metadata
+from tests.conftest import QuotaHarness
+
+T = TypeVar("T")
+
+VMS, TICKETS, CALLS, COST = (
+    pb.RESOURCE_VMS,
+    pb.RESOURCE_TICKETS_PER_DAY,
+    pb.RESOURCE_API_CALLS_PER_HOUR,
+    pb.RESOURCE_COST_USD_MONTH,
+)
+
+
+def tenant(q: QuotaHarness, plan: int = pb.PLAN_PRO, **limits: int) -> str:
+    """A fresh tenant; keyword arguments are overrides, e.g. `vms=5`."""
+    tid = f"t-{uuid.uuid4().hex[:8]}"
+    overrides = [
+        pb.QuotaOverride(resource=pb.Resource.Value(f"RESOURCE_{k.upper()}"), limit=v)
+        for k, v in limits.items()
+    ]
+    q.stub.CreateTenant(pb.CreateTenantRequest(tenant_id=tid, plan=plan, overrides=overrides))
+    return tid
+
+
+def consume(
+    q: QuotaHarness, tid: str, amount: int = 1, resource: int = TICKETS, request_id: str = ""
+) -> pb.ConsumeResponse:
+    return q.stub.Consume(
+        pb.ConsumeRequest(tenant_id=tid, resource=resource, amount=amount, request_id=request_id)
+    )
+
+
+def reserve(q: QuotaHarness, tid: str, request_id: str = "", owner: str = "vmhost") -> pb.ReserveResponse:
+    return q.stub.Reserve(
+        pb.ReserveRequest(tenant_id=tid, resource=VMS, amount=1, owner=owner, request_id=request_id)
+    )
+
+
+def release(q: QuotaHarness, tid: str, reservation_id: str) -> pb.ReleaseResponse:
+    return q.stub.Release(pb.ReleaseRequest(tenant_id=tid, reservation_id=reservation_id))
+
+
+def usage(q: QuotaHarness, tid: str) -> dict[int, pb.ResourceUsage]:
+    return {u.resource: u for u in q.stub.GetUsage(pb.GetUsageRequest(tenant_id=tid)).usages}
+
+
+def attempt(fn: Callable[[], T]) -> T | grpc.RpcError:
+    """The call's answer, or its RpcError, so concurrent outcomes can be counted."""
+    try:
+        return fn()
+    except grpc.RpcError as err:
+        return err
+
+
+def refusals(results: list[T | grpc.RpcError]) -> tuple[list[T], list[grpc.RpcError]]:
+    ok = [r for r in results if not isinstance(r, grpc.RpcError)]
+    return ok, [r for r in results if isinstance(r, grpc.RpcError)]
+
+
+def details(err: grpc.RpcError) -> dict[str, object]:
+    """The google.rpc details of a rejection, by type name."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "no google.rpc.Status in trailers"
+    found: dict[str, object] = {}
+    for kind in (error_details_pb2.ErrorInfo, error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo):
+        for any_ in status.details:
+            msg = kind()
+            if any_.Unpack(msg):
+                found[kind.DESCRIPTOR.name] = msg
+    return found
+
+
+def snapshot(q: QuotaHarness) -> dict[str, list[tuple[str, ...]]]:
+    """Every row of every quota table, to assert that a call wrote nothing."""
+    with q.app.db.engine.connect() as conn:
+        return {
+            t.name: sorted(tuple(str(v) for v in row) for row in conn.execute(sa.select(t)))
+            for t in metadata.sorted_tables
+        }
