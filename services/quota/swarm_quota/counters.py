@@ -15,7 +15,6 @@ one everlasting row that Release decrements.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -23,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
+from swarm_quota import idempotency
 from swarm_quota.domain import (
     GAUGES,
     WINDOWED,
@@ -37,10 +36,10 @@ from swarm_quota.domain import (
     window,
 )
 from swarm_quota.store import load_tenant
-from swarm_quota.tables import counters, quota_requests, reservations
+from swarm_quota.tables import counters, reservations
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.errors import InvalidArgument, NotFound
+from swarmcommon.errors import InvalidArgument, NotFound, QuotaExceeded
 from swarmcommon.pagination import Page, PageToken
 
 C = counters
@@ -97,51 +96,6 @@ class Counters:
         ).scalar()
         return int(used or 0)
 
-    # -- idempotency ------------------------------------------------------------------
-
-    @staticmethod
-    def _prior(
-        conn: Connection, tenant_id: str, operation: str, request_id: str | None
-    ) -> dict[str, Any] | None:
-        if not request_id:
-            return None
-        q = quota_requests
-        raw = conn.execute(
-            sa.select(q.c.response).where(
-                q.c.tenant_id == tenant_id, q.c.operation == operation, q.c.request_id == request_id
-            )
-        ).scalar()
-        return None if raw is None else dict(json.loads(raw))
-
-    def _remember(
-        self,
-        conn: Connection,
-        tenant_id: str,
-        operation: str,
-        request_id: str | None,
-        response: dict[str, Any],
-    ) -> None:
-        if request_id:
-            conn.execute(
-                sa.insert(quota_requests).values(
-                    tenant_id=tenant_id,
-                    operation=operation,
-                    request_id=request_id,
-                    response=json.dumps(response),
-                    created_at=self.clock.now(),
-                )
-            )
-
-    def _idempotent(self, tenant_id: str, operation: str, request_id: str | None, fn: Any) -> Any:
-        """Run `fn(conn)` once per request_id; a retry (even a concurrent one) gets its answer."""
-        try:
-            return self.db.transaction(fn)
-        except IntegrityError:
-            if not request_id:
-                raise
-            # A concurrent call with the same request_id committed first.
-            return self.db.transaction(fn)
-
     # -- windowed resources -------------------------------------------------------------
 
     def consume(
@@ -151,26 +105,61 @@ class Counters:
             raise InvalidArgument("resource", f"{resource} is held, not consumed: use Reserve and Release")
         check_amount(amount)
 
-        def tx(conn: Connection) -> Usage:
+        def tx(conn: Connection) -> Usage | QuotaExceeded:
             tenant = load_tenant(conn, tenant_id)
-            prior = self._prior(conn, tenant_id, "consume", request_id)
             now = self.clock.now()
+            prior = idempotency.prior(conn, tenant_id, "consume", request_id)
             if prior is not None:
-                start, end = window(resource, datetime.fromisoformat(prior["window_start"]))
-                return Usage(resource, prior["used"], tenant.limit(resource), start, end)
-            usage = self._charge(conn, tenant, resource, amount, now, allow_overage)
+                return self._replay_consume(tenant, resource, prior, now)
+            idempotency.claim(conn, tenant_id, "consume", request_id, now)
+            try:
+                usage = self._charge(conn, tenant, resource, amount, now, allow_overage)
+            except QuotaExceeded as refused:
+                if not request_id:
+                    raise
+                # The proto: a retry gets the first answer, including a
+                # rejection. Commit the record; raise after the commit.
+                idempotency.record(
+                    conn,
+                    tenant_id,
+                    "consume",
+                    request_id,
+                    {
+                        "resource": resource.value,
+                        "refused": {
+                            "current": refused.current,
+                            "limit": refused.limit,
+                            "resets_at": refused.resets_at.isoformat() if refused.resets_at else None,
+                        },
+                    },
+                )
+                return refused
             window_start = usage.window_start or now
-            self._remember(
+            idempotency.record(
                 conn,
                 tenant_id,
                 "consume",
                 request_id,
-                {"used": usage.used, "window_start": window_start.isoformat()},
+                {"resource": resource.value, "used": usage.used, "window_start": window_start.isoformat()},
             )
             return usage
 
-        result: Usage = self._idempotent(tenant_id, "consume", request_id, tx)
+        result = idempotency.once(self.db, request_id, tx)
+        if isinstance(result, QuotaExceeded):
+            raise result
         return result
+
+    @staticmethod
+    def _replay_consume(
+        tenant: Tenant, resource: Resource, prior: dict[str, Any], now: datetime
+    ) -> Usage | QuotaExceeded:
+        resource = Resource(prior.get("resource", resource.value))
+        refused = prior.get("refused")
+        if refused is not None:
+            resets_at = datetime.fromisoformat(refused["resets_at"]) if refused["resets_at"] else None
+            return refusal(resource, refused["current"], refused["limit"], resets_at, now)
+        start, end = window(resource, datetime.fromisoformat(prior["window_start"]))
+        return Usage(resource, prior["used"], tenant.limit(resource), start, end)
 
     # -- gauges ---------------------------------------------------------------------------
 
@@ -183,11 +172,16 @@ class Counters:
 
         def tx(conn: Connection) -> tuple[Reservation, Usage]:
             tenant = load_tenant(conn, tenant_id)
-            prior = self._prior(conn, tenant_id, "reserve", request_id)
+            now = self.clock.now()
+            prior = idempotency.prior(conn, tenant_id, "reserve", request_id)
             if prior is not None:
                 row = conn.execute(sa.select(R).where(R.c.id == prior["reservation_id"])).one()
-                return _to_reservation(row), self._usage(conn, tenant, resource)
-            now = self.clock.now()
+                reservation = _to_reservation(row)
+                return reservation, self._usage(conn, tenant, reservation.resource)
+            # Unlike Consume, a refused Reserve is not recorded (the proto
+            # promises the same reservation, not the same refusal): it rolls
+            # back, request id included, so the holder may retry once VMs end.
+            idempotency.claim(conn, tenant_id, "reserve", request_id, now)
             usage = self._charge(conn, tenant, resource, amount, now, overage=False)
             reservation_id = str(uuid.uuid4())
             conn.execute(
@@ -200,11 +194,10 @@ class Counters:
                     created_at=now,
                 )
             )
-            self._remember(conn, tenant_id, "reserve", request_id, {"reservation_id": reservation_id})
+            idempotency.record(conn, tenant_id, "reserve", request_id, {"reservation_id": reservation_id})
             return _to_reservation(conn.execute(sa.select(R).where(R.c.id == reservation_id)).one()), usage
 
-        result: tuple[Reservation, Usage] = self._idempotent(tenant_id, "reserve", request_id, tx)
-        return result
+        return idempotency.once(self.db, request_id, tx)
 
     def release(self, tenant_id: str, reservation_id: str) -> tuple[Reservation, bool, Usage]:
         """Give a reservation back; releasing twice changes nothing."""
