@@ -165,3 +165,16 @@ def test_delivery_log_is_tenant_scoped(live: Live, receiver: Receiver) -> None:
         live.stub.ListDeliveryAttempts(
             pb.ListDeliveryAttemptsRequest(tenant_id="other", webhook_id=webhook_id)
         )
+
+
+def test_during_rotation_deliveries_verify_with_old_and_new_secret(live: Live, receiver: Receiver) -> None:
+    webhook_id, old = hook(live, receiver.url, ["*"])
+    new = live.stub.RotateWebhookSecret(
+        pb.RotateWebhookSecretRequest(tenant_id="acme", webhook_id=webhook_id)
+    ).secret
+    publish(live, "acme", "ticket.completed")
+    receiver.wait_for(1)
+    headers, body = receiver.received[0]
+    for secret in (new, old):  # receivers not yet switched keep verifying
+        Webhook(secret).verify(body, headers)
+    assert headers["x-swarm-signature"] == swarm_signature(new, body)

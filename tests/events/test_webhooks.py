@@ -17,7 +17,7 @@ from swarm.events.v1 import events_pb2 as pb
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
 from swarm_events import server as events_server
 from swarm_events.config import Settings as EventsSettings
-from swarm_events.signing import signature_headers
+from swarm_events.signing import secrets_in_use, signature_headers
 from swarm_events.ssrf import parse_networks, resolve_allowed
 from swarm_events.tables import webhooks
 from swarmcommon.errors import InvalidArgument
@@ -99,7 +99,7 @@ def test_webhook_lifecycle_and_tenant_isolation(
         )
     )
     assert rotated.secret != created.secret
-    assert app.webhooks.signing_secrets("acme", wid) == [rotated.secret, created.secret]
+    assert rotated.old_secret_expire_time.ToDatetime(tzinfo=UTC) > datetime.now(UTC) + timedelta(minutes=59)
 
     s.DeleteWebhook(pb.DeleteWebhookRequest(tenant_id="acme", webhook_id=wid))
     with raises_status(grpc.StatusCode.NOT_FOUND):
@@ -136,6 +136,13 @@ def test_loopback_is_refused_unless_allow_listed() -> None:
         with pytest.raises(InvalidArgument, match="loopback"):
             resolve_allowed(url, [])
         assert resolve_allowed(url, parse_networks(LOOPBACK_OK))
+
+
+def test_the_previous_secret_signs_only_during_its_grace_period() -> None:
+    now = datetime.now(UTC)
+    assert secrets_in_use("new", "old", now + timedelta(seconds=1), now) == ["new", "old"]
+    assert secrets_in_use("new", "old", now, now) == ["new"]
+    assert secrets_in_use("new", None, None, now) == ["new"]
 
 
 def test_signatures_verify_with_standard_webhooks_and_x_swarm_signature() -> None:

@@ -26,7 +26,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_events.signing import signature_headers
+from swarm_events.signing import secrets_in_use, signature_headers
 from swarm_events.ssrf import Network, resolve_allowed
 from swarm_events.store import Event, EventStore
 from swarm_events.tables import deliveries, delivery_attempts, events, webhooks
@@ -184,11 +184,10 @@ class Dispatcher:
             separators=(",", ":"),
         )
         now = self.clock.now()
-        secrets_in_use = [delivery.hook_secret]
-        expires = delivery.hook_previous_expires_at
-        if delivery.hook_previous_secret and expires is not None and expires > now:
-            secrets_in_use.append(delivery.hook_previous_secret)
-        headers = signature_headers(delivery.event_id, delivery.event_type, now, body, secrets_in_use)
+        signing = secrets_in_use(
+            delivery.hook_secret, delivery.hook_previous_secret, delivery.hook_previous_expires_at, now
+        )
+        headers = signature_headers(delivery.event_id, delivery.event_type, now, body, signing)
         outcome = self._post(delivery.hook_url, body, headers)
         disabled = self.db.transaction(lambda conn: self._record(conn, delivery, outcome))
         if disabled:

@@ -26,6 +26,16 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def secrets_in_use(
+    current: str, previous: str | None, previous_expires_at: datetime | None, now: datetime
+) -> list[str]:
+    """The secrets that sign now: the current one first, then the previous
+    one while its rotation grace period lasts."""
+    if previous and previous_expires_at is not None and previous_expires_at > now:
+        return [current, previous]
+    return [current]
+
+
 def swarm_signature(secret: str, body: str) -> str:
     """The spec's X-Swarm-Signature: HMAC-SHA256 keyed with the secret string."""
     return "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()

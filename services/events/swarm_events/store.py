@@ -72,11 +72,10 @@ class EventStore:
                 }
                 for e in batch
             ]
-            accepted: list[str] = []
-            for row in rows:
-                stmt = self._insert(E).values(**row).on_conflict_do_nothing(index_elements=[E.c.event_id])
-                if conn.execute(stmt.returning(E.c.event_id)).first() is not None:
-                    accepted.append(str(row["event_id"]))
+            # One statement for the batch; ids already stored come back as nothing.
+            stmt = self._insert(E).values(rows).on_conflict_do_nothing(index_elements=[E.c.event_id])
+            stored = {r.event_id for r in conn.execute(stmt.returning(E.c.event_id))}
+            accepted = [e.id for e in batch if e.id in stored]
             taken = set(accepted)
             self._fan_out(conn, [e for e in batch if e.id in taken], now)
             return accepted, [e.id for e in batch if e.id not in taken]

@@ -228,18 +228,6 @@ class WebhookStore:
 
         return self.db.transaction(tx)
 
-    def signing_secrets(self, tenant_id: str, webhook_id: str) -> list[str]:
-        """Current secret first, then the previous one while its grace lasts."""
-        row = self.db.transaction(lambda conn: self._load(conn, tenant_id, webhook_id), write=False)
-        in_use = [row.secret]
-        if (
-            row.previous_secret
-            and row.previous_secret_expires_at
-            and row.previous_secret_expires_at > self.clock.now()
-        ):
-            in_use.append(row.previous_secret)
-        return in_use
-
     def list_attempts(self, tenant_id: str, webhook_id: str, page_size: int, page_token: str) -> Page[Any]:
         """The delivery log of one webhook, newest first."""
         a = delivery_attempts
