@@ -15,6 +15,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
+from swarm_events import server as events_server
+from swarm_events.config import Settings as EventsSettings
 from swarm_gateway.config import Settings as GatewaySettings
 from swarm_gateway.main import create_app
 from swarm_quota import server as quota_server
@@ -56,6 +58,7 @@ class Mesh:
     ticketing: tpb_grpc.TicketingServiceStub
     http: httpx.Client
     quota_db: Database
+    events: events_server.Events
 
     def admin(self, method: str, path: str, **kw: object) -> httpx.Response:
         return self.http.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw)  # type: ignore[arg-type]
@@ -73,21 +76,34 @@ class Mesh:
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def run_mesh(url_quota: str, url_ticketing: str, auth_cache_seconds: float = 0.2) -> Iterator[Mesh]:
+def run_mesh(
+    url_quota: str, url_ticketing: str, url_events: str, auth_cache_seconds: float = 0.2
+) -> Iterator[Mesh]:
     # The real clock: rate-limit headers are wall-clock epoch seconds.
     quota_app = quota_server.start(QuotaSettings(database_url=url_quota, listen_address="127.0.0.1:0"))
+    events_app = events_server.start(
+        EventsSettings(
+            database_url=url_events,
+            listen_address="127.0.0.1:0",
+            webhook_allow_networks="127.0.0.0/8",
+            retry_schedule_seconds="0.05,0.05",
+            retry_jitter=0,
+        )
+    )
     ticketing_app = ticketing_server.start(
         TicketingSettings(
             database_url=url_ticketing,
             listen_address="127.0.0.1:0",
             reaper_interval_seconds=0,
             quota_target=f"127.0.0.1:{quota_app.port}",
+            events_target=f"127.0.0.1:{events_app.port}",
         )
     )
     app = create_app(
         GatewaySettings(
             ticketing_target=f"127.0.0.1:{ticketing_app.port}",
             quota_target=f"127.0.0.1:{quota_app.port}",
+            events_target=f"127.0.0.1:{events_app.port}",
             admin_token=ADMIN_TOKEN,
             auth_cache_seconds=auth_cache_seconds,
         )
@@ -95,14 +111,15 @@ def run_mesh(url_quota: str, url_ticketing: str, auth_cache_seconds: float = 0.2
     tch = channel(f"127.0.0.1:{ticketing_app.port}")
     try:
         with LiveServer(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
-            yield Mesh(base_url, app, tpb_grpc.TicketingServiceStub(tch), http, quota_app.db)
+            yield Mesh(base_url, app, tpb_grpc.TicketingServiceStub(tch), http, quota_app.db, events_app)
     finally:
         tch.close()
         ticketing_app.stop(grace=1)
+        events_app.stop(grace=1)
         quota_app.stop(grace=1)
 
 
 @pytest.fixture
 def mesh(db: str, tmp_path: Path) -> Iterator[Mesh]:
-    """Ticketing on the parametrized backend; quota on SQLite beside it."""
-    yield from run_mesh(f"sqlite:///{tmp_path / 'quota.db'}", db)
+    """Ticketing on the parametrized backend; quota and events on SQLite beside it."""
+    yield from run_mesh(f"sqlite:///{tmp_path / 'quota.db'}", db, f"sqlite:///{tmp_path / 'events.db'}")

@@ -6,8 +6,12 @@ from dataclasses import dataclass
 
 import grpc
 
+from swarm.events.v1 import events_pb2_grpc
 from swarm.quota.v1 import quota_pb2_grpc
+from swarm.telemetry.v1 import telemetry_pb2_grpc
 from swarm.ticketing.v1 import ticketing_pb2_grpc
+from swarm.vmhost.v1 import vmhost_pb2_grpc
+from swarm_gateway.config import Settings
 from swarmcommon.grpcclient import channel
 
 
@@ -15,17 +19,31 @@ from swarmcommon.grpcclient import channel
 class Backends:
     ticketing: ticketing_pb2_grpc.TicketingServiceStub
     quota: quota_pb2_grpc.QuotaServiceStub
+    events: events_pb2_grpc.EventsServiceStub
+    telemetry: telemetry_pb2_grpc.TelemetryServiceStub
+    vmhost: vmhost_pb2_grpc.VmHostServiceStub
     timeout: float
     channels: dict[str, grpc.Channel]
 
     @classmethod
-    def connect(cls, ticketing_target: str, quota_target: str, timeout: float) -> Backends:
-        t, q = channel(ticketing_target), channel(quota_target)
+    def connect(cls, settings: Settings) -> Backends:
+        # Channels connect lazily: a backend that is down only fails the
+        # routes that need it (503), never the gateway's start-up.
+        chans = {
+            "ticketing": channel(settings.ticketing_target),
+            "quota": channel(settings.quota_target),
+            "events": channel(settings.events_target),
+            "telemetry": channel(settings.telemetry_target),
+            "vmhost": channel(settings.vmhost_target),
+        }
         return cls(
-            ticketing_pb2_grpc.TicketingServiceStub(t),
-            quota_pb2_grpc.QuotaServiceStub(q),
-            timeout,
-            {"ticketing": t, "quota": q},
+            ticketing_pb2_grpc.TicketingServiceStub(chans["ticketing"]),
+            quota_pb2_grpc.QuotaServiceStub(chans["quota"]),
+            events_pb2_grpc.EventsServiceStub(chans["events"]),
+            telemetry_pb2_grpc.TelemetryServiceStub(chans["telemetry"]),
+            vmhost_pb2_grpc.VmHostServiceStub(chans["vmhost"]),
+            settings.backend_timeout_seconds,
+            chans,
         )
 
     def close(self) -> None:

@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     ticketing_target: str = "127.0.0.1:50051"
     quota_target: str = "127.0.0.1:50052"
+    events_target: str = "127.0.0.1:50053"
+    telemetry_target: str = "127.0.0.1:50054"
+    vmhost_target: str = "127.0.0.1:50055"
     # Bearer token for /admin routes; empty disables the admin surface.
     admin_token: str = ""
     # How long an authenticated API key is trusted without asking quota again.

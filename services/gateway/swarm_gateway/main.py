@@ -40,9 +40,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.backends = backends or Backends.connect(
-        settings.ticketing_target, settings.quota_target, settings.backend_timeout_seconds
-    )
+    app.state.backends = backends or Backends.connect(settings)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.add_exception_handler(grpc.RpcError, grpc_error_response)
     app.add_exception_handler(ApiError, api_error_response)
