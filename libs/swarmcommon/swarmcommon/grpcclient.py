@@ -12,6 +12,7 @@ from datetime import datetime
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import client_interceptor
 from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
@@ -35,14 +36,27 @@ _RETRY_CONFIG = json.dumps(
 )
 
 
-def channel(target: str) -> grpc.Channel:
-    raw = grpc.insecure_channel(
+def raw_channel(target: str) -> grpc.Channel:
+    """A channel without the tracing interceptor: for server-streaming calls,
+    whose call object must stay cancellable (the interceptor hands back a
+    plain generator). Pass `trace_metadata()` with each call."""
+    return grpc.insecure_channel(
         target,
         options=[("grpc.service_config", _RETRY_CONFIG), ("grpc.enable_retries", 1)],
     )
+
+
+def channel(target: str) -> grpc.Channel:
     # OpenTelemetry's interceptor plugs in through its own grpcext adapter.
-    traced: grpc.Channel = intercept_channel(raw, client_interceptor())  # type: ignore[no-untyped-call]
+    traced: grpc.Channel = intercept_channel(raw_channel(target), client_interceptor())  # type: ignore[no-untyped-call]
     return traced
+
+
+def trace_metadata() -> list[tuple[str, str]]:
+    """The current trace context as gRPC metadata (W3C traceparent)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return list(carrier.items())
 
 
 def error_from_rpc(exc: grpc.RpcError) -> SwarmError:

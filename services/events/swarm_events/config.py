@@ -26,3 +26,8 @@ class Settings(ServiceSettings):
     # Delivery threads; 0 turns delivery off (events are still stored).
     dispatcher_workers: int = Field(default=4, ge=0, le=256)
     dispatcher_poll_seconds: float = Field(default=0.2, gt=0)
+    # Live streams (StreamEvents): how often a stream looks for events
+    # published through other replicas, and how many one process serves
+    # (each holds a server thread; see grpc_max_workers).
+    stream_poll_seconds: float = Field(default=0.5, gt=0, le=10)
+    max_streams: int = Field(default=64, ge=1, le=4096)

@@ -27,12 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_events.signing import secrets_in_use, signature_headers
-from swarm_events.ssrf import Network, resolve_allowed
+from swarm_events.ssrf import Network, pin
 from swarm_events.store import Event, EventStore
 from swarm_events.tables import deliveries, delivery_attempts, events, webhooks
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.errors import InvalidArgument
+from swarmcommon.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 D, W = deliveries, webhooks
@@ -146,8 +146,16 @@ class Dispatcher:
         started = time.perf_counter()
         status, text, error, retry_after = None, "", None, None
         try:
-            resolve_allowed(url, self.allowed)  # again at send time: DNS may have changed
-            response = self._http.post(url, content=body.encode(), headers=headers)
+            # Checked again at send time (DNS may have changed), and the
+            # request goes to the very address that passed the check.
+            target = pin(url, self.allowed)
+            extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+            response = self._http.post(
+                target.url,
+                content=body.encode(),
+                headers={**headers, "Host": target.host_header},
+                extensions=extensions,
+            )
             status, text = response.status_code, response.text
             retry_after = _retry_after(response.headers.get("retry-after"), datetime.now(UTC))
         except InvalidArgument as exc:
@@ -164,6 +172,71 @@ class Dispatcher:
             int((time.perf_counter() - started) * 1000),
         )
 
+    def _send(
+        self,
+        url: str,
+        secrets: tuple[str, str | None, datetime | None],
+        event_id: str,
+        event_type: str,
+        created_at: datetime,
+        data: Any,
+    ) -> Outcome:
+        """POST one event, signed with every secret in use now."""
+        body = json.dumps(
+            {"event": event_type, "timestamp": created_at.isoformat().replace("+00:00", "Z"), "data": data},
+            separators=(",", ":"),
+        )
+        now = self.clock.now()
+        headers = signature_headers(event_id, event_type, now, body, secrets_in_use(*secrets, now))
+        return self._post(url, body, headers)
+
+    def send_test(self, tenant_id: str, webhook_id: str, event_type: str) -> Any:
+        """Send one test event to a webhook now (even a disabled one, to check
+        a fix) and log the attempt. The webhook's failure run is untouched."""
+        hook = self.db.transaction(
+            lambda conn: conn.execute(
+                sa.select(W).where(W.c.id == webhook_id, W.c.tenant_id == tenant_id)
+            ).first(),
+            write=False,
+        )
+        if hook is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        event_id, now = str(uuid.uuid4()), self.clock.now()
+        data = {"test": True, "webhook_id": webhook_id, "message": "A test event sent from Swarm."}
+        outcome = self._send(
+            hook.url,
+            (hook.secret, hook.previous_secret, hook.previous_secret_expires_at),
+            event_id,
+            event_type,
+            now,
+            data,
+        )
+        row = {
+            "id": str(uuid.uuid4()),
+            "delivery_id": "",
+            "tenant_id": tenant_id,
+            "webhook_id": webhook_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "attempt": 1,
+            "succeeded": outcome.ok,
+            "status_code": outcome.status_code,
+            "response_body": outcome.body,
+            "response_truncated": outcome.truncated,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+            "next_retry_at": None,
+            "created_at": now,
+            "test": True,
+        }
+        self.db.transaction(lambda conn: conn.execute(sa.insert(delivery_attempts).values(**row)))
+        return self.db.transaction(
+            lambda conn: conn.execute(
+                sa.select(delivery_attempts).where(delivery_attempts.c.id == row["id"])
+            ).one(),
+            write=False,
+        )
+
     def deliver(self, delivery: Any) -> None:
         """One attempt for a claimed delivery (a row from `claim`)."""
         if delivery.hook_state != "active":
@@ -175,20 +248,14 @@ class Dispatcher:
                 )
             )
             return
-        body = json.dumps(
-            {
-                "event": delivery.event_type,
-                "timestamp": delivery.event_created_at.isoformat().replace("+00:00", "Z"),
-                "data": json.loads(delivery.event_data),
-            },
-            separators=(",", ":"),
+        outcome = self._send(
+            delivery.hook_url,
+            (delivery.hook_secret, delivery.hook_previous_secret, delivery.hook_previous_expires_at),
+            delivery.event_id,
+            delivery.event_type,
+            delivery.event_created_at,
+            json.loads(delivery.event_data),
         )
-        now = self.clock.now()
-        signing = secrets_in_use(
-            delivery.hook_secret, delivery.hook_previous_secret, delivery.hook_previous_expires_at, now
-        )
-        headers = signature_headers(delivery.event_id, delivery.event_type, now, body, signing)
-        outcome = self._post(delivery.hook_url, body, headers)
         disabled = self.db.transaction(lambda conn: self._record(conn, delivery, outcome))
         if disabled:
             self._announce_disabled(delivery, disabled)

@@ -12,6 +12,7 @@ from swarm_events.dispatcher import DeliveryPolicy, Dispatcher
 from swarm_events.servicer import EventsServicer
 from swarm_events.ssrf import parse_networks
 from swarm_events.store import EventStore
+from swarm_events.stream import LiveFeed
 from swarm_events.tables import VERSION_TABLE
 from swarm_events.webhooks import WebhookStore
 from swarmcommon import migrations
@@ -34,12 +35,14 @@ class Events:
     store: EventStore
     webhooks: WebhookStore
     dispatcher: Dispatcher
+    feed: LiveFeed
 
     @property
     def port(self) -> int:
         return self.handle.port
 
     def before_drain(self) -> None:
+        self.feed.close()
         self.dispatcher.stop()
 
     def close(self) -> None:
@@ -74,7 +77,13 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         settings.dispatcher_workers,
         settings.dispatcher_poll_seconds,
     )
-    servicer = EventsServicer(store, webhooks)
+    feed = LiveFeed(
+        store,
+        poll_seconds=settings.stream_poll_seconds,
+        max_streams=settings.max_streams,
+    )
+    store.listeners.append(feed.notify)
+    servicer = EventsServicer(store, webhooks, dispatcher, feed)
     handle = start_server(
         [
             GrpcService(
@@ -88,4 +97,4 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         reuse_port=settings.reuse_port,
     )
     dispatcher.start()
-    return Events(handle, db, store, webhooks, dispatcher)
+    return Events(handle, db, store, webhooks, dispatcher, feed)

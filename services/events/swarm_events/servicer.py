@@ -1,11 +1,12 @@
-"""gRPC adapter: the event log and webhook subscriptions. Delivery (test
-events, delivery log, redelivery, recovery) and the live stream in this
-contract are not served yet: they answer UNIMPLEMENTED (the base class)."""
+"""gRPC adapter: the event log, live streams, webhook subscriptions and the
+delivery log with test sends, redelivery and recovery."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC
+from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -13,8 +14,10 @@ from google.protobuf.duration_pb2 import Duration
 
 from swarm.events.v1 import events_pb2 as pb
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
+from swarm_events.dispatcher import Dispatcher
 from swarm_events.store import Event, EventStore
-from swarm_events.webhooks import WebhookRecord, WebhookStore
+from swarm_events.stream import LiveFeed
+from swarm_events.webhooks import WebhookRecord, WebhookStore, check_event_types
 from swarmcommon import validation as v
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.pagination import page_size
@@ -25,10 +28,15 @@ MAX_DATA = 256 * 1024
 TYPE_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)+$")
 
 
+def _event_type(field: str, value: str) -> str:
+    if not TYPE_RE.match(value) or len(value) > 64:
+        raise InvalidArgument(field, f"must look like 'ticket.completed' (got {value[:64]!r})")
+    return value
+
+
 def _event_from_proto(i: int, e: pb.Event, received: object) -> Event:
     f = f"events[{i}]"
-    if not TYPE_RE.match(e.type) or len(e.type) > 64:
-        raise InvalidArgument(f"{f}.type", f"must look like 'ticket.completed' (got {e.type[:64]!r})")
+    _event_type(f"{f}.type", e.type)
     if e.data.ByteSize() > MAX_DATA:
         raise InvalidArgument(f"{f}.data", f"is too large (> {MAX_DATA} bytes)")
     return Event(
@@ -88,10 +96,59 @@ def _webhook_to_proto(w: WebhookRecord) -> pb.Webhook:
     )
 
 
+_DELIVERY_STATES = {
+    "pending": pb.DELIVERY_STATE_PENDING,
+    "delivering": pb.DELIVERY_STATE_PENDING,
+    "succeeded": pb.DELIVERY_STATE_SUCCEEDED,
+    "failed": pb.DELIVERY_STATE_FAILED,
+}
+
+
+def _delivery_to_proto(d: Any, event_type: str) -> pb.Delivery:
+    return pb.Delivery(
+        id=d.id,
+        webhook_id=d.webhook_id,
+        event_id=d.event_id,
+        event_type=event_type,
+        state=_DELIVERY_STATES[d.status],
+        attempt_count=d.attempts,
+        next_attempt_time=timestamp(d.next_attempt_at) if d.status in ("pending", "delivering") else None,
+        create_time=timestamp(d.created_at),
+    )
+
+
+def _attempt_to_proto(a: Any) -> pb.DeliveryAttempt:
+    return pb.DeliveryAttempt(
+        id=a.id,
+        delivery_id=a.delivery_id,
+        webhook_id=a.webhook_id,
+        event_id=a.event_id,
+        event_type=a.event_type,
+        attempt_number=a.attempt,
+        outcome=pb.ATTEMPT_OUTCOME_SUCCEEDED if a.succeeded else pb.ATTEMPT_OUTCOME_FAILED,
+        response_status_code=a.status_code or 0,
+        response_body=a.response_body,
+        response_body_truncated=a.response_truncated,
+        error=a.error or "",
+        duration=Duration(seconds=a.duration_ms // 1000, nanos=(a.duration_ms % 1000) * 1_000_000),
+        attempt_time=timestamp(a.created_at),
+        next_retry_time=timestamp(a.next_retry_at),
+        test=a.test,
+    )
+
+
+def _event_types(field: str, types: Any) -> list[str]:
+    return check_event_types(list(types), field) if types else []
+
+
 class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
-    def __init__(self, store: EventStore, webhooks: WebhookStore) -> None:
+    def __init__(
+        self, store: EventStore, webhooks: WebhookStore, dispatcher: Dispatcher, feed: LiveFeed
+    ) -> None:
         self.store = store
         self.webhooks = webhooks
+        self.dispatcher = dispatcher
+        self.feed = feed
 
     def Publish(self, request: pb.PublishRequest, context: grpc.ServicerContext) -> pb.PublishResponse:
         if not request.events:
@@ -199,31 +256,63 @@ class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
     ) -> pb.ListDeliveryAttemptsResponse:
         tenant = v.name_id("tenant_id", request.tenant_id)
         webhook_id = v.uuid_id("webhook_id", request.webhook_id)
+        if request.outcome not in (
+            pb.ATTEMPT_OUTCOME_UNSPECIFIED,
+            pb.ATTEMPT_OUTCOME_SUCCEEDED,
+            pb.ATTEMPT_OUTCOME_FAILED,
+        ):
+            raise InvalidArgument("outcome", f"unknown outcome {request.outcome}")
         self.webhooks.get(tenant, webhook_id)  # NOT_FOUND for another tenant's webhook
         page = self.webhooks.list_attempts(
-            tenant, webhook_id, page_size(request.page_size), request.page_token
+            tenant,
+            webhook_id,
+            page_size(request.page_size),
+            request.page_token,
+            event_id=v.uuid_id("event_id", request.event_id) if request.event_id else None,
+            delivery_id=v.uuid_id("delivery_id", request.delivery_id) if request.delivery_id else None,
+            succeeded=None
+            if request.outcome == pb.ATTEMPT_OUTCOME_UNSPECIFIED
+            else request.outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED,
         )
         return pb.ListDeliveryAttemptsResponse(
-            attempts=[
-                pb.DeliveryAttempt(
-                    id=a.id,
-                    delivery_id=a.delivery_id,
-                    webhook_id=a.webhook_id,
-                    event_id=a.event_id,
-                    event_type=a.event_type,
-                    attempt_number=a.attempt,
-                    outcome=pb.ATTEMPT_OUTCOME_SUCCEEDED if a.succeeded else pb.ATTEMPT_OUTCOME_FAILED,
-                    response_status_code=a.status_code or 0,
-                    response_body=a.response_body,
-                    response_body_truncated=a.response_truncated,
-                    error=a.error or "",
-                    duration=Duration(
-                        seconds=a.duration_ms // 1000, nanos=(a.duration_ms % 1000) * 1_000_000
-                    ),
-                    attempt_time=timestamp(a.created_at),
-                    next_retry_time=timestamp(a.next_retry_at),
-                )
-                for a in page.items
-            ],
-            next_page_token=page.next_page_token,
+            attempts=[_attempt_to_proto(a) for a in page.items], next_page_token=page.next_page_token
         )
+
+    def SendTestEvent(
+        self, request: pb.SendTestEventRequest, context: grpc.ServicerContext
+    ) -> pb.SendTestEventResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        webhook_id = v.uuid_id("webhook_id", request.webhook_id)
+        event_type = _event_type("event_type", request.event_type or "webhook.test")
+        attempt = self.dispatcher.send_test(tenant, webhook_id, event_type)
+        return pb.SendTestEventResponse(attempt=_attempt_to_proto(attempt))
+
+    def RedeliverDelivery(
+        self, request: pb.RedeliverDeliveryRequest, context: grpc.ServicerContext
+    ) -> pb.RedeliverDeliveryResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        delivery = self.webhooks.redeliver(tenant, v.uuid_id("delivery_id", request.delivery_id))
+        event = self.store.get_event(delivery.event_id)
+        return pb.RedeliverDeliveryResponse(delivery=_delivery_to_proto(delivery, event.type))
+
+    def RecoverFailedDeliveries(
+        self, request: pb.RecoverFailedDeliveriesRequest, context: grpc.ServicerContext
+    ) -> pb.RecoverFailedDeliveriesResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        webhook_id = v.uuid_id("webhook_id", request.webhook_id)
+        if not request.HasField("start_time"):
+            raise InvalidArgument("start_time", "is required: recover failed deliveries created since when?")
+        count = self.webhooks.recover(tenant, webhook_id, request.start_time.ToDatetime(tzinfo=UTC))
+        return pb.RecoverFailedDeliveriesResponse(recovered_count=count)
+
+    # -- live stream ----------------------------------------------------------------------
+
+    def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamEventsResponse]:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        types = [t for t in request.types if t != "*"]
+        _event_types("types", types)
+        start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+        for event in self.feed.follow(tenant, types, start, context.is_active):
+            yield pb.StreamEventsResponse(event=_event_to_proto(event))

@@ -3,8 +3,9 @@
 The host is resolved and EVERY address it resolves to must be a public one:
 private, loopback, link-local, multicast, unspecified and reserved ranges are
 refused unless an allow-list setting names them (tests allow loopback;
-on-prem installs allow their own ranges). The dispatcher will check the
-address it connects to the same way.
+on-prem installs allow their own ranges). The dispatcher connects to the
+address it checked (`pin`), so a DNS answer that changes between the check
+and the connect (rebinding) cannot steer a delivery inward.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from swarmcommon.errors import InvalidArgument
 
@@ -61,3 +63,30 @@ def resolve_allowed(url: str, allowed: Sequence[Network], field: str = "url") ->
                 f"{parts.hostname} resolves to {reason} address {ip}; webhooks must target public hosts",
             )
     return addresses
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A request target with the host replaced by a checked address."""
+
+    url: str
+    host_header: str
+    # The name TLS must present a certificate for (None for plain http).
+    sni_hostname: str | None
+
+
+def pin(url: str, allowed: Sequence[Network]) -> Pinned:
+    """Resolve and check `url` once, and aim the request at the checked address."""
+    address = resolve_allowed(url, allowed)[0]
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    userinfo, _, host_header = parts.netloc.rpartition("@")
+    if userinfo:  # kept in the URL: httpx turns it into basic auth
+        netloc = f"{userinfo}@{netloc}"
+    return Pinned(
+        urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+        host_header,
+        host if parts.scheme == "https" else None,
+    )

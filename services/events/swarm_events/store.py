@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ class Event:
     created_at: datetime
 
 
-def _to_event(row: Any) -> Event:
+def to_event(row: Any) -> Event:
     m = row._mapping
     return Event(
         id=m["event_id"],
@@ -52,6 +52,8 @@ class EventStore:
         self.db = db
         self.clock = clock
         self._insert = postgresql.insert if db.is_postgres else sqlite.insert
+        # Called after a publish that stored something (live streams wake up).
+        self.listeners: list[Callable[[], None]] = []
 
     def publish(self, batch: Sequence[Event]) -> tuple[list[str], list[str]]:
         """Store new events; an id already stored is a duplicate (first copy wins)."""
@@ -80,7 +82,11 @@ class EventStore:
             self._fan_out(conn, [e for e in batch if e.id in taken], now)
             return accepted, [e.id for e in batch if e.id not in taken]
 
-        return self.db.transaction(tx)
+        accepted, duplicates = self.db.transaction(tx)
+        if accepted:
+            for listener in self.listeners:
+                listener()
+        return accepted, duplicates
 
     @staticmethod
     def _fan_out(conn: Connection, stored: Sequence[Event], now: datetime) -> None:
@@ -112,6 +118,12 @@ class EventStore:
         if rows:
             conn.execute(sa.insert(deliveries), rows)
 
+    def get_event(self, event_id: str) -> Event:
+        row = self.db.transaction(
+            lambda conn: conn.execute(sa.select(E).where(E.c.event_id == event_id)).one(), write=False
+        )
+        return to_event(row)
+
     def list_events(
         self,
         tenant_id: str,
@@ -137,6 +149,6 @@ class EventStore:
             query = query.where(E.c.seq < int(key[0]))
         query = query.order_by(E.c.seq.desc()).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
-        items = [_to_event(r) for r in rows[:page_size]]
+        items = [to_event(r) for r in rows[:page_size]]
         nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
         return Page(items, nxt)

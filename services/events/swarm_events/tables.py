@@ -109,5 +109,7 @@ delivery_attempts = sa.Table(
     sa.Column("duration_ms", sa.Integer, nullable=False),
     sa.Column("next_retry_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # SendTestEvent attempts: no delivery row behind them (delivery_id is "").
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_attempts_webhook", "tenant_id", "webhook_id", "seq"),
 )

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Connection
 
 from swarm_events.signing import new_secret
 from swarm_events.ssrf import Network, resolve_allowed
-from swarm_events.tables import delivery_attempts, webhooks
+from swarm_events.tables import deliveries, delivery_attempts, webhooks
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.errors import InvalidArgument, NotFound
+from swarmcommon.errors import FailedPrecondition, InvalidArgument, NotFound
 from swarmcommon.pagination import Page, PageToken
 
 W = webhooks
@@ -228,15 +228,80 @@ class WebhookStore:
 
         return self.db.transaction(tx)
 
-    def list_attempts(self, tenant_id: str, webhook_id: str, page_size: int, page_token: str) -> Page[Any]:
+    def list_attempts(
+        self,
+        tenant_id: str,
+        webhook_id: str,
+        page_size: int,
+        page_token: str,
+        event_id: str | None = None,
+        delivery_id: str | None = None,
+        succeeded: bool | None = None,
+    ) -> Page[Any]:
         """The delivery log of one webhook, newest first."""
         a = delivery_attempts
-        token = PageToken(["attempts", tenant_id, webhook_id])
+        token = PageToken(["attempts", tenant_id, webhook_id, event_id, delivery_id, succeeded])
         key = token.decode(page_token)
         query = sa.select(a).where(a.c.tenant_id == tenant_id, a.c.webhook_id == webhook_id)
+        if event_id:
+            query = query.where(a.c.event_id == event_id)
+        if delivery_id:
+            query = query.where(a.c.delivery_id == delivery_id)
+        if succeeded is not None:
+            query = query.where(a.c.succeeded == succeeded)
         if key is not None:
             query = query.where(a.c.seq < int(key[0]))
         query = query.order_by(a.c.seq.desc()).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
         nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
         return Page(list(rows[:page_size]), nxt)
+
+    # -- resending ------------------------------------------------------------------------
+
+    def _require_active(self, conn: Connection, tenant_id: str, webhook_id: str) -> None:
+        hook = self._load(conn, tenant_id, webhook_id)
+        if hook.state != ACTIVE:
+            raise FailedPrecondition(
+                f"webhook {webhook_id} is disabled ({hook.disabled_reason}); re-enable it first",
+                reason="WEBHOOK_DISABLED",
+            )
+
+    def redeliver(self, tenant_id: str, delivery_id: str) -> Any:
+        """Queue one delivery again now, whatever its state; same event id."""
+        d = deliveries
+
+        def tx(conn: Connection) -> Any:
+            row = conn.execute(sa.select(d).where(d.c.id == delivery_id, d.c.tenant_id == tenant_id)).first()
+            if row is None:
+                raise NotFound(f"delivery {delivery_id} not found")
+            self._require_active(conn, tenant_id, row.webhook_id)
+            now = self.clock.now()
+            conn.execute(
+                sa.update(d)
+                .where(d.c.id == delivery_id)
+                .values(status="pending", next_attempt_at=now, updated_at=now)
+            )
+            return conn.execute(sa.select(d).where(d.c.id == delivery_id)).one()
+
+        return self.db.transaction(tx)
+
+    def recover(self, tenant_id: str, webhook_id: str, since: datetime) -> int:
+        """Re-queue every failed delivery of a webhook created at or after `since`."""
+        d = deliveries
+
+        def tx(conn: Connection) -> int:
+            self._require_active(conn, tenant_id, webhook_id)
+            now = self.clock.now()
+            result = conn.execute(
+                sa.update(d)
+                .where(
+                    d.c.tenant_id == tenant_id,
+                    d.c.webhook_id == webhook_id,
+                    d.c.status == "failed",
+                    d.c.created_at >= since,
+                )
+                .values(status="pending", next_attempt_at=now, updated_at=now)
+            )
+            return int(result.rowcount)
+
+        return self.db.transaction(tx)
