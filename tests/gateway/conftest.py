@@ -25,6 +25,7 @@ from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings as TicketingSettings
 from swarmcommon.db import Database
 from swarmcommon.grpcclient import channel
+from tests.events.conftest import receiver  # noqa: F401 - the webhook receiver fixture, shared
 
 ADMIN_TOKEN = "test-admin-token"
 

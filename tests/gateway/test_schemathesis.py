@@ -33,7 +33,9 @@ def api_schema(live: tuple[Mesh, str]) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{mesh.base_url}/openapi.json")
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# The SSE stream never ends by itself, so no generated call to it could
+# finish; tests/gateway/test_webhook_routes.py covers it, bad input included.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/api/events/stream")
 
 
 @schema.parametrize()

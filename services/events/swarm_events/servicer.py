@@ -314,5 +314,9 @@ class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
         types = [t for t in request.types if t != "*"]
         _event_types("types", types)
         start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
-        for event in self.feed.follow(tenant, types, start, context.is_active):
-            yield pb.StreamEventsResponse(event=_event_to_proto(event))
+        with self.feed.slot():
+            # Headers now, before any event: the caller knows the stream is
+            # open (or gets the error above) without waiting for traffic.
+            context.send_initial_metadata(())
+            for event in self.feed.follow(tenant, types, start, context.is_active):
+                yield pb.StreamEventsResponse(event=_event_to_proto(event))

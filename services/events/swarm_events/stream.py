@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,13 +59,9 @@ class LiveFeed:
         self._closing.set()
         self.notify()
 
-    def follow(
-        self,
-        tenant_id: str,
-        types: Sequence[str],
-        start: datetime | None,
-        is_active: Callable[[], bool],
-    ) -> Iterator[Event]:
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of this process's stream places, or Unavailable when all are taken."""
         with self._changed:
             if self._open >= self.max_streams:
                 raise Unavailable(
@@ -73,23 +70,30 @@ class LiveFeed:
                 )
             self._open += 1
         try:
-            yield from self._follow(tenant_id, set(types) - {"*"}, start, is_active)
+            yield
         finally:
             with self._changed:
                 self._open -= 1
 
-    def _follow(
-        self, tenant_id: str, types: set[str], start: datetime | None, is_active: Callable[[], bool]
+    def follow(
+        self,
+        tenant_id: str,
+        types: Sequence[str],
+        start: datetime | None,
+        is_active: Callable[[], bool],
     ) -> Iterator[Event]:
+        """The tenant's events from `start` (or from now), then live, until
+        `is_active` says the caller left or the feed closes."""
         # Arrival times (`received_at`) come from the store's clock, so the
         # window is measured on it too.
+        wanted = set(types) - {"*"}
         since = start if start is not None else self.store.clock.now()
         by_arrival = start is None
         sent: dict[str, datetime] = {}
         while is_active() and not self._closing.is_set():
             with self._changed:
                 generation = self._generation
-            for row in self._read(tenant_id, types, since, by_arrival):
+            for row in self._read(tenant_id, wanted, since, by_arrival):
                 if row.event_id in sent:
                     continue
                 sent[row.event_id] = row.received_at

@@ -26,4 +26,7 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=10.0, ge=0, le=300)
     # Deadline for each backend call.
     backend_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # A comment line on idle Server-Sent-Events streams this often, so
+    # proxies keep them open and dead clients are noticed.
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
     log_level: str = "INFO"

@@ -21,7 +21,7 @@ from swarm_gateway.errors import (
     http_error_response,
     validation_error_response,
 )
-from swarm_gateway.routers import admin, health, quota, ticketing
+from swarm_gateway.routers import admin, health, quota, ticketing, webhooks
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
@@ -34,7 +34,8 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
         title="Swarm API",
         version="1.0.0",
         description=(
-            "Projects, tickets, dead letters and quota usage for the tenant of the API key; "
+            "Projects, tickets, dead letters, quota usage, webhooks and events for the tenant of "
+            "the API key; "
             "tenant and API-key administration under /admin for operators."
         ),
         lifespan=lifespan,
@@ -48,6 +49,8 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error_response)
     for module in (ticketing, quota, admin, health):
         app.include_router(module.router)
+    app.include_router(webhooks.router)
+    app.include_router(webhooks.events_router)
     # W3C trace context from the HTTP request continues into the gRPC calls.
     FastAPIInstrumentor.instrument_app(app)
     return app

@@ -1,0 +1,363 @@
+"""Webhooks, their delivery log, the event log and the live event stream
+(Server-Sent Events), backed by the events service.
+
+As everywhere in the gateway, the tenant comes from the API key: another
+tenant's webhook or delivery is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+import anyio
+import grpc
+from fastapi import APIRouter, Header, Path, Query, Request, status
+from fastapi.responses import Response, StreamingResponse
+from google.protobuf import timestamp_pb2
+from google.protobuf.duration_pb2 import Duration
+
+from swarm.events.v1 import events_pb2 as epb
+from swarm_gateway.auth import Backend, CurrentCaller
+from swarm_gateway.errors import COMMON_ERRORS, ApiError
+from swarm_gateway.models import NAME_ID_PATTERN, UUID_PATTERN, enum_value
+from swarm_gateway.webhook_models import (
+    DeliveryAttemptPage,
+    DeliveryAttemptPublic,
+    DeliveryPublic,
+    EventPage,
+    EventPublic,
+    RecoverRequest,
+    RecoverResult,
+    SecretRotate,
+    SecretRotated,
+    SendTest,
+    Timestamp,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookPage,
+    WebhookPublic,
+    WebhookState,
+    WebhookUpdate,
+)
+from swarmcommon.grpcclient import trace_metadata
+
+router = APIRouter(prefix="/api", tags=["webhooks"], responses=COMMON_ERRORS)
+events_router = APIRouter(prefix="/api", tags=["events"], responses=COMMON_ERRORS)
+
+WebhookId = Annotated[str, Path(pattern=UUID_PATTERN)]
+DeliveryId = Annotated[str, Path(pattern=UUID_PATTERN)]
+PageSize = Annotated[int, Query(ge=0, le=1000, description="0 means the default (50)")]
+PageToken = Annotated[str, Query(max_length=4096)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", pattern=NAME_ID_PATTERN, description="Retries return the first result"),
+]
+EventTypes = Annotated[list[str], Query(max_length=50, description='Event types; none or "*" means all')]
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return out
+
+
+@router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
+def create_webhook(
+    body: WebhookCreate, caller: CurrentCaller, b: Backend, idempotency_key: IdempotencyKey = None
+) -> WebhookCreated:
+    reply = b.events.CreateWebhook(
+        epb.CreateWebhookRequest(
+            tenant_id=caller.tenant_id,
+            url=body.url,
+            event_types=body.events,
+            description=body.description,
+            request_id=idempotency_key or "",
+        ),
+        timeout=b.timeout,
+    )
+    return WebhookCreated(webhook=WebhookPublic.from_proto(reply.webhook), secret=reply.secret)
+
+
+@router.get("/webhooks", response_model=WebhookPage)
+def list_webhooks(
+    caller: CurrentCaller,
+    b: Backend,
+    state: WebhookState | None = None,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> WebhookPage:
+    reply = b.events.ListWebhooks(
+        epb.ListWebhooksRequest(
+            tenant_id=caller.tenant_id,
+            state=enum_value(epb.WebhookState, state, "WEBHOOK_STATE_") if state else 0,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return WebhookPage(
+        items=[WebhookPublic.from_proto(w) for w in reply.webhooks], next_page_token=reply.next_page_token
+    )
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookPublic)
+def get_webhook(webhook_id: WebhookId, caller: CurrentCaller, b: Backend) -> WebhookPublic:
+    reply = b.events.GetWebhook(
+        epb.GetWebhookRequest(tenant_id=caller.tenant_id, webhook_id=webhook_id), timeout=b.timeout
+    )
+    return WebhookPublic.from_proto(reply.webhook)
+
+
+@router.patch("/webhooks/{webhook_id}", response_model=WebhookPublic)
+def update_webhook(
+    webhook_id: WebhookId, body: WebhookUpdate, caller: CurrentCaller, b: Backend
+) -> WebhookPublic:
+    fields = {"url": "url", "events": "event_types", "description": "description", "state": "state"}
+    paths = [fields[name] for name in sorted(body.model_fields_set) if getattr(body, name) is not None]
+    if not paths:
+        raise ApiError(400, "INVALID_ARGUMENT", "nothing to change: send url, events, description or state")
+    reply = b.events.UpdateWebhook(
+        epb.UpdateWebhookRequest(
+            tenant_id=caller.tenant_id,
+            webhook=epb.Webhook(
+                id=webhook_id,
+                url=body.url or "",
+                event_types=body.events or [],
+                description=body.description or "",
+                state=enum_value(epb.WebhookState, body.state, "WEBHOOK_STATE_") if body.state else 0,  # type: ignore[arg-type]
+            ),
+            update_mask={"paths": paths},
+        ),
+        timeout=b.timeout,
+    )
+    return WebhookPublic.from_proto(reply.webhook)
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_webhook(webhook_id: WebhookId, caller: CurrentCaller, b: Backend) -> Response:
+    b.events.DeleteWebhook(
+        epb.DeleteWebhookRequest(tenant_id=caller.tenant_id, webhook_id=webhook_id), timeout=b.timeout
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/webhooks/{webhook_id}/logs", response_model=DeliveryAttemptPage)
+def list_delivery_attempts(
+    webhook_id: WebhookId,
+    caller: CurrentCaller,
+    b: Backend,
+    event_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    delivery_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    outcome: Annotated[str | None, Query(pattern="^(succeeded|failed)$")] = None,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> DeliveryAttemptPage:
+    """The delivery log: every attempt with status, duration and the start of the response."""
+    reply = b.events.ListDeliveryAttempts(
+        epb.ListDeliveryAttemptsRequest(
+            tenant_id=caller.tenant_id,
+            webhook_id=webhook_id,
+            event_id=event_id or "",
+            delivery_id=delivery_id or "",
+            outcome=enum_value(epb.AttemptOutcome, outcome, "ATTEMPT_OUTCOME_") if outcome else 0,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return DeliveryAttemptPage(
+        items=[DeliveryAttemptPublic.from_proto(a) for a in reply.attempts],
+        next_page_token=reply.next_page_token,
+    )
+
+
+@router.post("/webhooks/{webhook_id}/test", response_model=DeliveryAttemptPublic)
+def send_test_event(
+    webhook_id: WebhookId, caller: CurrentCaller, b: Backend, body: SendTest | None = None
+) -> DeliveryAttemptPublic:
+    """Send one signed test event now and return the attempt (works on disabled webhooks)."""
+    reply = b.events.SendTestEvent(
+        epb.SendTestEventRequest(
+            tenant_id=caller.tenant_id,
+            webhook_id=webhook_id,
+            event_type=body.event_type if body else "",
+        ),
+        # The receiver may take the whole delivery timeout to answer.
+        timeout=b.timeout + 15,
+    )
+    return DeliveryAttemptPublic.from_proto(reply.attempt)
+
+
+@router.post("/webhooks/{webhook_id}/rotate-secret", response_model=SecretRotated)
+def rotate_secret(
+    webhook_id: WebhookId, caller: CurrentCaller, b: Backend, body: SecretRotate | None = None
+) -> SecretRotated:
+    """A new signing secret; the old one keeps signing alongside it for the grace period."""
+    grace = Duration(seconds=body.old_secret_grace_seconds if body else 24 * 3600)
+    reply = b.events.RotateWebhookSecret(
+        epb.RotateWebhookSecretRequest(
+            tenant_id=caller.tenant_id, webhook_id=webhook_id, old_secret_grace_period=grace
+        ),
+        timeout=b.timeout,
+    )
+    return SecretRotated(
+        webhook=WebhookPublic.from_proto(reply.webhook),
+        secret=reply.secret,
+        old_secret_expires_at=reply.old_secret_expire_time.ToDatetime(tzinfo=UTC),
+    )
+
+
+@router.post("/webhooks/{webhook_id}/recover", response_model=RecoverResult)
+def recover_failed_deliveries(
+    webhook_id: WebhookId, body: RecoverRequest, caller: CurrentCaller, b: Backend
+) -> RecoverResult:
+    """Re-queue every failed delivery created since a time (409 while the webhook is disabled)."""
+    reply = b.events.RecoverFailedDeliveries(
+        epb.RecoverFailedDeliveriesRequest(
+            tenant_id=caller.tenant_id, webhook_id=webhook_id, start_time=_timestamp(body.since)
+        ),
+        timeout=b.timeout,
+    )
+    return RecoverResult(recovered_count=reply.recovered_count)
+
+
+@router.post("/deliveries/{delivery_id}/redeliver", response_model=DeliveryPublic)
+def redeliver(delivery_id: DeliveryId, caller: CurrentCaller, b: Backend) -> DeliveryPublic:
+    """Send one delivery again now, with the same event id (409 while its webhook is disabled)."""
+    reply = b.events.RedeliverDelivery(
+        epb.RedeliverDeliveryRequest(tenant_id=caller.tenant_id, delivery_id=delivery_id), timeout=b.timeout
+    )
+    return DeliveryPublic.from_proto(reply.delivery)
+
+
+# -- the event log ----------------------------------------------------------------------------
+
+
+@events_router.get("/events", response_model=EventPage)
+def list_events(
+    caller: CurrentCaller,
+    b: Backend,
+    types: EventTypes = [],  # noqa: B006 - FastAPI copies query defaults
+    subject: Annotated[str, Query(max_length=200)] = "",
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> EventPage:
+    """The tenant's stored events, newest first."""
+    reply = b.events.ListEvents(
+        epb.ListEventsRequest(
+            tenant_id=caller.tenant_id,
+            types=[t for t in types if t != "*"],
+            subject=subject,
+            start_time=_timestamp(since) if since else None,
+            end_time=_timestamp(until) if until else None,
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return EventPage(
+        items=[EventPublic.from_proto(e) for e in reply.events], next_page_token=reply.next_page_token
+    )
+
+
+def _sse_id(event: epb.Event) -> str:
+    # The time lets a reconnecting client resume (Last-Event-ID) without a lookup.
+    created = event.create_time.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    return f"{created}_{event.id}"
+
+
+def _resume_time(last_event_id: str | None) -> datetime | None:
+    if not last_event_id:
+        return None
+    stamp, _, _ = last_event_id.partition("_")
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        raise ApiError(
+            400, "INVALID_ARGUMENT", "Last-Event-ID: not an id this stream sent (expected <time>_<event id>)"
+        ) from None
+
+
+def _sse(event: epb.Event) -> str:
+    body = EventPublic.from_proto(event).model_dump_json()
+    return f"id: {_sse_id(event)}\nevent: {event.type}\ndata: {body}\n\n"
+
+
+@events_router.get(
+    "/events/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def stream_events(
+    request: Request,
+    caller: CurrentCaller,
+    b: Backend,
+    types: EventTypes = [],  # noqa: B006 - FastAPI copies query defaults
+    since: Timestamp | None = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=200)] = None,
+) -> StreamingResponse:
+    """The tenant's events live, as Server-Sent Events (`event:` is the type,
+    `data:` the event as JSON). `since` (or a reconnect's Last-Event-ID)
+    replays stored events from that time first; dedupe on the event id."""
+    start = _resume_time(last_event_id) or since
+    call = b.events_stream.StreamEvents(
+        epb.StreamEventsRequest(
+            tenant_id=caller.tenant_id,
+            types=[t for t in types if t != "*"],
+            start_time=_timestamp(start) if start else None,
+        ),
+        metadata=trace_metadata(),
+    )
+    # The service answers headers once the stream is open, or fails the call
+    # (bad types, too many streams): that becomes an ordinary HTTP error.
+    await anyio.to_thread.run_sync(call.initial_metadata)
+    if call.done() and call.code() != grpc.StatusCode.OK:
+        raise call
+    keepalive: float = request.app.state.settings.sse_keepalive_seconds
+    return StreamingResponse(
+        _relay(call, keepalive),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _relay(call: grpc.Call, keepalive: float) -> AsyncIterator[str]:
+    """gRPC stream -> SSE frames; the call is cancelled when the client leaves."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[epb.StreamEventsResponse | grpc.RpcError | None] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for reply in call:  # type: ignore[attr-defined]
+                loop.call_soon_threadsafe(queue.put_nowait, reply)
+        except grpc.RpcError as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, name="sse-pump", daemon=True).start()
+    try:
+        yield ": stream open\n\n"
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=keepalive)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if item is None:
+                return
+            if isinstance(item, grpc.RpcError):
+                if item.code() != grpc.StatusCode.CANCELLED:
+                    error = {"status": item.code().name, "message": item.details() or ""}
+                    yield f"event: error\ndata: {json.dumps(error)}\n\n"
+                return
+            yield _sse(item.event)
+    finally:
+        call.cancel()
