@@ -84,12 +84,15 @@ class Dispatcher:
         allowed: Sequence[Network],
         workers: int = 4,
         poll: float = 0.2,
+        batch: int = 25,
     ) -> None:
         self.db, self.clock, self.store = db, clock, store
         self.policy = policy
         self.allowed = list(allowed)
         self.workers = workers
         self.poll = poll
+        # Deliveries one worker claims, sends and records at a time.
+        self.batch = batch
         self._http = httpx.Client(timeout=policy.timeout, follow_redirects=False)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -237,18 +240,12 @@ class Dispatcher:
             write=False,
         )
 
-    def deliver(self, delivery: Any) -> None:
-        """One attempt for a claimed delivery (a row from `claim`)."""
+    def attempt(self, delivery: Any) -> Outcome | None:
+        """POST a claimed delivery (a row from `claim`); None when its webhook
+        is no longer active (the delivery is then simply failed)."""
         if delivery.hook_state != "active":
-            self.db.transaction(
-                lambda conn: conn.execute(
-                    sa.update(D)
-                    .where(D.c.id == delivery.id)
-                    .values(status="failed", updated_at=self.clock.now())
-                )
-            )
-            return
-        outcome = self._send(
+            return None
+        return self._send(
             delivery.hook_url,
             (delivery.hook_secret, delivery.hook_previous_secret, delivery.hook_previous_expires_at),
             delivery.event_id,
@@ -256,9 +253,27 @@ class Dispatcher:
             delivery.event_created_at,
             json.loads(delivery.event_data),
         )
-        disabled = self.db.transaction(lambda conn: self._record(conn, delivery, outcome))
-        if disabled:
-            self._announce_disabled(delivery, disabled)
+
+    def deliver(self, batch: Sequence[Any]) -> None:
+        """One attempt for each claimed delivery, recorded together in one
+        transaction (one write per batch rather than per delivery)."""
+        outcomes = [(d, self.attempt(d)) for d in batch]
+
+        def tx(conn: Connection) -> list[tuple[Any, str]]:
+            disabled = []
+            for delivery, outcome in outcomes:
+                if outcome is None:
+                    conn.execute(
+                        sa.update(D)
+                        .where(D.c.id == delivery.id)
+                        .values(status="failed", updated_at=self.clock.now())
+                    )
+                elif reason := self._record(conn, delivery, outcome):
+                    disabled.append((delivery, reason))
+            return disabled
+
+        for delivery, reason in self.db.transaction(tx):
+            self._announce_disabled(delivery, reason)
 
     def _record(self, conn: Connection, delivery: Any, outcome: Outcome) -> str | None:
         """Store the attempt and its consequences; returns a reason if the webhook got disabled."""
@@ -297,11 +312,13 @@ class Dispatcher:
                     delay = max(delay, outcome.retry_after)
                 status, next_at = "pending", now + timedelta(seconds=delay)
         if disabled:
-            conn.execute(
+            changed = conn.execute(
                 sa.update(W)
-                .where(W.c.id == delivery.webhook_id)
+                .where(W.c.id == delivery.webhook_id, W.c.state == "active")
                 .values(state="disabled", disabled_reason=disabled, disabled_at=now, updated_at=now)
-            )
+            ).rowcount
+            if not changed:  # disabled already (earlier in this batch, or by its owner): say it once
+                disabled = None
             conn.execute(
                 sa.update(D)
                 .where(D.c.webhook_id == delivery.webhook_id, D.c.status.in_(LIVE), D.c.id != delivery.id)
@@ -354,11 +371,11 @@ class Dispatcher:
 
     def run_once(self, limit: int = 50) -> int:
         batch = self.claim(limit)
-        for delivery in batch:
+        if batch:
             try:
-                self.deliver(delivery)
-            except Exception:  # one bad delivery must not stop the others; its lease lapses
-                log.exception("delivery failed unexpectedly", extra={"delivery_id": delivery.id})
+                self.deliver(batch)
+            except Exception:  # the claims' leases lapse and the batch is tried again
+                log.exception("delivery batch failed unexpectedly", extra={"deliveries": len(batch)})
         return len(batch)
 
     def start(self) -> None:
@@ -370,7 +387,7 @@ class Dispatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.run_once(limit=10) == 0:
+                if self.run_once(limit=self.batch) == 0:
                     self._stop.wait(self.poll)
             except Exception:
                 log.exception("dispatcher pass failed")
