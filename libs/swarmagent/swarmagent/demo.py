@@ -1,12 +1,13 @@
 """python -m swarmagent.demo: the local mesh on embedded SQLite, worked by agents.
 
-Starts quota, ticketing and the REST gateway as separate processes, each on
-its own fresh SQLite database under var/demo/. Through the gateway's admin
-API it creates a tenant and an API key; with that key it submits a project
-(a small DAG with coder -> reviewer stages and one poison ticket) over REST.
-Agents claim, heartbeat, work and submit over gRPC until every ticket is done
-or dead-lettered; progress, the dead-letter queue and quota usage are read
-back over REST.
+Starts quota, events, ticketing and the REST gateway as separate processes,
+each on its own fresh SQLite database under var/demo/. Through the gateway's
+admin API it creates a tenant and an API key; with that key it subscribes a
+local webhook receiver to every event and submits a project (a small DAG
+with coder -> reviewer stages and one poison ticket) over REST. Agents claim,
+heartbeat, work and submit over gRPC until every ticket is done or
+dead-lettered; progress, the dead-letter queue, quota usage and the webhook
+deliveries (each verified with the standardwebhooks package) are reported.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket, TicketingClient
@@ -85,8 +89,43 @@ def running(name: str, proc: subprocess.Popen[bytes], log: Path) -> Iterator[Non
         console.print(f"{name} stopped (exit {proc.returncode}); log {log}")
 
 
+class WebhookReceiver:
+    """A local integration endpoint: verifies every delivery like a customer would."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.by_type: Counter[str] = Counter()
+        self.event_ids: set[str] = set()
+        self.rejected = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                try:
+                    payload = Webhook(receiver.secret).verify(body, dict(self.headers.items()))
+                    receiver.by_type[payload["event"]] += 1
+                    receiver.event_ids.add(self.headers["webhook-id"])
+                    self.send_response(204)
+                except WebhookVerificationError:
+                    receiver.rejected += 1
+                    self.send_response(401)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/swarm-events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def start_gateway(
-    workdir: Path, ticketing: str, quota: str, admin_token: str, log: IO[bytes]
+    workdir: Path, ticketing: str, quota: str, events: str, admin_token: str, log: IO[bytes]
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -94,6 +133,7 @@ def start_gateway(
         "SWARM_GATEWAY_PORT": str(port),
         "SWARM_GATEWAY_TICKETING_TARGET": ticketing,
         "SWARM_GATEWAY_QUOTA_TARGET": quota,
+        "SWARM_GATEWAY_EVENTS_TARGET": events,
         "SWARM_GATEWAY_ADMIN_TOKEN": admin_token,
         "SWARM_GATEWAY_LOG_LEVEL": "WARNING",
     }
@@ -102,7 +142,7 @@ def start_gateway(
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
                 return proc, base
         except httpx.HTTPError:
             pass  # not listening yet
@@ -120,7 +160,7 @@ def main() -> None:
     with ExitStack() as stack:
         logs = {
             name: stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            for name in ("quota", "ticketing", "gateway")
+            for name in ("quota", "events", "ticketing", "gateway")
         }
         quota_proc, quota = start_service(
             "swarm_quota",
@@ -129,21 +169,37 @@ def main() -> None:
             output=logs["quota"],
         )
         stack.enter_context(running("quota", quota_proc, workdir / "quota.log"))
+        events_proc, events = start_service(
+            "swarm_events",
+            "SWARM_EVENTS_",
+            {
+                "DATABASE_URL": f"sqlite:///{workdir / 'events.db'}",
+                # The demo's receiver is on this machine; a real install allows
+                # only public addresses (or its own on-prem ranges).
+                "WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+                "LOG_LEVEL": "WARNING",
+            },
+            output=logs["events"],
+        )
+        stack.enter_context(running("events", events_proc, workdir / "events.log"))
         ticketing_proc, ticketing = start_service(
             "swarm_ticketing",
             "SWARM_TICKETING_",
             {
                 "DATABASE_URL": f"sqlite:///{workdir / 'ticketing.db'}",
                 "QUOTA_TARGET": quota,
+                "EVENTS_TARGET": events,
                 "REAPER_INTERVAL_SECONDS": "1",
                 "LOG_LEVEL": "WARNING",
             },
             output=logs["ticketing"],
         )
         stack.enter_context(running("ticketing", ticketing_proc, workdir / "ticketing.log"))
-        gateway_proc, base = start_gateway(workdir, ticketing, quota, admin_token, logs["gateway"])
+        gateway_proc, base = start_gateway(workdir, ticketing, quota, events, admin_token, logs["gateway"])
         stack.enter_context(running("gateway", gateway_proc, workdir / "gateway.log"))
-        console.print(f"quota {quota} · ticketing {ticketing} · gateway {base} (docs at {base}/docs)")
+        console.print(
+            f"quota {quota} · events {events} · ticketing {ticketing} · gateway {base} (docs at {base}/docs)"
+        )
 
         admin = stack.enter_context(
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
@@ -157,6 +213,12 @@ def main() -> None:
         api = stack.enter_context(
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         )
+        receiver = WebhookReceiver()
+        stack.callback(receiver.close)
+        hook = api.post("/api/webhooks", json={"url": receiver.url, "events": ["*"], "description": "demo"})
+        hook.raise_for_status()
+        receiver.secret = hook.json()["secret"]
+        console.print(f"POST /api/webhooks → {hook.status_code}: every event to {receiver.url}")
         created = api.post("/api/projects", json=PROJECT, headers={"Idempotency-Key": "demo-project-1"})
         created.raise_for_status()
         project = created.json()["project"]
@@ -167,6 +229,7 @@ def main() -> None:
         names = {t["id"]: t["name"] for t in created.json()["tickets"]}
         run_agents(ticketing, api, names)
         report(api, project["id"])
+        report_webhooks(api, receiver, hook.json()["webhook"]["id"])
 
 
 def work(claimed: ClaimedTicket) -> dict[str, Any]:
@@ -243,6 +306,28 @@ def report(api: httpx.Client, project_id: str) -> None:
     console.print(
         f"[bold]{project['done_count']}/{project['ticket_count']} tickets done, {len(dlq)} dead-lettered"
     )
+
+
+def report_webhooks(api: httpx.Client, receiver: WebhookReceiver, hook_id: str) -> None:
+    """Every stored event reaches the receiver (at least once), signed."""
+    stored: set[str] = set()
+    token = ""
+    while True:
+        page = api.get("/api/events", params={"page_size": 1000, "page_token": token}).json()
+        stored |= {e["id"] for e in page["items"]}
+        token = page["next_page_token"]
+        if not token:
+            break
+    deadline = time.monotonic() + 30
+    while not stored <= receiver.event_ids and time.monotonic() < deadline:
+        time.sleep(0.2)
+    attempts = api.get(f"/api/webhooks/{hook_id}/logs", params={"page_size": 1000}).json()["items"]
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(receiver.by_type.items()))
+    console.print(
+        f"[bold]Webhook receiver:[/] {len(receiver.event_ids)}/{len(stored)} events delivered and verified "
+        f"(standardwebhooks), {receiver.rejected} rejected; {len(attempts)} attempts logged"
+    )
+    console.print(f"  {kinds}")
 
 
 if __name__ == "__main__":
