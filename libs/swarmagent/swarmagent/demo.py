@@ -147,6 +147,7 @@ def start_gateway(
         except httpx.HTTPError:
             pass  # not listening yet
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise SystemExit(f"gateway did not start; see {workdir / 'gateway.log'}")
         time.sleep(0.1)
 
