@@ -1,0 +1,153 @@
+"""The git work an agent does in its workspace: clone the project's
+repository, branch, write files, commit, push, and (for reviewers) merge.
+
+Plain `git` through subprocess: the agent needs exactly what the CLI does
+(any URL git understands, its credential helpers, its merge machinery).
+File paths come from an LLM and are untrusted: they must stay inside the
+work tree and out of `.git`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+MAX_FILE_BYTES = 512 * 1024
+
+
+class GitError(Exception):
+    """A git command failed; the message carries git's own words."""
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str
+    email: str
+
+
+def _git(cwd: Path | None, *args: str, author: Author | None = None) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    if author is not None:
+        env |= {
+            "GIT_AUTHOR_NAME": author.name,
+            "GIT_AUTHOR_EMAIL": author.email,
+            "GIT_COMMITTER_NAME": author.name,
+            "GIT_COMMITTER_EMAIL": author.email,
+        }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise GitError(f"git {args[0]}: {(done.stderr or done.stdout).strip()[:2000]}")
+    return done.stdout.strip()
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """`relative` inside `root`, or ValueError: no absolute paths, no `..`, no `.git`."""
+    pure = PurePosixPath(relative)
+    if not relative or pure.is_absolute() or "\\" in relative or "\x00" in relative:
+        raise ValueError(f"file path {relative!r} must be relative to the repository root")
+    if any(part in ("..", ".git") for part in pure.parts):
+        raise ValueError(f"file path {relative!r} must stay inside the work tree and out of .git")
+    return root.joinpath(*pure.parts)
+
+
+def init_repository(path: Path, files: Mapping[str, str], author: Author, branch: str = "main") -> str:
+    """A bare repository at `path` whose `branch` holds `files` (a demo
+    project's starting point); returns the commit."""
+    path.mkdir(parents=True, exist_ok=True)
+    _git(path, "init", "--bare", "--quiet", f"--initial-branch={branch}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace.init(Path(tmp) / "seed", branch)
+        ws.write_files(files)
+        commit = ws.commit("Initial commit", author)
+        ws.git("push", "--quiet", str(path.resolve()), f"{branch}:{branch}")
+    return commit
+
+
+@dataclass
+class Workspace:
+    path: Path
+
+    @classmethod
+    def init(cls, path: Path, branch: str) -> Workspace:
+        path.mkdir(parents=True, exist_ok=True)
+        _git(path, "init", "--quiet", f"--initial-branch={branch}")
+        return cls(path)
+
+    @classmethod
+    def clone(cls, url: str, path: Path) -> Workspace:
+        _git(None, "clone", "--quiet", "--no-tags", url, str(path))
+        return cls(path)
+
+    def git(self, *args: str, author: Author | None = None) -> str:
+        return _git(self.path, *args, author=author)
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def start_branch(self, name: str, base: str) -> None:
+        """A new local branch `name` from `origin/<base>` (or the remote's
+        `name` when it exists already, so a retried ticket continues it)."""
+        remote = self.git("ls-remote", "--heads", "origin", name)
+        if remote:
+            self.git("fetch", "--quiet", "origin", f"{name}:refs/remotes/origin/{name}")
+            self.git("checkout", "--quiet", "-B", name, f"origin/{name}")
+        else:
+            self.git("checkout", "--quiet", "-B", name, f"origin/{base}")
+
+    def write_files(self, files: Mapping[str, str]) -> list[str]:
+        """Write (create or replace) files; returns the paths written."""
+        written = []
+        for relative, content in files.items():
+            if len(content.encode()) > MAX_FILE_BYTES:
+                raise ValueError(f"file {relative!r} is larger than {MAX_FILE_BYTES} bytes")
+            target = safe_path(self.path, relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            written.append(relative)
+        return written
+
+    def commit(self, message: str, author: Author) -> str:
+        """Commit everything in the tree; with nothing changed, HEAD stays."""
+        self.git("add", "--all")
+        if not self.git("status", "--porcelain"):
+            return self.head() if self.git("rev-parse", "--verify", "--quiet", "HEAD") else ""
+        self.git("commit", "--quiet", "-m", message, author=author)
+        return self.head()
+
+    def push(self, branch: str) -> None:
+        self.git("push", "--quiet", "origin", f"{branch}:{branch}")
+
+    def diff(self, base: str, head: str) -> str:
+        """What `head` changes relative to where it left `base`."""
+        self.git("fetch", "--quiet", "origin", base, head)
+        return self.git("diff", f"origin/{base}...origin/{head}")
+
+    def changed_files(self, base: str, head: str) -> list[str]:
+        out = self.git("diff", "--name-only", f"origin/{base}...origin/{head}")
+        return [line for line in out.splitlines() if line]
+
+    def merge(self, branch: str, into: str, message: str, author: Author, attempts: int = 5) -> str:
+        """Merge `branch` into `into` and push it; retried when another merge
+        landed first (the push is rejected as non-fast-forward). Returns the
+        merge commit; GitError when the branches conflict."""
+        last: GitError | None = None
+        for _ in range(attempts):
+            self.git("fetch", "--quiet", "origin", into, branch)
+            self.git("checkout", "--quiet", "-B", into, f"origin/{into}")
+            try:
+                self.git("merge", "--no-ff", "--quiet", "-m", message, f"origin/{branch}", author=author)
+            except GitError:
+                self.git("merge", "--abort")
+                raise
+            try:
+                self.git("push", "--quiet", "origin", f"{into}:{into}")
+                return self.head()
+            except GitError as exc:  # someone else pushed `into` meanwhile: merge again on top
+                last = exc
+        raise last or GitError("merge: gave up")
