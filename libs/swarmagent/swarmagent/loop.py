@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, propagate, trace
 
 from swarmagent.client import ClaimedTicket, LeaseLost, TicketingClient
 
@@ -62,19 +63,46 @@ class AgentLoop:
     def run(self, stop: threading.Event) -> LoopStats:
         """Work tickets until `stop` is set."""
         while not stop.is_set():
-            with tracer.start_as_current_span("agent.claim"):
-                claimed = self.client.claim(self.role)
+            # Empty polls are not traced (they would be most of the spans);
+            # a successful claim is recorded in the ticket's trace below.
+            started = time.time_ns()
+            claimed = self.client.claim(self.role)
             if claimed is None:
                 stop.wait(self.idle_wait)
                 continue
-            self.run_one(claimed)
+            self.run_one(claimed, claim_started_ns=started)
         return self.stats
 
-    def run_one(self, claimed: ClaimedTicket) -> None:
+    def _attributes(self, claimed: ClaimedTicket) -> dict[str, str]:
+        return {
+            "swarm.tenant_id": self.client.tenant_id,
+            "swarm.ticket_id": claimed.id,
+            "swarm.project_id": str(claimed.ticket.project_id),
+            "swarm.agent_id": self.client.agent_id,
+            "swarm.stage": claimed.stage_name,
+        }
+
+    def run_one(self, claimed: ClaimedTicket, claim_started_ns: int | None = None) -> None:
+        # The ticket's trace context came with the lease: join its trace.
+        ticket_context = propagate.extract({"traceparent": claimed.ticket.traceparent})
+        token = context.attach(ticket_context)
+        try:
+            if claim_started_ns is not None:
+                tracer.start_span(
+                    "agent.claim", start_time=claim_started_ns, attributes=self._attributes(claimed)
+                ).end()
+            self._run_one(claimed)
+        finally:
+            context.detach(token)
+
+    def _run_one(self, claimed: ClaimedTicket) -> None:
         lost = threading.Event()
         done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(claimed, done, lost), daemon=True)
-        with tracer.start_as_current_span("agent.work", attributes={"swarm.ticket_id": claimed.id}):
+        with tracer.start_as_current_span("agent.work", attributes=self._attributes(claimed)):
+            # Renewals are part of the work: the thread starts in this context.
+            beat = threading.Thread(
+                target=self._heartbeat, args=(claimed, done, lost, context.get_current()), daemon=True
+            )
             try:
                 self.client.start(claimed)
                 self.on_event("started", claimed, claimed.stage_name)
@@ -104,7 +132,10 @@ class AgentLoop:
                 self.stats.failed.append(claimed.id)
                 self.on_event("quarantined" if quarantined else "failed", claimed, reason)
 
-    def _heartbeat(self, claimed: ClaimedTicket, done: threading.Event, lost: threading.Event) -> None:
+    def _heartbeat(
+        self, claimed: ClaimedTicket, done: threading.Event, lost: threading.Event, ctx: context.Context
+    ) -> None:
+        context.attach(ctx)
         while not done.wait(self.heartbeat_interval):
             try:
                 self.client.renew(claimed)

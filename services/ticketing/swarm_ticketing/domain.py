@@ -143,6 +143,7 @@ class Ticket:
     result_json: str | None
     created_at: datetime
     updated_at: datetime
+    traceparent: str | None = None
 
     @property
     def current_role(self) -> AgentRole:

@@ -52,6 +52,7 @@ def to_ticket(row: Row[Any]) -> Ticket:
         quarantine_reason=m["quarantine_reason"],
         quarantined_at=m["quarantined_at"],
         result_json=m["result_json"],
+        traceparent=m["traceparent"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
     )

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry import propagate
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -106,6 +107,8 @@ class TicketStore:
         now = self.clock.now()
         project_id = str(uuid.uuid4())
         ids = {t.key: str(uuid.uuid4()) for t in spec.tickets}
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the creating request's trace becomes the tickets' trace
         children = Counter(dep for t in spec.tickets for dep in t.depends_on)
         conn.execute(
             sa.insert(projects).values(
@@ -138,6 +141,7 @@ class TicketStore:
                     "parent_ids": ",".join(ids[dep] for dep in t.depends_on),
                     "child_count": children[t.key],
                     "failure_count": 0,
+                    "traceparent": carrier.get("traceparent"),
                     "created_at": now,
                     "updated_at": now,
                 }

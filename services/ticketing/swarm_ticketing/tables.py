@@ -72,6 +72,9 @@ tickets = sa.Table(
     # with it is answered with success instead of a stale-token error.
     sa.Column("last_submitted_token", sa.String(36), nullable=True),
     sa.Column("result_json", sa.Text, nullable=True),
+    # W3C trace context of the request that created the ticket: agents get it
+    # with their lease, so everything done for the ticket is one trace.
+    sa.Column("traceparent", sa.String(64), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # The claim path: only ready rows, already in claim order.

@@ -161,6 +161,7 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
         quarantine_reason=t.quarantine_reason or "",
         quarantine_time=_ts(t.quarantined_at),
         result_json=t.result_json or "",
+        traceparent=t.traceparent or "",
         create_time=_ts(t.created_at),
         update_time=_ts(t.updated_at),
     )
