@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc import server_interceptor
+from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
 
 from swarmcommon.errors import QuotaExceeded, SwarmError
 
@@ -44,6 +45,9 @@ class GrpcService:
     full_name: str
     register: Callable[[grpc.Server], None]
     domain: str = "swarm"
+    # False for a span sink (OTLP ingestion): tracing its own calls would
+    # feed every export back into itself.
+    traced: bool = True
 
 
 def to_status(exc: SwarmError, domain: str) -> status_pb2.Status:
@@ -158,9 +162,11 @@ def start_server(
         # method is "/package.Service/Method"
         return domains.get(method.lstrip("/").split("/", 1)[0], "swarm")
 
+    untraced = [service_name(s.full_name) for s in services if not s.traced]
+    tracing = server_interceptor(filter_=negate(any_of(*untraced)) if untraced else None)  # type: ignore[no-untyped-call]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[server_interceptor(), ErrorInterceptor(domain_of)],  # type: ignore[no-untyped-call]
+        interceptors=[tracing, ErrorInterceptor(domain_of)],
         # Off by default so two services can never silently share a port.
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )

@@ -1,0 +1,70 @@
+"""The seed's trace waterfall as text, from a GetTicketTraceResponse:
+
+Ticket 3f2a… · 42.1s · trace 4bf92f35…
+├─ vm.restore ──────────────     8ms
+├─ llm.generate_code ───────   38.1s  ◀ 84% of time
+│   ├─ prompt_sent (tokens=2500)
+│   └─ response_received (tokens=1200)
+└─ git.push ────────────────    3.8s
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+
+NAME_WIDTH = 34
+HOT = 0.5
+
+
+def _duration(ns: int) -> str:
+    if ns < 1_000_000:
+        return f"{ns / 1000:.0f}µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1_000_000:.0f}ms"
+    return f"{ns / 1_000_000_000:.1f}s"
+
+
+def _event_label(event: Any) -> str:
+    attrs = json_format.MessageToDict(event.attributes)
+    detail = ", ".join(
+        f"{k}={int(v) if isinstance(v, float) and v.is_integer() else v}" for k, v in attrs.items()
+    )
+    return f"{event.name} ({detail})" if detail else event.name
+
+
+def render_waterfall(trace: Any) -> str:
+    """Text for a swarm.telemetry.v1.GetTicketTraceResponse."""
+    spans = list(trace.spans)
+    total = trace.total_duration.ToNanoseconds()
+    head = f"Ticket {trace.ticket_id} · {_duration(total)}"
+    if trace.trace_ids:
+        head += f" · trace {trace.trace_ids[0]}"
+    lines = [head]
+    for i, span in enumerate(spans):
+        later = spans[i + 1 :]
+        # The last sibling: no later span at the same depth before the parent level ends.
+        last = True
+        for nxt in later:
+            if nxt.depth < span.depth:
+                break
+            if nxt.depth == span.depth:
+                last = False
+                break
+        guides = ""
+        for depth in range(1, span.depth + 1):
+            if depth == span.depth:
+                break
+            guides += "│   "
+        branch = "└─ " if last else "├─ "
+        label = f"{guides}{branch}{span.name} "
+        bar = "─" * max(2, NAME_WIDTH - len(label))
+        line = f"{label}{bar} {_duration(span.duration.ToNanoseconds()):>7}"
+        if span.depth > 0 and span.share_of_total >= HOT:
+            line += f"  ◀ {span.share_of_total:.0%} of time"
+        lines.append(line)
+        pad = guides + ("    " if last else "│   ")
+        for j, event in enumerate(span.events):
+            lines.append(f"{pad}{'└─' if j == len(span.events) - 1 else '├─'} {_event_label(event)}")
+    return "\n".join(lines)

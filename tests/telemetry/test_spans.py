@@ -1,0 +1,198 @@
+"""Spans in through stock OTLP, out as the ticket's trace tree."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from swarm.telemetry.v1 import telemetry_pb2 as pb
+from swarmcommon.waterfall import render_waterfall
+from tests.conftest import BACKENDS
+from tests.telemetry.conftest import TelemetryHarness, start_telemetry
+from tests.ticketing.helpers import raises_status
+
+pytestmark = BACKENDS
+
+
+def work_on_ticket(h: TelemetryHarness, tenant: str, ticket: str, agent: str = "coder-1") -> str:
+    """What an agent's runtime emits for one ticket (the seed's span names)."""
+    provider = h.provider(**{"swarm.agent_id": agent})
+    tracer = provider.get_tracer("test")
+    attrs = {"swarm.tenant_id": tenant, "swarm.ticket_id": ticket}
+    with tracer.start_as_current_span("agent.work", attributes=attrs) as root:
+        for name in ("vm.restore", "git.clone"):
+            with tracer.start_as_current_span(name):
+                time.sleep(0.002)
+        with tracer.start_as_current_span(
+            "llm.generate_code", attributes={"gen_ai.request.model": "m"}
+        ) as llm:
+            llm.add_event("prompt_sent", {"tokens": 2500})
+            time.sleep(0.15)
+            llm.add_event("response_received", {"tokens": 1200})
+        for name in ("file.write", "git.commit", "git.push"):
+            with tracer.start_as_current_span(name):
+                time.sleep(0.002)
+    provider.shutdown()
+    return format(root.get_span_context().trace_id, "032x")
+
+
+def test_stock_otlp_export_reads_back_as_the_ticket_tree(telemetry: TelemetryHarness) -> None:
+    ticket = str(uuid.uuid4())
+    trace_id = work_on_ticket(telemetry, "acme", ticket)
+    reply = telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket))
+    assert list(reply.trace_ids) == [trace_id]
+    names = [(s.name, s.depth) for s in reply.spans]
+    assert names == [
+        ("agent.work", 0),
+        ("vm.restore", 1),
+        ("git.clone", 1),
+        ("llm.generate_code", 1),
+        ("file.write", 1),
+        ("git.commit", 1),
+        ("git.push", 1),
+    ]
+    root = reply.spans[0]
+    assert root.parent_span_id == "" and root.tenant_id == "acme" and root.ticket_id == ticket
+    assert all(s.parent_span_id == root.span_id for s in reply.spans[1:])  # parent links intact
+    assert root.agent_id == "coder-1" and root.service_name == "swarm-agent"  # from the resource
+    llm = next(s for s in reply.spans if s.name == "llm.generate_code")
+    assert [e.name for e in llm.events] == ["prompt_sent", "response_received"]
+    assert llm.events[0].attributes["tokens"] == 2500
+    total = reply.total_duration.ToNanoseconds()
+    assert root.share_of_total == 1.0
+    assert abs(llm.share_of_total - llm.duration.ToNanoseconds() / total) < 1e-9
+    assert max(reply.spans[1:], key=lambda s: s.share_of_total).name == "llm.generate_code"
+    assert reply.total_duration.ToNanoseconds() == root.duration.ToNanoseconds()
+
+    text = render_waterfall(reply)
+    assert "llm.generate_code" in text and "% of time" in text and "prompt_sent" in text
+
+
+def test_trace_reads_are_tenant_scoped(telemetry: TelemetryHarness) -> None:
+    ticket = str(uuid.uuid4())
+    work_on_ticket(telemetry, "acme", ticket)
+    with raises_status(grpc.StatusCode.NOT_FOUND, ticket):
+        telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="other", ticket_id=ticket))
+    assert list(telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="other")).spans) == []
+    assert len(telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme")).spans) == 7
+
+
+def test_a_shared_trace_shows_each_ticket_only_its_own_branch(telemetry: TelemetryHarness) -> None:
+    """Tickets of one project share the trace of the request that created them."""
+    provider = telemetry.provider()
+    tracer = provider.get_tracer("test")
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    with tracer.start_as_current_span("POST /api/projects"):
+        for ticket in (a, b):
+            with tracer.start_as_current_span(
+                "agent.work", attributes={"swarm.tenant_id": "acme", "swarm.ticket_id": ticket}
+            ):
+                with tracer.start_as_current_span(f"work-{ticket[:4]}"):
+                    pass
+    provider.shutdown()
+    reply = telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=a))
+    assert [s.name for s in reply.spans] == ["POST /api/projects", "agent.work", f"work-{a[:4]}"]
+    assert [s.depth for s in reply.spans] == [0, 1, 2]
+
+
+def test_list_spans_filters_and_pages(telemetry: TelemetryHarness) -> None:
+    ticket = str(uuid.uuid4())
+    trace_id = work_on_ticket(telemetry, "acme", ticket)
+    slow = telemetry.stub.ListSpans(
+        pb.ListSpansRequest(tenant_id="acme", min_duration={"nanos": 20_000_000}, trace_id=trace_id)
+    ).spans
+    assert {s.name for s in slow} == {"agent.work", "llm.generate_code"}
+    named = telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme", name="git.push")).spans
+    assert [s.name for s in named] == ["git.push"]
+    seen, token = [], ""
+    while True:
+        page = telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme", page_size=3, page_token=token))
+        seen += [s.span_id for s in page.spans]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 7
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "trace_id"):
+        telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme", trace_id="xyz"))
+
+
+def test_malformed_spans_are_a_partial_success_and_resends_are_stored_once(
+    telemetry: TelemetryHarness,
+) -> None:
+    ticket = str(uuid.uuid4())
+    good = trace_pb2.Span(
+        trace_id=bytes.fromhex("11" * 16),
+        span_id=bytes.fromhex("22" * 8),
+        name="ok",
+        start_time_unix_nano=1,
+        end_time_unix_nano=2,
+    )
+    good.attributes.add(key="swarm.tenant_id").value.string_value = "acme"
+    good.attributes.add(key="swarm.ticket_id").value.string_value = ticket
+    bad = trace_pb2.Span(trace_id=b"short", span_id=b"x", name="bad")
+    request = otlp.ExportTraceServiceRequest(
+        resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[good, bad])])]
+    )
+    stub = otlp_grpc.TraceServiceStub(telemetry.channel)  # type: ignore[no-untyped-call]
+    for _ in range(2):  # the exporter retried
+        reply = stub.Export(request)
+        assert reply.partial_success.rejected_spans == 1 and "trace_id" in reply.partial_success.error_message
+    spans = telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket)).spans
+    assert [s.name for s in spans] == ["ok"]
+
+
+def test_forwarding_sends_the_same_spans_downstream(db: str, tmp_path: Path) -> None:
+    # The downstream receiver is another telemetry server (any OTLP receiver would do).
+    downstream = start_telemetry(f"sqlite:///{tmp_path / 'downstream.db'}")
+    upstream = start_telemetry(db, forward_otlp_target=downstream.target)
+    try:
+        ticket = str(uuid.uuid4())
+        work_on_ticket(upstream, "acme", ticket)
+        ours = upstream.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                theirs = downstream.stub.GetTicketTrace(
+                    pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket)
+                )
+                if len(theirs.spans) == len(ours.spans):
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "downstream never got the spans"
+            time.sleep(0.05)
+        assert [(s.span_id, s.parent_span_id, s.name) for s in theirs.spans] == [
+            (s.span_id, s.parent_span_id, s.name) for s in ours.spans
+        ]
+        assert upstream.app.forwarder is not None and upstream.app.forwarder.dropped == 0
+    finally:
+        for h in (upstream, downstream):
+            h.channel.close()
+            h.app.stop(grace=1)
+
+
+def test_retention_purges_old_spans(telemetry: TelemetryHarness) -> None:
+    ticket = str(uuid.uuid4())
+    work_on_ticket(telemetry, "acme", ticket)
+    assert telemetry.app.spans.purge(timedelta(hours=1)) == 0
+    assert telemetry.app.spans.purge(timedelta(seconds=-1)) == 7
+    with raises_status(grpc.StatusCode.NOT_FOUND):
+        telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket))
+
+
+def test_own_tracing_does_not_feed_back(telemetry: TelemetryHarness, spans: InMemorySpanExporter) -> None:
+    """The OTLP intake is not traced: an export makes no span of its own."""
+    ticket = str(uuid.uuid4())
+    work_on_ticket(telemetry, "acme", ticket)
+    telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme"))
+    names = {s.name for s in spans.get_finished_spans()}
+    assert any("TelemetryService/ListSpans" in n for n in names)  # the service itself is traced
+    assert not any("TraceService/Export" in n for n in names)
