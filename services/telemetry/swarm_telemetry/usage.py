@@ -195,17 +195,18 @@ class UsageLedger:
     ) -> tuple[list[SummaryRow], Totals, str]:
         if group not in GROUPS:
             raise InvalidArgument("group_by", f"must be one of {', '.join(GROUPS)}")
-        now = self.clock.now()
-        start = start or month_start(now)
-        end = end or now
+        token = PageToken(["usage", tenant_id, group, start, end, project_id])
+        key = token.decode(page_token)
+        if key is not None:  # later pages keep the first page's resolved range
+            offset, start, end = int(key[0]), datetime.fromisoformat(key[1]), datetime.fromisoformat(key[2])
+        else:
+            now = self.clock.now()
+            offset, start, end = 0, start or month_start(now), end or now
         if end <= start:
             raise InvalidArgument("end_time", "must be after start_time")
         where = [U.c.tenant_id == tenant_id, U.c.usage_at >= start, U.c.usage_at < end]
         if project_id:
             where.append(U.c.project_id == project_id)
-        token = PageToken(["usage", tenant_id, group, start, end, project_id])
-        key = token.decode(page_token)
-        offset = int(key[0]) if key is not None else 0
         group_key = self._key(group).label("key")
         cost = sa.func.coalesce(sa.func.sum(U.c.cost_usd_micros), 0)
         order: list[Any] = [group_key] if group in ("day", "month") else [cost.desc(), group_key]
@@ -232,7 +233,11 @@ class UsageLedger:
             )
             for r in rows[:page_size]
         ]
-        nxt = token.encode([offset + page_size]) if len(rows) > page_size else ""
+        nxt = (
+            token.encode([offset + page_size, start.isoformat(), end.isoformat()])
+            if len(rows) > page_size
+            else ""
+        )
         return out, total, nxt
 
     # -- budgets ------------------------------------------------------------------------------
