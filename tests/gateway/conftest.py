@@ -21,6 +21,8 @@ from swarm_gateway.config import Settings as GatewaySettings
 from swarm_gateway.main import create_app
 from swarm_quota import server as quota_server
 from swarm_quota.config import Settings as QuotaSettings
+from swarm_telemetry import server as telemetry_server
+from swarm_telemetry.config import Settings as TelemetrySettings
 from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings as TicketingSettings
 from swarmcommon.db import Database
@@ -60,6 +62,7 @@ class Mesh:
     http: httpx.Client
     quota_db: Database
     events: events_server.Events
+    telemetry: telemetry_server.Telemetry
 
     def admin(self, method: str, path: str, **kw: object) -> httpx.Response:
         return self.http.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw)  # type: ignore[arg-type]
@@ -78,7 +81,7 @@ class Mesh:
 
 
 def run_mesh(
-    url_quota: str, url_ticketing: str, url_events: str, auth_cache_seconds: float = 0.2
+    url_quota: str, url_ticketing: str, url_events: str, url_telemetry: str, auth_cache_seconds: float = 0.2
 ) -> Iterator[Mesh]:
     # The real clock: rate-limit headers are wall-clock epoch seconds.
     quota_app = quota_server.start(QuotaSettings(database_url=url_quota, listen_address="127.0.0.1:0"))
@@ -89,6 +92,14 @@ def run_mesh(
             webhook_allow_networks="127.0.0.0/8",
             retry_schedule_seconds="0.05,0.05",
             retry_jitter=0,
+        )
+    )
+    telemetry_app = telemetry_server.start(
+        TelemetrySettings(
+            database_url=url_telemetry,
+            listen_address="127.0.0.1:0",
+            quota_target=f"127.0.0.1:{quota_app.port}",
+            retention_interval_seconds=0,
         )
     )
     ticketing_app = ticketing_server.start(
@@ -105,6 +116,7 @@ def run_mesh(
             ticketing_target=f"127.0.0.1:{ticketing_app.port}",
             quota_target=f"127.0.0.1:{quota_app.port}",
             events_target=f"127.0.0.1:{events_app.port}",
+            telemetry_target=f"127.0.0.1:{telemetry_app.port}",
             admin_token=ADMIN_TOKEN,
             auth_cache_seconds=auth_cache_seconds,
         )
@@ -112,15 +124,29 @@ def run_mesh(
     tch = channel(f"127.0.0.1:{ticketing_app.port}")
     try:
         with LiveServer(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
-            yield Mesh(base_url, app, tpb_grpc.TicketingServiceStub(tch), http, quota_app.db, events_app)
+            yield Mesh(
+                base_url,
+                app,
+                tpb_grpc.TicketingServiceStub(tch),
+                http,
+                quota_app.db,
+                events_app,
+                telemetry_app,
+            )
     finally:
         tch.close()
         ticketing_app.stop(grace=1)
         events_app.stop(grace=1)
+        telemetry_app.stop(grace=1)
         quota_app.stop(grace=1)
 
 
 @pytest.fixture
 def mesh(db: str, tmp_path: Path) -> Iterator[Mesh]:
     """Ticketing on the parametrized backend; quota and events on SQLite beside it."""
-    yield from run_mesh(f"sqlite:///{tmp_path / 'quota.db'}", db, f"sqlite:///{tmp_path / 'events.db'}")
+    yield from run_mesh(
+        f"sqlite:///{tmp_path / 'quota.db'}",
+        db,
+        f"sqlite:///{tmp_path / 'events.db'}",
+        f"sqlite:///{tmp_path / 'telemetry.db'}",
+    )

@@ -21,7 +21,10 @@ EXAMPLES_PER_OPERATION = 25
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, str]]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     for mesh in run_mesh(
-        f"sqlite:///{tmp / 'quota.db'}", f"sqlite:///{tmp / 'ticketing.db'}", f"sqlite:///{tmp / 'events.db'}"
+        f"sqlite:///{tmp / 'quota.db'}",
+        f"sqlite:///{tmp / 'ticketing.db'}",
+        f"sqlite:///{tmp / 'events.db'}",
+        f"sqlite:///{tmp / 'telemetry.db'}",
     ):
         key = mesh.tenant_with_key(f"fuzz-{uuid.uuid4().hex[:6]}", plan="enterprise")
         yield mesh, key

@@ -21,7 +21,7 @@ from swarm_gateway.errors import (
     http_error_response,
     validation_error_response,
 )
-from swarm_gateway.routers import admin, health, quota, ticketing, webhooks
+from swarm_gateway.routers import admin, health, quota, telemetry, ticketing, webhooks
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
@@ -49,6 +49,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error_response)
     for module in (ticketing, quota, admin, health):
         app.include_router(module.router)
+    app.include_router(telemetry.router)
     app.include_router(webhooks.router)
     app.include_router(webhooks.events_router)
     # W3C trace context from the HTTP request continues into the gRPC calls.

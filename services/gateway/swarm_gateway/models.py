@@ -55,6 +55,13 @@ def enum_value(wrapper: Any, name: str, prefix: str) -> int:
     return int(wrapper.Value(prefix + name.upper()))
 
 
+def to_timestamp(value: datetime) -> Timestamp:
+    """A caller's time as a protobuf Timestamp; without a zone it is UTC."""
+    out = Timestamp()
+    out.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    return out
+
+
 def ts(value: Timestamp, present: bool = True) -> datetime | None:
     return value.ToDatetime(tzinfo=UTC) if present else None
 

@@ -18,13 +18,12 @@ import anyio
 import grpc
 from fastapi import APIRouter, Header, Path, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
-from google.protobuf import timestamp_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.events.v1 import events_pb2 as epb
 from swarm_gateway.auth import Backend, CurrentCaller
 from swarm_gateway.errors import COMMON_ERRORS, ApiError
-from swarm_gateway.models import NAME_ID_PATTERN, UUID_PATTERN, enum_value
+from swarm_gateway.models import NAME_ID_PATTERN, UUID_PATTERN, enum_value, to_timestamp
 from swarm_gateway.webhook_models import (
     DeliveryAttemptPage,
     DeliveryAttemptPublic,
@@ -58,12 +57,6 @@ IdempotencyKey = Annotated[
     Header(alias="Idempotency-Key", pattern=NAME_ID_PATTERN, description="Retries return the first result"),
 ]
 EventTypes = Annotated[list[str], Query(max_length=50, description='Event types; none or "*" means all')]
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return out
 
 
 @router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
@@ -219,7 +212,7 @@ def recover_failed_deliveries(
     """Re-queue every failed delivery created since a time (409 while the webhook is disabled)."""
     reply = b.events.RecoverFailedDeliveries(
         epb.RecoverFailedDeliveriesRequest(
-            tenant_id=caller.tenant_id, webhook_id=webhook_id, start_time=_timestamp(body.since)
+            tenant_id=caller.tenant_id, webhook_id=webhook_id, start_time=to_timestamp(body.since)
         ),
         timeout=b.timeout,
     )
@@ -255,8 +248,8 @@ def list_events(
             tenant_id=caller.tenant_id,
             types=[t for t in types if t != "*"],
             subject=subject,
-            start_time=_timestamp(since) if since else None,
-            end_time=_timestamp(until) if until else None,
+            start_time=to_timestamp(since) if since else None,
+            end_time=to_timestamp(until) if until else None,
             page_size=page_size,
             page_token=page_token,
         ),
@@ -311,7 +304,7 @@ async def stream_events(
         epb.StreamEventsRequest(
             tenant_id=caller.tenant_id,
             types=[t for t in types if t != "*"],
-            start_time=_timestamp(start) if start else None,
+            start_time=to_timestamp(start) if start else None,
         ),
         metadata=trace_metadata(),
     )
