@@ -1,1 +1,0 @@
-"""Swarm vmhost service."""
