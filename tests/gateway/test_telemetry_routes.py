@@ -61,7 +61,8 @@ def _setup(mesh: Mesh) -> tuple[str, httpx.Client, str, str]:
     tenant = f"a-{uuid.uuid4().hex[:6]}"
     key = mesh.tenant_with_key(tenant)
     with mesh.as_key(key) as setup:
-        created = setup.post("/api/projects", json={"name": "p", "tickets": [{"key": "a", "name": "A"}]}).json()
+        project_spec = {"name": "p", "tickets": [{"key": "a", "name": "A"}]}
+        created = setup.post("/api/projects", json=project_spec).json()
     project, ticket = created["project"]["id"], created["tickets"][0]["id"]
     _agent_spans(mesh, tenant, ticket)
     _usage(mesh, tenant, project, ticket, "claude-sonnet-4-6", 10_000)
