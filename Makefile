@@ -55,6 +55,7 @@ lint: setup
 bench: setup postgres
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/spans.py
 
 clean:
 	rm -rf $(VENV) $(GEN) build var

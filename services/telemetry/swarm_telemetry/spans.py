@@ -140,26 +140,29 @@ class SpanStore:
     @staticmethod
     def _hand_down(conn: Connection, owned: list[dict[str, Any]]) -> None:
         """Give owned spans' stored descendants (children that came first) their owner."""
-        frontier = [
-            (r["trace_id"], r["span_id"], r["tenant_id"], r["ticket_id"], r["agent_id"]) for r in owned
-        ]
+        owners = {
+            (r["trace_id"], r["span_id"]): (r["tenant_id"], r["ticket_id"], r["agent_id"]) for r in owned
+        }
         for _ in range(64):  # deeper trees than this are not real traces
-            if not frontier:
+            if not owners:
                 return
-            nxt = []
-            for trace_id, span_id, tenant, ticket, agent in frontier:
-                updated = conn.execute(
+            # Usually none: children normally come in the same export as their parent.
+            waiting = conn.execute(
+                sa.select(
+                    S.c.seq, S.c.trace_id, S.c.span_id, S.c.parent_span_id, S.c.ticket_id, S.c.agent_id
+                ).where(S.c.tenant_id == "", sa.tuple_(S.c.trace_id, S.c.parent_span_id).in_(list(owners)))
+            ).all()
+            nxt = {}
+            for w in waiting:
+                tenant, ticket, agent = owners[(w.trace_id, w.parent_span_id)]
+                ticket, agent = w.ticket_id or ticket, w.agent_id or agent
+                conn.execute(
                     sa.update(S)
-                    .where(S.c.trace_id == trace_id, S.c.parent_span_id == span_id, S.c.tenant_id == "")
-                    .values(
-                        tenant_id=tenant,
-                        ticket_id=sa.case((S.c.ticket_id == "", ticket), else_=S.c.ticket_id),
-                        agent_id=sa.case((S.c.agent_id == "", agent), else_=S.c.agent_id),
-                    )
-                    .returning(S.c.span_id, S.c.ticket_id, S.c.agent_id)
-                ).all()
-                nxt += [(trace_id, u.span_id, tenant, u.ticket_id, u.agent_id) for u in updated]
-            frontier = nxt
+                    .where(S.c.seq == w.seq)
+                    .values(tenant_id=tenant, ticket_id=ticket, agent_id=agent)
+                )
+                nxt[(w.trace_id, w.span_id)] = (tenant, ticket, agent)
+            owners = nxt
 
     def ticket_trace(self, tenant_id: str, ticket_id: str) -> TicketTrace:
         """The ticket's spans as a tree: every span of the traces its spans
