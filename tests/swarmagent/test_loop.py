@@ -109,19 +109,48 @@ def test_heartbeats_hold_the_lease_and_a_lost_lease_stops_the_submit(ticketing: 
 
 
 def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
-    """The README's run command: ticketing on SQLite, agents, a dead letter."""
+    """The README's run command: the whole local mesh, a real repository, agents
+    calling the LLM through the tracked client, every reviewed change merged."""
     out = subprocess.run(
         [sys.executable, "-m", "swarmagent.demo"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=180,
-        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        timeout=240,
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr
     assert "5/6 tickets done, 1 dead-lettered" in out.stdout
     assert "POST /api/projects → 201" in out.stdout
     assert "tickets_per_day      6/500" in out.stdout
-    assert "Failed 3 times: Syntax error in spec" in out.stdout
-    for service in ("quota", "ticketing", "gateway"):
+    assert "Failed 3 times: the model's answer is not JSON" in out.stdout
+    # Every reviewed ticket was merged into main of the repository the demo made.
+    repo = tmp_path / "var" / "demo" / "repos" / "webapp.git"
+    log = subprocess.run(
+        ["git", "-C", str(repo), "log", "--first-parent", "--format=%s", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len([m for m in log if m.startswith("Merge swarm/")]) == 5
+    files = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "src/implement_rest_endpoints.py" in files and "src/migrate_legacy_billing_schema.py" not in files
+    # Cost and the trace are visible.
+    assert "Cost this month: $0.0" in out.stdout and "coder" in out.stdout and "reviewer" in out.stdout
+    for step in (
+        "git.clone",
+        "llm.generate_code",
+        "chat claude-sonnet-4-6",
+        "git.push",
+        "llm.review",
+        "git.merge",
+    ):
+        assert step in out.stdout, step
+    assert "0 rejected" in out.stdout
+    for service in ("quota", "telemetry", "events", "ticketing", "gateway"):
         assert f"{service} stopped (exit 0)" in out.stdout

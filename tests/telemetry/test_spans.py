@@ -86,8 +86,9 @@ def test_trace_reads_are_tenant_scoped(telemetry: TelemetryHarness) -> None:
 
 
 def test_a_shared_trace_shows_each_ticket_only_its_own_branch(telemetry: TelemetryHarness) -> None:
-    """Tickets of one project share the trace of the request that created them."""
-    provider = telemetry.provider()
+    """Tickets of one project share the trace of the request that created them
+    (and an agent process may put its tenant on every span's resource)."""
+    provider = telemetry.provider(**{"swarm.tenant_id": "acme"})
     tracer = provider.get_tracer("test")
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     with tracer.start_as_current_span("POST /api/projects"):
@@ -96,11 +97,20 @@ def test_a_shared_trace_shows_each_ticket_only_its_own_branch(telemetry: Telemet
                 "agent.work", attributes={"swarm.tenant_id": "acme", "swarm.ticket_id": ticket}
             ):
                 with tracer.start_as_current_span(f"work-{ticket[:4]}"):
-                    pass
+                    with tracer.start_as_current_span(f"deeper-{ticket[:4]}"):
+                        pass
     provider.shutdown()
     reply = telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=a))
-    assert [s.name for s in reply.spans] == ["POST /api/projects", "agent.work", f"work-{a[:4]}"]
-    assert [s.depth for s in reply.spans] == [0, 1, 2]
+    assert [s.name for s in reply.spans] == [
+        "POST /api/projects",
+        "agent.work",
+        f"work-{a[:4]}",
+        f"deeper-{a[:4]}",
+    ]
+    assert [s.depth for s in reply.spans] == [0, 1, 2, 3]
+    # The deeper spans were indexed under their ticket too.
+    listed = telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme", ticket_id=b)).spans
+    assert sorted(s.name for s in listed) == sorted(["agent.work", f"work-{b[:4]}", f"deeper-{b[:4]}"])
 
 
 def test_list_spans_filters_and_pages(telemetry: TelemetryHarness) -> None:

@@ -1,19 +1,24 @@
 """python -m swarmagent.demo: the local mesh on embedded SQLite, worked by agents.
 
-Starts quota, events, ticketing and the REST gateway as separate processes,
-each on its own fresh SQLite database under var/demo/. Through the gateway's
-admin API it creates a tenant and an API key; with that key it subscribes a
-local webhook receiver to every event and submits a project (a small DAG
-with coder -> reviewer stages and one poison ticket) over REST. Agents claim,
-heartbeat, work and submit over gRPC until every ticket is done or
-dead-lettered; progress, the dead-letter queue, quota usage and the webhook
-deliveries (each verified with the standardwebhooks package) are reported.
+Starts quota, telemetry, events, ticketing and the REST gateway as separate
+processes, each on its own fresh SQLite database under var/demo/, every one
+exporting its spans to telemetry over OTLP. Creates a real git repository
+(var/demo/repos/webapp.git), a tenant and an API key, subscribes a local
+webhook receiver to every event, and submits a project over REST: a small
+DAG of coder -> reviewer tickets plus one poison ticket.
+
+Agents work it: each claims a ticket, clones the repository, asks the LLM
+(the real `anthropic` SDK, pointed at a local Messages-API server with
+deterministic answers) through the tracked client, writes, commits and
+pushes a branch; reviewers review the diff and merge it into main. At the
+end it prints the tickets, the dead-letter queue, quota usage, the cost of
+the LLM calls, one ticket's trace waterfall, main's history, and the
+webhook deliveries (each verified with the standardwebhooks package).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -22,33 +27,44 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
+import anthropic
 import httpx
 from rich.console import Console
 from rich.table import Table
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmagent import demo_llm
 from swarmagent.client import ClaimedTicket, TicketingClient
-from swarmagent.loop import AgentLoop, WorkFailed
+from swarmagent.gitops import Author, init_repository
+from swarmagent.llm import Attribution, TrackedLLM
+from swarmagent.loop import AgentLoop
+from swarmagent.messages_server import MessagesServer
+from swarmagent.runtime import Runtime
+from swarmcommon.grpcclient import channel
 from swarmcommon.localproc import free_port, start_service
+from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 
 console = Console()
 TENANT = "acme"
-POISON = "Migrate legacy billing schema"
+POISON = demo_llm.POISON
+MODEL = "claude-sonnet-4-6"
+AUTHOR = Author("Swarm Agent", "agents@swarm.invalid")
 
 CODER, REVIEWER = pb.AGENT_ROLE_CODER, pb.AGENT_ROLE_REVIEWER
 PROJECT = {
     "name": "webapp-redesign",
     "description": "A small DAG worked by coder and reviewer agents",
     "tickets": [
-        {"key": "design", "name": "Design the API", "priority": 10},
+        {"key": "design", "name": "Design the API", "priority": 10, "stages": ["coder", "reviewer"]},
         {
             "key": "api",
             "name": "Implement REST endpoints",
@@ -63,7 +79,13 @@ PROJECT = {
             "depends_on": ["design"],
             "stages": ["coder", "reviewer"],
         },
-        {"key": "tests", "name": "Add integration tests", "priority": 3, "depends_on": ["api"]},
+        {
+            "key": "tests",
+            "name": "Add integration tests",
+            "priority": 3,
+            "depends_on": ["api"],
+            "stages": ["coder", "reviewer"],
+        },
         {
             "key": "release",
             "name": "Write release notes",
@@ -125,15 +147,13 @@ class WebhookReceiver:
 
 
 def start_gateway(
-    workdir: Path, ticketing: str, quota: str, events: str, admin_token: str, log: IO[bytes]
+    workdir: Path, targets: dict[str, str], admin_token: str, log: IO[bytes]
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
         "SWARM_GATEWAY_PORT": str(port),
-        "SWARM_GATEWAY_TICKETING_TARGET": ticketing,
-        "SWARM_GATEWAY_QUOTA_TARGET": quota,
-        "SWARM_GATEWAY_EVENTS_TARGET": events,
+        **{f"SWARM_GATEWAY_{name.upper()}_TARGET": target for name, target in targets.items()},
         "SWARM_GATEWAY_ADMIN_TOKEN": admin_token,
         "SWARM_GATEWAY_LOG_LEVEL": "WARNING",
     }
@@ -158,10 +178,21 @@ def main() -> None:
     workdir.mkdir(parents=True)
     console.rule("[bold]Swarm demo: the local mesh on embedded SQLite")
     admin_token = secrets.token_urlsafe(24)
+    repository = (workdir / "repos" / "webapp.git").resolve()
+    init_repository(repository, {"README.md": "# webapp\n", "src/__init__.py": ""}, AUTHOR)
+    console.print(f"git repository {repository} (branch main)")
+    # Every process, this one included, sends its spans to telemetry.
+    telemetry = f"127.0.0.1:{free_port()}"
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{telemetry}"
+    os.environ["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "500"
+    os.environ["OTEL_RESOURCE_ATTRIBUTES"] = f"swarm.tenant_id={TENANT}"
+    setup_tracing("swarm-agent")
     with ExitStack() as stack:
+        stack.callback(shutdown_tracing)
         logs = {
             name: stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            for name in ("quota", "events", "ticketing", "gateway")
+            for name in ("quota", "telemetry", "events", "ticketing", "gateway")
         }
         quota_proc, quota = start_service(
             "swarm_quota",
@@ -170,6 +201,18 @@ def main() -> None:
             output=logs["quota"],
         )
         stack.enter_context(running("quota", quota_proc, workdir / "quota.log"))
+        telemetry_proc, _ = start_service(
+            "swarm_telemetry",
+            "SWARM_TELEMETRY_",
+            {
+                "DATABASE_URL": f"sqlite:///{workdir / 'telemetry.db'}",
+                "QUOTA_TARGET": quota,
+                "LOG_LEVEL": "WARNING",
+            },
+            output=logs["telemetry"],
+            target=telemetry,
+        )
+        stack.enter_context(running("telemetry", telemetry_proc, workdir / "telemetry.log"))
         events_proc, events = start_service(
             "swarm_events",
             "SWARM_EVENTS_",
@@ -196,10 +239,11 @@ def main() -> None:
             output=logs["ticketing"],
         )
         stack.enter_context(running("ticketing", ticketing_proc, workdir / "ticketing.log"))
-        gateway_proc, base = start_gateway(workdir, ticketing, quota, events, admin_token, logs["gateway"])
+        targets = {"ticketing": ticketing, "quota": quota, "events": events, "telemetry": telemetry}
+        gateway_proc, base = start_gateway(workdir, targets, admin_token, logs["gateway"])
         stack.enter_context(running("gateway", gateway_proc, workdir / "gateway.log"))
         console.print(
-            f"quota {quota} · events {events} · ticketing {ticketing} · gateway {base} (docs at {base}/docs)"
+            " · ".join(f"{k} {v}" for k, v in targets.items()) + f" · gateway {base} (docs {base}/docs)"
         )
 
         admin = stack.enter_context(
@@ -228,22 +272,32 @@ def main() -> None:
             f"POST /api/projects → {created.status_code}: [bold]{project['name']}[/] with {count} tickets"
         )
         names = {t["id"]: t["name"] for t in created.json()["tickets"]}
-        run_agents(ticketing, api, names)
+        llm_server = stack.enter_context(MessagesServer(demo_llm.respond))
+        console.print(f"LLM: the anthropic SDK against a local Messages API at {llm_server.base_url}")
+        runtime_for = agent_runtimes(telemetry, llm_server.base_url, repository, workdir / "work")
+        run_agents(ticketing, api, names, runtime_for)
         report(api, project["id"])
+        report_cost_and_trace(api, created.json()["tickets"], repository)
         report_webhooks(api, receiver, hook.json()["webhook"]["id"])
 
 
-def work(claimed: ClaimedTicket) -> dict[str, Any]:
-    time.sleep(random.uniform(0.2, 0.6))  # the LLM and git work of later issues
-    if claimed.ticket.name == POISON:
-        raise WorkFailed("Syntax error in spec", {"line": 12})
-    slug = claimed.ticket.name.lower().replace(" ", "-")
-    if claimed.stage == REVIEWER:
-        return {"review": "approved", "branch": f"swarm/{slug}"}
-    return {"branch": f"swarm/{slug}", "commit": f"{random.getrandbits(40):010x}"}
+def agent_runtimes(
+    telemetry: str, llm_url: str, repository: Path, workroot: Path
+) -> Callable[[str], Runtime]:
+    """A Runtime per agent: its own tracked LLM client, the shared repository."""
+    stub = tpb_grpc.TelemetryServiceStub(channel(telemetry))
+    client = anthropic.Anthropic(base_url=llm_url, api_key="sk-demo-offline", max_retries=0)
+
+    def runtime(agent_id: str) -> Runtime:
+        llm = TrackedLLM(client, stub, Attribution(TENANT, agent_id))
+        return Runtime(llm, str(repository), "main", workroot, AUTHOR, MODEL)
+
+    return runtime
 
 
-def run_agents(target: str, api: httpx.Client, names: dict[str, str]) -> None:
+def run_agents(
+    target: str, api: httpx.Client, names: dict[str, str], runtime_for: Callable[[str], Runtime]
+) -> None:
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -251,23 +305,24 @@ def run_agents(target: str, api: httpx.Client, names: dict[str, str]) -> None:
         def emit(kind: str, claimed: ClaimedTicket, detail: str) -> None:
             colour = {"submitted": "green", "failed": "yellow", "quarantined": "red"}.get(kind, "white")
             with lock:
-                console.print(f"  [{colour}]{agent:<10} {kind:<11}[/] {names[claimed.id]:<32} {detail}")
+                console.print(f"  [{colour}]{agent:<10} {kind:<11}[/] {names[claimed.id]:<32} {detail[:60]}")
 
         return emit
 
     agents = [("coder-1", CODER), ("coder-2", CODER), ("coder-3", CODER), ("reviewer-1", REVIEWER)]
     loops = []
     for agent_id, role in agents:
-        client = TicketingClient(target, TENANT, agent_id, lease=timedelta(seconds=10))
+        client = TicketingClient(target, TENANT, agent_id, lease=timedelta(seconds=30))
+        work = runtime_for(agent_id).work
         loops.append(
             AgentLoop(
-                client, work, role=role, heartbeat_interval=2, idle_wait=0.2, on_event=on_event(agent_id)
+                client, work, role=role, heartbeat_interval=5, idle_wait=0.2, on_event=on_event(agent_id)
             )
         )
     threads = [threading.Thread(target=loop.run, args=(stop,)) for loop in loops]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline:
             states = {t["state"] for t in api.get("/api/tickets").json()["items"]}
@@ -275,7 +330,7 @@ def run_agents(target: str, api: httpx.Client, names: dict[str, str]) -> None:
                 break
             time.sleep(0.5)
         else:
-            console.print("[red]demo did not finish within 120 s")
+            console.print("[red]demo did not finish within 180 s")
     finally:
         stop.set()
         for t in threads:
@@ -307,6 +362,45 @@ def report(api: httpx.Client, project_id: str) -> None:
     console.print(
         f"[bold]{project['done_count']}/{project['ticket_count']} tickets done, {len(dlq)} dead-lettered"
     )
+
+
+def report_cost_and_trace(api: httpx.Client, tickets: list[dict[str, Any]], repository: Path) -> None:
+    usage = api.get("/api/usage", params={"group_by": "agent_type"}).json()
+    console.print(
+        f"[bold]GET /api/usage[/] Cost this month: ${usage['total']['cost_usd']:.4f} for "
+        f"{usage['total']['request_count']} LLM calls"
+    )
+    for row in usage["rows"]:
+        t = row["totals"]
+        console.print(
+            f"  {row['key']:<10} ${t['cost_usd']:.4f} ({row['share_of_cost']:.0%})  "
+            f"{t['input_tokens']} in, {t['output_tokens']} out, "
+            f"{t['cache_creation_input_tokens']} cache write, {t['cache_read_input_tokens']} cache read"
+        )
+    api_ticket = next(t for t in tickets if t["name"] == "Implement REST endpoints")
+    deadline = time.monotonic() + 20
+    while True:  # spans arrive in batches, a moment after the work
+        r = api.get(f"/api/tickets/{api_ticket['id']}/trace", params={"format": "text"})
+        if r.status_code == 200 and "git.merge" in r.text or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    console.print(f"[bold]GET /api/tickets/{api_ticket['id']}/trace?format=text")
+    console.print(r.text, markup=False, highlight=False, soft_wrap=True)
+    log = subprocess.run(
+        ["git", "-C", str(repository), "log", "--oneline", "--first-parent", "main"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    files = subprocess.run(
+        ["git", "-C", str(repository), "ls-tree", "-r", "--name-only", "main"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    console.print(f"[bold]main[/] of {repository}:", markup=True)
+    console.print(log.rstrip(), markup=False, highlight=False)
+    console.print(f"  files on main: {', '.join(files)}", markup=False, highlight=False)
 
 
 def report_webhooks(api: httpx.Client, receiver: WebhookReceiver, hook_id: str) -> None:

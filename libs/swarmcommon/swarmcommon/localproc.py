@@ -47,12 +47,14 @@ def start_service(
     settings: Mapping[str, str],
     *,
     output: IO[bytes] | int | None = None,
+    target: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `python -m module` on a free port with SWARM_<SERVICE>_* settings.
+    """Start `python -m module` on `target` (default: a free port) with
+    SWARM_<SERVICE>_* settings.
 
     Returns the process and its gRPC target once it is serving.
     """
-    target = f"127.0.0.1:{free_port()}"
+    target = target or f"127.0.0.1:{free_port()}"
     env = {**os.environ, f"{env_prefix}LISTEN_ADDRESS": target}
     env.update({f"{env_prefix}{k}": v for k, v in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=output, stderr=output)

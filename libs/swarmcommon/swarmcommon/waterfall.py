@@ -14,7 +14,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-NAME_WIDTH = 34
+# Durations line up at this column (deeper labels push past it).
+COLUMN = 60
 HOT = 0.5
 
 
@@ -34,37 +35,48 @@ def _event_label(event: Any) -> str:
     return f"{event.name} ({detail})" if detail else event.name
 
 
+def _short(name: str) -> str:
+    # "/swarm.ticketing.v1.TicketingService/StartWork" -> "TicketingService/StartWork"
+    if name.startswith("/") and name.count("/") == 2:
+        service, method = name[1:].split("/")
+        return f"{service.rsplit('.', 1)[-1]}/{method}"
+    return name
+
+
 def render_waterfall(trace: Any) -> str:
-    """Text for a swarm.telemetry.v1.GetTicketTraceResponse."""
+    """Text for a swarm.telemetry.v1.GetTicketTraceResponse (spans in
+    depth-first order with their depth, as the service returns them)."""
     spans = list(trace.spans)
     total = trace.total_duration.ToNanoseconds()
     head = f"Ticket {trace.ticket_id} · {_duration(total)}"
     if trace.trace_ids:
         head += f" · trace {trace.trace_ids[0]}"
     lines = [head]
+    # open_levels[d]: whether the branch at depth d continues below (draw │).
+    open_levels: list[bool] = []
+    services: list[str] = []
     for i, span in enumerate(spans):
-        later = spans[i + 1 :]
-        # The last sibling: no later span at the same depth before the parent level ends.
         last = True
-        for nxt in later:
+        for nxt in spans[i + 1 :]:
             if nxt.depth < span.depth:
                 break
             if nxt.depth == span.depth:
                 last = False
                 break
-        guides = ""
-        for depth in range(1, span.depth + 1):
-            if depth == span.depth:
-                break
-            guides += "│   "
-        branch = "└─ " if last else "├─ "
-        label = f"{guides}{branch}{span.name} "
-        bar = "─" * max(2, NAME_WIDTH - len(label))
-        line = f"{label}{bar} {_duration(span.duration.ToNanoseconds()):>7}"
+        del open_levels[span.depth :]
+        del services[span.depth :]
+        guides = "".join("│   " if still_open else "    " for still_open in open_levels)
+        label = f"{guides}{'└─' if last else '├─'} {_short(span.name)}"
+        if span.service_name and (not services or services[-1] != span.service_name):
+            label += f" [{span.service_name}]"
+        bar = "─" * max(2, COLUMN - len(label))
+        line = f"{label} {bar} {_duration(span.duration.ToNanoseconds()):>7}"
         if span.depth > 0 and span.share_of_total >= HOT:
             line += f"  ◀ {span.share_of_total:.0%} of time"
         lines.append(line)
-        pad = guides + ("    " if last else "│   ")
+        open_levels.append(not last)
+        services.append(span.service_name)
+        pad = "".join("│   " if still_open else "    " for still_open in open_levels)
         for j, event in enumerate(span.events):
             lines.append(f"{pad}{'└─' if j == len(span.events) - 1 else '├─'} {_event_label(event)}")
     return "\n".join(lines)

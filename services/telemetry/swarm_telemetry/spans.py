@@ -104,14 +104,14 @@ class SpanStore:
                 stmt = self._insert(S).values(values[i : i + INSERT_CHUNK])
                 stmt = stmt.on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
                 stored += conn.execute(stmt).rowcount
-            self._hand_down(conn, [r for r in values if r["tenant_id"]])
+            self._hand_down(conn, [r for r in values if r["ticket_id"]])
             return stored
 
         return int(self.db.transaction(tx))
 
     @staticmethod
     def _inherit_from_parents(conn: Connection, batch: dict[tuple[str, str], dict[str, Any]]) -> None:
-        orphans = [r for r in batch.values() if not r["tenant_id"] and r["parent_span_id"]]
+        orphans = [r for r in batch.values() if not r["ticket_id"] and r["parent_span_id"]]
         if not orphans:
             return
         wanted = {(r["trace_id"], r["parent_span_id"]) for r in orphans} - set(batch)
@@ -127,19 +127,19 @@ class SpanStore:
         while changed:  # parents later in the batch than their children
             changed = False
             for r in orphans:
-                if r["tenant_id"]:
+                if r["ticket_id"]:
                     continue
                 key = (r["trace_id"], r["parent_span_id"])
                 parent = batch.get(key) or stored.get(key)
-                if parent is not None and parent["tenant_id"]:
+                if parent is not None and parent["ticket_id"] and r["tenant_id"] in ("", parent["tenant_id"]):
                     r["tenant_id"] = parent["tenant_id"]
-                    r["ticket_id"] = r["ticket_id"] or parent["ticket_id"]
+                    r["ticket_id"] = parent["ticket_id"]
                     r["agent_id"] = r["agent_id"] or parent["agent_id"]
                     changed = True
 
     @staticmethod
     def _hand_down(conn: Connection, owned: list[dict[str, Any]]) -> None:
-        """Give owned spans' stored descendants (children that came first) their owner."""
+        """Give owned spans' stored descendants (children that came first) their ticket."""
         owners = {
             (r["trace_id"], r["span_id"]): (r["tenant_id"], r["ticket_id"], r["agent_id"]) for r in owned
         }
@@ -149,13 +149,15 @@ class SpanStore:
             # Usually none: children normally come in the same export as their parent.
             waiting = conn.execute(
                 sa.select(
-                    S.c.seq, S.c.trace_id, S.c.span_id, S.c.parent_span_id, S.c.ticket_id, S.c.agent_id
-                ).where(S.c.tenant_id == "", sa.tuple_(S.c.trace_id, S.c.parent_span_id).in_(list(owners)))
+                    S.c.seq, S.c.trace_id, S.c.span_id, S.c.parent_span_id, S.c.tenant_id, S.c.agent_id
+                ).where(S.c.ticket_id == "", sa.tuple_(S.c.trace_id, S.c.parent_span_id).in_(list(owners)))
             ).all()
             nxt = {}
             for w in waiting:
                 tenant, ticket, agent = owners[(w.trace_id, w.parent_span_id)]
-                ticket, agent = w.ticket_id or ticket, w.agent_id or agent
+                if w.tenant_id not in ("", tenant):
+                    continue  # another tenant's span under ours: never adopted
+                agent = w.agent_id or agent
                 conn.execute(
                     sa.update(S)
                     .where(S.c.seq == w.seq)
@@ -182,24 +184,21 @@ class SpanStore:
             )
         by_id = {(s.trace_id, s.span_id): s for s in candidates}
 
-        def owner(s: SpanRow) -> tuple[str, str]:
-            """The (tenant, ticket) of the nearest ancestor-or-self that says."""
-            seen = 0
+        def ticket_of(s: SpanRow) -> str:
+            """The ticket of the nearest ancestor-or-self that names one."""
             node: SpanRow | None = s
-            while node is not None and seen < 10_000:
-                if node.ticket_id or node.tenant_id:
-                    return node.tenant_id, node.ticket_id
+            for _ in range(10_000):
+                if node is None:
+                    break
+                if node.ticket_id:
+                    return node.ticket_id
                 node = by_id.get((node.trace_id, node.parent_span_id))
-                seen += 1
-            return "", ""
+            return ""
 
-        kept = []
-        for s in candidates:
-            tenant, ticket = owner(s)
-            # Spans of the shared trunk (say, the request that created the
-            # project) have no owner; spans under another ticket are not ours.
-            if tenant in ("", tenant_id) and ticket in ("", ticket_id):
-                kept.append(s)
+        # Spans of the shared trunk (say, the request that created the
+        # project) belong to no ticket; branches under another ticket, or
+        # spans another tenant sent, are not ours.
+        kept = [s for s in candidates if s.tenant_id in ("", tenant_id) and ticket_of(s) in ("", ticket_id)]
         return self._tree(ticket_id, kept)
 
     @staticmethod

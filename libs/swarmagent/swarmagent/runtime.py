@@ -1,0 +1,167 @@
+"""What an agent does with a claimed ticket: real git work and LLM calls.
+
+- coder (and the other authoring stages): clone the project's repository,
+  branch (or continue the ticket's pushed branch), ask the LLM for file
+  changes, write them, commit, push the branch; the result names the branch
+  and commit.
+- reviewer: fetch the branch the previous stage pushed, ask the LLM to review
+  its diff, and merge it into the base branch when approved; a rejection is
+  reported as a failure with the reviewer's reasons (the ticket is retried).
+
+Each step is a span with the seed's names (git.clone, llm.generate_code,
+file.write, git.commit, git.push, llm.review, git.merge) inside the agent's
+`agent.work` span, so it lands in the ticket's trace. The LLM is reached
+through the tracked client: budget first, cost recorded after.
+
+The model answers in JSON (a `files` list, or a review verdict); an answer
+that is not valid JSON of that shape fails the stage with a clear reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmagent.client import ClaimedTicket
+from swarmagent.gitops import Author, GitError, Workspace
+from swarmagent.llm import TrackedLLM
+from swarmagent.loop import WorkFailed
+
+tracer = trace.get_tracer("swarmagent.runtime")
+
+CODER_SYSTEM = (
+    "You are a software engineer working on one ticket in a git repository. "
+    'Answer with JSON only: {"summary": "<one line>", "files": [{"path": "<relative path>", '
+    '"content": "<full new file content>"}]}.'
+)
+REVIEWER_SYSTEM = (
+    "You are a code reviewer. Review the diff for the ticket. "
+    'Answer with JSON only: {"approve": true|false, "comments": "<your review>"}.'
+)
+JSON_BLOCK = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "work"
+
+
+def answer_json(text: str) -> dict[str, Any]:
+    """The JSON object in a model's answer (it may wrap it in prose or a code fence)."""
+    match = JSON_BLOCK.search(text)
+    try:
+        value = json.loads(match.group(0) if match else text)
+    except json.JSONDecodeError as exc:
+        raise WorkFailed("the model's answer is not JSON", {"answer": text[:500]}) from exc
+    if not isinstance(value, dict):
+        raise WorkFailed("the model's answer is not a JSON object", {"answer": text[:500]})
+    return value
+
+
+def _text(message: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in message.content)
+
+
+@dataclass
+class Runtime:
+    llm: TrackedLLM
+    repository: str
+    base_branch: str
+    workroot: Path
+    author: Author
+    model: str
+    max_tokens: int = 4096
+
+    def work(self, claimed: ClaimedTicket) -> dict[str, Any]:
+        """The AgentLoop work function."""
+        llm = self.llm.for_ticket(str(claimed.ticket.project_id), claimed.id, claimed.stage_name)
+        workdir = self.workroot / f"{claimed.id[:8]}-{uuid.uuid4().hex[:8]}"
+        try:
+            if claimed.stage == pb.AGENT_ROLE_REVIEWER:
+                return self.review(claimed, llm, workdir)
+            return self.code(claimed, llm, workdir)
+        except GitError as exc:
+            raise WorkFailed(str(exc)) from exc
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _clone(self, workdir: Path) -> Workspace:
+        with tracer.start_as_current_span("git.clone", attributes={"git.repository": self.repository}):
+            return Workspace.clone(self.repository, workdir)
+
+    def code(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
+        t = claimed.ticket
+        branch = f"swarm/{claimed.id[:8]}-{slug(t.name)}"
+        ws = self._clone(workdir)
+        ws.start_branch(branch, self.base_branch)
+        files_now = sorted(
+            p.relative_to(ws.path).as_posix() for p in ws.path.rglob("*") if ".git" not in p.parts
+        )
+        prompt = (
+            f"Ticket: {t.name}\n\n{t.description}\n\nRepository files: {', '.join(files_now) or '(none)'}\n"
+            f"Stage: {claimed.stage_name}"
+        )
+        with tracer.start_as_current_span(
+            "llm.generate_code", attributes={"gen_ai.request.model": self.model}
+        ):
+            reply = llm.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=CODER_SYSTEM,
+                messages=[{"role": "user", "content": prompt}],
+            )
+        answer = answer_json(_text(reply))
+        files = answer.get("files")
+        if not isinstance(files, list) or not files:
+            raise WorkFailed("the model proposed no files", {"answer": str(answer)[:500]})
+        try:
+            changes = {str(f["path"]): str(f["content"]) for f in files}
+        except (KeyError, TypeError) as exc:
+            raise WorkFailed("each file needs a path and a content", {"answer": str(answer)[:500]}) from exc
+        with tracer.start_as_current_span("file.write", attributes={"files": len(changes)}):
+            try:
+                ws.write_files(changes)
+            except ValueError as exc:
+                raise WorkFailed(str(exc)) from exc
+        summary = str(answer.get("summary", ""))[:200]
+        with tracer.start_as_current_span("git.commit"):
+            commit = ws.commit(f"{t.name}\n\n{summary}\n\nSwarm-Ticket: {claimed.id}", self.author)
+        with tracer.start_as_current_span("git.push", attributes={"git.branch": branch}):
+            ws.push(branch)
+        return {"branch": branch, "commit": commit, "files": sorted(changes), "summary": summary}
+
+    def review(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
+        t = claimed.ticket
+        previous = json.loads(t.result_json) if t.result_json else {}
+        branch = previous.get("branch")
+        if not branch:
+            raise WorkFailed("nothing to review: the previous stage handed back no branch")
+        ws = self._clone(workdir)
+        diff = ws.diff(self.base_branch, branch)
+        with tracer.start_as_current_span("llm.review", attributes={"gen_ai.request.model": self.model}):
+            reply = llm.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=REVIEWER_SYSTEM,
+                messages=[{"role": "user", "content": f"Ticket: {t.name}\n\nDiff:\n{diff[:100_000]}"}],
+            )
+        verdict = answer_json(_text(reply))
+        comments = str(verdict.get("comments", ""))[:2000]
+        if verdict.get("approve") is not True:
+            raise WorkFailed(f"review rejected: {comments or 'no reason given'}", {"branch": branch})
+        with tracer.start_as_current_span("git.merge", attributes={"git.branch": branch}):
+            merged = ws.merge(branch, self.base_branch, f"Merge {branch}: {t.name}", self.author)
+        return {
+            "review": "approved",
+            "comments": comments,
+            "branch": branch,
+            "commit": previous.get("commit", ""),
+            "merge_commit": merged,
+        }

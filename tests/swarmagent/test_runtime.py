@@ -1,0 +1,115 @@
+"""The agent runtime's stages on a real repository, with the real anthropic SDK
+against a local Messages-API server and a real telemetry service."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmagent.client import ClaimedTicket
+from swarmagent.gitops import Author, init_repository
+from swarmagent.llm import Attribution, TrackedLLM
+from swarmagent.loop import WorkFailed
+from swarmagent.messages_server import MessagesServer, Reply
+from swarmagent.runtime import Runtime
+from tests.telemetry.conftest import TelemetryHarness, start_telemetry
+
+ME = Author("Agent", "agent@swarm.invalid")
+
+
+@pytest.fixture
+def telemetry(tmp_path: Path) -> Iterator[TelemetryHarness]:
+    h = start_telemetry(f"sqlite:///{tmp_path / 'telemetry.db'}")
+    yield h
+    h.channel.close()
+    h.app.stop(grace=1)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    bare = tmp_path / "project.git"
+    init_repository(bare, {"README.md": "# p\n"}, ME)
+    return bare
+
+
+def runtime(telemetry: TelemetryHarness, server: MessagesServer, repo: Path, tmp_path: Path) -> Runtime:
+    client = anthropic.Anthropic(base_url=server.base_url, api_key="sk-test", max_retries=0)
+    llm = TrackedLLM(client, telemetry.stub, Attribution("acme", "agent-1"))
+    return Runtime(llm, str(repo), "main", tmp_path / "work", ME, "claude-haiku-4-5")
+
+
+def claimed(name: str, stage: int, result: dict[str, Any] | None = None) -> ClaimedTicket:
+    ticket = pb.Ticket(
+        id=str(uuid.uuid4()),
+        project_id=str(uuid.uuid4()),
+        name=name,
+        result_json=json.dumps(result) if result else "",
+    )
+    return ClaimedTicket(ticket, pb.Lease(claim_token="t"), stage)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def files_answer(files: dict[str, str]) -> Reply:
+    return Reply(json.dumps({"summary": "s", "files": [{"path": p, "content": c} for p, c in files.items()]}))
+
+
+def test_coder_pushes_a_branch_and_reviewer_merges_it(
+    telemetry: TelemetryHarness, repo: Path, tmp_path: Path
+) -> None:
+    answers = iter([files_answer({"src/a.py": "A = 1\n"}), Reply('{"approve": true, "comments": "ok"}')])
+    with MessagesServer(lambda body: next(answers)) as server:
+        rt = runtime(telemetry, server, repo, tmp_path)
+        coded = rt.work(claimed("Add A", pb.AGENT_ROLE_CODER))
+        assert coded["files"] == ["src/a.py"] and coded["branch"].endswith("-add-a")
+        assert git(repo, "show", f"{coded['branch']}:src/a.py") == "A = 1\n"
+        assert "src/a.py" not in git(repo, "ls-tree", "-r", "--name-only", "main")
+        reviewed = rt.work(claimed("Add A", pb.AGENT_ROLE_REVIEWER, coded))
+        assert reviewed["review"] == "approved" and reviewed["commit"] == coded["commit"]
+        assert "src/a.py" in git(repo, "ls-tree", "-r", "--name-only", "main")
+        # The reviewer saw the diff it approved.
+        assert "+A = 1" in server.requests[1]["messages"][0]["content"]
+    assert not any((tmp_path / "work").iterdir())  # workspaces are cleaned up
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (Reply("Sorry, I can't."), "not JSON"),
+        (Reply('{"summary": "nothing"}'), "no files"),
+        (files_answer({"../escape.py": "x"}), "inside the work tree"),
+        (files_answer({".git/hooks/pre-commit": "x"}), "inside the work tree"),
+    ],
+)
+def test_bad_model_answers_fail_the_stage_and_push_nothing(
+    telemetry: TelemetryHarness, repo: Path, tmp_path: Path, answer: Reply, reason: str
+) -> None:
+    with MessagesServer(lambda body: answer) as server:
+        with pytest.raises(WorkFailed, match=reason):
+            runtime(telemetry, server, repo, tmp_path).work(claimed("Add B", pb.AGENT_ROLE_CODER))
+    assert git(repo, "branch", "--list", "--format=%(refname:short)").split() == ["main"]
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_a_rejected_review_merges_nothing(telemetry: TelemetryHarness, repo: Path, tmp_path: Path) -> None:
+    answers = iter(
+        [files_answer({"b.py": "B = 2\n"}), Reply('{"approve": false, "comments": "needs tests"}')]
+    )
+    with MessagesServer(lambda body: next(answers)) as server:
+        rt = runtime(telemetry, server, repo, tmp_path)
+        coded = rt.work(claimed("Add B", pb.AGENT_ROLE_CODER))
+        with pytest.raises(WorkFailed, match="review rejected: needs tests"):
+            rt.work(claimed("Add B", pb.AGENT_ROLE_REVIEWER, coded))
+        with pytest.raises(WorkFailed, match="no branch"):
+            rt.work(claimed("Add B", pb.AGENT_ROLE_REVIEWER))
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["Initial commit"]
