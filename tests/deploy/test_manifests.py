@@ -500,8 +500,20 @@ def test_env_interpolations_refer_to_variables_defined_before_them(
 # --------------------------------------------------------- Swarm services
 
 
+NODES = K8S / "nodes"
+
+
+def node_agents() -> list[Manifest]:
+    """Swarm services that run on every agent-hosting node (deploy/k8s/nodes)."""
+    return [
+        m
+        for m in _resources_of(NODES)
+        if m.kind == "DaemonSet" and any(is_swarm_container(c) for c in containers(m))
+    ]
+
+
 def test_every_service_package_is_deployed() -> None:
-    deployed = sorted(m.name for m in swarm_services())
+    deployed = sorted(m.name for m in [*swarm_services(), *node_agents()])
     assert deployed, "the base deploys no Swarm service"
     missing = sorted(set(service_packages()) - set(deployed))
     assert not missing, (
@@ -690,3 +702,36 @@ def test_overlay_and_component_patches_target_resources_in_the_base(folder: Path
     for generator in doc.get("configMapGenerator", []):
         if generator.get("behavior") in ("merge", "replace"):
             assert generator["name"] in base_config_maps(), f"{folder.name}: merges into unknown ConfigMap"
+
+
+# --------------------------------------------------------- node agents (vmhost)
+
+
+def test_node_agents_live_in_their_own_privileged_namespace() -> None:
+    kustomization = _kustomization(NODES)
+    assert kustomization.get("namespace") == "swarm-nodes"
+    namespaces = [m for m in _resources_of(NODES) if m.kind == "Namespace"]
+    assert [n.doc["metadata"]["name"] for n in namespaces] == ["swarm-nodes"]
+    labels = namespaces[0].doc["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert node_agents(), "no node agent deployed"
+
+
+@pytest.mark.parametrize("agent", _params(node_agents()))
+def test_node_agents_add_only_the_capabilities_sandboxes_need(agent: Manifest) -> None:
+    container = swarm_container(agent)
+    assert container.get("command") == ["python", "-m", f"swarm_{agent.name}"]
+    ctx = container["securityContext"]
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert sorted(ctx["capabilities"]["add"]) == ["NET_ADMIN", "SYS_ADMIN"]
+    assert ctx["allowPrivilegeEscalation"] is False and not ctx.get("privileged", False)
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["seccompProfile"]["type"] == "RuntimeDefault"
+    spec = pod_spec(agent)
+    assert spec["hostNetwork"] is True and spec["automountServiceAccountToken"] is False
+    env = env_values(container)
+    assert env[f"SWARM_{agent.name.upper()}_LISTEN_ADDRESS"] == f"0.0.0.0:{GRPC_PORT}"
+    assert env["OTEL_SERVICE_NAME"] == agent.name
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == GRPC_PORT
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert mounts == {v["name"] for v in spec["volumes"]}

@@ -1,0 +1,1 @@
+"""Swarm vmhost service."""

@@ -1,0 +1,45 @@
+"""vmhost settings: environment variables SWARM_VMHOST_*."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from swarmcommon.settings import ServiceSettings, service_config
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("VMHOST")
+
+    database_url: str = "sqlite:///var/vmhost.db"
+    listen_address: str = "127.0.0.1:50055"
+    # The guests' bridge and its subnet; the bridge takes the first address
+    # and is where guests reach the control plane.
+    bridge_name: str = Field(default="swarm0", min_length=1, max_length=15)
+    bridge_cidr: str = "10.88.0.0/24"
+    # "netns", "process", or empty for the best one this host can run.
+    default_driver: str = ""
+    # Services the guests and the monitor talk to (host:port as the *host*
+    # sees them; guests are told the same ports on the bridge address).
+    quota_target: str = ""
+    ticketing_target: str = ""
+    events_target: str = ""
+    telemetry_target: str = ""
+    # Heartbeats: guests send one every interval; after `missed_heartbeats`
+    # intervals of silence the agent is failed, its leases released and, when
+    # the tenant is below its target, a replacement spawned.
+    heartbeat_interval_seconds: float = Field(default=5.0, gt=0)
+    missed_heartbeats: int = Field(default=3, ge=1)
+    # How long a spawned guest may take to send its first heartbeat.
+    start_timeout_seconds: float = Field(default=60.0, gt=0)
+    monitor_interval_seconds: float = Field(default=2.0, ge=0)
+    # The program each guest runs, and the work function it runs tickets with.
+    guest_command: str = "python -m swarmagent.guest"
+    guest_work: str = ""
+    workroot: str = "var/vmhost"
+    # Disk check: over this share of the workroot's filesystem, old guest
+    # logs are purged (seed §12).
+    disk_purge_threshold: float = Field(default=0.9, gt=0, le=1)
+    # Per-guest limits (netns driver).
+    guest_memory_mb: int = Field(default=1024, ge=16)
+    guest_cpus: float = Field(default=1.0, gt=0)
+    guest_pids: int = Field(default=512, ge=8)

@@ -1,0 +1,67 @@
+"""`process`: the guest is a plain child process of vmhost, with no isolation
+at all (no namespace, no limits). For development and machines without
+network-admin rights; ListDrivers says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from swarm_vmhost.drivers.base import GuestHandle, GuestSpec
+from swarmcommon.errors import Unavailable
+
+
+class ProcessDriver:
+    name = "process"
+    isolated = False
+
+    def __init__(self) -> None:
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def probe(self) -> str | None:
+        return None
+
+    def start(self, spec: GuestSpec) -> GuestHandle:
+        os.makedirs(spec.workdir, exist_ok=True)
+        log = open(os.path.join(spec.workdir, "guest.log"), "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            proc = subprocess.Popen(
+                list(spec.command),
+                env=dict(spec.env),
+                cwd=spec.workdir,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise Unavailable(f"could not start the guest program: {exc}") from exc
+        finally:
+            log.close()
+        self._children[spec.agent_id] = proc
+        return GuestHandle(spec.agent_id, self.name, pid=proc.pid)
+
+    def stop(self, handle: GuestHandle) -> None:
+        proc = self._children.pop(handle.agent_id, None)
+        if handle.pid:
+            try:
+                os.killpg(handle.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc is not None:
+            proc.wait(timeout=10)
+
+    def alive(self, handle: GuestHandle) -> bool:
+        proc = self._children.get(handle.agent_id)
+        if proc is not None:
+            return proc.poll() is None
+        if not handle.pid:
+            return False
+        try:
+            os.kill(handle.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def reconcile(self, known_agent_ids: set[str]) -> list[str]:
+        return []  # children die with their session; nothing on the host outlives them

@@ -1,0 +1,190 @@
+"""The guests' network, managed with pyroute2: one bridge (default `swarm0`)
+holding the control plane's address, and per guest a network namespace
+joined to the bridge by a veth pair.
+
+Bridge ports are *isolated* (the kernel's `isolated on` bridge-port flag):
+isolated ports can talk to the bridge itself (the host, where the control
+plane listens) but not to each other, so no guest reaches another guest's
+ports. Device and namespace names derive from the agent id with fixed
+prefixes, so leftovers of a crash can be found and removed.
+
+Devices in the host namespace (bridge, veth pairs, port flags) are managed
+with pyroute2. Steps inside a guest's namespace run iproute2 (`ip netns add`,
+`ip -n <ns> ...`): pyroute2's namespace helpers fork a Python child, which is
+not safe in a multi-threaded gRPC server (the child can inherit a lock held
+by another thread), while exec'ing a binary is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+HOST_PREFIX = "swh"
+GUEST_IFNAME = "eth0"
+
+
+def short_id(agent_id: str) -> str:
+    return agent_id.replace("-", "")[:10]
+
+
+def netns_name(bridge: Bridge, agent_id: str) -> str:
+    """Namespaces carry their bridge's name, so one host's vmhosts (or test
+    runs) never take each other's for leftovers."""
+    return f"{bridge.name}-{short_id(agent_id)}"
+
+
+def host_veth(agent_id: str) -> str:
+    return f"{HOST_PREFIX}{short_id(agent_id)}"  # 13 characters, under IFNAMSIZ
+
+
+@dataclass(frozen=True)
+class Bridge:
+    name: str
+    network: ipaddress.IPv4Network
+
+    @property
+    def address(self) -> str:
+        return str(self.network.network_address + 1)
+
+    @property
+    def prefix_len(self) -> int:
+        return self.network.prefixlen
+
+    def guest_addresses(self) -> list[str]:
+        """Addresses guests may get (the bridge keeps the first)."""
+        return [str(h) for h in self.network.hosts()][1:]
+
+
+def ensure_bridge(bridge: Bridge) -> None:
+    """Create the bridge with its address, or accept it as it is. Idempotent."""
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=bridge.name)
+        if not found:
+            ip.link("add", ifname=bridge.name, kind="bridge")
+            found = ip.link_lookup(ifname=bridge.name)
+        index = found[0]
+        addresses = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index, family=2)}
+        if bridge.address not in addresses:
+            ip.addr("add", index=index, address=bridge.address, prefixlen=bridge.prefix_len)
+        ip.link("set", index=index, state="up")
+
+
+def remove_bridge(bridge: Bridge) -> None:
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=bridge.name)
+        if found:
+            ip.link("del", index=found[0])
+
+
+def attach(agent_id: str, bridge: Bridge, address: str) -> tuple[str, str]:
+    """A namespace for the guest with `eth0` at `address` on the bridge and
+    its default route through the bridge. Returns (namespace, host device)."""
+    ns = netns_name(bridge, agent_id)
+    try:
+        _ip("netns", "add", ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        plug(agent_id, bridge, address)
+    except Exception:
+        detach(bridge, agent_id)
+        raise
+    return ns, host_veth(agent_id)
+
+
+def plug(agent_id: str, bridge: Bridge, address: str) -> None:
+    """The veth pair between the guest's namespace and the bridge, configured.
+    Replaces a pair that is there already (how a cut-off guest is repaired)."""
+    ns, veth = netns_name(bridge, agent_id), host_veth(agent_id)
+    with IPRoute() as ip:
+        for index in ip.link_lookup(ifname=veth):
+            ip.link("del", index=index)
+        bridge_index = ip.link_lookup(ifname=bridge.name)[0]
+        ip.link("add", ifname=veth, kind="veth", peer={"ifname": GUEST_IFNAME, "net_ns_fd": ns})
+        index = ip.link_lookup(ifname=veth)[0]
+        ip.link("set", index=index, master=bridge_index, state="up")
+        ip.brport("set", index=index, isolated=1)
+    _ip("-n", ns, "addr", "add", f"{address}/{bridge.prefix_len}", "dev", GUEST_IFNAME)
+    _ip("-n", ns, "link", "set", GUEST_IFNAME, "up")
+    _ip("-n", ns, "route", "add", "default", "via", bridge.address)
+
+
+class NetworkError(Exception):
+    """An iproute2 step failed; the message is its own."""
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise NetworkError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def detach(bridge: Bridge, agent_id: str) -> None:
+    """Remove the guest's veth pair and namespace. Idempotent."""
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=host_veth(agent_id))
+        if found:
+            try:
+                ip.link("del", index=found[0])  # takes the guest end with it
+            except NetlinkError as exc:
+                log.warning("veth removal failed", extra={"agent_id": agent_id, "error": str(exc)})
+    if netns_name(bridge, agent_id) in netns.listnetns():
+        _ip("netns", "del", netns_name(bridge, agent_id))
+
+
+def link_up(agent_id: str) -> bool:
+    """Whether the guest's host-side device exists, is up and is on a bridge."""
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=host_veth(agent_id))
+        if not found:
+            return False
+        link = ip.get_links(found[0])[0]
+        return bool(link.get_attr("IFLA_MASTER")) and link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN")
+
+
+def reach(bridge: Bridge, agent_id: str, host: str, port: int, timeout: float = 1.0) -> bool:
+    """Can the guest open a TCP connection to host:port? (Run from inside its namespace.)"""
+    code = (
+        "import socket,sys\n"
+        f"s=socket.socket(); s.settimeout({timeout})\n"
+        f"sys.exit(0 if s.connect_ex(({host!r},{port}))==0 else 1)\n"
+    )
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", netns_name(bridge, agent_id), sys.executable, "-c", code],
+            capture_output=True,
+            timeout=timeout + 5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def leftovers(bridge: Bridge) -> set[str]:
+    """Short ids of this bridge's guest namespaces and host devices."""
+    prefix = f"{bridge.name}-"
+    found = {n.removeprefix(prefix) for n in netns.listnetns() if n.startswith(prefix)}
+    with IPRoute() as ip:
+        bridge_index = next(iter(ip.link_lookup(ifname=bridge.name)), None)
+        for link in ip.get_links():
+            name = str(link.get_attr("IFLA_IFNAME") or "")
+            if name.startswith(HOST_PREFIX) and bridge_index and link.get_attr("IFLA_MASTER") == bridge_index:
+                found.add(name.removeprefix(HOST_PREFIX))
+    return found
+
+
+def remove_by_short_id(bridge: Bridge, short: str) -> None:
+    with IPRoute() as ip:
+        found = ip.link_lookup(ifname=f"{HOST_PREFIX}{short}")
+        if found:
+            ip.link("del", index=found[0])
+    if f"{bridge.name}-{short}" in netns.listnetns():
+        _ip("netns", "del", f"{bridge.name}-{short}")

@@ -1,0 +1,115 @@
+"""Wiring: settings + clock -> a running vmhost server (bridge, drivers,
+reconcile, outbox relay, self-healing)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
+from swarm_vmhost import cgroups, network
+from swarm_vmhost.config import Settings
+from swarm_vmhost.drivers.base import GuestDriver
+from swarm_vmhost.drivers.netns import NetnsDriver
+from swarm_vmhost.drivers.process import ProcessDriver
+from swarm_vmhost.host import Quota, Tickets, VmHost
+from swarm_vmhost.monitor import Monitor
+from swarm_vmhost.servicer import VmHostServicer
+from swarm_vmhost.store import AgentStore
+from swarm_vmhost.tables import VERSION_TABLE, outbox
+from swarmcommon import migrations
+from swarmcommon.clock import Clock, SystemClock
+from swarmcommon.db import Database
+from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE_NAME = "swarm.vmhost.v1.VmHostService"
+
+
+def migrate(database_url: str) -> None:
+    migrations.upgrade(database_url, MIGRATIONS, VERSION_TABLE)
+
+
+@dataclass
+class VmHostApp:
+    handle: ServerHandle
+    db: Database
+    host: VmHost
+    monitor: Monitor
+    relay: OutboxRelay | None
+    reconciled: list[str]
+
+    @property
+    def port(self) -> int:
+        return self.handle.port
+
+    def before_drain(self) -> None:
+        self.monitor.stop()
+
+    def close(self) -> None:
+        """Guests do not outlive the service: stop them all, then the bridge."""
+        for agent in self.host.store.live():
+            try:
+                self.host.terminate(agent, "vmhost shut down")
+            except Exception:
+                log.exception("terminate on shutdown failed", extra={"agent_id": agent.id})
+        if "netns" in self.host.drivers and self.host.drivers["netns"].probe() is None:
+            network.remove_bridge(self.host.bridge)
+        if self.relay is not None:
+            self.relay.stop()
+        self.host.close()
+        self.db.dispose()
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.before_drain()
+        self.handle.stop(grace)
+        self.close()
+
+
+def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
+    if settings.migrate_on_start:
+        migrate(settings.database_url)
+    clock = clock or SystemClock()
+    db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
+    bridge = network.Bridge(settings.bridge_name, ipaddress.IPv4Network(settings.bridge_cidr))
+    limits = cgroups.Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
+    drivers: dict[str, GuestDriver] = {"netns": NetnsDriver(bridge, limits), "process": ProcessDriver()}
+    if drivers["netns"].probe() is None:
+        network.ensure_bridge(bridge)
+    store = AgentStore(db, clock, bridge.guest_addresses())
+    handle = None
+    host = VmHost(
+        settings, store, drivers, bridge, Quota(settings.quota_target), Tickets(settings.ticketing_target), ""
+    )
+    # Nothing leaks across restarts: guests the database thinks alive are
+    # gone (their processes died with the old service), so they are failed
+    # and cleaned up like any silent guest; devices nobody owns are removed.
+    monitor = Monitor(host, settings.monitor_interval_seconds)
+    reconciled: list[str] = []
+    for driver in drivers.values():
+        if driver.probe() is None:
+            reconciled += driver.reconcile({a.id for a in store.live()})
+    handle = start_server(
+        [
+            GrpcService(
+                SERVICE_NAME,
+                lambda server: pb_grpc.add_VmHostServiceServicer_to_server(
+                    VmHostServicer(host, monitor), server
+                ),
+                domain="swarm.vmhost",
+            )
+        ],
+        listen_address=settings.listen_address,
+        max_workers=settings.grpc_max_workers,
+        reuse_port=settings.reuse_port,
+    )
+    host.own_target = f"{settings.listen_address.rsplit(':', 1)[0]}:{handle.port}"
+    relay = OutboxRelay(db, outbox, settings.events_target) if settings.events_target else None
+    if relay is not None:
+        relay.start()
+    monitor.start()
+    return VmHostApp(handle, db, host, monitor, relay, reconciled)

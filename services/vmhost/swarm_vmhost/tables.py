@@ -1,0 +1,78 @@
+"""The vmhost schema: agents, the address pool, healing actions, the outbox."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from swarmcommon.db import UTCDateTime
+from swarmcommon.outbox import AUTO_ID, outbox_table
+
+metadata = sa.MetaData()
+
+VERSION_TABLE = "alembic_version_vmhost"
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("template", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("driver", sa.String(16), nullable=False),
+    # starting -> ready | busy -> failed -> terminated
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("address", sa.String(45), nullable=True),
+    sa.Column("reservation_id", sa.String(64), nullable=True),
+    sa.Column("ticket_id", sa.String(64), nullable=True),
+    sa.Column("state_reason", sa.Text, nullable=True),
+    sa.Column("replaces_agent_id", sa.String(36), nullable=True),
+    # The driver's handle (pid, devices, namespace) as JSON.
+    sa.Column("handle", sa.Text, nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("last_heartbeat_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("terminated_at", UTCDateTime, nullable=True),
+    sa.Index("ix_agents_tenant", "tenant_id", "created_at", "id"),
+    sa.Index("ix_agents_state", "state"),
+    sa.Index(
+        "ux_agents_request",
+        "tenant_id",
+        "request_id",
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    ),
+)
+
+# IPAM: a row per address in use; the primary key is what makes two
+# concurrent spawns unable to get the same address.
+addresses = sa.Table(
+    "addresses",
+    metadata,
+    sa.Column("address", sa.String(45), primary_key=True),
+    sa.Column("agent_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+healing_actions = sa.Table(
+    "healing_actions",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("incident_id", sa.String(36), nullable=False),
+    sa.Column("check_name", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("agent_id", sa.String(36), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("ticket_ids", sa.Text, nullable=False),
+    sa.Column("replacement_agent_id", sa.String(36), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_healing_tenant", "tenant_id", "seq"),
+)
+
+outbox = outbox_table(metadata)
