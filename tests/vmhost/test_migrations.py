@@ -1,0 +1,21 @@
+"""Vmhost's migrations, from empty, on both backends."""
+
+from __future__ import annotations
+
+from swarm_vmhost.server import MIGRATIONS, migrate
+from swarm_vmhost.tables import VERSION_TABLE, metadata
+from tests.conftest import BACKENDS
+from tests.migration_checks import (
+    assert_migrations_are_idempotent_and_reversible,
+    assert_migrations_build_the_models,
+)
+
+pytestmark = BACKENDS
+
+
+def test_migrations_run_from_empty_and_match_the_models(db: str) -> None:
+    assert_migrations_build_the_models(db, migrate, metadata, VERSION_TABLE)
+
+
+def test_migrations_are_idempotent_and_reversible(db: str) -> None:
+    assert_migrations_are_idempotent_and_reversible(db, migrate, MIGRATIONS, VERSION_TABLE)
