@@ -56,6 +56,7 @@ bench: setup postgres
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/spans.py
+	$(BIN)/python bench/spawn.py
 
 clean:
 	rm -rf $(VENV) $(GEN) build var

@@ -1,0 +1,109 @@
+"""Spawn-to-ready per driver: how long from SpawnAgent until the guest is up.
+
+vmhost runs in this process on a bridge of its own (root needed for netns);
+each spawn starts the real guest program (`python -m swarmagent.guest`,
+heartbeating, no work). Two figures per driver, p50/p95 over --spawns:
+
+- spawn_ms: the SpawnAgent call: address, sandbox (namespace, veth on the
+  bridge, cgroups) and the guest process started;
+- ready_ms: until vmhost has the guest's first heartbeat (Python starting
+  and importing the agent runtime dominates this).
+
+    python bench/spawn.py [--spawns 20] [--drivers netns,process]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from swarm.vmhost.v1 import vmhost_pb2 as pb
+from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
+from swarm_vmhost import network
+from swarm_vmhost import server as vmhost_server
+from swarm_vmhost.config import Settings
+from swarmcommon.grpcclient import channel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from claims import percentile  # noqa: E402
+
+
+def run(driver: str, spawns: int, workdir: Path) -> dict[str, float | int | str]:
+    bridge = network.Bridge(
+        f"swb{uuid.uuid4().hex[:8]}", ipaddress.IPv4Network(f"10.214.{random.randint(0, 255)}.0/24")
+    )
+    app = vmhost_server.start(
+        Settings(
+            database_url=f"sqlite:///{workdir / f'{driver}.db'}",
+            listen_address="0.0.0.0:0",
+            bridge_name=bridge.name,
+            bridge_cidr=str(bridge.network),
+            workroot=str(workdir / driver),
+            monitor_interval_seconds=0,
+            heartbeat_interval_seconds=0.2,
+            log_level="WARNING",
+        )
+    )
+    ch = channel(f"127.0.0.1:{app.port}")
+    stub = pb_grpc.VmHostServiceStub(ch)
+    spawn_ms, ready_ms = [], []
+    try:
+        for _ in range(spawns):
+            t0 = time.perf_counter()
+            agent = stub.SpawnAgent(
+                pb.SpawnAgentRequest(
+                    tenant_id="bench", template="default", driver=pb.Driver.Value(f"DRIVER_{driver.upper()}")
+                )
+            ).agent
+            spawn_ms.append((time.perf_counter() - t0) * 1000)
+            while stub.GetAgent(pb.GetAgentRequest(tenant_id="bench", agent_id=agent.id)).agent.state not in (
+                pb.AGENT_STATE_READY,
+                pb.AGENT_STATE_BUSY,
+            ):
+                if time.perf_counter() - t0 > 60:
+                    raise RuntimeError(f"{driver} guest never became ready; see {workdir / driver}")
+                time.sleep(0.005)
+            ready_ms.append((time.perf_counter() - t0) * 1000)
+            stub.TerminateAgent(pb.TerminateAgentRequest(tenant_id="bench", agent_id=agent.id))
+    finally:
+        ch.close()
+        app.stop(grace=1)
+        network.remove_bridge(bridge)
+    return {
+        "spawns": spawns,
+        "spawn_p50_ms": round(statistics.median(spawn_ms), 1),
+        "spawn_p95_ms": round(percentile(spawn_ms, 0.95), 1),
+        "ready_p50_ms": round(statistics.median(ready_ms), 1),
+        "ready_p95_ms": round(percentile(ready_ms, 0.95), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--spawns", type=int, default=20)
+    parser.add_argument("--drivers", default="netns,process")
+    args = parser.parse_args()
+    results: dict[str, object] = {"benchmark": "spawn"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for driver in args.drivers.split(","):
+            if driver == "netns" and os.geteuid() != 0:
+                results[driver] = {"skipped": "needs root"}
+                continue
+            results[driver] = run(driver, args.spawns, Path(tmp))
+    results["qemu"] = {"skipped": "no microVM snapshot driver is built yet"}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
