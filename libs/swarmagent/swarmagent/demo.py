@@ -27,28 +27,22 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
-import anthropic
 import httpx
 from rich.console import Console
 from rich.table import Table
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
-from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm.vmhost.v1 import vmhost_pb2 as vpb
+from swarm.vmhost.v1 import vmhost_pb2_grpc as vpb_grpc
 from swarmagent import demo_llm
-from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.gitops import Author, init_repository
-from swarmagent.llm import Attribution, TrackedLLM
-from swarmagent.loop import AgentLoop
 from swarmagent.messages_server import MessagesServer
-from swarmagent.runtime import Runtime
 from swarmcommon.grpcclient import channel
 from swarmcommon.localproc import free_port, start_service
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
@@ -59,7 +53,6 @@ POISON = demo_llm.POISON
 MODEL = "claude-sonnet-4-6"
 AUTHOR = Author("Swarm Agent", "agents@swarm.invalid")
 
-CODER, REVIEWER = pb.AGENT_ROLE_CODER, pb.AGENT_ROLE_REVIEWER
 PROJECT = {
     "name": "webapp-redesign",
     "description": "A small DAG worked by coder and reviewer agents",
@@ -182,7 +175,9 @@ def main() -> None:
     init_repository(repository, {"README.md": "# webapp\n", "src/__init__.py": ""}, AUTHOR)
     console.print(f"git repository {repository} (branch main)")
     # Every process, this one included, sends its spans to telemetry.
-    telemetry = f"127.0.0.1:{free_port()}"
+    # Telemetry, ticketing and vmhost listen on every address: agents in
+    # network namespaces reach them through the bridge address.
+    telemetry = f"0.0.0.0:{free_port()}"
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{telemetry}"
     os.environ["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
     os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "500"
@@ -192,7 +187,7 @@ def main() -> None:
         stack.callback(shutdown_tracing)
         logs = {
             name: stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            for name in ("quota", "telemetry", "events", "ticketing", "gateway")
+            for name in ("quota", "telemetry", "events", "ticketing", "gateway", "vmhost")
         }
         quota_proc, quota = start_service(
             "swarm_quota",
@@ -234,9 +229,11 @@ def main() -> None:
                 "QUOTA_TARGET": quota,
                 "EVENTS_TARGET": events,
                 "REAPER_INTERVAL_SECONDS": "1",
+                "LEASE_SECONDS": "60",
                 "LOG_LEVEL": "WARNING",
             },
             output=logs["ticketing"],
+            target=f"0.0.0.0:{free_port()}",
         )
         stack.enter_context(running("ticketing", ticketing_proc, workdir / "ticketing.log"))
         targets = {"ticketing": ticketing, "quota": quota, "events": events, "telemetry": telemetry}
@@ -272,71 +269,98 @@ def main() -> None:
             f"POST /api/projects → {created.status_code}: [bold]{project['name']}[/] with {count} tickets"
         )
         names = {t["id"]: t["name"] for t in created.json()["tickets"]}
-        llm_server = stack.enter_context(MessagesServer(demo_llm.respond))
-        console.print(f"LLM: the anthropic SDK against a local Messages API at {llm_server.base_url}")
-        runtime_for = agent_runtimes(telemetry, llm_server.base_url, repository, workdir / "work")
-        run_agents(ticketing, api, names, runtime_for)
+        llm_server = stack.enter_context(MessagesServer(demo_llm.respond, host="0.0.0.0"))
+        llm_port = llm_server.base_url.rsplit(":", 1)[1]
+        console.print(f"LLM: the anthropic SDK against a local Messages API on port {llm_port}")
+        guest_env = {
+            "SWARM_REPOSITORY": str(repository),
+            "SWARM_BASE_BRANCH": "main",
+            "SWARM_LLM_BASE_URL": f"http://{{host}}:{llm_port}",
+            "SWARM_LLM_MODEL": MODEL,
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+        }
+        vmhost_proc, vmhost = start_service(
+            "swarm_vmhost",
+            "SWARM_VMHOST_",
+            {
+                "DATABASE_URL": f"sqlite:///{workdir / 'vmhost.db'}",
+                "WORKROOT": str((workdir / "vmhost").resolve()),
+                "QUOTA_TARGET": quota,
+                "TICKETING_TARGET": ticketing,
+                "EVENTS_TARGET": events,
+                "TELEMETRY_TARGET": telemetry,
+                "GUEST_WORK": "swarmagent.runtime:work",
+                "GUEST_ENV": ";".join(f"{k}={v}" for k, v in guest_env.items()),
+                "HEARTBEAT_INTERVAL_SECONDS": "1",
+                "MONITOR_INTERVAL_SECONDS": "1",
+                "LOG_LEVEL": "WARNING",
+            },
+            output=logs["vmhost"],
+            target=f"0.0.0.0:{free_port()}",
+        )
+        stack.enter_context(running("vmhost", vmhost_proc, workdir / "vmhost.log"))
+        run_guests(vmhost, api, names)
         report(api, project["id"])
         report_cost_and_trace(api, created.json()["tickets"], repository)
         report_webhooks(api, receiver, hook.json()["webhook"]["id"])
 
 
-def agent_runtimes(
-    telemetry: str, llm_url: str, repository: Path, workroot: Path
-) -> Callable[[str], Runtime]:
-    """A Runtime per agent: its own tracked LLM client, the shared repository."""
-    stub = tpb_grpc.TelemetryServiceStub(channel(telemetry))
-    client = anthropic.Anthropic(base_url=llm_url, api_key="sk-demo-offline", max_retries=0)
-
-    def runtime(agent_id: str) -> Runtime:
-        llm = TrackedLLM(client, stub, Attribution(TENANT, agent_id))
-        return Runtime(llm, str(repository), "main", workroot, AUTHOR, MODEL)
-
-    return runtime
-
-
-def run_agents(
-    target: str, api: httpx.Client, names: dict[str, str], runtime_for: Callable[[str], Runtime]
-) -> None:
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def on_event(agent: str) -> Any:
-        def emit(kind: str, claimed: ClaimedTicket, detail: str) -> None:
-            colour = {"submitted": "green", "failed": "yellow", "quarantined": "red"}.get(kind, "white")
-            with lock:
-                console.print(f"  [{colour}]{agent:<10} {kind:<11}[/] {names[claimed.id]:<32} {detail[:60]}")
-
-        return emit
-
-    agents = [("coder-1", CODER), ("coder-2", CODER), ("coder-3", CODER), ("reviewer-1", REVIEWER)]
-    loops = []
-    for agent_id, role in agents:
-        client = TicketingClient(target, TENANT, agent_id, lease=timedelta(seconds=30))
-        work = runtime_for(agent_id).work
-        loops.append(
-            AgentLoop(
-                client, work, role=role, heartbeat_interval=5, idle_wait=0.2, on_event=on_event(agent_id)
-            )
+def run_guests(vmhost: str, api: httpx.Client, names: dict[str, str]) -> None:
+    """Spawn agents through vmhost (the best driver this machine has), show
+    the tickets' progress until none is left to do, then stop the agents."""
+    ch = channel(vmhost)
+    stub = vpb_grpc.VmHostServiceStub(ch)
+    drivers = stub.ListDrivers(vpb.ListDriversRequest()).drivers
+    console.print(
+        "vmhost drivers: "
+        + ", ".join(
+            f"{vpb.Driver.Name(d.driver).removeprefix('DRIVER_').lower()}"
+            f"{' (default)' if d.is_default else ''}{'' if d.available else ' — ' + d.reason}"
+            for d in drivers
+        ),
+        highlight=False,
+    )
+    roles = [vpb.AGENT_ROLE_CODER] * 3 + [vpb.AGENT_ROLE_REVIEWER]
+    agents = [
+        stub.SpawnAgent(
+            vpb.SpawnAgentRequest(tenant_id=TENANT, template="webapp-agent", role=r, request_id=f"demo-{i}")
+        ).agent
+        for i, r in enumerate(roles)
+    ]
+    for a in agents:
+        console.print(
+            f"  spawned {vpb.AgentRole.Name(a.role).removeprefix('AGENT_ROLE_').lower():<8} agent {a.id[:8]} "
+            f"({vpb.Driver.Name(a.driver).removeprefix('DRIVER_').lower()}) at {a.address}",
+            highlight=False,
         )
-    threads = [threading.Thread(target=loop.run, args=(stop,)) for loop in loops]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 180
+    seen: dict[str, tuple[str, int]] = {}
+    deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
-            states = {t["state"] for t in api.get("/api/tickets").json()["items"]}
-            if states <= {"done", "quarantined"}:
+            tickets = api.get("/api/tickets").json()["items"]
+            for t in tickets:
+                now = (t["state"], t["stage_index"])
+                if seen.get(t["id"]) != now:
+                    seen[t["id"]] = now
+                    stage = t["stages"][min(t["stage_index"], len(t["stages"]) - 1)]
+                    colour = {"done": "green", "quarantined": "red", "in_progress": "cyan"}.get(
+                        t["state"], "white"
+                    )
+                    who = f" by {t['lease']['agent_id'][:8]}" if t.get("lease") else ""
+                    console.print(f"  [{colour}]{t['state']:<11}[/] {names[t['id']]:<32} {stage}{who}")
+            if {t["state"] for t in tickets} <= {"done", "quarantined"}:
                 break
-            time.sleep(0.5)
+            time.sleep(0.3)
         else:
-            console.print("[red]demo did not finish within 180 s")
+            console.print("[red]demo did not finish within 240 s")
+        live = stub.ListAgents(vpb.ListAgentsRequest(tenant_id=TENANT)).agents
+        console.print(f"[bold]ListAgents:[/] {len(live)} agents alive; terminating them")
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        for loop in loops:
-            loop.client.close()
+        for a in agents:
+            stub.TerminateAgent(
+                vpb.TerminateAgentRequest(tenant_id=TENANT, agent_id=a.id, reason="demo finished")
+            )
+        ch.close()
 
 
 def report(api: httpx.Client, project_id: str) -> None:
@@ -345,9 +369,13 @@ def report(api: httpx.Client, project_id: str) -> None:
     for col in ("ticket", "state", "stages", "failures", "result"):
         table.add_column(col)
     for t in tickets:
-        table.add_row(
-            t["name"], t["state"], " -> ".join(t["stages"]), str(t["failure_count"]), str(t["result"] or "")
+        result = t["result"] or {}
+        outcome = (
+            f"{result['branch']} merged as {result['merge_commit'][:10]}"
+            if result.get("merge_commit")
+            else result.get("summary", "")
         )
+        table.add_row(t["name"], t["state"], " -> ".join(t["stages"]), str(t["failure_count"]), outcome)
     console.print(table)
     dlq = api.get("/api/dead-letters").json()["items"]
     console.print(f"[bold]GET /api/dead-letters: {len(dlq)} quarantined")

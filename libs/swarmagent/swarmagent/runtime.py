@@ -20,6 +20,7 @@ that is not valid JSON of that shape fails the stage with a clear reason.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import uuid
@@ -165,3 +166,40 @@ class Runtime:
             "commit": previous.get("commit", ""),
             "merge_commit": merged,
         }
+
+
+_from_env: Runtime | None = None
+
+
+def work(claimed: ClaimedTicket) -> dict[str, Any]:
+    """The work function a guest runs (SWARM_AGENT_WORK=swarmagent.runtime:work),
+    configured by the environment vmhost gives it: SWARM_REPOSITORY,
+    SWARM_BASE_BRANCH, SWARM_LLM_BASE_URL, SWARM_LLM_MODEL,
+    SWARM_TELEMETRY_TARGET, SWARM_TENANT_ID, SWARM_AGENT_ID."""
+    global _from_env
+    if _from_env is None:
+        import anthropic
+
+        from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
+        from swarmagent.llm import Attribution
+        from swarmcommon.grpcclient import channel
+
+        env = os.environ
+        client = anthropic.Anthropic(
+            base_url=env.get("SWARM_LLM_BASE_URL") or None,
+            api_key=env.get("ANTHROPIC_API_KEY", "unset"),
+            max_retries=2,
+        )
+        telemetry = tpb_grpc.TelemetryServiceStub(channel(env["SWARM_TELEMETRY_TARGET"]))
+        llm = TrackedLLM(client, telemetry, Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"]))
+        _from_env = Runtime(
+            llm,
+            env["SWARM_REPOSITORY"],
+            env.get("SWARM_BASE_BRANCH", "main"),
+            Path.cwd() / "work",
+            Author(
+                env.get("SWARM_GIT_AUTHOR", "Swarm Agent"), env.get("SWARM_GIT_EMAIL", "agents@swarm.invalid")
+            ),
+            env.get("SWARM_LLM_MODEL", "claude-sonnet-4-6"),
+        )
+    return _from_env.work(claimed)

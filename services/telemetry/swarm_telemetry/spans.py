@@ -184,16 +184,21 @@ class SpanStore:
             )
         by_id = {(s.trace_id, s.span_id): s for s in candidates}
 
-        def ticket_of(s: SpanRow) -> str:
-            """The ticket of the nearest ancestor-or-self that names one."""
+        def ticket_of(s: SpanRow) -> str | None:
+            """The ticket of the nearest ancestor-or-self that names one; ""
+            for the shared trunk (up to a root naming none); None for a span
+            cut off from its root (a parent never arrived) that names no
+            ticket: whose it is cannot be told, so it is not shown."""
             node: SpanRow | None = s
             for _ in range(10_000):
                 if node is None:
-                    break
+                    return None
                 if node.ticket_id:
                     return node.ticket_id
+                if not node.parent_span_id:
+                    return ""
                 node = by_id.get((node.trace_id, node.parent_span_id))
-            return ""
+            return None
 
         # Spans of the shared trunk (say, the request that created the
         # project) belong to no ticket; branches under another ticket, or

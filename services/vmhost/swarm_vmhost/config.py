@@ -35,6 +35,10 @@ class Settings(ServiceSettings):
     # The program each guest runs, and the work function it runs tickets with.
     guest_command: str = "python -m swarmagent.guest"
     guest_work: str = ""
+    # Extra environment for every guest, "KEY=value;KEY=value" (e.g. the
+    # project repository and the LLM endpoint for swarmagent.runtime:work);
+    # "{host}" in a value becomes the host's address as the guest sees it.
+    guest_env: str = ""
     workroot: str = "var/vmhost"
     # Disk check: over this share of the workroot's filesystem, old guest
     # logs are purged (seed §12).

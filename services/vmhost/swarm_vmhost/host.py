@@ -165,6 +165,12 @@ class VmHost:
         if self.settings.telemetry_target:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{t(self.settings.telemetry_target)}"
             env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+        # "{host}" in a value is the host as this guest reaches it.
+        host_address = self.bridge.address if driver.isolated else "127.0.0.1"
+        for item in self.settings.guest_env.split(";"):
+            key, sep, value = item.partition("=")
+            if sep and key.strip():
+                env[key.strip()] = value.replace("{host}", host_address)
         for key in ("PYTHONPATH", "VIRTUAL_ENV", "HOME", "LANG"):
             if key in os.environ:
                 env[key] = os.environ[key]
@@ -225,6 +231,7 @@ class VmHost:
         """Stop the guest, give back its leases, reservation and address. Idempotent."""
         if agent.state == "terminated":
             return agent, []
+        self.store.stopping(agent.id, reason)
         if agent.handle is not None and agent.driver in self.drivers:
             self.drivers[agent.driver].stop(agent.handle)
         released: list[str] = []

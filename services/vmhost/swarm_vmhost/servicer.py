@@ -28,6 +28,9 @@ STATES = {
     "busy": pb.AGENT_STATE_BUSY,
     "failed": pb.AGENT_STATE_FAILED,
     "terminated": pb.AGENT_STATE_TERMINATED,
+    # Being stopped on request: as good as terminated for callers (listed
+    # after it, so a TERMINATED filter means "terminated").
+    "stopping": pb.AGENT_STATE_TERMINATED,
 }
 DRIVERS = {"netns": pb.DRIVER_NETNS, "qemu": pb.DRIVER_QEMU, "process": pb.DRIVER_PROCESS}
 ACTIONS = {n: pb.HealingActionType.Value(f"HEALING_ACTION_TYPE_{n.upper()}") for n in (
@@ -156,9 +159,7 @@ class VmHostServicer(pb_grpc.VmHostServiceServicer):  # type: ignore[misc]
         infos = []
         for name, number in DRIVERS.items():
             driver = self.host.drivers.get(name)
-            reason = (
-                driver.probe() if driver is not None else "not built on this host (no snapshot driver yet)"
-            )
+            reason = driver.probe() if driver is not None else "no microVM snapshot driver is built yet"
             infos.append(
                 pb.DriverInfo(
                     driver=number,  # type: ignore[arg-type]

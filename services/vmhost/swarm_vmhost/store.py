@@ -292,6 +292,17 @@ class AgentStore:
 
         return self.db.transaction(tx)
 
+    def stopping(self, agent_id: str, reason: str) -> None:
+        """LIVE -> STOPPING before the guest is stopped, so the monitor does not
+        take its exit for a crash (a failed agent stays FAILED)."""
+        self.db.transaction(
+            lambda conn: conn.execute(
+                sa.update(A)
+                .where(A.c.id == agent_id, A.c.state.in_(LIVE))
+                .values(state="stopping", state_reason=reason, updated_at=self.clock.now())
+            )
+        )
+
     def terminated(self, agent_id: str, reason: str) -> AgentRecord:
         """TERMINATED, its address back in the pool. Idempotent."""
 

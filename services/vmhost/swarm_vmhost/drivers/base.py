@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+# SIGTERM first: the guest reports nothing more and flushes its spans.
+STOP_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -50,3 +57,33 @@ class GuestDriver(Protocol):
 
     def reconcile(self, known_agent_ids: set[str]) -> list[str]:
         """Remove what guests not in `known_agent_ids` left behind; say what."""
+
+
+def _gone(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is not None:
+        return proc.poll() is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def stop_guest(
+    pid: int | None, proc: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE_SECONDS
+) -> None:
+    """Stop a guest's process group: SIGTERM, then SIGKILL after `grace`."""
+    if not pid:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while not _gone(pid, proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _gone(pid, proc):
+            break
+    if proc is not None:
+        proc.wait(timeout=10)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from swarm_vmhost import cgroups, network
-from swarm_vmhost.drivers.base import GuestHandle, GuestSpec
+from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, stop_guest
 from swarmcommon.errors import FailedPrecondition, Unavailable
 
 
@@ -74,13 +73,7 @@ class NetnsDriver:
 
     def stop(self, handle: GuestHandle) -> None:
         proc = self._children.pop(handle.agent_id, None)
-        if handle.pid:
-            try:
-                os.killpg(handle.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if proc is not None:
-            proc.wait(timeout=10)
+        stop_guest(handle.pid, proc)
         network.detach(self.bridge, handle.agent_id)
         cgroups.remove(handle.agent_id)
 

@@ -5,10 +5,9 @@ network-admin rights; ListDrivers says so."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 
-from swarm_vmhost.drivers.base import GuestHandle, GuestSpec
+from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, stop_guest
 from swarmcommon.errors import Unavailable
 
 
@@ -43,13 +42,7 @@ class ProcessDriver:
 
     def stop(self, handle: GuestHandle) -> None:
         proc = self._children.pop(handle.agent_id, None)
-        if handle.pid:
-            try:
-                os.killpg(handle.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if proc is not None:
-            proc.wait(timeout=10)
+        stop_guest(handle.pid, proc)
 
     def alive(self, handle: GuestHandle) -> bool:
         proc = self._children.get(handle.agent_id)
