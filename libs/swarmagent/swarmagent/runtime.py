@@ -156,7 +156,9 @@ class Runtime:
         verdict = answer_json(_text(reply))
         comments = str(verdict.get("comments", ""))[:2000]
         if verdict.get("approve") is not True:
-            raise WorkFailed(f"review rejected: {comments or 'no reason given'}", {"branch": branch})
+            raise WorkFailed(
+                f"review rejected: {comments or 'no reason given'}", {"branch": branch, "review": "rejected"}
+            )
         with tracer.start_as_current_span("git.merge", attributes={"git.branch": branch}):
             merged = ws.merge(branch, self.base_branch, f"Merge {branch}: {t.name}", self.author)
         return {

@@ -80,6 +80,9 @@ class EventType(enum.StrEnum):
     FAILED = "ticket.failed"
     QUARANTINED = "ticket.quarantined"
     STAGE_COMPLETE = "collaboration.stage_complete"
+    PR_OPENED = "pr.opened"
+    PR_MERGED = "pr.merged"
+    PR_REJECTED = "pr.rejected"
 
 
 class ActorType(enum.StrEnum):

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from swarm_ticketing import failures, journal
+from swarm_ticketing import failures, journal, merge_requests
 from swarm_ticketing import statements as stmt
 from swarm_ticketing.claims import ClaimRequest, Claims
 from swarm_ticketing.domain import (
@@ -143,6 +143,9 @@ class LeaseManager:
                 "last_submitted_token": token,
                 "updated_at": now,
             }
+            merge_requests.after_submit(
+                conn, row, result_json, stages[next_index] if next_index < len(stages) else None, now
+            )
             if next_index < len(stages):
                 ticket = stmt.update_ticket(
                     conn,
@@ -221,7 +224,8 @@ class LeaseManager:
         def tx(conn: Connection) -> FailureOutcome:
             now = self.clock.now()
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
-            return failures.record_failure(
+            rejected = merge_requests.after_failure(conn, row, reason, details_json, now)
+            outcome = failures.record_failure(
                 conn,
                 row,
                 now,
@@ -231,6 +235,13 @@ class LeaseManager:
                 actor_id=row.claimed_by_agent_id,
                 details_json=details_json,
             )
+            if rejected and not outcome.quarantined and row.stage_index > 0:
+                # A rejected review goes back to its author for rework.
+                back = row.stage_index - 1
+                stages = row.stages.split(",")
+                ticket = stmt.update_ticket(conn, ticket_id, {"stage_index": back, "role": stages[back]})
+                return FailureOutcome(ticket, False)
+            return outcome
 
         return self.db.transaction(tx)
 

@@ -14,9 +14,12 @@ from swarm_ticketing import wire
 from swarm_ticketing.claims import ClaimRequest
 from swarm_ticketing.domain import MAX_REASON, lease_duration
 from swarm_ticketing.leases import LeaseManager
+from swarm_ticketing.merge_requests import MergeRequest, MergeRequests
 from swarm_ticketing.store import TicketStore
 from swarmcommon import validation as v
+from swarmcommon.errors import InvalidArgument
 from swarmcommon.pagination import page_size
+from swarmcommon.protos import timestamp
 
 MAX_REDRIVE = 500
 
@@ -25,6 +28,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     def __init__(self, store: TicketStore, leases: LeaseManager) -> None:
         self.store = store
         self.leases = leases
+        self.merge_requests = MergeRequests(store.db)
 
     # -- projects & reads ------------------------------------------------------
 
@@ -209,3 +213,56 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             v.bounded_text("reason", request.reason, MAX_REASON),
         )
         return pb.RedriveTicketsResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])
+
+    # -- merge requests --------------------------------------------------------
+
+    def GetMergeRequest(
+        self, request: pb.GetMergeRequestRequest, context: grpc.ServicerContext
+    ) -> pb.GetMergeRequestResponse:
+        mr = self.merge_requests.get(
+            v.name_id("tenant_id", request.tenant_id), v.uuid_id("merge_request_id", request.merge_request_id)
+        )
+        return pb.GetMergeRequestResponse(merge_request=merge_request_to_proto(mr))
+
+    def ListMergeRequests(
+        self, request: pb.ListMergeRequestsRequest, context: grpc.ServicerContext
+    ) -> pb.ListMergeRequestsResponse:
+        if request.state not in MR_STATES and request.state != pb.MERGE_REQUEST_STATE_UNSPECIFIED:
+            raise InvalidArgument("state", f"unknown state {request.state}")
+        page = self.merge_requests.list(
+            v.name_id("tenant_id", request.tenant_id),
+            v.uuid_id("project_id", request.project_id) if request.project_id else None,
+            v.uuid_id("ticket_id", request.ticket_id) if request.ticket_id else None,
+            MR_STATES.get(request.state),
+            page_size(request.page_size),
+            request.page_token,
+        )
+        return pb.ListMergeRequestsResponse(
+            merge_requests=[merge_request_to_proto(m) for m in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+
+MR_STATES = {
+    pb.MERGE_REQUEST_STATE_OPEN: "open",
+    pb.MERGE_REQUEST_STATE_MERGED: "merged",
+    pb.MERGE_REQUEST_STATE_REJECTED: "rejected",
+}
+
+
+def merge_request_to_proto(mr: MergeRequest) -> pb.MergeRequest:
+    return pb.MergeRequest(
+        id=mr.id,
+        tenant_id=mr.tenant_id,
+        project_id=mr.project_id,
+        ticket_id=mr.ticket_id,
+        branch=mr.branch,
+        commit=mr.commit,
+        state=next(k for k, name in MR_STATES.items() if name == mr.state),
+        merge_commit=mr.merge_commit or "",
+        review_comments=mr.review_comments or "",
+        author_agent_id=mr.author_agent_id or "",
+        reviewer_agent_id=mr.reviewer_agent_id or "",
+        create_time=timestamp(mr.created_at),
+        update_time=timestamp(mr.updated_at),
+    )

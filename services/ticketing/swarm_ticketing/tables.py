@@ -159,4 +159,27 @@ audit_events = sa.Table(
     sa.Index("ix_audit_ticket", "tenant_id", "ticket_id", "seq"),
 )
 
+# A branch on its way into the base branch (pr.opened / pr.merged / pr.rejected).
+merge_requests = sa.Table(
+    "merge_requests",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("project_id", sa.String(36), nullable=False),
+    sa.Column("ticket_id", sa.String(36), nullable=False),
+    sa.Column("branch", sa.String(250), nullable=False),
+    sa.Column("commit_sha", sa.String(64), nullable=False),
+    # open -> merged | rejected; a rework reopens it with the new commit.
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("merge_commit", sa.String(64), nullable=True),
+    sa.Column("review_comments", sa.Text, nullable=True),
+    sa.Column("author_agent_id", sa.String(128), nullable=True),
+    sa.Column("reviewer_agent_id", sa.String(128), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("ticket_id", "branch", name="ux_merge_requests_ticket_branch"),
+    sa.Index("ix_merge_requests_tenant", "tenant_id", "seq"),
+)
+
 outbox = outbox_table(metadata)

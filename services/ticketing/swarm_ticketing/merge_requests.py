@@ -1,0 +1,222 @@
+"""Merge requests, kept in step with a ticket's stages inside the same
+transaction as the stage change (and announced through the outbox):
+
+- an authoring stage (coder, tests, ...) hands back `branch` and `commit` and
+  a reviewer stage follows: the merge request opens (`pr.opened`); a rework
+  after a rejection reopens it with the new commit;
+- the reviewer hands back `merge_commit`: it is merged (`pr.merged`);
+- the reviewer reports a failure with details `{"review": "rejected"}`: it is
+  rejected (`pr.rejected`) and the ticket goes back to the stage before.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from swarm_ticketing import journal
+from swarm_ticketing.domain import EventType
+from swarm_ticketing.tables import merge_requests
+from swarmcommon.db import Database
+from swarmcommon.errors import NotFound
+from swarmcommon.outbox import OutboxEvent
+from swarmcommon.pagination import Page, PageToken
+
+M = merge_requests
+REVIEWER = "reviewer"
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    id: str
+    tenant_id: str
+    project_id: str
+    ticket_id: str
+    branch: str
+    commit: str
+    state: str
+    merge_commit: str | None
+    review_comments: str | None
+    author_agent_id: str | None
+    reviewer_agent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _load(row: Any) -> MergeRequest:
+    m = row._mapping
+    return MergeRequest(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        project_id=m["project_id"],
+        ticket_id=m["ticket_id"],
+        branch=m["branch"],
+        commit=m["commit_sha"],
+        state=m["state"],
+        merge_commit=m["merge_commit"],
+        review_comments=m["review_comments"],
+        author_agent_id=m["author_agent_id"],
+        reviewer_agent_id=m["reviewer_agent_id"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _event(kind: EventType, mr: MergeRequest, title: str) -> OutboxEvent:
+    data = {
+        "merge_request_id": mr.id,
+        "ticket_id": mr.ticket_id,
+        "project_id": mr.project_id,
+        "title": title,
+        "branch": mr.branch,
+        "commit": mr.commit,
+        "merge_commit": mr.merge_commit,
+        "review_comments": mr.review_comments,
+        "author_agent_id": mr.author_agent_id,
+        "reviewer_agent_id": mr.reviewer_agent_id,
+    }
+    return OutboxEvent(mr.tenant_id, kind.value, data)
+
+
+def _object(raw: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any, limit: int) -> str:
+    return str(value)[:limit] if value is not None else ""
+
+
+def _current(conn: Connection, ticket_id: str, branch: str) -> Any:
+    return conn.execute(sa.select(M).where(M.c.ticket_id == ticket_id, M.c.branch == branch)).first()
+
+
+def after_submit(conn: Connection, row: Any, result_json: str, next_stage: str | None, now: datetime) -> None:
+    """Open or merge the ticket's merge request as the submitted stage says."""
+    result = _object(result_json)
+    branch = _text(result.get("branch"), 250)
+    if not branch:
+        return
+    agent = row.claimed_by_agent_id
+    existing = _current(conn, row.id, branch)
+    if row.role == REVIEWER and result.get("merge_commit"):
+        if existing is None:
+            return
+        conn.execute(
+            sa.update(M)
+            .where(M.c.id == existing.id)
+            .values(
+                state="merged",
+                merge_commit=_text(result["merge_commit"], 64),
+                review_comments=_text(result.get("comments"), 4000) or None,
+                reviewer_agent_id=agent,
+                updated_at=now,
+            )
+        )
+        merged = _load(conn.execute(sa.select(M).where(M.c.id == existing.id)).one())
+        journal.record(conn, now, [], [_event(EventType.PR_MERGED, merged, row.name)])
+        return
+    if next_stage != REVIEWER or not result.get("commit"):
+        return
+    commit = _text(result["commit"], 64)
+    if existing is None:
+        mr_id = str(uuid.uuid4())
+        conn.execute(
+            sa.insert(M).values(
+                id=mr_id,
+                tenant_id=row.tenant_id,
+                project_id=row.project_id,
+                ticket_id=row.id,
+                branch=branch,
+                commit_sha=commit,
+                state="open",
+                author_agent_id=agent,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    else:  # reworked after a rejection
+        mr_id = existing.id
+        conn.execute(
+            sa.update(M)
+            .where(M.c.id == mr_id)
+            .values(state="open", commit_sha=commit, author_agent_id=agent, updated_at=now)
+        )
+    opened = _load(conn.execute(sa.select(M).where(M.c.id == mr_id)).one())
+    journal.record(conn, now, [], [_event(EventType.PR_OPENED, opened, row.name)])
+
+
+def after_failure(conn: Connection, row: Any, reason: str, details_json: str, now: datetime) -> bool:
+    """Reject the merge request a reviewer turned down; True when it did."""
+    details = _object(details_json)
+    branch = _text(details.get("branch"), 250)
+    if row.role != REVIEWER or details.get("review") != "rejected" or not branch:
+        return False
+    existing = _current(conn, row.id, branch)
+    if existing is None:
+        return False
+    conn.execute(
+        sa.update(M)
+        .where(M.c.id == existing.id)
+        .values(
+            state="rejected",
+            review_comments=reason[:4000],
+            reviewer_agent_id=row.claimed_by_agent_id,
+            updated_at=now,
+        )
+    )
+    rejected = _load(conn.execute(sa.select(M).where(M.c.id == existing.id)).one())
+    journal.record(conn, now, [], [_event(EventType.PR_REJECTED, rejected, row.name)])
+    return True
+
+
+class MergeRequests:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, tenant_id: str, mr_id: str) -> MergeRequest:
+        row = self.db.transaction(
+            lambda conn: conn.execute(
+                sa.select(M).where(M.c.tenant_id == tenant_id, M.c.id == mr_id)
+            ).first(),
+            write=False,
+        )
+        if row is None:
+            raise NotFound(
+                f"merge request {mr_id} not found", resource_type="merge_request", resource_name=mr_id
+            )
+        return _load(row)
+
+    def list(
+        self,
+        tenant_id: str,
+        project_id: str | None,
+        ticket_id: str | None,
+        state: str | None,
+        page_size: int,
+        page_token: str,
+    ) -> Page[MergeRequest]:
+        token = PageToken(["merge_requests", tenant_id, project_id, ticket_id, state])
+        key = token.decode(page_token)
+        q = sa.select(M).where(M.c.tenant_id == tenant_id)
+        if project_id:
+            q = q.where(M.c.project_id == project_id)
+        if ticket_id:
+            q = q.where(M.c.ticket_id == ticket_id)
+        if state:
+            q = q.where(M.c.state == state)
+        if key is not None:
+            q = q.where(M.c.seq > int(key[0]))
+        q = q.order_by(M.c.seq).limit(page_size + 1)
+        rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
+        nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
+        return Page([_load(r) for r in rows[:page_size]], nxt)
