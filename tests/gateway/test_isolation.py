@@ -52,12 +52,27 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
     with mesh.as_key(key_a) as as_a, mesh.as_key(key_b) as as_b:
         created = as_a.post(
             "/api/projects",
-            json={"name": "secret", "tickets": [{"key": "x", "name": "X"}, {"key": "y", "name": "Y"}]},
+            json={
+                "name": "secret",
+                "tickets": [
+                    {"key": "x", "name": "X"},
+                    {"key": "y", "name": "Y", "stages": ["coder", "reviewer"]},
+                ],
+            },
         )
         assert created.status_code == 201, created.text
         project_id = created.json()["project"]["id"]
         ticket_ids = [t["id"] for t in created.json()["tickets"]]
         dead = _quarantine_one(mesh, a)
+        mr_ticket = mesh.ticketing.ClaimTicket(tpb.ClaimTicketRequest(tenant_id=a, agent_id="coder"))
+        mesh.ticketing.SubmitWork(
+            tpb.SubmitWorkRequest(
+                tenant_id=a,
+                ticket_id=mr_ticket.ticket.id,
+                claim_token=mr_ticket.lease.claim_token,
+                result_json='{"branch": "swarm/secret", "commit": "c0ffee"}',
+            )
+        )
 
         exercised: set[tuple[str, str]] = set()
 
@@ -72,13 +87,18 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
             r = as_b.get(path, params=params)
             assert r.status_code == 200, r.text
             body = r.text
-            for secret in [project_id, *ticket_ids, "secret"]:
+            for secret in [project_id, *ticket_ids, "secret", "c0ffee"]:
                 assert secret not in body, f"GET {path} leaked {secret}"
 
         call("GET", "/api/projects/{project_id}", f"/api/projects/{project_id}")
         call("GET", "/api/tickets/{ticket_id}", f"/api/tickets/{ticket_ids[0]}")
         call("GET", "/api/tickets/{ticket_id}/events", f"/api/tickets/{ticket_ids[0]}/events")
         call("POST", "/api/dead-letters/redrive", "/api/dead-letters/redrive", json={"ticket_ids": [dead]})
+        mrs = as_a.get("/api/merge-requests").json()["items"]
+        assert [m["branch"] for m in mrs] == ["swarm/secret"]
+        call("GET", "/api/merge-requests/{merge_request_id}", f"/api/merge-requests/{mrs[0]['id']}")
+        listing("/api/merge-requests", "/api/merge-requests")
+        listing("/api/merge-requests", "/api/merge-requests", project_id=project_id)
         listing("/api/projects", "/api/projects")
         listing("/api/tickets", "/api/tickets")
         listing("/api/tickets", "/api/tickets", project_id=project_id)

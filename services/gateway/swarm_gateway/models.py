@@ -225,6 +225,46 @@ class RedriveResult(BaseModel):
     tickets: list[TicketPublic]
 
 
+MergeRequestState = Literal["open", "merged", "rejected"]
+
+
+class MergeRequestPublic(BaseModel):
+    id: str
+    project_id: str
+    ticket_id: str
+    branch: str
+    commit: str
+    state: MergeRequestState
+    merge_commit: str | None
+    review_comments: str | None
+    author_agent_id: str | None
+    reviewer_agent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_proto(cls, m: tpb.MergeRequest) -> MergeRequestPublic:
+        return cls(
+            id=m.id,
+            project_id=m.project_id,
+            ticket_id=m.ticket_id,
+            branch=m.branch,
+            commit=m.commit,
+            state=enum_name(tpb.MergeRequestState, m.state, "MERGE_REQUEST_STATE_"),  # type: ignore[arg-type]
+            merge_commit=m.merge_commit or None,
+            review_comments=m.review_comments or None,
+            author_agent_id=m.author_agent_id or None,
+            reviewer_agent_id=m.reviewer_agent_id or None,
+            created_at=m.create_time.ToDatetime(tzinfo=UTC),
+            updated_at=m.update_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class MergeRequestPage(BaseModel):
+    items: list[MergeRequestPublic]
+    next_page_token: str
+
+
 # -- quota ------------------------------------------------------------------------------
 
 

@@ -16,6 +16,9 @@ from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import (
     NAME_ID_PATTERN,
     UUID_PATTERN,
+    MergeRequestPage,
+    MergeRequestPublic,
+    MergeRequestState,
     ProjectCreate,
     ProjectCreated,
     ProjectPage,
@@ -175,3 +178,42 @@ def redrive(body: RedriveRequest, caller: CurrentCaller, b: Backend) -> RedriveR
         timeout=b.timeout,
     )
     return RedriveResult(tickets=[TicketPublic.from_proto(t) for t in reply.tickets])
+
+
+@router.get("/merge-requests", response_model=MergeRequestPage)
+def list_merge_requests(
+    caller: CurrentCaller,
+    b: Backend,
+    project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    ticket_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    state: MergeRequestState | None = None,
+    page_size: PageSize = 0,
+    page_token: PageToken = "",
+) -> MergeRequestPage:
+    """Branches agents pushed and their way into the base branch (open, merged, rejected)."""
+    reply = b.ticketing.ListMergeRequests(
+        tpb.ListMergeRequestsRequest(
+            tenant_id=caller.tenant_id,
+            project_id=project_id or "",
+            ticket_id=ticket_id or "",
+            state=enum_value(tpb.MergeRequestState, state, "MERGE_REQUEST_STATE_") if state else 0,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        ),
+        timeout=b.timeout,
+    )
+    return MergeRequestPage(
+        items=[MergeRequestPublic.from_proto(m) for m in reply.merge_requests],
+        next_page_token=reply.next_page_token,
+    )
+
+
+@router.get("/merge-requests/{merge_request_id}", response_model=MergeRequestPublic)
+def get_merge_request(
+    merge_request_id: Annotated[str, Path(pattern=UUID_PATTERN)], caller: CurrentCaller, b: Backend
+) -> MergeRequestPublic:
+    reply = b.ticketing.GetMergeRequest(
+        tpb.GetMergeRequestRequest(tenant_id=caller.tenant_id, merge_request_id=merge_request_id),
+        timeout=b.timeout,
+    )
+    return MergeRequestPublic.from_proto(reply.merge_request)
