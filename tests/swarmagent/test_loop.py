@@ -141,6 +141,7 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
         check=True,
     ).stdout.split()
     assert "src/implement_rest_endpoints.py" in files and "src/migrate_legacy_billing_schema.py" not in files
+    assert "GET /api/merge-requests: {'merged': 5}" in out.stdout
     # Cost and the trace are visible.
     assert "Cost this month: $0.0" in out.stdout and "coder" in out.stdout and "reviewer" in out.stdout
     for step in (

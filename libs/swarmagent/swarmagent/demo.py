@@ -414,6 +414,13 @@ def report_cost_and_trace(api: httpx.Client, tickets: list[dict[str, Any]], repo
         time.sleep(0.5)
     console.print(f"[bold]GET /api/tickets/{api_ticket['id']}/trace?format=text")
     console.print(r.text, markup=False, highlight=False, soft_wrap=True)
+    mrs = api.get("/api/merge-requests").json()["items"]
+    states = Counter(m["state"] for m in mrs)
+    console.print(f"[bold]GET /api/merge-requests:[/] {dict(states)}")
+    for m in mrs:
+        console.print(
+            f"  {m['state']:<8} {m['branch']:<48} {(m['merge_commit'] or '')[:10]}", highlight=False
+        )
     log = subprocess.run(
         ["git", "-C", str(repository), "log", "--oneline", "--first-parent", "main"],
         capture_output=True,
