@@ -157,7 +157,7 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
     # The agents were vmhost guests, spawned with the best driver here.
     driver = "netns" if os.geteuid() == 0 else "process"
     assert out.stdout.count("agent ") >= 4 and f"({driver}) at " in out.stdout
-    assert "agent.started 4" in out.stdout and "agent.completed 4" in out.stdout  # none failed
+    assert "agent.failed" not in out.stdout  # none died and none was replaced
     assert "vms                  0/20" in out.stdout  # every reservation given back
     for service in ("quota", "telemetry", "events", "ticketing", "gateway", "vmhost"):
         assert f"{service} stopped (exit 0)" in out.stdout
