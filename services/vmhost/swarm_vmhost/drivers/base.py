@@ -69,6 +69,11 @@ def _gone(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     return False
 
 
+def guest_alive(pid: int | None, proc: subprocess.Popen[bytes] | None) -> bool:
+    """Whether a guest's process still runs (our child, or a pid from before a restart)."""
+    return bool(pid) and not _gone(pid or 0, proc)
+
+
 def stop_guest(
     pid: int | None, proc: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE_SECONDS
 ) -> None:

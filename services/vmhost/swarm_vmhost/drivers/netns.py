@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from swarm_vmhost import cgroups, network
-from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, stop_guest
+from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, guest_alive, stop_guest
 from swarmcommon.errors import FailedPrecondition, Unavailable
 
 
@@ -78,16 +78,7 @@ class NetnsDriver:
         cgroups.remove(handle.agent_id)
 
     def alive(self, handle: GuestHandle) -> bool:
-        proc = self._children.get(handle.agent_id)
-        if proc is not None:
-            return proc.poll() is None
-        if not handle.pid:
-            return False
-        try:
-            os.kill(handle.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return guest_alive(handle.pid, self._children.get(handle.agent_id))
 
     def repair(self, handle: GuestHandle, address: str) -> None:
         """Give a running guest its link to the bridge back (a new veth pair)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, stop_guest
+from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, guest_alive, stop_guest
 from swarmcommon.errors import Unavailable
 
 
@@ -45,16 +45,7 @@ class ProcessDriver:
         stop_guest(handle.pid, proc)
 
     def alive(self, handle: GuestHandle) -> bool:
-        proc = self._children.get(handle.agent_id)
-        if proc is not None:
-            return proc.poll() is None
-        if not handle.pid:
-            return False
-        try:
-            os.kill(handle.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return guest_alive(handle.pid, self._children.get(handle.agent_id))
 
     def reconcile(self, known_agent_ids: set[str]) -> list[str]:
         return []  # children die with their session; nothing on the host outlives them
