@@ -9,7 +9,7 @@ GEN := libs/swarmcommon/swarm
 GEN_STAMP := $(GEN)/.generated
 PYTEST_ARGS ?=
 
-.PHONY: setup protos demo test lint bench postgres clean
+.PHONY: setup protos demo test lint bench postgres guest-image clean
 
 setup: $(VENV)/.installed $(GEN_STAMP)
 
@@ -39,7 +39,12 @@ demo: setup
 postgres:
 	scripts/ensure-postgres.sh
 
-test: setup postgres
+# The qemu driver's kernel + initramfs (and qemu itself), from Debian
+# packages. Where that cannot be done the qemu tests skip with the reason.
+guest-image:
+	scripts/build-guest-image.sh build/guest || echo "guest image not built: qemu driver tests will skip"
+
+test: setup postgres guest-image
 	scripts/buf-lint.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,7 +57,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: setup postgres
+bench: setup postgres guest-image
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/spans.py

@@ -131,7 +131,7 @@ def test_drivers_are_described_and_bad_input_refused(make_vmhost: Callable[..., 
 
     from tests.ticketing.helpers import raises_status
 
-    host = make_vmhost(guest_command=LISTEN)
+    host = make_vmhost(guest_command=LISTEN, guest_image_dir="/nonexistent/guest-image")
     drivers = {d.driver: d for d in host.stub.ListDrivers(pb.ListDriversRequest()).drivers}
     assert drivers[pb.DRIVER_NETNS].available and drivers[pb.DRIVER_NETNS].is_default
     assert drivers[pb.DRIVER_PROCESS].available
@@ -140,6 +140,7 @@ def test_drivers_are_described_and_bad_input_refused(make_vmhost: Callable[..., 
         _spawn(host, tenant="")
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "driver"):
         _spawn(host, driver=99)
+    assert "guest-image" in drivers[pb.DRIVER_QEMU].reason or "qemu" in drivers[pb.DRIVER_QEMU].reason
     with raises_status(grpc.StatusCode.FAILED_PRECONDITION, "qemu"):
         _spawn(host, driver=pb.DRIVER_QEMU)
     agent = _spawn(host)

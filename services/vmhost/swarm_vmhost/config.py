@@ -43,6 +43,11 @@ class Settings(ServiceSettings):
     # Disk check: over this share of the workroot's filesystem, old guest
     # logs are purged (seed §12).
     disk_purge_threshold: float = Field(default=0.9, gt=0, le=1)
+    # The qemu driver: where `make guest-image` put the kernel and initramfs,
+    # and how to run them. "kvm" where it really works; nested paravirtual
+    # KVM (kvm_pvm) cannot boot stock kernels, so the default is TCG.
+    guest_image_dir: str = "build/guest"
+    qemu_accel: str = Field(default="tcg", pattern="^(tcg|kvm)$")
     # Per-guest limits (netns driver).
     guest_memory_mb: int = Field(default=1024, ge=16)
     guest_cpus: float = Field(default=1.0, gt=0)

@@ -128,11 +128,6 @@ class VmHost:
 
     def driver(self, name: str) -> GuestDriver:
         name = name or self.default_driver
-        if name == "qemu" and name not in self.drivers:
-            raise FailedPrecondition(
-                "driver qemu cannot run on this host: no microVM snapshot driver is built yet",
-                reason="DRIVER_UNAVAILABLE",
-            )
         if name not in self.drivers:
             raise InvalidArgument(
                 "driver", f"unknown driver {name!r}; this host has {', '.join(self.drivers)}"
@@ -225,7 +220,10 @@ class VmHost:
             self.quota.release(tenant_id, reservation)
             raise
         log.info("agent spawned", extra={"agent_id": agent_id, "tenant_id": tenant_id, "driver": driver.name})
-        return self.store.started(agent_id, handle)
+        started = self.store.started(agent_id, handle)
+        if not driver.guest_heartbeats:  # up means ready (vmhost watches its process)
+            started = self.store.heartbeat(tenant_id, agent_id, "ready", None)
+        return started
 
     def terminate(self, agent: AgentRecord, reason: str) -> tuple[AgentRecord, list[str]]:
         """Stop the guest, give back its leases, reservation and address. Idempotent."""

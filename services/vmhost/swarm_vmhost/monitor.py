@@ -103,6 +103,8 @@ class Monitor:
         for agent in self.host.store.live():
             driver = self.host.drivers.get(agent.driver)
             dead = agent.handle is not None and driver is not None and not driver.alive(agent.handle)
+            if not dead and driver is not None and not driver.guest_heartbeats:
+                continue  # a guest without a runtime: its live process is its heartbeat
             if agent.last_heartbeat_at is not None:
                 silent = now - agent.last_heartbeat_at
                 missed = silent > window

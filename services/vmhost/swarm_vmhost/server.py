@@ -14,6 +14,7 @@ from swarm_vmhost.config import Settings
 from swarm_vmhost.drivers.base import GuestDriver
 from swarm_vmhost.drivers.netns import NetnsDriver
 from swarm_vmhost.drivers.process import ProcessDriver
+from swarm_vmhost.drivers.qemu import QemuDriver
 from swarm_vmhost.host import Quota, Tickets, VmHost
 from swarm_vmhost.monitor import Monitor
 from swarm_vmhost.servicer import VmHostServicer
@@ -77,7 +78,13 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     bridge = network.Bridge(settings.bridge_name, ipaddress.IPv4Network(settings.bridge_cidr))
     limits = cgroups.Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
-    drivers: dict[str, GuestDriver] = {"netns": NetnsDriver(bridge, limits), "process": ProcessDriver()}
+    drivers: dict[str, GuestDriver] = {
+        "netns": NetnsDriver(bridge, limits),
+        "process": ProcessDriver(),
+        "qemu": QemuDriver(
+            bridge, Path(settings.guest_image_dir), Path(settings.workroot) / "qemu", settings.qemu_accel
+        ),
+    }
     if drivers["netns"].probe() is None:
         network.ensure_bridge(bridge)
     store = AgentStore(db, clock, bridge.guest_addresses())

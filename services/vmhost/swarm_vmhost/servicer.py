@@ -159,7 +159,7 @@ class VmHostServicer(pb_grpc.VmHostServiceServicer):  # type: ignore[misc]
         infos = []
         for name, number in DRIVERS.items():
             driver = self.host.drivers.get(name)
-            reason = driver.probe() if driver is not None else "no microVM snapshot driver is built yet"
+            reason = driver.probe() if driver is not None else "not registered on this host"
             infos.append(
                 pb.DriverInfo(
                     driver=number,  # type: ignore[arg-type]

@@ -43,6 +43,9 @@ class GuestDriver(Protocol):
     name: str
     # Whether guests get their own network namespace on the bridge.
     isolated: bool
+    # Whether guests run the agent runtime and heartbeat; otherwise vmhost
+    # takes a live guest process as its heartbeat.
+    guest_heartbeats: bool
 
     def probe(self) -> str | None:
         """None when this driver can run here, else why not."""
@@ -82,7 +85,10 @@ def stop_guest(
         return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         try:
-            os.killpg(pid, sig)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)  # the guest and anything it started
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             break
         deadline = time.monotonic() + wait

@@ -25,6 +25,7 @@ from swarmcommon.errors import FailedPrecondition, Unavailable
 class NetnsDriver:
     name = "netns"
     isolated = True
+    guest_heartbeats = True
 
     def __init__(self, bridge: network.Bridge, limits: cgroups.Limits | None = None) -> None:
         self.bridge = bridge

@@ -14,6 +14,7 @@ from swarmcommon.errors import Unavailable
 class ProcessDriver:
     name = "process"
     isolated = False
+    guest_heartbeats = True
 
     def __init__(self) -> None:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
