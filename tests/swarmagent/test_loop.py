@@ -121,10 +121,12 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
         env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr
-    assert "5/6 tickets done, 1 dead-lettered" in out.stdout
+    assert "6/6 tickets done, 0 dead-lettered" in out.stdout
     assert "POST /api/projects → 201" in out.stdout
     assert "tickets_per_day      6/500" in out.stdout
+    # The poison ticket was dead-lettered, its cause fixed, and redriven.
     assert "Failed 3 times: the model's answer is not JSON" in out.stdout
+    assert "POST /api/dead-letters/redrive → 200" in out.stdout
     # Every reviewed ticket was merged into main of the repository the demo made.
     repo = tmp_path / "var" / "demo" / "repos" / "webapp.git"
     log = subprocess.run(
@@ -133,15 +135,15 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert len([m for m in log if m.startswith("Merge swarm/")]) == 5
+    assert len([m for m in log if m.startswith("Merge swarm/")]) == 6  # every ticket merged
     files = subprocess.run(
         ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", "main"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    assert "src/implement_rest_endpoints.py" in files and "src/migrate_legacy_billing_schema.py" not in files
-    assert "GET /api/merge-requests: {'merged': 5}" in out.stdout
+    assert "src/implement_rest_endpoints.py" in files and "src/migrate_legacy_billing_schema.py" in files
+    assert "GET /api/merge-requests: {'merged': 6}" in out.stdout
     # Cost and the trace are visible.
     assert "Cost this month: $0.0" in out.stdout and "coder" in out.stdout and "reviewer" in out.stdout
     for step in (

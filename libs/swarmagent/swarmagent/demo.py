@@ -86,7 +86,7 @@ PROJECT = {
             "depends_on": ["api", "ui", "tests"],
             "stages": ["coder", "reviewer"],
         },
-        {"key": "legacy", "name": POISON},
+        {"key": "legacy", "name": POISON, "stages": ["coder", "reviewer"]},
     ],
 }
 
@@ -335,6 +335,7 @@ def run_guests(vmhost: str, api: httpx.Client, names: dict[str, str]) -> None:
         )
     seen: dict[str, tuple[str, int]] = {}
     deadline = time.monotonic() + 240
+    redriven = False
     try:
         while time.monotonic() < deadline:
             tickets = api.get("/api/tickets").json()["items"]
@@ -347,8 +348,12 @@ def run_guests(vmhost: str, api: httpx.Client, names: dict[str, str]) -> None:
                         t["state"], "white"
                     )
                     who = f" by {t['lease']['agent_id'][:8]}" if t.get("lease") else ""
-                    console.print(f"  [{colour}]{t['state']:<11}[/] {names[t['id']]:<32} {stage}{who}")
-            if {t["state"] for t in tickets} <= {"done", "quarantined"}:
+                    line = f"  [{colour}]{t['state']:<11}[/] {names[t['id']]:<32} {stage}{who}"
+                    console.print(line)
+            states = {t["state"] for t in tickets}
+            if states <= {"done", "quarantined"} and "quarantined" in states and not redriven:
+                redriven = redrive_dead_letters(api)
+            elif states <= {"done"}:
                 break
             time.sleep(0.3)
         else:
@@ -361,6 +366,25 @@ def run_guests(vmhost: str, api: httpx.Client, names: dict[str, str]) -> None:
                 vpb.TerminateAgentRequest(tenant_id=TENANT, agent_id=a.id, reason="demo finished")
             )
         ch.close()
+
+
+def redrive_dead_letters(api: httpx.Client) -> bool:
+    """What an operator does: read why tickets were dead-lettered, fix the
+    cause (here: the spec the model choked on), redrive them."""
+    dlq = api.get("/api/dead-letters").json()["items"]
+    console.print(f"[bold]GET /api/dead-letters: {len(dlq)} quarantined")
+    for t in dlq:
+        console.print(f"  {t['name']}: {t['quarantine_reason']}")
+    demo_llm.fix_spec()
+    r = api.post(
+        "/api/dead-letters/redrive",
+        json={"ticket_ids": [t["id"] for t in dlq], "reason": "spec fixed (line 12)"},
+    )
+    r.raise_for_status()
+    console.print(
+        f"[bold]POST /api/dead-letters/redrive → {r.status_code}:[/] spec fixed, {len(dlq)} redriven"
+    )
+    return True
 
 
 def report(api: httpx.Client, project_id: str) -> None:
@@ -378,9 +402,6 @@ def report(api: httpx.Client, project_id: str) -> None:
         table.add_row(t["name"], t["state"], " -> ".join(t["stages"]), str(t["failure_count"]), outcome)
     console.print(table)
     dlq = api.get("/api/dead-letters").json()["items"]
-    console.print(f"[bold]GET /api/dead-letters: {len(dlq)} quarantined")
-    for t in dlq:
-        console.print(f"  {t['name']}: {t['quarantine_reason']}")
     usage = api.get("/api/quota/usage").json()
     console.print(f"[bold]GET /api/quota/usage[/] ({usage['plan']} plan):")
     for u in usage["resources"]:

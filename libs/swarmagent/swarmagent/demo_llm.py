@@ -2,21 +2,29 @@
 asks for, served by the local Messages-API server (the agents use the real
 `anthropic` SDK and cannot tell).
 
-Coders get one new module per ticket; reviewers approve what they see; the
-ticket named in POISON gets prose instead of JSON, so its stage fails like a
-confused model's would, until the ticket is dead-lettered.
+Coders get one new module per ticket; reviewers approve what they see. The
+ticket named in POISON gets prose instead of JSON while its spec is broken,
+so its stage fails like a confused model's would and the ticket is
+dead-lettered; once the demo "fixes the spec" (`fix_spec`) it is answered
+like any other.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 from swarmagent.messages_server import Reply, request_text
 from swarmagent.runtime import slug
 
 POISON = "Migrate legacy billing schema"
+_spec_fixed = threading.Event()
+
+
+def fix_spec() -> None:
+    _spec_fixed.set()
 
 
 def respond(body: dict[str, Any]) -> Reply:
@@ -29,7 +37,7 @@ def respond(body: dict[str, Any]) -> Reply:
         added = len(re.findall(r"^\+[^+]", text, re.MULTILINE))
         verdict = {"approve": True, "comments": f"Reviewed {added} added lines for '{ticket}': looks good."}
         return Reply(json.dumps(verdict), cache_read_input_tokens=len(system) // 4)
-    if ticket == POISON:
+    if ticket == POISON and not _spec_fixed.is_set():
         return Reply("I cannot do this: the spec has a syntax error on line 12.")
     name = slug(ticket).replace("-", "_")
     content = (
