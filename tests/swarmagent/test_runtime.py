@@ -101,6 +101,18 @@ def test_bad_model_answers_fail_the_stage_and_push_nothing(
     assert not (tmp_path / "escape.py").exists()
 
 
+def test_the_tickets_project_repository_wins(telemetry: TelemetryHarness, repo: Path, tmp_path: Path) -> None:
+    with MessagesServer(lambda body: files_answer({"p.py": "P = 1\n"})) as server:
+        rt = runtime(telemetry, server, tmp_path / "not-this-one.git", tmp_path)
+        ticket = claimed("Add P", pb.AGENT_ROLE_CODER)
+        ticket.ticket.repository, ticket.ticket.base_branch = str(repo), "main"
+        coded = rt.work(ticket)
+        assert git(repo, "show", f"{coded['branch']}:p.py") == "P = 1\n"
+        rt.repository = ""
+        with pytest.raises(WorkFailed, match="names no repository"):
+            rt.work(claimed("Add Q", pb.AGENT_ROLE_CODER))
+
+
 def test_a_rejected_review_merges_nothing(telemetry: TelemetryHarness, repo: Path, tmp_path: Path) -> None:
     answers = iter(
         [files_answer({"b.py": "B = 2\n"}), Reply('{"approve": false, "comments": "needs tests"}')]
@@ -108,8 +120,9 @@ def test_a_rejected_review_merges_nothing(telemetry: TelemetryHarness, repo: Pat
     with MessagesServer(lambda body: next(answers)) as server:
         rt = runtime(telemetry, server, repo, tmp_path)
         coded = rt.work(claimed("Add B", pb.AGENT_ROLE_CODER))
-        with pytest.raises(WorkFailed, match="review rejected: needs tests"):
+        with pytest.raises(WorkFailed, match="review rejected: needs tests") as rejected:
             rt.work(claimed("Add B", pb.AGENT_ROLE_REVIEWER, coded))
+        assert rejected.value.details == {"branch": coded["branch"], "review": "rejected"}
         with pytest.raises(WorkFailed, match="no branch"):
             rt.work(claimed("Add B", pb.AGENT_ROLE_REVIEWER))
     assert git(repo, "log", "--format=%s", "main").splitlines() == ["Initial commit"]

@@ -261,7 +261,8 @@ def main() -> None:
         hook.raise_for_status()
         receiver.secret = hook.json()["secret"]
         console.print(f"POST /api/webhooks → {hook.status_code}: every event to {receiver.url}")
-        created = api.post("/api/projects", json=PROJECT, headers={"Idempotency-Key": "demo-project-1"})
+        project_spec = {**PROJECT, "repository": str(repository), "base_branch": "main"}
+        created = api.post("/api/projects", json=project_spec, headers={"Idempotency-Key": "demo-project-1"})
         created.raise_for_status()
         project = created.json()["project"]
         count = project["ticket_count"]
@@ -273,8 +274,6 @@ def main() -> None:
         llm_port = llm_server.base_url.rsplit(":", 1)[1]
         console.print(f"LLM: the anthropic SDK against a local Messages API on port {llm_port}")
         guest_env = {
-            "SWARM_REPOSITORY": str(repository),
-            "SWARM_BASE_BRANCH": "main",
             "SWARM_LLM_BASE_URL": f"http://{{host}}:{llm_port}",
             "SWARM_LLM_MODEL": MODEL,
             "OTEL_BSP_SCHEDULE_DELAY": "500",

@@ -93,15 +93,25 @@ class Runtime:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _clone(self, workdir: Path) -> Workspace:
-        with tracer.start_as_current_span("git.clone", attributes={"git.repository": self.repository}):
-            return Workspace.clone(self.repository, workdir)
+    def _where(self, claimed: ClaimedTicket) -> tuple[str, str]:
+        """The ticket's project repository and base branch, else this runtime's."""
+        t = claimed.ticket
+        if t.repository:
+            return str(t.repository), str(t.base_branch or "main")
+        if not self.repository:
+            raise WorkFailed("the ticket's project names no repository and this agent has none configured")
+        return self.repository, self.base_branch
+
+    def _clone(self, repository: str, workdir: Path) -> Workspace:
+        with tracer.start_as_current_span("git.clone", attributes={"git.repository": repository}):
+            return Workspace.clone(repository, workdir)
 
     def code(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
         t = claimed.ticket
         branch = f"swarm/{claimed.id[:8]}-{slug(t.name)}"
-        ws = self._clone(workdir)
-        ws.start_branch(branch, self.base_branch)
+        repository, base = self._where(claimed)
+        ws = self._clone(repository, workdir)
+        ws.start_branch(branch, base)
         files_now = sorted(
             p.relative_to(ws.path).as_posix() for p in ws.path.rglob("*") if ".git" not in p.parts
         )
@@ -144,8 +154,9 @@ class Runtime:
         branch = previous.get("branch")
         if not branch:
             raise WorkFailed("nothing to review: the previous stage handed back no branch")
-        ws = self._clone(workdir)
-        diff = ws.diff(self.base_branch, branch)
+        repository, base = self._where(claimed)
+        ws = self._clone(repository, workdir)
+        diff = ws.diff(base, branch)
         with tracer.start_as_current_span("llm.review", attributes={"gen_ai.request.model": self.model}):
             reply = llm.create(
                 model=self.model,
@@ -160,7 +171,7 @@ class Runtime:
                 f"review rejected: {comments or 'no reason given'}", {"branch": branch, "review": "rejected"}
             )
         with tracer.start_as_current_span("git.merge", attributes={"git.branch": branch}):
-            merged = ws.merge(branch, self.base_branch, f"Merge {branch}: {t.name}", self.author)
+            merged = ws.merge(branch, base, f"Merge {branch}: {t.name}", self.author)
         return {
             "review": "approved",
             "comments": comments,
@@ -196,7 +207,7 @@ def work(claimed: ClaimedTicket) -> dict[str, Any]:
         llm = TrackedLLM(client, telemetry, Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"]))
         _from_env = Runtime(
             llm,
-            env["SWARM_REPOSITORY"],
+            env.get("SWARM_REPOSITORY", ""),  # the ticket's project usually names it
             env.get("SWARM_BASE_BRANCH", "main"),
             Path.cwd() / "work",
             Author(

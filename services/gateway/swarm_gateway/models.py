@@ -94,6 +94,10 @@ class ProjectCreate(Request):
     name: Text = Field(min_length=1, max_length=200)
     description: Text = Field(default="", max_length=20_000)
     tickets: list[TicketCreate] = Field(min_length=1, max_length=5000)
+    repository: Text = Field(
+        default="", max_length=2048, description="Git URL or absolute path agents clone; empty: agents' own"
+    )
+    base_branch: Text = Field(default="main", min_length=1, max_length=250)
 
 
 class LeasePublic(BaseModel):
@@ -159,6 +163,8 @@ class ProjectPublic(BaseModel):
     ticket_count: int
     done_count: int
     created_at: datetime
+    repository: str | None
+    base_branch: str
 
     @classmethod
     def from_proto(cls, p: tpb.Project) -> ProjectPublic:
@@ -169,6 +175,8 @@ class ProjectPublic(BaseModel):
             ticket_count=p.ticket_count,
             done_count=p.done_count,
             created_at=p.create_time.ToDatetime(tzinfo=UTC),
+            repository=p.repository or None,
+            base_branch=p.base_branch or "main",
         )
 
 

@@ -115,6 +115,8 @@ class ProjectSpec:
     description: str
     tickets: tuple[TicketSpec, ...]
     request_id: str | None = None
+    repository: str = ""
+    base_branch: str = "main"
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,8 @@ class Ticket:
     created_at: datetime
     updated_at: datetime
     traceparent: str | None = None
+    repository: str = ""
+    base_branch: str = "main"
 
     @property
     def current_role(self) -> AgentRole:
@@ -162,6 +166,8 @@ class Project:
     ticket_count: int
     done_count: int
     created_at: datetime
+    repository: str = ""
+    base_branch: str = "main"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ def to_ticket(row: Row[Any]) -> Ticket:
         quarantined_at=m["quarantined_at"],
         result_json=m["result_json"],
         traceparent=m["traceparent"],
+        repository=m["repository"],
+        base_branch=m["base_branch"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
     )

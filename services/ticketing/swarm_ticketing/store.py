@@ -117,6 +117,8 @@ class TicketStore:
                 name=spec.name,
                 description=spec.description,
                 ticket_count=len(spec.tickets),
+                repository=spec.repository,
+                base_branch=spec.base_branch,
                 request_id=spec.request_id,
                 created_at=now,
             )
@@ -142,6 +144,8 @@ class TicketStore:
                     "child_count": children[t.key],
                     "failure_count": 0,
                     "traceparent": carrier.get("traceparent"),
+                    "repository": spec.repository,
+                    "base_branch": spec.base_branch,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -178,6 +182,8 @@ class TicketStore:
             len(created),
             0,
             now,
+            spec.repository,
+            spec.base_branch,
         )
         return project, created
 
@@ -216,6 +222,8 @@ class TicketStore:
             m["ticket_count"],
             m["done_count"],
             m["created_at"],
+            m["repository"],
+            m["base_branch"],
         )
 
     def list_projects(self, tenant_id: str, page_size: int, page_token: str) -> Page[Project]:

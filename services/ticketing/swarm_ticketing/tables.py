@@ -22,6 +22,8 @@ projects = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("ticket_count", sa.Integer, nullable=False),
+    sa.Column("repository", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("base_branch", sa.String(250), nullable=False, server_default="main"),
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_projects_tenant_created", "tenant_id", "created_at", "id"),
@@ -75,6 +77,9 @@ tickets = sa.Table(
     # W3C trace context of the request that created the ticket: agents get it
     # with their lease, so everything done for the ticket is one trace.
     sa.Column("traceparent", sa.String(64), nullable=True),
+    # Copied from the project (immutable there): a claim needs no join.
+    sa.Column("repository", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("base_branch", sa.String(250), nullable=False, server_default="main"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # The claim path: only ready rows, already in claim order.

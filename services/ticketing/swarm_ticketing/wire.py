@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from datetime import timedelta
 from typing import TypeVar
 
@@ -127,7 +128,29 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
         description=v.bounded_text("description", req.description, MAX_DESCRIPTION),
         tickets=tuple(specs),
         request_id=v.optional_request_id(req.request_id),
+        repository=_repository(req.repository),
+        base_branch=_branch(req.base_branch or "main"),
     )
+
+
+def _repository(value: str) -> str:
+    value = v.bounded_text("repository", value, 2048)
+    if value and (value.startswith("-") or any(c in value for c in "\n\r\x00")):
+        raise InvalidArgument("repository", "must be a git URL or an absolute path")
+    if value and not (value.startswith("/") or "://" in value or value.startswith("git@")):
+        raise InvalidArgument(
+            "repository", "must be a git URL (https://, ssh://, git@...) or an absolute path"
+        )
+    return value
+
+
+BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,250}(?<!/)(?<!\.lock)$")
+
+
+def _branch(value: str) -> str:
+    if not BRANCH_RE.match(value):
+        raise InvalidArgument("base_branch", f"is not a valid branch name: {value[:60]!r}")
+    return value
 
 
 def _reject_unspecified(field: str) -> AgentRole:
@@ -162,6 +185,8 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
         quarantine_time=_ts(t.quarantined_at),
         result_json=t.result_json or "",
         traceparent=t.traceparent or "",
+        repository=t.repository,
+        base_branch=t.base_branch,
         create_time=_ts(t.created_at),
         update_time=_ts(t.updated_at),
     )
@@ -183,6 +208,8 @@ def project_to_proto(p: Project) -> pb.Project:
         ticket_count=p.ticket_count,
         done_count=p.done_count,
         create_time=_ts(p.created_at),
+        repository=p.repository,
+        base_branch=p.base_branch,
     )
 
 

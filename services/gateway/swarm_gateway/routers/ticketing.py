@@ -61,6 +61,8 @@ def create_project(
             description=body.description,
             tickets=[t.to_proto() for t in body.tickets],
             request_id=idempotency_key or "",
+            repository=body.repository,
+            base_branch=body.base_branch,
         ),
         timeout=b.timeout,
     )
