@@ -66,6 +66,8 @@ def supervise(
                 )
                 status = code or 1
                 stop(signal.SIGTERM, None)
-            elif code != 0:
+            elif code not in (0, -signal.SIGTERM, -signal.SIGINT):
+                # Killed by the very signal we forwarded (it came before the
+                # worker installed its handler): that is the stop we asked for.
                 status = status or code
     return status

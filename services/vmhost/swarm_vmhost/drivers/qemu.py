@@ -150,8 +150,10 @@ class QemuDriver:
             "-no-user-config",
             "-display",
             "none",
+            # wait=on: QEMU starts the guest only once vmhost is connected,
+            # so nothing the console says is lost.
             "-serial",
-            f"unix:{serial},server=on,wait=off",
+            f"unix:{serial},server=on,wait=on",
             "-device",
             "virtio-net-device,netdev=n0,mac=52:54:00:00:00:01",
             "-netdev",
@@ -162,50 +164,58 @@ class QemuDriver:
         return cmd
 
     def ensure_template(self) -> Path:
-        """Boot the image once and save it waiting for its settings."""
+        """Boot the image once and save it waiting for its settings (a
+        second boot if the first one stalls, as TCG boots rarely do)."""
         with self._template_lock:
             if self.template.exists():
                 return self.template
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            work = self.state_dir / "template-build"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            serial, qmp = (
-                socket_path(f"template-{os.getpid()}.serial"),
-                socket_path(f"template-{os.getpid()}.qmp"),
-            )
-            # A tap like the guests' (one on no bridge): a tap keeps no state
-            # in the snapshot, so restored copies can use their own.
-            tap = f"{TAP_PREFIX}template{os.getpid() % 1000:03d}"[:15]
-            self._remove_tap(tap)
-            with IPRoute() as ip:
-                ip.link("add", ifname=tap, kind="tuntap", mode="tap")
-            netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no"
-            proc = subprocess.Popen(
-                [*self._command(serial, netdev, None), "-qmp", f"unix:{qmp},server=on,wait=off"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
             try:
-                console = _connect(serial, proc)
-                _read_until(console, b"SWARM-READY", BOOT_TIMEOUT)
-                partial = self.template.with_suffix(".partial")
-                _qmp(qmp, proc, "migrate", {"uri": f"exec:cat > {partial}"})
-                deadline = time.monotonic() + 120
-                while _qmp(qmp, proc, "query-migrate", {}).get("status") != "completed":
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("template snapshot did not complete")
-                    time.sleep(0.05)
-                partial.rename(self.template)
-                console.close()
-            finally:
-                stop_guest(proc.pid, proc, grace=0.1)
-                self._remove_tap(tap)
-                shutil.rmtree(work, ignore_errors=True)
-                for path in (serial, qmp):
-                    path.unlink(missing_ok=True)
-            return self.template
+                return self._build_template()
+            except (TimeoutError, OSError, RuntimeError):
+                return self._build_template()
+
+    def _build_template(self) -> Path:
+        """One boot of the image into the snapshot file."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        work = self.state_dir / "template-build"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        serial, qmp = (
+            socket_path(f"template-{os.getpid()}.serial"),
+            socket_path(f"template-{os.getpid()}.qmp"),
+        )
+        # A tap like the guests' (one on no bridge): a tap keeps no state
+        # in the snapshot, so restored copies can use their own.
+        tap = f"{TAP_PREFIX}template{os.getpid() % 1000:03d}"[:15]
+        self._remove_tap(tap)
+        with IPRoute() as ip:
+            ip.link("add", ifname=tap, kind="tuntap", mode="tap")
+        netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no"
+        proc = subprocess.Popen(
+            [*self._command(serial, netdev, None), "-qmp", f"unix:{qmp},server=on,wait=off"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            console = _connect(serial, proc)
+            _read_until(console, b"SWARM-READY", BOOT_TIMEOUT)
+            partial = self.template.with_suffix(".partial")
+            _qmp(qmp, proc, "migrate", {"uri": f"exec:cat > {partial}"})
+            deadline = time.monotonic() + 120
+            while _qmp(qmp, proc, "query-migrate", {}).get("status") != "completed":
+                if time.monotonic() > deadline:
+                    raise TimeoutError("template snapshot did not complete")
+                time.sleep(0.05)
+            partial.rename(self.template)
+            console.close()
+        finally:
+            stop_guest(proc.pid, proc, grace=0.1)
+            self._remove_tap(tap)
+            shutil.rmtree(work, ignore_errors=True)
+            for path in (serial, qmp):
+                path.unlink(missing_ok=True)
+        return self.template
 
     def start(self, spec: GuestSpec) -> GuestHandle:
         why = self.probe()
