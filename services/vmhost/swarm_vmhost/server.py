@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from swarm_vmhost.monitor import Monitor
 from swarm_vmhost.servicer import VmHostServicer
 from swarm_vmhost.store import AgentStore
 from swarm_vmhost.tables import VERSION_TABLE, outbox
+from swarm_vmhost.zygote import Zygote
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
@@ -29,6 +31,17 @@ from swarmcommon.outbox import OutboxRelay
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.vmhost.v1.VmHostService"
+
+
+def _zygote(settings: Settings) -> Zygote | None:
+    """A warm interpreter for the standard guest program, where guests run it."""
+    if settings.guest_command != "python -m swarmagent.guest" or os.geteuid() != 0:
+        return None
+    try:
+        return Zygote()
+    except (OSError, RuntimeError) as exc:
+        log.warning("no guest zygote; guests start cold", extra={"error": str(exc)})
+        return None
 
 
 def migrate(database_url: str) -> None:
@@ -43,6 +56,7 @@ class VmHostApp:
     monitor: Monitor
     relay: OutboxRelay | None
     reconciled: list[str]
+    zygote: Zygote | None = None
 
     @property
     def port(self) -> int:
@@ -62,6 +76,8 @@ class VmHostApp:
             network.remove_bridge(self.host.bridge)
         if self.relay is not None:
             self.relay.stop()
+        if self.zygote is not None:
+            self.zygote.close()
         self.host.close()
         self.db.dispose()
 
@@ -78,8 +94,9 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     bridge = network.Bridge(settings.bridge_name, ipaddress.IPv4Network(settings.bridge_cidr))
     limits = cgroups.Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
+    zygote = _zygote(settings)
     drivers: dict[str, GuestDriver] = {
-        "netns": NetnsDriver(bridge, limits),
+        "netns": NetnsDriver(bridge, limits, zygote),
         "process": ProcessDriver(),
         "qemu": QemuDriver(
             bridge, Path(settings.guest_image_dir), Path(settings.workroot) / "qemu", settings.qemu_accel
@@ -119,4 +136,4 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     if relay is not None:
         relay.start()
     monitor.start()
-    return VmHostApp(handle, db, host, monitor, relay, reconciled)
+    return VmHostApp(handle, db, host, monitor, relay, reconciled, zygote)

@@ -10,16 +10,26 @@ server), and unlike `ip netns exec` nothing is remounted.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
+from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from swarm_vmhost import cgroups, network
 from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, guest_alive, stop_guest
+from swarm_vmhost.zygote import Zygote
 from swarmcommon.errors import FailedPrecondition, Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+def is_standard_guest(command: Sequence[str]) -> bool:
+    """The guest program the zygote has warm (`python -m swarmagent.guest`)."""
+    return list(command[-2:]) == ["-m", "swarmagent.guest"]
 
 
 class NetnsDriver:
@@ -27,9 +37,13 @@ class NetnsDriver:
     isolated = True
     guest_heartbeats = True
 
-    def __init__(self, bridge: network.Bridge, limits: cgroups.Limits | None = None) -> None:
+    def __init__(
+        self, bridge: network.Bridge, limits: cgroups.Limits | None = None, zygote: Zygote | None = None
+    ) -> None:
         self.bridge = bridge
         self.limits = limits or cgroups.Limits()
+        # Forks the standard guest program warm; other programs are exec'd.
+        self.zygote = zygote
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def probe(self) -> str | None:
@@ -51,6 +65,20 @@ class NetnsDriver:
             raise Unavailable(f"could not set up the guest network: {exc}") from exc
         groups = cgroups.create(spec.agent_id, self.limits)
         os.makedirs(spec.workdir, exist_ok=True)
+        if self.zygote is not None and self.zygote.alive() and is_standard_guest(spec.command):
+            try:
+                pid = self.zygote.spawn(
+                    f"/run/netns/{ns}",
+                    [str(cgroups.procs_file(d)) for d in groups],
+                    spec.env,
+                    spec.workdir,
+                    os.path.join(spec.workdir, "guest.log"),
+                )
+                return GuestHandle(
+                    spec.agent_id, self.name, pid=pid, devices=[veth], netns=ns, data={"zygote": "1"}
+                )
+            except (OSError, RuntimeError) as exc:  # a cold start still works
+                logger.warning("zygote spawn failed; starting the guest cold", extra={"error": str(exc)})
         joins = " && ".join(f"echo $$ > {shlex.quote(str(cgroups.procs_file(d)))}" for d in groups)
         script = f'{joins + " && " if joins else ""}exec nsenter --net=/run/netns/{ns} -- "$@"'
         log = open(os.path.join(spec.workdir, "guest.log"), "ab")  # noqa: SIM115 - the child keeps it
