@@ -95,12 +95,17 @@ class Tickets:
             self._channel.close()
 
 
+LOCAL_HOSTS = ("127.0.0.1", "0.0.0.0", "localhost", "[::1]", "[::]")
+
+
 def guest_target(target: str, bridge: Bridge, isolated: bool) -> str:
-    """How a guest reaches a host-side service: on the bridge address when it
-    has its own namespace (the host's loopback is not its loopback)."""
+    """How a guest reaches a service: one on this host (loopback or every
+    address) through the bridge address when the guest has its own namespace
+    (the host's loopback is not its loopback); any other host as given."""
     if not target or not isolated:
         return target
-    return f"{bridge.address}:{target.rsplit(':', 1)[1]}"
+    host, _, port = target.rpartition(":")
+    return f"{bridge.address}:{port}" if host in LOCAL_HOSTS else target
 
 
 class VmHost:
