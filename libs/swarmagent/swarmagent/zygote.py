@@ -60,7 +60,13 @@ def _enter(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
+PR_SET_PDEATHSIG = 1
+
+
 def serve(path: str) -> None:
+    # Gone with vmhost (a new vmhost starts its own); guests live on and are
+    # adopted or reconciled by the new vmhost like any other.
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps exited guests
     if os.path.exists(path):
         os.unlink(path)
