@@ -154,3 +154,16 @@ def test_a_guest_killed_mid_ticket_is_replaced_and_the_ticket_done_once(
     report = host.stub.GetHealingReport(pb.GetHealingReportRequest(tenant_id="acme"))
     counted = {(c.type, c.outcome): c.count for c in report.action_counts}
     assert counted[(pb.HEALING_ACTION_TYPE_SPAWN_REPLACEMENT, pb.HEALING_OUTCOME_SUCCEEDED)] == 1
+
+
+def test_concurrent_retries_of_one_spawn_make_one_agent_and_one_reservation(
+    make_vmhost: Callable[..., VmHostHarness], quota: QuotaHarness
+) -> None:
+    quota.stub.CreateTenant(qpb.CreateTenantRequest(tenant_id="acme", plan=qpb.PLAN_PRO))
+    host = make_vmhost(quota_target=quota.target, guest_command="sleep 600", default_driver="process")
+    with ThreadPoolExecutor(6) as pool:
+        agents = list(pool.map(lambda _: _spawn(host, "acme", request_id="spawn-once"), range(6)))
+    assert len({a.id for a in agents}) == 1
+    usage = {u.resource: u for u in quota.stub.GetUsage(qpb.GetUsageRequest(tenant_id="acme")).usages}
+    assert usage[qpb.RESOURCE_VMS].used == 1
+    assert len(host.stub.ListAgents(pb.ListAgentsRequest(tenant_id="acme")).agents) == 1

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
+from sqlalchemy.exc import IntegrityError
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.quota.v1 import quota_pb2_grpc as qpb_grpc
@@ -200,6 +201,12 @@ class VmHost:
             agent = self.store.create(
                 agent_id, tenant_id, template, role, driver.name, reservation, request_id, replaces
             )
+        except IntegrityError:
+            existing = self.store.by_request(tenant_id, request_id) if request_id else None
+            if existing is not None:
+                return existing  # a concurrent retry won; the reservation (same request id) is its
+            self.quota.release(tenant_id, reservation)
+            raise
         except BaseException:
             self.quota.release(tenant_id, reservation)
             raise
