@@ -137,6 +137,9 @@ def test_gateway_ticketing_and_agent_spans_form_one_trace(
     assert {"git.clone", "llm.generate_code", "git.push"} <= children
     assert any(n.endswith("TicketingService/SubmitWork") for n in children)
 
-    # The gateway serves the same tree.
+    # The gateway serves the same tree (spans still arriving may have joined it).
     served = api.get(f"/api/tickets/{ticket}/trace").json()
-    assert [s["span_id"] for s in served["spans"]] == [s.span_id for s in trace.spans]
+    assert {s.span_id for s in trace.spans} <= {s["span_id"] for s in served["spans"]}
+    assert served["spans"][0]["span_id"] == trace.spans[0].span_id and served["trace_ids"] == list(
+        trace.trace_ids
+    )
