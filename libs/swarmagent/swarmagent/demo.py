@@ -291,6 +291,9 @@ def main() -> None:
                 "GUEST_WORK": "swarmagent.runtime:work",
                 "GUEST_ENV": ";".join(f"{k}={v}" for k, v in guest_env.items()),
                 "HEARTBEAT_INTERVAL_SECONDS": "1",
+                # A guest is failed after 10 s of silence: a busy laptop
+                # should not see healthy agents replaced.
+                "MISSED_HEARTBEATS": "10",
                 "MONITOR_INTERVAL_SECONDS": "1",
                 "LOG_LEVEL": "WARNING",
             },
