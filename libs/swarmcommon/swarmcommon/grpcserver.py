@@ -32,6 +32,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
 
 from swarmcommon.errors import QuotaExceeded, SwarmError
+from swarmcommon.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,11 @@ def start_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[tracing, ErrorInterceptor(domain_of)],
         # Off by default so two services can never silently share a port.
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+        ],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

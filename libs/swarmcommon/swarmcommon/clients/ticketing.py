@@ -1,0 +1,22 @@
+"""The ticketing service, as other services call it (agents use swarmagent's SDK)."""
+
+from __future__ import annotations
+
+from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarmcommon.clients.base import ServiceClient
+
+
+class TicketingClient(ServiceClient):
+    stub_class = pb_grpc.TicketingServiceStub
+
+    def release_agent_claims(
+        self, tenant_id: str, agent_id: str, reason: str, request_id: str
+    ) -> tuple[list[str], list[str]]:
+        """Return every lease `agent_id` holds; (released, quarantined) ticket ids."""
+        reply = self.stub.ReleaseAgentClaims(
+            pb.ReleaseAgentClaimsRequest(
+                tenant_id=tenant_id, agent_id=agent_id, reason=reason, request_id=request_id
+            )
+        )
+        return list(reply.released_ticket_ids), list(reply.quarantined_ticket_ids)
