@@ -1,4 +1,5 @@
-"""Shared fixtures: storage backends and a real ticketing gRPC server.
+"""Shared fixtures: storage backends, real ticketing, quota and telemetry
+servers, and a webhook receiver (helpers live in tests/support).
 
 Backends: every repository/concurrency test is parametrized over SQLite and
 PostgreSQL. PostgreSQL comes from SWARM_TEST_POSTGRES_URL, else a
@@ -12,11 +13,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import grpc
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -25,14 +24,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from swarm.quota.v1 import quota_pb2_grpc as quota_grpc
-from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarm_quota import server as quota_server
-from swarm_quota.config import Settings as QuotaSettings
-from swarm_ticketing import server as ticketing_server
-from swarm_ticketing.config import Settings
-from swarmcommon.clock import ManualClock
-from swarmcommon.grpcclient import channel
+from tests.support.harness import (
+    QuotaHarness,
+    TelemetryHarness,
+    TicketingHarness,
+    start_quota,
+    start_telemetry,
+    start_ticketing,
+)
+from tests.support.receivers import Receiver, serve_receiver
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 
@@ -99,70 +99,38 @@ def spans() -> InMemorySpanExporter:
     return exporter
 
 
-BACKENDS = pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
-
-
-@dataclass
-class TicketingHarness:
-    app: ticketing_server.Ticketing
-    clock: ManualClock
-    channel: grpc.Channel
-    stub: pb_grpc.TicketingServiceStub
-    url: str
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.app.port}"
-
-
-def start_ticketing(url: str, **overrides: object) -> tuple[ticketing_server.Ticketing, ManualClock]:
-    clock = ManualClock()
-    settings = Settings(
-        database_url=url,
-        listen_address="127.0.0.1:0",
-        reaper_interval_seconds=0,  # tests run the reaper explicitly
-        **overrides,  # type: ignore[arg-type]
-    )
-    return ticketing_server.start(settings, clock=clock), clock
-
-
 @pytest.fixture
 def ticketing(db: str) -> Iterator[TicketingHarness]:
     """A real ticketing gRPC server on an ephemeral port, on `db`, with a manual clock."""
-    app, clock = start_ticketing(db)
-    ch = channel(f"127.0.0.1:{app.port}")
+    harness = start_ticketing(db)
     try:
-        yield TicketingHarness(app, clock, ch, pb_grpc.TicketingServiceStub(ch), db)
+        yield harness
     finally:
-        ch.close()
-        app.stop(grace=1)
-
-
-def start_quota(url: str) -> tuple[quota_server.Quota, ManualClock]:
-    clock = ManualClock()
-    settings = QuotaSettings(database_url=url, listen_address="127.0.0.1:0")
-    return quota_server.start(settings, clock=clock), clock
-
-
-@dataclass
-class QuotaHarness:
-    app: quota_server.Quota
-    clock: ManualClock
-    channel: grpc.Channel
-    stub: quota_grpc.QuotaServiceStub
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.app.port}"
+        harness.stop()
 
 
 @pytest.fixture
 def quota(db: str) -> Iterator[QuotaHarness]:
     """A real quota gRPC server on an ephemeral port, on `db`, with a manual clock."""
-    app, clock = start_quota(db)
-    ch = channel(f"127.0.0.1:{app.port}")
+    harness = start_quota(db)
     try:
-        yield QuotaHarness(app, clock, ch, quota_grpc.QuotaServiceStub(ch))
+        yield harness
     finally:
-        ch.close()
-        app.stop(grace=1)
+        harness.stop()
+
+
+@pytest.fixture
+def telemetry(db: str) -> Iterator[TelemetryHarness]:
+    """A real telemetry server (TelemetryService + OTLP) on `db`."""
+    harness = start_telemetry(db)
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real local HTTP endpoint that records webhook deliveries."""
+    with serve_receiver() as rec:
+        yield rec

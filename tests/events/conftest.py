@@ -1,59 +1,32 @@
-"""A real local HTTP endpoint for webhook deliveries."""
+"""A live events server per test, on the parametrized backend."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-
-@dataclass
-class Receiver:
-    """A real HTTP endpoint; `script` holds (status, headers, delay) answers, the last repeats."""
-
-    script: list[tuple[int, dict[str, str], float]] = field(default_factory=lambda: [(200, {}, 0.0)])
-    received: list[tuple[dict[str, str], str]] = field(default_factory=list)
-    url: str = ""
-
-    def wait_for(self, count: int, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.received) >= count, f"got {len(self.received)} of {count} deliveries"
+from swarm.events.v1 import events_pb2_grpc as pb_grpc
+from swarm_events import server as events_server
+from swarm_events.config import Settings as EventsSettings
+from swarmcommon.grpcclient import channel
+from tests.events.helpers import Live
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            with lock:
-                rec.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status, headers, delay = rec.script[min(len(rec.received) - 1, len(rec.script) - 1)]
-            time.sleep(delay)
-            try:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(b'{"ok": true}')
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the dispatcher gave up waiting (a timeout test)
-
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/swarm"
-    yield rec
-    server.shutdown()
-    server.server_close()
+def live(db: str) -> Iterator[Live]:
+    app = events_server.start(
+        EventsSettings(
+            database_url=db,
+            listen_address="127.0.0.1:0",
+            webhook_allow_networks="127.0.0.0/8",
+            retry_schedule_seconds="0.05,0.05,0.05,0.05,0.05,0.05",
+            delivery_timeout_seconds=0.5,
+            disable_after_seconds=1.0,
+            dispatcher_poll_seconds=0.02,
+        )
+    )
+    ch = channel(f"127.0.0.1:{app.port}")
+    yield Live(app, pb_grpc.EventsServiceStub(ch))
+    ch.close()
+    app.stop(grace=1)

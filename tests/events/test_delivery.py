@@ -4,85 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
-import pytest
-from google.protobuf import struct_pb2
 from standardwebhooks.webhooks import Webhook
 
 from swarm.events.v1 import events_pb2 as pb
-from swarm.events.v1 import events_pb2_grpc as pb_grpc
-from swarm_events import server as events_server
-from swarm_events.config import Settings as EventsSettings
 from swarm_events.signing import swarm_signature
-from swarmcommon.grpcclient import channel
-from tests.conftest import BACKENDS
-from tests.events.conftest import Receiver
-from tests.ticketing.helpers import raises_status
+from tests.events.helpers import Live, attempts, hook, publish
+from tests.support.harness import BACKENDS
+from tests.support.receivers import Receiver
+from tests.support.status import raises_status
+from tests.support.waiting import eventually
 
 pytestmark = BACKENDS
-
-
-@dataclass
-class Live:
-    app: events_server.Events
-    stub: pb_grpc.EventsServiceStub
-
-
-@pytest.fixture
-def live(db: str) -> Iterator[Live]:
-    app = events_server.start(
-        EventsSettings(
-            database_url=db,
-            listen_address="127.0.0.1:0",
-            webhook_allow_networks="127.0.0.0/8",
-            retry_schedule_seconds="0.05,0.05,0.05,0.05,0.05,0.05",
-            delivery_timeout_seconds=0.5,
-            disable_after_seconds=1.0,
-            dispatcher_poll_seconds=0.02,
-        )
-    )
-    ch = channel(f"127.0.0.1:{app.port}")
-    yield Live(app, pb_grpc.EventsServiceStub(ch))
-    ch.close()
-    app.stop(grace=1)
-
-
-def publish(live: Live, tenant_id: str, type_: str, **data: str) -> str:
-    payload = struct_pb2.Struct()
-    payload.update(data)
-    event_id = str(uuid.uuid4())
-    live.stub.Publish(
-        pb.PublishRequest(
-            events=[pb.Event(id=event_id, tenant_id=tenant_id, type=type_, source="ticketing", data=payload)]
-        )
-    )
-    return event_id
-
-
-def hook(live: Live, url: str, types: list[str], tenant_id: str = "acme") -> tuple[str, str]:
-    created = live.stub.CreateWebhook(
-        pb.CreateWebhookRequest(tenant_id=tenant_id, url=url, event_types=types)
-    )
-    return created.webhook.id, created.secret
-
-
-def attempts(live: Live, webhook_id: str, tenant_id: str = "acme") -> list[pb.DeliveryAttempt]:
-    return list(
-        live.stub.ListDeliveryAttempts(
-            pb.ListDeliveryAttemptsRequest(tenant_id=tenant_id, webhook_id=webhook_id)
-        ).attempts
-    )
-
-
-def wait_until(predicate: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.05)
-    assert predicate(), "condition not reached in time"  # type: ignore[operator]
 
 
 def test_subscribed_events_arrive_signed_and_verifiable(live: Live, receiver: Receiver) -> None:
@@ -100,7 +34,7 @@ def test_subscribed_events_arrive_signed_and_verifiable(live: Live, receiver: Re
         assert headers["webhook-id"] in done
         assert set(payload) == {"event", "timestamp", "data"}
     assert sorted(json.loads(b)["data"]["ticket_id"] for _, b in receiver.received) == ["t0", "t1"]
-    wait_until(lambda: len(attempts(live, webhook_id)) == 2)
+    eventually(lambda: len(attempts(live, webhook_id)) == 2)
     assert all(
         a.outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED and a.response_status_code == 200
         for a in attempts(live, webhook_id)
@@ -113,7 +47,7 @@ def test_failing_endpoint_is_retried_then_disabled_and_every_attempt_logged(
     receiver.script = [(500, {}, 0.0), (500, {}, 0.0), (200, {}, 2.0)]  # two 500s, then timeouts
     webhook_id, _ = hook(live, receiver.url, ["*"])
     event_id = publish(live, "acme", "ticket.failed", ticket_id="t1")
-    wait_until(
+    eventually(
         lambda: (
             live.stub.GetWebhook(pb.GetWebhookRequest(tenant_id="acme", webhook_id=webhook_id)).webhook.state
             == pb.WEBHOOK_STATE_DISABLED
@@ -135,7 +69,7 @@ def test_410_gone_disables_the_endpoint_at_once(live: Live, receiver: Receiver) 
     receiver.script = [(410, {}, 0.0)]
     webhook_id, _ = hook(live, receiver.url, ["*"])
     publish(live, "acme", "ticket.completed")
-    wait_until(
+    eventually(
         lambda: (
             live.stub.GetWebhook(pb.GetWebhookRequest(tenant_id="acme", webhook_id=webhook_id)).webhook.state
             == pb.WEBHOOK_STATE_DISABLED
@@ -156,7 +90,7 @@ def test_retry_after_is_honoured(live: Live, receiver: Receiver) -> None:
     first = list(reversed(attempts(live, webhook_id)))[0]
     waited = first.next_retry_time.ToDatetime() - first.attempt_time.ToDatetime()
     assert waited.total_seconds() >= 1.0  # not the 0.05 s of the schedule
-    wait_until(lambda: attempts(live, webhook_id)[0].outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED)
+    eventually(lambda: attempts(live, webhook_id)[0].outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED)
 
 
 def test_delivery_log_is_tenant_scoped(live: Live, receiver: Receiver) -> None:

@@ -21,10 +21,11 @@ from swarm_events import server as events_server
 from swarm_events.config import Settings as EventsSettings
 from swarm_events.signing import swarm_signature
 from swarmcommon.grpcclient import channel, raw_channel, trace_metadata
-from tests.conftest import BACKENDS
-from tests.events.conftest import Receiver
-from tests.events.test_delivery import Live, attempts, hook, publish, wait_until
-from tests.ticketing.helpers import raises_status
+from tests.events.helpers import Live, attempts, hook, publish
+from tests.support.harness import BACKENDS
+from tests.support.receivers import Receiver
+from tests.support.status import raises_status
+from tests.support.waiting import eventually
 
 pytestmark = BACKENDS
 
@@ -124,7 +125,7 @@ def test_redelivery_sends_the_same_event_id_again(live: Live, receiver: Receiver
     webhook_id, secret = hook(live, receiver.url, ["*"])
     event_id = publish(live, "acme", "ticket.completed", ticket_id="t1")
     receiver.wait_for(1)
-    wait_until(lambda: len(attempts(live, webhook_id)) == 1)
+    eventually(lambda: len(attempts(live, webhook_id)) == 1)
     delivery_id = attempts(live, webhook_id)[0].delivery_id
 
     with raises_status(grpc.StatusCode.NOT_FOUND, delivery_id):
@@ -138,7 +139,7 @@ def test_redelivery_sends_the_same_event_id_again(live: Live, receiver: Receiver
     receiver.wait_for(2)
     assert [h["webhook-id"] for h, _ in receiver.received] == [event_id, event_id]
     Webhook(secret).verify(receiver.received[1][1], receiver.received[1][0])
-    wait_until(lambda: len(attempts(live, webhook_id)) == 2)
+    eventually(lambda: len(attempts(live, webhook_id)) == 2)
     assert [a.attempt_number for a in attempts(live, webhook_id)] == [2, 1]  # the count continues
 
     _disable(live, webhook_id)
@@ -152,7 +153,7 @@ def test_recover_requeues_failed_deliveries_since_a_time(live: Live, receiver: R
     before = datetime.now(UTC) - timedelta(seconds=1)
     ids = [publish(live, "acme", "ticket.failed", n=str(i)) for i in range(3)]
     # 1 try + 2 retries each, then the deliveries are given up.
-    wait_until(lambda: len(attempts(live, webhook_id)) == 9)
+    eventually(lambda: len(attempts(live, webhook_id)) == 9)
     time.sleep(0.2)
     assert len(receiver.received) == 9
 
@@ -182,7 +183,7 @@ def test_recover_requeues_failed_deliveries_since_a_time(live: Live, receiver: R
     assert recovered.recovered_count == 3
     receiver.wait_for(3)
     assert sorted(h["webhook-id"] for h, _ in receiver.received) == sorted(ids)
-    wait_until(
+    eventually(
         lambda: sum(a.outcome == pb.ATTEMPT_OUTCOME_SUCCEEDED for a in attempts(live, webhook_id)) == 3
     )
 
@@ -197,9 +198,9 @@ def test_delivery_log_filters(live: Live, receiver: Receiver) -> None:
     receiver.script = [(500, {}, 0.0), (200, {}, 0.0)]
     webhook_id, _ = hook(live, receiver.url, ["*"])
     first = publish(live, "acme", "ticket.completed")
-    wait_until(lambda: len(attempts(live, webhook_id)) == 2)
+    eventually(lambda: len(attempts(live, webhook_id)) == 2)
     second = publish(live, "acme", "ticket.completed")
-    wait_until(lambda: len(attempts(live, webhook_id)) == 3)
+    eventually(lambda: len(attempts(live, webhook_id)) == 3)
 
     def log(**kw: Any) -> list[pb.DeliveryAttempt]:
         req = pb.ListDeliveryAttemptsRequest(tenant_id="acme", webhook_id=webhook_id, **kw)
@@ -253,7 +254,7 @@ def test_stream_delivers_the_tenants_live_events_of_the_asked_types(live: Live) 
         wanted = [publish(live, "acme", "ticket.completed", n=str(i)) for i in range(3)]
         publish(live, "acme", "ticket.created")  # another type
         publish(live, "other", "ticket.completed")  # another tenant
-        wait_until(lambda: len(follower.events) >= 3, timeout=5)
+        eventually(lambda: len(follower.events) >= 3, timeout=5)
         time.sleep(0.3)
         assert follower.ids() == wanted  # in arrival order, each once
         assert all(e.tenant_id == "acme" for e in follower.events)
@@ -266,9 +267,9 @@ def test_stream_replays_from_a_start_time_then_goes_live(live: Live) -> None:
     start = datetime.now(UTC) - timedelta(minutes=1)
     follower = Follower(live, pb.StreamEventsRequest(tenant_id="acme", start_time=_ts(start)))
     try:
-        wait_until(lambda: len(follower.events) >= 2, timeout=5)
+        eventually(lambda: len(follower.events) >= 2, timeout=5)
         new = publish(live, "acme", "agent.failed")
-        wait_until(lambda: len(follower.events) >= 3, timeout=5)
+        eventually(lambda: len(follower.events) >= 3, timeout=5)
         time.sleep(0.3)
         assert follower.ids() == [*old, new]
     finally:
@@ -281,7 +282,7 @@ def test_stream_sees_events_published_through_another_replica(db: str) -> None:
     try:
         time.sleep(0.3)
         ids = [publish(b, "acme", "ticket.completed", n=str(i)) for i in range(5)]
-        wait_until(lambda: len(follower.events) >= 5, timeout=5)
+        eventually(lambda: len(follower.events) >= 5, timeout=5)
         assert sorted(follower.ids()) == sorted(ids)
     finally:
         follower.close()
@@ -342,7 +343,7 @@ def test_delivery_connects_to_the_address_that_passed_the_check(
         assert json.loads(body)["event"] == "ticket.completed"
         # The next send resolves to 127.0.0.2, outside the allow-list: refused, not sent.
         publish(live, "acme", "ticket.completed")
-        wait_until(lambda: len(attempts(live, webhook_id)) >= 2)
+        eventually(lambda: len(attempts(live, webhook_id)) >= 2)
         blocked = attempts(live, webhook_id)[0]
         assert blocked.outcome == pb.ATTEMPT_OUTCOME_FAILED and "127.0.0.2" in blocked.error
         assert len(receiver.received) == 1

@@ -22,8 +22,8 @@ from swarm_events.ssrf import parse_networks, resolve_allowed
 from swarm_events.tables import webhooks
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.grpcclient import channel
-from tests.conftest import BACKENDS
-from tests.ticketing.helpers import raises_status
+from tests.support.harness import BACKENDS
+from tests.support.status import raises_status
 
 LOOPBACK_OK = "127.0.0.0/8,::1/128"
 

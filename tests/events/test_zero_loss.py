@@ -23,7 +23,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm_ticketing.tables import audit_events
 from swarmcommon.localproc import free_port, wait_until_serving
-from tests.events.conftest import Receiver
+from tests.support.receivers import Receiver
 
 TENANT = "acme"
 # Audit rows written in the same transaction as an outbox event.

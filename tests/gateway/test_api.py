@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.conftest import BACKENDS
-from tests.gateway.conftest import Mesh
+from tests.support.harness import BACKENDS
+from tests.support.mesh import Mesh
 
 pytestmark = BACKENDS
 

@@ -7,8 +7,8 @@ import uuid
 from fastapi.routing import APIRoute
 
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
-from tests.conftest import BACKENDS
-from tests.gateway.conftest import Mesh
+from tests.support.harness import BACKENDS
+from tests.support.mesh import Mesh, routes_tagged
 
 pytestmark = BACKENDS
 
@@ -20,16 +20,6 @@ WALKED_ELSEWHERE = {
     "telemetry": "tests/gateway/test_telemetry_routes.py",
     "agents": "tests/gateway/test_agent_routes.py",
 }
-
-
-def routes_tagged(mesh: Mesh, tags: set[str]) -> set[tuple[str, str]]:
-    """(method, path) of every documented route carrying one of `tags`."""
-    return {
-        (m, r.path)
-        for r in mesh.app.routes
-        if isinstance(r, APIRoute) and r.include_in_schema and tags & {str(t) for t in r.tags}
-        for m in r.methods
-    }
 
 
 def _quarantine_one(mesh: Mesh, tenant_id: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.gateway.conftest import ADMIN_TOKEN, Mesh, run_mesh
+from tests.support.mesh import ADMIN_TOKEN, Mesh, run_mesh
 
 # Bounded so the suite stays fast: ~12 operations x this many examples.
 EXAMPLES_PER_OPERATION = 25

@@ -14,9 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
 from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
 from swarmcommon.grpcclient import channel
-from tests.conftest import BACKENDS
-from tests.gateway.conftest import Mesh
-from tests.gateway.test_isolation import routes_tagged
+from tests.support.harness import BACKENDS
+from tests.support.mesh import Mesh, routes_tagged
 
 pytestmark = BACKENDS
 

@@ -18,10 +18,9 @@ from fastapi.routing import APIRoute
 from standardwebhooks.webhooks import Webhook
 
 from swarm_events.signing import swarm_signature
-from tests.conftest import BACKENDS
-from tests.events.conftest import Receiver
-from tests.gateway.conftest import Mesh
-from tests.gateway.test_isolation import routes_tagged
+from tests.support.harness import BACKENDS
+from tests.support.mesh import Mesh, routes_tagged
+from tests.support.receivers import Receiver
 
 pytestmark = BACKENDS
 

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
 
-import grpc
 import sqlalchemy as sa
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from swarm.quota.v1 import quota_pb2 as pb
 from swarm_quota.tables import metadata
-from tests.conftest import QuotaHarness
-
-T = TypeVar("T")
+from tests.support.harness import QuotaHarness
 
 VMS, TICKETS, CALLS, COST = (
     pb.RESOURCE_VMS,
@@ -56,32 +49,6 @@ def release(q: QuotaHarness, tid: str, reservation_id: str) -> pb.ReleaseRespons
 
 def usage(q: QuotaHarness, tid: str) -> dict[int, pb.ResourceUsage]:
     return {u.resource: u for u in q.stub.GetUsage(pb.GetUsageRequest(tenant_id=tid)).usages}
-
-
-def attempt(fn: Callable[[], T]) -> T | grpc.RpcError:
-    """The call's answer, or its RpcError, so concurrent outcomes can be counted."""
-    try:
-        return fn()
-    except grpc.RpcError as err:
-        return err
-
-
-def refusals(results: list[T | grpc.RpcError]) -> tuple[list[T], list[grpc.RpcError]]:
-    ok = [r for r in results if not isinstance(r, grpc.RpcError)]
-    return ok, [r for r in results if isinstance(r, grpc.RpcError)]
-
-
-def details(err: grpc.RpcError) -> dict[str, object]:
-    """The google.rpc details of a rejection, by type name."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None, "no google.rpc.Status in trailers"
-    found: dict[str, object] = {}
-    for kind in (error_details_pb2.ErrorInfo, error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo):
-        for any_ in status.details:
-            msg = kind()
-            if any_.Unpack(msg):
-                found[kind.DESCRIPTOR.name] = msg
-    return found
 
 
 def snapshot(q: QuotaHarness) -> dict[str, list[tuple[str, ...]]]:

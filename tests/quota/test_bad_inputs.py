@@ -12,9 +12,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.quota.v1 import quota_pb2 as pb
-from tests.conftest import BACKENDS, QuotaHarness
 from tests.quota.helpers import CALLS, TICKETS, VMS, consume, reserve, snapshot, tenant
-from tests.ticketing.helpers import raises_status
+from tests.support.harness import BACKENDS, QuotaHarness
+from tests.support.status import raises_status
 
 pytestmark = BACKENDS
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 import grpc
 
 from swarm.quota.v1 import quota_pb2 as pb
-from tests.conftest import BACKENDS, QuotaHarness
-from tests.quota.helpers import VMS, attempt, consume, refusals, release, reserve, tenant, usage
-from tests.ticketing.helpers import raises_status
+from tests.quota.helpers import VMS, consume, release, reserve, tenant, usage
+from tests.support.harness import BACKENDS, QuotaHarness
+from tests.support.status import attempt, raises_status, refusals
 
 pytestmark = BACKENDS
 

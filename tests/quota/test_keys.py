@@ -11,8 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.quota.v1 import quota_pb2 as pb
 from swarm_quota.tables import metadata
-from tests.conftest import BACKENDS, QuotaHarness
-from tests.ticketing.helpers import raises_status
+from tests.support.harness import BACKENDS, QuotaHarness
+from tests.support.status import raises_status
 
 pytestmark = BACKENDS
 

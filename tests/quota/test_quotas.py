@@ -10,22 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 
 from swarm.quota.v1 import quota_pb2 as pb
-from tests.conftest import BACKENDS, QuotaHarness
-from tests.quota.helpers import (
-    CALLS,
-    COST,
-    TICKETS,
-    VMS,
-    attempt,
-    consume,
-    details,
-    refusals,
-    release,
-    reserve,
-    tenant,
-    usage,
-)
-from tests.ticketing.helpers import raises_status
+from tests.quota.helpers import CALLS, COST, TICKETS, VMS, consume, release, reserve, tenant, usage
+from tests.support.harness import BACKENDS, QuotaHarness
+from tests.support.status import attempt, raises_status, refusals, rpc_details
 
 pytestmark = BACKENDS
 
@@ -38,7 +25,7 @@ def test_quota_never_over_admits_under_concurrency(quota: QuotaHarness) -> None:
     assert len(admitted) == 10 and len(refused) == 90
     assert sorted(a.usage.used for a in admitted) == list(range(1, 11))
     assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
-    found = details(refused[0])
+    found = rpc_details(refused[0])
     info = found["ErrorInfo"]
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert (info.reason, info.domain) == ("QUOTA_EXCEEDED", "swarm.quota")
@@ -68,7 +55,7 @@ def test_concurrent_reserves_never_exceed_max_vms_and_release_frees(quota: Quota
     assert len(held) == 5 and len(refused) == 45
     assert len({h.reservation.id for h in held}) == 5
     assert refused[0].details() == "VM limit reached (5/5). Upgrade plan or wait for VMs to complete."
-    found = details(refused[0])
+    found = rpc_details(refused[0])
     info = found["ErrorInfo"]
     assert isinstance(info, error_details_pb2.ErrorInfo)
     assert dict(info.metadata) == {"resource": "vms", "current": "5", "limit": "5"}  # no resets_at
@@ -101,7 +88,7 @@ def test_hour_window_resets_exactly_at_the_utc_hour(quota: QuotaHarness) -> None
     assert first.reset_time.ToDatetime(tzinfo=UTC) == datetime(2030, 1, 1, 6, tzinfo=UTC)
     with raises_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "API call limit reached (1/1 this hour)") as err:
         consume(quota, tid, resource=CALLS)
-    retry = details(err[0])["RetryInfo"]
+    retry = rpc_details(err[0])["RetryInfo"]
     assert isinstance(retry, error_details_pb2.RetryInfo) and retry.retry_delay == Duration(seconds=1)
     quota.clock.advance(timedelta(seconds=1))  # 06:00:00Z
     again = consume(quota, tid, resource=CALLS).usage

@@ -9,9 +9,9 @@ from typing import TypeVar
 import grpc
 
 from swarm.quota.v1 import quota_pb2 as pb
-from tests.conftest import BACKENDS, QuotaHarness
 from tests.quota.helpers import TICKETS, VMS, consume, release, reserve, tenant, usage
-from tests.ticketing.helpers import raises_status
+from tests.support.harness import BACKENDS, QuotaHarness
+from tests.support.status import raises_status
 
 pytestmark = BACKENDS
 

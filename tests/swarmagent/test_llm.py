@@ -19,8 +19,7 @@ from swarmagent.messages_server import MessagesServer, Reply
 from swarmcommon.errors import QuotaExceeded, SwarmError
 from swarmcommon.grpcclient import channel
 from swarmcommon.localproc import free_port
-from tests.conftest import BACKENDS, QuotaHarness
-from tests.telemetry.conftest import TelemetryHarness, start_telemetry
+from tests.support.harness import BACKENDS, QuotaHarness, TelemetryHarness, start_telemetry
 
 pytestmark = BACKENDS
 MODEL = "claude-sonnet-4-6"

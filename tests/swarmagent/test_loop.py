@@ -16,8 +16,8 @@ import pytest
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.loop import AgentLoop, WorkFailed
-from tests.conftest import TicketingHarness
-from tests.ticketing.helpers import create_project, get, spec, tenant
+from tests.support.harness import TicketingHarness
+from tests.support.ticketing import create_project, get, spec, tenant
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import WorkFailed
 from swarmagent.messages_server import MessagesServer, Reply
 from swarmagent.runtime import Runtime
-from tests.telemetry.conftest import TelemetryHarness, start_telemetry
+from tests.support.harness import TelemetryHarness, start_telemetry
 
 ME = Author("Agent", "agent@swarm.invalid")
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from swarmcommon import db as dbmod
 from swarmcommon.db import Database, UTCDateTime
 from swarmcommon.errors import Unavailable
-from tests.conftest import BACKENDS
+from tests.support.harness import BACKENDS
 
 
 def _locked() -> OperationalError:

@@ -25,7 +25,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmcommon.errors import NotFound, QuotaExceeded
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
 from swarmcommon.localproc import free_port, wait_until_serving
-from tests.conftest import TicketingHarness
+from tests.support.harness import TicketingHarness
 
 REPO = Path(__file__).resolve().parents[2]
 

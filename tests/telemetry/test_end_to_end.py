@@ -19,7 +19,7 @@ import pytest
 
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from swarmcommon.localproc import free_port, start_service
-from tests.telemetry.conftest import TelemetryHarness, start_telemetry
+from tests.support.harness import TelemetryHarness, start_telemetry
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

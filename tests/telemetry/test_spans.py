@@ -15,9 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from swarmcommon.waterfall import render_waterfall
-from tests.conftest import BACKENDS
-from tests.telemetry.conftest import TelemetryHarness, start_telemetry
-from tests.ticketing.helpers import raises_status
+from tests.support.harness import BACKENDS, TelemetryHarness, start_telemetry
+from tests.support.status import raises_status
 
 pytestmark = BACKENDS
 

@@ -14,9 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.telemetry.v1 import telemetry_pb2 as pb
-from tests.conftest import BACKENDS, QuotaHarness
-from tests.telemetry.conftest import TelemetryHarness, start_telemetry
-from tests.ticketing.helpers import raises_status
+from tests.support.harness import BACKENDS, QuotaHarness, TelemetryHarness, start_telemetry
+from tests.support.status import raises_status
 
 pytestmark = BACKENDS
 

@@ -12,8 +12,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.tables import metadata
-from tests.conftest import BACKENDS, TicketingHarness
-from tests.ticketing.helpers import claim, create_project, error_info, spec
+from tests.support.harness import BACKENDS, TicketingHarness
+from tests.support.status import error_info
+from tests.support.ticketing import claim, create_project, spec
 
 pytestmark = BACKENDS
 

@@ -14,18 +14,9 @@ from google.protobuf.duration_pb2 import Duration
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarmcommon.grpcclient import channel
-from tests.conftest import BACKENDS, TicketingHarness
-from tests.ticketing.helpers import (
-    REVIEWER,
-    claim,
-    create_project,
-    error_info,
-    get,
-    raises_status,
-    spec,
-    submit,
-    tenant,
-)
+from tests.support.harness import BACKENDS, TicketingHarness
+from tests.support.status import error_info, raises_status
+from tests.support.ticketing import REVIEWER, claim, create_project, get, spec, submit, tenant
 
 pytestmark = BACKENDS
 

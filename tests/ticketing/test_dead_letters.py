@@ -7,8 +7,9 @@ from datetime import timedelta
 import grpc
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from tests.conftest import BACKENDS, TicketingHarness
-from tests.ticketing.helpers import claim, create_project, fail, get, raises_status, spec, submit, tenant
+from tests.support.harness import BACKENDS, TicketingHarness
+from tests.support.status import raises_status
+from tests.support.ticketing import claim, create_project, fail, get, spec, submit, tenant
 
 pytestmark = BACKENDS
 

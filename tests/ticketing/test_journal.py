@@ -3,27 +3,16 @@ an outbox row committed in the same transaction."""
 
 from __future__ import annotations
 
-import json
-
 import grpc
 import sqlalchemy as sa
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.tables import audit_events, outbox
-from tests.conftest import BACKENDS, TicketingHarness
-from tests.ticketing.helpers import claim, create_project, fail, raises_status, spec, submit, tenant
+from tests.support.harness import BACKENDS, TicketingHarness
+from tests.support.status import raises_status
+from tests.support.ticketing import claim, create_project, fail, outbox_events, spec, submit, tenant
 
 pytestmark = BACKENDS
-
-
-def _outbox(h: TicketingHarness, tenant_id: str) -> list[tuple[str, dict[str, object]]]:
-    with h.app.db.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(outbox.c.event_type, outbox.c.payload)
-            .where(outbox.c.tenant_id == tenant_id)
-            .order_by(outbox.c.id)
-        ).all()
-    return [(r.event_type, json.loads(r.payload)) for r in rows]
 
 
 def test_lifecycle_emits_the_seed_event_names_in_order(ticketing: TicketingHarness) -> None:
@@ -38,7 +27,7 @@ def test_lifecycle_emits_the_seed_event_names_in_order(ticketing: TicketingHarne
     for i in range(3):
         fail(ticketing.stub, t, claim(ticketing.stub, t, f"agent-{i + 2}"), "flaky")
 
-    events = _outbox(ticketing, t)
+    events = outbox_events(ticketing, t)
     assert [e for e, _ in events] == [
         "ticket.created",
         "ticket.created",
@@ -72,7 +61,7 @@ def test_a_rejected_transition_writes_no_audit_and_no_event(ticketing: Ticketing
     with ticketing.app.db.engine.connect() as conn:
         before = (
             conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(),
-            len(_outbox(ticketing, t)),
+            len(outbox_events(ticketing, t)),
         )
     bad = pb.SubmitWorkRequest(
         tenant_id=t,
@@ -85,7 +74,7 @@ def test_a_rejected_transition_writes_no_audit_and_no_event(ticketing: Ticketing
     with ticketing.app.db.engine.connect() as conn:
         after = (
             conn.execute(sa.select(sa.func.count()).select_from(audit_events)).scalar(),
-            len(_outbox(ticketing, t)),
+            len(outbox_events(ticketing, t)),
         )
     assert after == before
 

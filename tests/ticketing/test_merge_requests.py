@@ -9,9 +9,9 @@ import json
 import grpc
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from tests.conftest import BACKENDS, TicketingHarness
-from tests.ticketing.helpers import claim, create_project, get, raises_status, spec, submit, tenant
-from tests.ticketing.test_journal import _outbox
+from tests.support.harness import BACKENDS, TicketingHarness
+from tests.support.status import raises_status
+from tests.support.ticketing import claim, create_project, get, outbox_events, spec, submit, tenant
 
 pytestmark = BACKENDS
 CODER, REVIEWER = pb.AGENT_ROLE_CODER, pb.AGENT_ROLE_REVIEWER
@@ -65,7 +65,7 @@ def test_open_reject_rework_merge(ticketing: TicketingHarness) -> None:
     assert (mr.merge_commit, mr.review_comments, mr.reviewer_agent_id) == ("m1", "ship it", "reviewer-1")
     assert get(ticketing.stub, t, ticket.id).state == pb.TICKET_STATE_DONE
 
-    prs = [(kind, data["branch"]) for kind, data in _outbox(ticketing, t) if kind.startswith("pr.")]
+    prs = [(kind, data["branch"]) for kind, data in outbox_events(ticketing, t) if kind.startswith("pr.")]
     assert prs == [
         ("pr.opened", branch),
         ("pr.rejected", branch),

@@ -21,9 +21,9 @@ from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings as TicketingSettings
 from swarmcommon.grpcclient import channel
-from tests.conftest import BACKENDS, QuotaHarness
-from tests.ticketing.helpers import raises_status
-from tests.vmhost.conftest import VmHostHarness
+from tests.support.harness import BACKENDS, QuotaHarness
+from tests.support.status import raises_status
+from tests.vmhost.harness import VmHostHarness
 
 pytestmark = BACKENDS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from swarm_vmhost.server import MIGRATIONS, migrate
 from swarm_vmhost.tables import VERSION_TABLE, metadata
-from tests.conftest import BACKENDS
-from tests.migration_checks import (
+from tests.support.harness import BACKENDS
+from tests.support.migrations import (
     assert_migrations_are_idempotent_and_reversible,
     assert_migrations_build_the_models,
 )

@@ -15,8 +15,8 @@ from pyroute2 import IPRoute, netns
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_vmhost import network
-from tests.conftest import BACKENDS
-from tests.vmhost.conftest import REPO, VmHostHarness
+from tests.support.harness import BACKENDS
+from tests.vmhost.harness import REPO, VmHostHarness
 from tests.vmhost.listen import PORT
 
 pytestmark = BACKENDS
@@ -129,7 +129,7 @@ def test_restart_removes_what_no_agent_owns(make_vmhost: Callable[..., VmHostHar
 def test_drivers_are_described_and_bad_input_refused(make_vmhost: Callable[..., VmHostHarness]) -> None:
     import grpc
 
-    from tests.ticketing.helpers import raises_status
+    from tests.support.status import raises_status
 
     host = make_vmhost(guest_command=LISTEN, guest_image_dir="/nonexistent/guest-image")
     drivers = {d.driver: d for d in host.stub.ListDrivers(pb.ListDriversRequest()).drivers}

@@ -12,7 +12,7 @@ from pyroute2 import IPRoute
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_vmhost.drivers.qemu import mac_of, tap_name
-from tests.vmhost.conftest import REPO, VmHostHarness
+from tests.vmhost.harness import REPO, VmHostHarness
 
 IMAGE = REPO / "build" / "guest"
 

@@ -1,18 +1,17 @@
-"""Small builders shared by the ticketing tests."""
+"""Builders for ticketing calls, for any test that works tickets over gRPC."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
-import grpc
-import pytest
-from grpc_status import rpc_status
+import sqlalchemy as sa
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarmcommon.grpcserver import error_details_pb2
+from swarm_ticketing.tables import outbox
+from tests.support.harness import TicketingHarness
 
 CODER = pb.AGENT_ROLE_CODER
 REVIEWER = pb.AGENT_ROLE_REVIEWER
@@ -68,22 +67,12 @@ def get(stub: pb_grpc.TicketingServiceStub, tenant_id: str, ticket_id: str) -> p
     return stub.GetTicket(pb.GetTicketRequest(tenant_id=tenant_id, ticket_id=ticket_id)).ticket
 
 
-@contextmanager
-def raises_status(code: grpc.StatusCode, *fragments: str) -> Iterator[list[grpc.RpcError]]:
-    """Expect an RpcError with `code` whose message contains every fragment."""
-    caught: list[grpc.RpcError] = []
-    with pytest.raises(grpc.RpcError) as info:
-        yield caught
-    err = info.value
-    caught.append(err)
-    assert err.code() == code, f"expected {code}, got {err.code()}: {err.details()}"
-    for fragment in fragments:
-        assert fragment in err.details(), f"{fragment!r} not in {err.details()!r}"
-
-
-def error_info(err: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)
-    assert status is not None, "no google.rpc.Status in trailers"
-    info = error_details_pb2.ErrorInfo()
-    assert status.details[0].Unpack(info)
-    return info
+def outbox_events(h: TicketingHarness, tenant_id: str) -> list[tuple[str, dict[str, object]]]:
+    """(event type, payload) of the tenant's outbox rows, oldest first."""
+    with h.app.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.event_type, outbox.c.payload)
+            .where(outbox.c.tenant_id == tenant_id)
+            .order_by(outbox.c.id)
+        ).all()
+    return [(r.event_type, json.loads(r.payload)) for r in rows]

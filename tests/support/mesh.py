@@ -1,0 +1,149 @@
+"""A real local mesh: quota, events, telemetry and ticketing gRPC servers on
+ephemeral ports and the gateway served by uvicorn on a real HTTP port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
+from swarm_events import server as events_server
+from swarm_events.config import Settings as EventsSettings
+from swarm_gateway.config import Settings as GatewaySettings
+from swarm_gateway.main import create_app
+from swarm_quota import server as quota_server
+from swarm_quota.config import Settings as QuotaSettings
+from swarm_telemetry import server as telemetry_server
+from swarm_telemetry.config import Settings as TelemetrySettings
+from swarm_ticketing import server as ticketing_server
+from swarm_ticketing.config import Settings as TicketingSettings
+from swarmcommon.db import Database
+from swarmcommon.grpcclient import channel
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+class LiveServer:
+    """uvicorn in a thread on an ephemeral loopback port."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Mesh:
+    base_url: str
+    app: FastAPI
+    ticketing: tpb_grpc.TicketingServiceStub
+    http: httpx.Client
+    quota_db: Database
+    events: events_server.Events
+    telemetry: telemetry_server.Telemetry
+
+    def admin(self, method: str, path: str, **kw: object) -> httpx.Response:
+        return self.http.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw)  # type: ignore[arg-type]
+
+    def tenant_with_key(self, tenant_id: str, plan: str = "pro", **overrides: int) -> str:
+        """Create a tenant through the admin API and return a fresh API key for it."""
+        r = self.admin("POST", "/admin/tenants", json={"id": tenant_id, "plan": plan, "overrides": overrides})
+        assert r.status_code == 201, r.text
+        r = self.admin("POST", f"/admin/tenants/{tenant_id}/api-keys", json={"display_name": "test"})
+        assert r.status_code == 201, r.text
+        secret: str = r.json()["secret"]
+        return secret
+
+    def as_key(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def run_mesh(
+    url_quota: str, url_ticketing: str, url_events: str, url_telemetry: str, auth_cache_seconds: float = 0.2
+) -> Iterator[Mesh]:
+    # The real clock: rate-limit headers are wall-clock epoch seconds.
+    quota_app = quota_server.start(QuotaSettings(database_url=url_quota, listen_address="127.0.0.1:0"))
+    events_app = events_server.start(
+        EventsSettings(
+            database_url=url_events,
+            listen_address="127.0.0.1:0",
+            webhook_allow_networks="127.0.0.0/8",
+            retry_schedule_seconds="0.05,0.05",
+            retry_jitter=0,
+        )
+    )
+    telemetry_app = telemetry_server.start(
+        TelemetrySettings(
+            database_url=url_telemetry,
+            listen_address="127.0.0.1:0",
+            quota_target=f"127.0.0.1:{quota_app.port}",
+            retention_interval_seconds=0,
+        )
+    )
+    ticketing_app = ticketing_server.start(
+        TicketingSettings(
+            database_url=url_ticketing,
+            listen_address="127.0.0.1:0",
+            reaper_interval_seconds=0,
+            quota_target=f"127.0.0.1:{quota_app.port}",
+            events_target=f"127.0.0.1:{events_app.port}",
+        )
+    )
+    app = create_app(
+        GatewaySettings(
+            ticketing_target=f"127.0.0.1:{ticketing_app.port}",
+            quota_target=f"127.0.0.1:{quota_app.port}",
+            events_target=f"127.0.0.1:{events_app.port}",
+            telemetry_target=f"127.0.0.1:{telemetry_app.port}",
+            admin_token=ADMIN_TOKEN,
+            auth_cache_seconds=auth_cache_seconds,
+        )
+    )
+    tch = channel(f"127.0.0.1:{ticketing_app.port}")
+    try:
+        with LiveServer(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+            yield Mesh(
+                base_url,
+                app,
+                tpb_grpc.TicketingServiceStub(tch),
+                http,
+                quota_app.db,
+                events_app,
+                telemetry_app,
+            )
+    finally:
+        tch.close()
+        ticketing_app.stop(grace=1)
+        events_app.stop(grace=1)
+        telemetry_app.stop(grace=1)
+        quota_app.stop(grace=1)
+
+
+def routes_tagged(mesh: Mesh, tags: set[str]) -> set[tuple[str, str]]:
+    """(method, path) of every documented route carrying one of `tags`."""
+    return {
+        (m, r.path)
+        for r in mesh.app.routes
+        if isinstance(r, APIRoute) and r.include_in_schema and tags & {str(t) for t in r.tags}
+        for m in r.methods
+    }
