@@ -19,12 +19,13 @@ from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm_events import server as events_server
 from swarm_events.config import Settings as EventsSettings
 from swarm_events.tables import events as events_table
-from swarm_ticketing.tables import outbox
+from swarm_ticketing.tables import outbox, outbox_dead_letters
+from swarmcommon.errors import SwarmError
 from swarmcommon.grpcclient import channel
 from swarmcommon.outbox import OutboxRelay
-from tests.conftest import BACKENDS, TicketingHarness
-from tests.migration_checks import assert_migrations_build_the_models
-from tests.ticketing.helpers import claim, create_project, spec, submit, tenant
+from tests.support.harness import BACKENDS, TicketingHarness
+from tests.support.migrations import assert_migrations_build_the_models
+from tests.support.ticketing import claim, create_project, spec, submit, tenant
 
 pytestmark = BACKENDS
 
@@ -104,8 +105,8 @@ def test_relay_ships_ticketing_events_and_survives_the_events_service_being_down
     assert len(produced) == 4  # created x2, assigned, completed
 
     # Events is down: nothing is lost, the rows wait.
-    dead = OutboxRelay(ticketing.app.db, outbox, "127.0.0.1:1", timeout=1)
-    with pytest.raises(grpc.RpcError):
+    dead = OutboxRelay(ticketing.app.db, outbox, outbox_dead_letters, "127.0.0.1:1", timeout=1)
+    with pytest.raises(SwarmError):
         dead.run_once()
     dead.stop()
     assert pending() == produced
@@ -115,9 +116,9 @@ def test_relay_ships_ticketing_events_and_survives_the_events_service_being_down
         EventsSettings(database_url=f"sqlite:///{tmp_path / 'ev.db'}", listen_address="127.0.0.1:0")
     )
     try:
-        relay = OutboxRelay(ticketing.app.db, outbox, f"127.0.0.1:{app.port}", batch=3)
-        assert relay.run_once() == 4
-        assert relay.run_once() == 0
+        relay = OutboxRelay(ticketing.app.db, outbox, outbox_dead_letters, f"127.0.0.1:{app.port}", batch=3)
+        assert relay.drain() == 4
+        assert relay.drain() == 0
         relay.stop()
         assert pending() == []
         with app.db.engine.connect() as conn:

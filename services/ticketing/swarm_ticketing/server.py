@@ -15,7 +15,7 @@ from swarm_ticketing.quota import GrpcTicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.store import TicketStore
-from swarm_ticketing.tables import VERSION_TABLE, outbox
+from swarm_ticketing.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
@@ -89,7 +89,11 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     )
     reaper = Reaper(leases, settings.reaper_interval_seconds)
     reaper.start()
-    relay = OutboxRelay(db, outbox, settings.events_target) if settings.events_target else None
+    relay = (
+        OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target)
+        if settings.events_target
+        else None
+    )
     if relay is not None:
         relay.start()
     return Ticketing(handle, db, store, leases, reaper, relay)

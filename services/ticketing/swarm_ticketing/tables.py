@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from swarmcommon.db import UTCDateTime
-from swarmcommon.outbox import AUTO_ID, outbox_table
+from swarmcommon.outbox import AUTO_ID, outbox_dead_letter_table, outbox_table
 
 metadata = sa.MetaData()
 
@@ -188,3 +188,4 @@ merge_requests = sa.Table(
 )
 
 outbox = outbox_table(metadata)
+outbox_dead_letters = outbox_dead_letter_table(metadata)

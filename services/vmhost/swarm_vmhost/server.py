@@ -20,7 +20,7 @@ from swarm_vmhost.host import Quota, Tickets, VmHost
 from swarm_vmhost.monitor import Monitor
 from swarm_vmhost.servicer import VmHostServicer
 from swarm_vmhost.store import AgentStore
-from swarm_vmhost.tables import VERSION_TABLE, outbox
+from swarm_vmhost.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarm_vmhost.zygote import Zygote
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
@@ -132,7 +132,11 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         reuse_port=settings.reuse_port,
     )
     host.own_target = f"{settings.listen_address.rsplit(':', 1)[0]}:{handle.port}"
-    relay = OutboxRelay(db, outbox, settings.events_target) if settings.events_target else None
+    relay = (
+        OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target)
+        if settings.events_target
+        else None
+    )
     if relay is not None:
         relay.start()
     monitor.start()

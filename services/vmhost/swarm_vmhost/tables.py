@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from swarmcommon.db import UTCDateTime
-from swarmcommon.outbox import AUTO_ID, outbox_table
+from swarmcommon.outbox import AUTO_ID, outbox_dead_letter_table, outbox_table
 
 metadata = sa.MetaData()
 
@@ -76,3 +76,4 @@ healing_actions = sa.Table(
 )
 
 outbox = outbox_table(metadata)
+outbox_dead_letters = outbox_dead_letter_table(metadata)
