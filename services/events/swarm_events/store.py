@@ -135,7 +135,7 @@ class EventStore:
         page_token: str,
     ) -> Page[Event]:
         token = PageToken(["events", tenant_id, sorted(types), subject, start, end])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int,))
         query = sa.select(E).where(E.c.tenant_id == tenant_id)
         if types:
             query = query.where(E.c.type.in_(list(types)))
@@ -146,7 +146,7 @@ class EventStore:
         if end:
             query = query.where(E.c.created_at < end)
         if key is not None:
-            query = query.where(E.c.seq < int(key[0]))
+            query = query.where(E.c.seq < key[0])
         query = query.order_by(E.c.seq.desc()).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
         items = [to_event(r) for r in rows[:page_size]]

@@ -137,12 +137,12 @@ class WebhookStore:
         self, tenant_id: str, state: str | None, page_size: int, page_token: str
     ) -> Page[WebhookRecord]:
         token = PageToken(["webhooks", tenant_id, state])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (datetime, str))
         query = sa.select(W).where(W.c.tenant_id == tenant_id)
         if state:
             query = query.where(W.c.state == state)
         if key is not None:
-            after = sa.tuple_(sa.literal(datetime.fromisoformat(key[0])), sa.literal(key[1]))
+            after = sa.tuple_(sa.literal(key[0]), sa.literal(key[1]))
             query = query.where(sa.tuple_(W.c.created_at, W.c.id) > after)
         query = query.order_by(W.c.created_at, W.c.id).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
@@ -241,7 +241,7 @@ class WebhookStore:
         """The delivery log of one webhook, newest first."""
         a = delivery_attempts
         token = PageToken(["attempts", tenant_id, webhook_id, event_id, delivery_id, succeeded])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int,))
         query = sa.select(a).where(a.c.tenant_id == tenant_id, a.c.webhook_id == webhook_id)
         if event_id:
             query = query.where(a.c.event_id == event_id)
@@ -250,7 +250,7 @@ class WebhookStore:
         if succeeded is not None:
             query = query.where(a.c.succeeded == succeeded)
         if key is not None:
-            query = query.where(a.c.seq < int(key[0]))
+            query = query.where(a.c.seq < key[0])
         query = query.order_by(a.c.seq.desc()).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
         nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""

@@ -240,14 +240,14 @@ class Counters:
         self, tenant_id: str, resource: Resource | None, owner: str | None, page_size: int, page_token: str
     ) -> Page[Reservation]:
         token = PageToken(["reservations", tenant_id, resource, owner])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (datetime, str))
         query = sa.select(R).where(R.c.tenant_id == tenant_id, R.c.released_at.is_(None))
         if resource is not None:
             query = query.where(R.c.resource == resource.value)
         if owner:
             query = query.where(R.c.owner == owner)
         if key is not None:
-            after = sa.tuple_(sa.literal(datetime.fromisoformat(key[0])), sa.literal(key[1]))
+            after = sa.tuple_(sa.literal(key[0]), sa.literal(key[1]))
             query = query.where(sa.tuple_(R.c.created_at, R.c.id) > after)
         query = query.order_by(R.c.created_at, R.c.id).limit(page_size + 1)
 

@@ -115,10 +115,10 @@ class TenantStore:
 
     def list_tenants(self, plan: Plan | None, page_size: int, page_token: str) -> Page[Tenant]:
         token = PageToken(["tenants", plan])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (str,))
         query = sa.select(tenants).order_by(tenants.c.id).limit(page_size + 1)
         if key is not None:
-            query = query.where(tenants.c.id > str(key[0]))
+            query = query.where(tenants.c.id > key[0])
         if plan is not None:
             query = query.where(tenants.c.plan == plan.value)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
@@ -211,7 +211,7 @@ class TenantStore:
 
     def list_keys(self, tenant_id: str, show_revoked: bool, page_size: int, page_token: str) -> Page[ApiKey]:
         token = PageToken(["keys", tenant_id, show_revoked])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (datetime, str))
         k = api_keys
         query = (
             sa.select(k)
@@ -221,8 +221,7 @@ class TenantStore:
         )
         if key is not None:
             query = query.where(
-                sa.tuple_(k.c.created_at, k.c.id)
-                > sa.tuple_(sa.literal(datetime.fromisoformat(key[0])), sa.literal(key[1]))
+                sa.tuple_(k.c.created_at, k.c.id) > sa.tuple_(sa.literal(key[0]), sa.literal(key[1]))
             )
         if not show_revoked:
             query = query.where(k.c.revoked_at.is_(None))

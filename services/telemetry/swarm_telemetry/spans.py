@@ -262,7 +262,7 @@ class SpanStore:
                 end_ns,
             ]
         )
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int, int))
         query = sa.select(S).where(S.c.tenant_id == tenant_id)
         for column, wanted in (
             (S.c.trace_id, trace_id),
@@ -280,7 +280,7 @@ class SpanStore:
         if end_ns is not None:
             query = query.where(S.c.start_ns < end_ns)
         if key is not None:
-            query = query.where(sa.tuple_(S.c.start_ns, S.c.seq) < sa.tuple_(int(key[0]), int(key[1])))
+            query = query.where(sa.tuple_(S.c.start_ns, S.c.seq) < sa.tuple_(key[0], key[1]))
         query = query.order_by(S.c.start_ns.desc(), S.c.seq.desc()).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
         items = [_row(r) for r in rows[:page_size]]

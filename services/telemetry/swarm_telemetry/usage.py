@@ -196,9 +196,9 @@ class UsageLedger:
         if group not in GROUPS:
             raise InvalidArgument("group_by", f"must be one of {', '.join(GROUPS)}")
         token = PageToken(["usage", tenant_id, group, start, end, project_id])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int, datetime, datetime))
         if key is not None:  # later pages keep the first page's resolved range
-            offset, start, end = int(key[0]), datetime.fromisoformat(key[1]), datetime.fromisoformat(key[2])
+            offset, start, end = key
         else:
             now = self.clock.now()
             offset, start, end = 0, start or month_start(now), end or now

@@ -206,7 +206,7 @@ class MergeRequests:
         page_token: str,
     ) -> Page[MergeRequest]:
         token = PageToken(["merge_requests", tenant_id, project_id, ticket_id, state])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int,))
         q = sa.select(M).where(M.c.tenant_id == tenant_id)
         if project_id:
             q = q.where(M.c.project_id == project_id)
@@ -215,7 +215,7 @@ class MergeRequests:
         if state:
             q = q.where(M.c.state == state)
         if key is not None:
-            q = q.where(M.c.seq > int(key[0]))
+            q = q.where(M.c.seq > key[0])
         q = q.order_by(M.c.seq).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
         nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""

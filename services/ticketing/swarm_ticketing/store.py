@@ -228,9 +228,7 @@ class TicketStore:
 
     def list_projects(self, tenant_id: str, page_size: int, page_token: str) -> Page[Project]:
         token = PageToken(["projects", tenant_id])
-        key = token.decode(page_token)
-        if key is not None:
-            key = [datetime.fromisoformat(key[0]), key[1]]
+        key = token.decode(page_token, (datetime, str))
         order = [projects.c.created_at, projects.c.id]
         query = (
             self._project_query()
@@ -266,9 +264,7 @@ class TicketStore:
         page_token: str,
     ) -> Page[Ticket]:
         token = PageToken(["tickets", tenant_id, project_id, state, role])
-        key = token.decode(page_token)
-        if key is not None:
-            key = [datetime.fromisoformat(key[0]), key[1], key[2]]
+        key = token.decode(page_token, (datetime, int, str))
         order = [T.c.created_at, T.c.ordinal, T.c.id]
         query = sa.select(T).where(T.c.tenant_id == tenant_id, keyset_after(order, key))
         if project_id:
@@ -293,7 +289,7 @@ class TicketStore:
         self, tenant_id: str, ticket_id: str, page_size: int, page_token: str
     ) -> Page[TicketEvent]:
         token = PageToken(["events", tenant_id, ticket_id])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int,))
         a = audit_events
 
         def read(conn: Connection) -> list[Any]:
@@ -339,9 +335,7 @@ class TicketStore:
         self, tenant_id: str, project_id: str | None, page_size: int, page_token: str
     ) -> Page[Ticket]:
         token = PageToken(["dlq", tenant_id, project_id])
-        key = token.decode(page_token)
-        if key is not None:
-            key = [datetime.fromisoformat(key[0]), key[1]]
+        key = token.decode(page_token, (datetime, str))
         order = [T.c.quarantined_at, T.c.id]
         query = sa.select(T).where(
             T.c.tenant_id == tenant_id,

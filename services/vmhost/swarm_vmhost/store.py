@@ -231,7 +231,7 @@ class AgentStore:
         page_token: str,
     ) -> Page[AgentRecord]:
         token = PageToken(["agents", tenant_id, state, role, template])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (datetime, str))
         q = sa.select(A).where(A.c.tenant_id == tenant_id)
         q = q.where(A.c.state == state) if state else q.where(A.c.state != "terminated")
         if role:
@@ -239,7 +239,7 @@ class AgentStore:
         if template:
             q = q.where(A.c.template == template)
         if key is not None:
-            q = q.where(sa.tuple_(A.c.created_at, A.c.id) > sa.tuple_(datetime.fromisoformat(key[0]), key[1]))
+            q = q.where(sa.tuple_(A.c.created_at, A.c.id) > sa.tuple_(key[0], key[1]))
         q = q.order_by(A.c.created_at, A.c.id).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
         items = [_record(r) for r in rows[:page_size]]
@@ -385,7 +385,7 @@ class AgentStore:
     ) -> Page[HealingAction]:
         h = healing_actions
         token = PageToken(["healing", tenant_id, sorted(filters.items()), since])
-        key = token.decode(page_token)
+        key = token.decode(page_token, (int,))
         q = sa.select(h)
         if tenant_id is not None:
             q = q.where(h.c.tenant_id == tenant_id)
@@ -394,7 +394,7 @@ class AgentStore:
         if since is not None:
             q = q.where(h.c.created_at >= since)
         if key is not None:
-            q = q.where(h.c.seq < int(key[0]))
+            q = q.where(h.c.seq < key[0])
         q = q.order_by(h.c.seq.desc()).limit(page_size + 1)
         rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
         nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
