@@ -81,7 +81,10 @@ class QuotaHarness:
 def start_quota(url: str, **overrides: Any) -> QuotaHarness:
     """A real quota gRPC server on `url` with a manual clock."""
     clock = ManualClock()
-    settings = QuotaSettings(database_url=url, listen_address="127.0.0.1:0", **overrides)
+    # Development mode: quota makes and keeps its own API-key pepper.
+    settings = QuotaSettings(
+        database_url=url, listen_address="127.0.0.1:0", **{"dev_mode": True, **overrides}
+    )
     app = quota_server.start(settings, clock=clock)
     ch = channel(f"127.0.0.1:{app.port}")
     return QuotaHarness(app, clock, ch, quota_grpc.QuotaServiceStub(ch))

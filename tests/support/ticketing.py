@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarm_ticketing.tables import outbox
+from swarm_ticketing.tables import metadata, outbox
 from tests.support.harness import TicketingHarness
 
 CODER = pb.AGENT_ROLE_CODER
@@ -76,3 +76,12 @@ def outbox_events(h: TicketingHarness, tenant_id: str) -> list[tuple[str, dict[s
             .order_by(outbox.c.id)
         ).all()
     return [(r.event_type, json.loads(r.payload)) for r in rows]
+
+
+def snapshot(h: TicketingHarness) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every ticketing table, to assert that a call wrote nothing."""
+    with h.app.db.engine.connect() as conn:
+        return {
+            t.name: sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr)
+            for t in metadata.sorted_tables
+        }

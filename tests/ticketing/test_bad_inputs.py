@@ -7,14 +7,12 @@ from typing import Any
 
 import grpc
 import pytest
-import sqlalchemy as sa
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from swarm_ticketing.tables import metadata
 from tests.support.harness import BACKENDS, TicketingHarness
 from tests.support.status import error_info
-from tests.support.ticketing import claim, create_project, spec
+from tests.support.ticketing import claim, create_project, snapshot, spec
 
 pytestmark = BACKENDS
 
@@ -93,6 +91,12 @@ CASES = [
     ),
     pytest.param(
         _create(tickets=[spec("a", depends_on=["a"])]), INVALID, "itself", id="create-self-dependency"
+    ),
+    pytest.param(
+        _create(tickets=[spec("a"), spec("b", depends_on=["a", "a"])]),
+        INVALID,
+        "tickets[1].depends_on[1]",
+        id="create-duplicate-dependency",
     ),
     pytest.param(_create(request_id="has space"), INVALID, "request_id", id="create-bad-request-id"),
     pytest.param(
@@ -282,25 +286,17 @@ CASES = [
 ]
 
 
-def _snapshot(url_engine: sa.Engine) -> dict[str, list[Any]]:
-    with url_engine.connect() as conn:
-        return {
-            t.name: sorted(map(tuple, conn.execute(sa.select(t)).all()), key=repr)
-            for t in metadata.sorted_tables
-        }
-
-
 @pytest.mark.parametrize(("call", "code", "fragment"), CASES)
 def test_bad_input_is_rejected_and_writes_nothing(
     ticketing: TicketingHarness, call: Callable[[Ctx], Any], code: grpc.StatusCode, fragment: str
 ) -> None:
     create_project(ticketing.stub, TENANT, [spec("a"), spec("b")])
     ctx: Ctx = {"stub": ticketing.stub, "claim": claim(ticketing.stub, TENANT, "agent-1")}
-    before = _snapshot(ticketing.app.db.engine)
+    before = snapshot(ticketing)
     with pytest.raises(grpc.RpcError) as info:
         call(ctx)
     err = info.value
     assert err.code() == code, err.details()
     assert fragment in err.details()
     assert error_info(err).domain == "swarm.ticketing"
-    assert _snapshot(ticketing.app.db.engine) == before
+    assert snapshot(ticketing) == before

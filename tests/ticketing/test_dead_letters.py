@@ -7,9 +7,15 @@ from datetime import timedelta
 import grpc
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarm_ticketing import server
+from swarm_ticketing.config import Settings
+from swarmcommon.clock import ManualClock
+from swarmcommon.grpcclient import channel
 from tests.support.harness import BACKENDS, TicketingHarness
 from tests.support.status import raises_status
 from tests.support.ticketing import claim, create_project, fail, get, spec, submit, tenant
+from tests.support.waiting import eventually
 
 pytestmark = BACKENDS
 
@@ -118,3 +124,24 @@ def test_dead_letters_page_through_every_quarantined_ticket(ticketing: Ticketing
         if not token:
             break
     assert len(seen) == len(set(seen)) == 5
+
+
+def test_the_reaper_returns_expired_leases_in_the_background(db: str) -> None:
+    clock = ManualClock()
+    app = server.start(
+        Settings(database_url=db, listen_address="127.0.0.1:0", reaper_interval_seconds=0.02), clock=clock
+    )
+    ch = channel(f"127.0.0.1:{app.port}")
+    try:
+        stub = pb_grpc.TicketingServiceStub(ch)
+        t = tenant()
+        ticket = create_project(stub, t, [spec("silent")]).tickets[0]
+        claim(stub, t, "agent-1")
+        clock.advance(timedelta(minutes=16))
+        back = eventually(lambda: get(stub, t, ticket.id).state == pb.TICKET_STATE_READY, what="reaped")
+        assert back and get(stub, t, ticket.id).last_failure_reason == "lease expired"
+        assert app.reaper.stats.passes > 0 and app.reaper.stats.failures == 0
+    finally:
+        ch.close()
+        app.stop(grace=1)
+    assert not app.reaper.running

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.quota.v1 import quota_pb2_grpc as pb_grpc
+from swarm_quota.api_keys import ApiKeys, dev_pepper
 from swarm_quota.config import Settings
 from swarm_quota.counters import Counters
-from swarm_quota.servicer import QuotaServicer
-from swarm_quota.store import TenantStore
+from swarm_quota.reservations import Reservations
+from swarm_quota.servicer import QuotaServicer, Stores
 from swarm_quota.tables import VERSION_TABLE
+from swarm_quota.tenants import TenantStore
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
@@ -28,8 +30,7 @@ def migrate(database_url: str) -> None:
 class Quota:
     handle: ServerHandle
     db: Database
-    tenants: TenantStore
-    counters: Counters
+    stores: Stores
 
     @property
     def port(self) -> int:
@@ -51,9 +52,11 @@ def start(settings: Settings, clock: Clock | None = None) -> Quota:
         migrate(settings.database_url)
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
-    tenants = TenantStore(db, clock, settings.api_key_pepper)
+    # Settings refused a missing or placeholder pepper unless in development mode.
+    pepper = settings.api_key_pepper or dev_pepper(db, clock)
     counters = Counters(db, clock)
-    servicer = QuotaServicer(tenants, counters)
+    stores = Stores(TenantStore(db, clock), ApiKeys(db, clock, pepper), counters, Reservations(db, counters))
+    servicer = QuotaServicer(stores)
     handle = start_server(
         [
             GrpcService(
@@ -66,4 +69,4 @@ def start(settings: Settings, clock: Clock | None = None) -> Quota:
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
-    return Quota(handle, db, tenants, counters)
+    return Quota(handle, db, stores)

@@ -18,6 +18,7 @@ tenants = sa.Table(
     sa.Column("plan", sa.String(16), nullable=False),
     # JSON object {resource: limit}
     sa.Column("overrides", sa.Text, nullable=False),
+    # The CreateTenant request that made it (its outcome is in quota_requests).
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -33,6 +34,7 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.String(32), nullable=False, unique=True),
     # HMAC-SHA256(pepper, secret), hex.
     sa.Column("secret_hash", sa.String(64), nullable=False),
+    # The CreateApiKey request that made it (its outcome is in quota_requests).
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
@@ -80,7 +82,9 @@ reservations = sa.Table(
     ),
 )
 
-# Idempotency of Consume and Reserve: the first answer per request_id.
+# Idempotency of every mutating call: what the first call with a (tenant,
+# call, request_id) did, and a digest of its request. The tenant is "" for a
+# CreateTenant that lets the service choose the id.
 quota_requests = sa.Table(
     "quota_requests",
     metadata,
@@ -88,5 +92,17 @@ quota_requests = sa.Table(
     sa.Column("operation", sa.String(16), primary_key=True),
     sa.Column("request_id", sa.String(128), primary_key=True),
     sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # NULL for rows written before 0002.
+    sa.Column("fingerprint", sa.String(64), nullable=True),
+)
+
+# Secrets quota made for itself: in development mode only, the API-key
+# pepper of this database (production takes it from SWARM_QUOTA_API_KEY_PEPPER).
+dev_secrets = sa.Table(
+    "dev_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )

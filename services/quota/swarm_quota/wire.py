@@ -2,49 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from swarm.quota.v1 import quota_pb2 as pb
-from swarm_quota.domain import ApiKey, Plan, Reservation, Resource, Tenant, Usage
+from swarm_quota.domain import ApiKey, Plan, RequestKey, Reservation, Resource, Tenant, Usage
+from swarmcommon import validation as v
+from swarmcommon.enums import EnumCodec
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.protos import timestamp as _ts
 
+PLAN = EnumCodec(pb.Plan, Plan)
+RESOURCE = EnumCodec(pb.Resource, Resource)
 
-def plan_from_proto(field: str, value: int, *, required: bool = False) -> Plan | None:
-    try:
-        name = pb.Plan.Name(value)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgument(field, f"unknown plan {value}") from exc
-    if name == "PLAN_UNSPECIFIED":
-        if required:
-            raise InvalidArgument(field, "must name a plan")
+MutatingRequest = (
+    pb.CreateTenantRequest
+    | pb.UpdateTenantRequest
+    | pb.CreateApiKeyRequest
+    | pb.RevokeApiKeyRequest
+    | pb.ConsumeRequest
+    | pb.ReserveRequest
+    | pb.ReleaseRequest
+)
+
+
+def request_key(tenant_id: str, request: MutatingRequest) -> RequestKey | None:
+    """The request_id of a mutating call, or None when the caller sent none.
+
+    The operation is the RPC's name (`ConsumeRequest` -> `Consume`); the
+    fingerprint is a digest of every other field, so the same id on another
+    request can be told apart without storing the request."""
+    request_id = v.optional_request_id(request.request_id)
+    if request_id is None:
         return None
-    return Plan(name.removeprefix("PLAN_").lower())
-
-
-def plan_to_proto(plan: Plan) -> int:
-    return int(pb.Plan.Value("PLAN_" + plan.value.upper()))
-
-
-def resource_from_proto(field: str, value: int, *, required: bool = True) -> Resource | None:
-    try:
-        name = pb.Resource.Name(value)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InvalidArgument(field, f"unknown resource {value}") from exc
-    if name == "RESOURCE_UNSPECIFIED":
-        if required:
-            raise InvalidArgument(field, "must name a resource")
-        return None
-    return Resource(name.removeprefix("RESOURCE_").lower())
-
-
-def resource_to_proto(resource: Resource) -> int:
-    return int(pb.Resource.Value("RESOURCE_" + resource.value.upper()))
+    rest = type(request)()
+    rest.CopyFrom(request)
+    rest.ClearField("request_id")
+    digest = hashlib.sha256(rest.SerializeToString(deterministic=True)).hexdigest()
+    return RequestKey(tenant_id, request.DESCRIPTOR.name.removesuffix("Request"), request_id, digest)
 
 
 def overrides_from_proto(overrides: list[pb.QuotaOverride]) -> dict[Resource, int]:
     result: dict[Resource, int] = {}
     for i, o in enumerate(overrides):
-        resource = resource_from_proto(f"overrides[{i}].resource", o.resource)
-        assert resource is not None
+        resource = RESOURCE.required(f"overrides[{i}].resource", o.resource)
         if resource in result:
             raise InvalidArgument(f"overrides[{i}].resource", f"{resource} is overridden twice")
         if o.limit < 0:
@@ -57,12 +57,12 @@ def tenant_to_proto(t: Tenant) -> pb.Tenant:
     limits = []
     for r in Resource:
         limit = t.limit(r)
-        limits.append(pb.QuotaLimit(resource=resource_to_proto(r), limit=limit or 0, unlimited=limit is None))  # type: ignore[arg-type]
+        limits.append(pb.QuotaLimit(resource=RESOURCE.to_proto(r), limit=limit or 0, unlimited=limit is None))  # type: ignore[arg-type]
     return pb.Tenant(
         id=t.id,
         display_name=t.display_name,
-        plan=plan_to_proto(t.plan),  # type: ignore[arg-type]
-        overrides=[pb.QuotaOverride(resource=resource_to_proto(r), limit=v) for r, v in t.overrides.items()],  # type: ignore[arg-type]
+        plan=PLAN.to_proto(t.plan),  # type: ignore[arg-type]
+        overrides=[pb.QuotaOverride(resource=RESOURCE.to_proto(r), limit=v) for r, v in t.overrides.items()],  # type: ignore[arg-type]
         effective_limits=limits,
         create_time=_ts(t.created_at),
         update_time=_ts(t.updated_at),
@@ -84,7 +84,7 @@ def key_to_proto(k: ApiKey) -> pb.ApiKey:
 
 def usage_to_proto(u: Usage) -> pb.ResourceUsage:
     return pb.ResourceUsage(
-        resource=resource_to_proto(u.resource),  # type: ignore[arg-type]
+        resource=RESOURCE.to_proto(u.resource),  # type: ignore[arg-type]
         used=u.used,
         limit=u.limit or 0,
         unlimited=u.limit is None,
@@ -98,7 +98,7 @@ def reservation_to_proto(r: Reservation) -> pb.Reservation:
     return pb.Reservation(
         id=r.id,
         tenant_id=r.tenant_id,
-        resource=resource_to_proto(r.resource),  # type: ignore[arg-type]
+        resource=RESOURCE.to_proto(r.resource),  # type: ignore[arg-type]
         amount=r.amount,
         owner=r.owner,
         create_time=_ts(r.created_at),

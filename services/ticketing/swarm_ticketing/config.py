@@ -22,3 +22,6 @@ class Settings(ServiceSettings):
     events_target: str = ""
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)
+    # How long a request_id is remembered (AIP-155): a retry arrives within
+    # seconds or minutes; a day also covers a client's own slow retry loop.
+    request_retention_seconds: float = Field(default=86400.0, ge=60)

@@ -1,7 +1,7 @@
 """The ticket lifecycle's rules: states, stages, failures, the DAG.
 
-No SQL and no protobuf here; `store.py` applies these rules atomically and
-`servicer.py` translates to and from the wire.
+No SQL and no protobuf here; `stores/` applies these rules atomically and
+`wire.py` translates to and from the protos.
 
     BLOCKED ──last parent done──▶ READY ──claim──▶ ASSIGNED ──start──▶ IN_PROGRESS
                                    ▲  ▲                │                    │
@@ -28,6 +28,7 @@ DEFAULT_MAX_FAILURES = 3
 MAX_TICKETS_PER_PROJECT = 5000
 MAX_DEPENDENCIES_PER_TICKET = 100
 MAX_STAGES = 10
+MAX_KEY = 128
 MAX_NAME = 200
 MAX_DESCRIPTION = 20_000
 MAX_REASON = 2_000
@@ -85,10 +86,33 @@ class EventType(enum.StrEnum):
     PR_REJECTED = "pr.rejected"
 
 
+class AuditEvent(enum.StrEnum):
+    """Audit trail entries (ListTicketEvents' `event_type`), one per transition."""
+
+    CREATED = "created"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    STAGE_COMPLETE = "stage_complete"
+    COMPLETED = "completed"
+    UNBLOCKED = "unblocked"
+    FAILURE_RECORDED = "failure_recorded"
+    QUARANTINED = "quarantined"
+    RELEASED = "released"
+    REDRIVEN = "redriven"
+
+
 class ActorType(enum.StrEnum):
     AGENT = "agent"
     SYSTEM = "system"
     HUMAN = "human"
+
+
+class MergeRequestState(enum.StrEnum):
+    """open -> merged | rejected; a rework after a rejection reopens it."""
+
+    OPEN = "open"
+    MERGED = "merged"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -114,9 +138,21 @@ class ProjectSpec:
     name: str
     description: str
     tickets: tuple[TicketSpec, ...]
-    request_id: str | None = None
     repository: str = ""
     base_branch: str = "main"
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A mutating call's request_id (AIP-155), scoped by tenant and call.
+
+    `fingerprint` identifies the whole request, so the same request_id on a
+    different request is refused instead of answered with another's outcome."""
+
+    tenant_id: str
+    operation: str
+    request_id: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +220,23 @@ class TicketEvent:
 
 
 @dataclass(frozen=True)
+class MergeRequest:
+    id: str
+    tenant_id: str
+    project_id: str
+    ticket_id: str
+    branch: str
+    commit: str
+    state: MergeRequestState
+    merge_commit: str | None
+    review_comments: str | None
+    author_agent_id: str | None
+    reviewer_agent_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Claim:
     """What ClaimTicket hands an agent."""
 
@@ -215,7 +268,8 @@ def validate_project(spec: ProjectSpec) -> None:
     """Reject a project whose tickets or dependency graph are malformed.
 
     Raises InvalidArgument naming the offending field or, for a cycle, the
-    tickets in it (by key and name).
+    tickets in it (by key and name). Everything a project could be refused
+    for is checked here, before quota is charged or anything is written.
     """
     if not spec.tickets:
         raise InvalidArgument("tickets", "a project needs at least one ticket")
@@ -230,24 +284,29 @@ def validate_project(spec: ProjectSpec) -> None:
             raise InvalidArgument(f"tickets[{i}].key", f"duplicate key {ticket.key!r}")
         keys[ticket.key] = i
     for i, ticket in enumerate(spec.tickets):
-        if len(ticket.depends_on) > MAX_DEPENDENCIES_PER_TICKET:
-            raise InvalidArgument(
-                f"tickets[{i}].depends_on",
-                f"too many dependencies ({len(ticket.depends_on)} > {MAX_DEPENDENCIES_PER_TICKET})",
-            )
-        for dep in ticket.depends_on:
-            if dep not in keys:
-                raise InvalidArgument(f"tickets[{i}].depends_on", f"unknown ticket key {dep!r}")
-            if dep == ticket.key:
-                raise InvalidArgument(
-                    f"tickets[{i}].depends_on",
-                    f"ticket {ticket.key!r} depends on itself",
-                )
+        _validate_dependencies(f"tickets[{i}].depends_on", ticket, keys)
     cycle = find_cycle({t.key: t.depends_on for t in spec.tickets})
     if cycle:
         names = {t.key: t.name for t in spec.tickets}
         members = " -> ".join(f"{key} ({names[key]})" for key in [*cycle, cycle[0]])
         raise InvalidArgument("tickets", f"dependency cycle: {members}", cycle=",".join(cycle))
+
+
+def _validate_dependencies(field: str, ticket: TicketSpec, keys: dict[str, int]) -> None:
+    if len(ticket.depends_on) > MAX_DEPENDENCIES_PER_TICKET:
+        raise InvalidArgument(
+            field, f"too many dependencies ({len(ticket.depends_on)} > {MAX_DEPENDENCIES_PER_TICKET})"
+        )
+    seen: set[str] = set()
+    for j, dep in enumerate(ticket.depends_on):
+        shown = repr(dep[:MAX_KEY])
+        if dep not in keys:
+            raise InvalidArgument(f"{field}[{j}]", f"unknown ticket key {shown}")
+        if dep == ticket.key:
+            raise InvalidArgument(f"{field}[{j}]", f"ticket {shown} depends on itself")
+        if dep in seen:
+            raise InvalidArgument(f"{field}[{j}]", f"{shown} is listed twice")
+        seen.add(dep)
 
 
 def find_cycle(graph: dict[str, Sequence[str]]) -> list[str] | None:

@@ -3,39 +3,33 @@ tickets at once, through the quota service, before anything is written."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import grpc
+import hashlib
+import uuid
 
 from swarm.quota.v1 import quota_pb2 as qpb
-from swarm.quota.v1 import quota_pb2_grpc as qpb_grpc
-from swarmcommon.grpcclient import channel, error_from_rpc
+from swarmcommon.clients import QuotaClient
+
+CHARGE_PREFIX = "create-project:"
 
 
-class TicketQuota(Protocol):
-    def charge_tickets(self, tenant_id: str, count: int, request_id: str) -> None:
+def charge_request_id(request_id: str | None) -> str:
+    """Quota's request id for the charge of one CreateProject.
+
+    Derived from the caller's request_id, so a retried create is charged
+    once; hashed, because quota takes at most 128 characters and the caller
+    may have used all 128 of theirs (a prefix plus a SHA-256 is 79)."""
+    if not request_id:
+        return f"{CHARGE_PREFIX}{uuid.uuid4()}"
+    return CHARGE_PREFIX + hashlib.sha256(request_id.encode()).hexdigest()
+
+
+class TicketQuota:
+    def __init__(self, target: str) -> None:
+        self.client = QuotaClient(target)
+
+    def charge_tickets(self, tenant_id: str, count: int, request_id: str | None) -> None:
         """Charge `count` tickets or raise QuotaExceeded (nothing charged)."""
-
-
-class GrpcTicketQuota:
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        self._channel = channel(target)
-        self._stub = qpb_grpc.QuotaServiceStub(self._channel)
-        self._timeout = timeout
-
-    def charge_tickets(self, tenant_id: str, count: int, request_id: str) -> None:
-        try:
-            self._stub.Consume(
-                qpb.ConsumeRequest(
-                    tenant_id=tenant_id,
-                    resource=qpb.RESOURCE_TICKETS_PER_DAY,
-                    amount=count,
-                    request_id=request_id,
-                ),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+        self.client.consume(tenant_id, qpb.RESOURCE_TICKETS_PER_DAY, count, charge_request_id(request_id))
 
     def close(self) -> None:
-        self._channel.close()
+        self.client.close()

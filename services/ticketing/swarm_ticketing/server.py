@@ -10,11 +10,16 @@ from pathlib import Path
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
-from swarm_ticketing.leases import LeaseManager
-from swarm_ticketing.quota import GrpcTicketQuota
+from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
-from swarm_ticketing.servicer import TicketingServicer
-from swarm_ticketing.store import TicketStore
+from swarm_ticketing.servicer import Stores, TicketingServicer
+from swarm_ticketing.stores.claims import Claims
+from swarm_ticketing.stores.dead_letters import DeadLetters
+from swarm_ticketing.stores.leases import LeaseManager
+from swarm_ticketing.stores.lost import LostLeases
+from swarm_ticketing.stores.merge_requests import MergeRequests
+from swarm_ticketing.stores.projects import Projects
+from swarm_ticketing.stores.tickets import Tickets
 from swarm_ticketing.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
@@ -34,10 +39,10 @@ def migrate(database_url: str) -> None:
 class Ticketing:
     handle: ServerHandle
     db: Database
-    store: TicketStore
-    leases: LeaseManager
+    stores: Stores
     reaper: Reaper
     relay: OutboxRelay | None = None
+    quota: TicketQuota | None = None
 
     @property
     def port(self) -> int:
@@ -50,8 +55,8 @@ class Ticketing:
 
     def close(self) -> None:
         self.db.dispose()
-        if isinstance(self.store.quota, GrpcTicketQuota):
-            self.store.quota.close()
+        if self.quota is not None:
+            self.quota.close()
 
     def stop(self, grace: float = 5.0) -> None:
         self.before_drain()
@@ -59,22 +64,29 @@ class Ticketing:
         self.close()
 
 
+def build_stores(db: Database, clock: Clock, settings: Settings, quota: TicketQuota | None) -> Stores:
+    policy = LeasePolicy(
+        default_lease=timedelta(seconds=settings.lease_seconds), max_failures=settings.max_failures
+    )
+    return Stores(
+        projects=Projects(db, clock, quota),
+        tickets=Tickets(db),
+        dead_letters=DeadLetters(db, clock),
+        claims=Claims(db, clock, policy),
+        leases=LeaseManager(db, clock, policy),
+        lost=LostLeases(db, clock, policy),
+        merge_requests=MergeRequests(db),
+    )
+
+
 def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     if settings.migrate_on_start:
         migrate(settings.database_url)
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
-    quota = GrpcTicketQuota(settings.quota_target) if settings.quota_target else None
-    store = TicketStore(db, clock, quota)
-    leases = LeaseManager(
-        db,
-        clock,
-        LeasePolicy(
-            default_lease=timedelta(seconds=settings.lease_seconds),
-            max_failures=settings.max_failures,
-        ),
-    )
-    servicer = TicketingServicer(store, leases)
+    quota = TicketQuota(settings.quota_target) if settings.quota_target else None
+    stores = build_stores(db, clock, settings, quota)
+    servicer = TicketingServicer(stores)
     handle = start_server(
         [
             GrpcService(
@@ -87,7 +99,11 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
-    reaper = Reaper(leases, settings.reaper_interval_seconds)
+    reaper = Reaper(
+        stores.lost,
+        settings.reaper_interval_seconds,
+        timedelta(seconds=settings.request_retention_seconds),
+    )
     reaper.start()
     relay = (
         OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target)
@@ -96,4 +112,4 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     )
     if relay is not None:
         relay.start()
-    return Ticketing(handle, db, store, leases, reaper, relay)
+    return Ticketing(handle, db, stores, reaper, relay, quota)

@@ -24,10 +24,10 @@ projects = sa.Table(
     sa.Column("ticket_count", sa.Integer, nullable=False),
     sa.Column("repository", sa.String(2048), nullable=False, server_default=""),
     sa.Column("base_branch", sa.String(250), nullable=False, server_default="main"),
+    # The CreateProject request that made it (its outcome is in request_log).
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_projects_tenant_created", "tenant_id", "created_at", "id"),
-    # CreateProject retried with the same request_id returns the first project.
     sa.Index(
         "ux_projects_request",
         "tenant_id",
@@ -144,6 +144,23 @@ claim_requests = sa.Table(
     sa.Column("claim_token", sa.String(36), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Digest of the claim request (role, project, lease); NULL before 0006.
+    sa.Column("fingerprint", sa.String(64), nullable=True),
+    sa.Index("ix_claim_requests_created", "created_at"),
+)
+
+# Idempotency of every other mutating call: the outcome of the first call
+# with a (tenant, call, request_id), and a digest of its request.
+request_log = sa.Table(
+    "request_log",
+    metadata,
+    sa.Column("tenant_id", sa.String(128), primary_key=True),
+    sa.Column("operation", sa.String(32), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_request_log_created", "created_at"),
 )
 
 # The audit trail: the seed's `events` table shape, one row per transition.

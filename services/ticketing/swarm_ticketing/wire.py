@@ -6,26 +6,30 @@ gets domain objects back.
 
 from __future__ import annotations
 
-import enum
+import hashlib
 import json
 import re
 from datetime import timedelta
-from typing import TypeVar
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import (
     MAX_DESCRIPTION,
     MAX_JSON,
+    MAX_KEY,
     MAX_NAME,
     MAX_PRIORITY,
     MAX_STAGES,
     MIN_PRIORITY,
     AgentRole,
     Lease,
+    MergeRequest,
+    MergeRequestState,
     Project,
     ProjectSpec,
+    RequestKey,
     Ticket,
     TicketEvent,
     TicketSpec,
@@ -33,42 +37,49 @@ from swarm_ticketing.domain import (
     TicketType,
 )
 from swarmcommon import validation as v
+from swarmcommon.enums import EnumCodec
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.protos import timestamp as _ts
 
-E = TypeVar("E", bound=enum.StrEnum)
+ROLE = EnumCodec(pb.AgentRole, AgentRole)
+STATE = EnumCodec(pb.TicketState, TicketState)
+TYPE = EnumCodec(pb.TicketType, TicketType)
+MERGE_REQUEST_STATE = EnumCodec(pb.MergeRequestState, MergeRequestState)
 
-_ROLE_PREFIX = "AGENT_ROLE_"
-_STATE_PREFIX = "TICKET_STATE_"
-_TYPE_PREFIX = "TICKET_TYPE_"
+
+# Every mutating call that carries a request_id (ClaimTicket's is keyed per agent; see stores/claims.py).
+MutatingRequest = (
+    pb.CreateProjectRequest
+    | pb.RenewLeaseRequest
+    | pb.StartWorkRequest
+    | pb.SubmitWorkRequest
+    | pb.ReportFailureRequest
+    | pb.ReleaseClaimRequest
+    | pb.ReleaseAgentClaimsRequest
+    | pb.RedriveTicketsRequest
+)
 
 
-def _enum_from_proto(field: str, value: int, wrapper: object, prefix: str, target: type[E]) -> E | None:
-    """Domain enum for a proto enum number; None for UNSPECIFIED."""
-    try:
-        name: str = wrapper.Name(value)  # type: ignore[attr-defined]
-    except ValueError as exc:
-        raise InvalidArgument(field, f"unknown value {value}") from exc
-    if name.endswith("_UNSPECIFIED"):
+def request_key(tenant_id: str, request: MutatingRequest) -> RequestKey | None:
+    """The request_id of a mutating call, or None when the caller sent none.
+
+    The operation is the RPC's name (`RenewLeaseRequest` -> `RenewLease`); the
+    fingerprint is a digest of every other field, so the same id on another
+    request can be told apart without storing the request."""
+    request_id = v.optional_request_id(request.request_id)
+    if request_id is None:
         return None
-    return target(name.removeprefix(prefix).lower())
+    return RequestKey(
+        tenant_id, request.DESCRIPTOR.name.removesuffix("Request"), request_id, fingerprint(request)
+    )
 
 
-def _enum_to_proto(value: enum.StrEnum, wrapper: object, prefix: str) -> int:
-    number: int = wrapper.Value(prefix + value.value.upper())  # type: ignore[attr-defined]
-    return number
-
-
-def role_from_proto(field: str, value: int) -> AgentRole | None:
-    return _enum_from_proto(field, value, pb.AgentRole, _ROLE_PREFIX, AgentRole)
-
-
-def state_from_proto(field: str, value: int) -> TicketState | None:
-    return _enum_from_proto(field, value, pb.TicketState, _STATE_PREFIX, TicketState)
-
-
-def type_from_proto(field: str, value: int) -> TicketType | None:
-    return _enum_from_proto(field, value, pb.TicketType, _TYPE_PREFIX, TicketType)
+def fingerprint(request: Message) -> str:
+    """A digest of `request` without its request_id."""
+    rest = type(request)()
+    rest.CopyFrom(request)
+    rest.ClearField("request_id")
+    return hashlib.sha256(rest.SerializeToString(deterministic=True)).hexdigest()
 
 
 def json_object(field: str, raw: str) -> str:
@@ -103,20 +114,17 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
     specs = []
     for i, t in enumerate(req.tickets):
         f = f"tickets[{i}]"
-        stages = tuple(
-            role_from_proto(f"{f}.stages[{j}]", s) or _reject_unspecified(f"{f}.stages[{j}]")
-            for j, s in enumerate(t.stages)
-        )
+        stages = tuple(_stage(f"{f}.stages[{j}]", s) for j, s in enumerate(t.stages))
         if len(stages) > MAX_STAGES:
             raise InvalidArgument(f"{f}.stages", f"too many stages ({len(stages)} > {MAX_STAGES})")
         if not MIN_PRIORITY <= t.priority <= MAX_PRIORITY:
             raise InvalidArgument(f"{f}.priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
         specs.append(
             TicketSpec(
-                key=v.bounded_text(f"{f}.key", t.key, 128) or str(i),
+                key=v.bounded_text(f"{f}.key", t.key, MAX_KEY) or str(i),
                 name=v.required_text(f"{f}.name", t.name, MAX_NAME),
                 description=v.bounded_text(f"{f}.description", t.description, MAX_DESCRIPTION),
-                type=type_from_proto(f"{f}.type", t.type) or TicketType.FEATURE,
+                type=TYPE.from_proto(f"{f}.type", t.type) or TicketType.FEATURE,
                 priority=t.priority,
                 stages=stages or (AgentRole.CODER,),
                 depends_on=tuple(t.depends_on),
@@ -127,7 +135,6 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
         name=v.required_text("name", req.name, MAX_NAME),
         description=v.bounded_text("description", req.description, MAX_DESCRIPTION),
         tickets=tuple(specs),
-        request_id=v.optional_request_id(req.request_id),
         repository=_repository(req.repository),
         base_branch=_branch(req.base_branch or "main"),
     )
@@ -153,8 +160,11 @@ def _branch(value: str) -> str:
     return value
 
 
-def _reject_unspecified(field: str) -> AgentRole:
-    raise InvalidArgument(field, "must name a role (AGENT_ROLE_UNSPECIFIED is not a stage)")
+def _stage(field: str, number: int) -> AgentRole:
+    role = ROLE.from_proto(field, number)
+    if role is None:
+        raise InvalidArgument(field, "must name a role (AGENT_ROLE_UNSPECIFIED is not a stage)")
+    return role
 
 
 def lease_to_proto(lease: Lease) -> pb.Lease:
@@ -172,10 +182,10 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
         project_id=t.project_id,
         name=t.name,
         description=t.description,
-        type=_enum_to_proto(t.type, pb.TicketType, _TYPE_PREFIX),  # type: ignore[arg-type]
+        type=TYPE.to_proto(t.type),  # type: ignore[arg-type]
         priority=t.priority,
-        state=_enum_to_proto(t.state, pb.TicketState, _STATE_PREFIX),  # type: ignore[arg-type]
-        stages=[_enum_to_proto(s, pb.AgentRole, _ROLE_PREFIX) for s in t.stages],  # type: ignore[misc]
+        state=STATE.to_proto(t.state),  # type: ignore[arg-type]
+        stages=[ROLE.to_proto(s) for s in t.stages],  # type: ignore[misc]
         stage_index=t.stage_index,
         depends_on=list(t.depends_on),
         failure_count=t.failure_count,
@@ -193,10 +203,6 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
     if t.lease is not None:
         msg.lease.CopyFrom(lease_to_proto(t.lease))
     return msg
-
-
-def role_to_proto(role: AgentRole) -> int:
-    return _enum_to_proto(role, pb.AgentRole, _ROLE_PREFIX)
 
 
 def project_to_proto(p: Project) -> pb.Project:
@@ -224,4 +230,22 @@ def event_to_proto(e: TicketEvent) -> pb.TicketEvent:
         new_value_json=e.new_value or "",
         rationale=e.rationale or "",
         create_time=_ts(e.created_at),
+    )
+
+
+def merge_request_to_proto(mr: MergeRequest) -> pb.MergeRequest:
+    return pb.MergeRequest(
+        id=mr.id,
+        tenant_id=mr.tenant_id,
+        project_id=mr.project_id,
+        ticket_id=mr.ticket_id,
+        branch=mr.branch,
+        commit=mr.commit,
+        state=MERGE_REQUEST_STATE.to_proto(mr.state),  # type: ignore[arg-type]
+        merge_commit=mr.merge_commit or "",
+        review_comments=mr.review_comments or "",
+        author_agent_id=mr.author_agent_id or "",
+        reviewer_agent_id=mr.reviewer_agent_id or "",
+        create_time=_ts(mr.created_at),
+        update_time=_ts(mr.updated_at),
     )

@@ -22,19 +22,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from swarm_ticketing import failures, journal
-from swarm_ticketing import statements as stmt
 from swarm_ticketing.domain import (
     LEASE_EXPIRED_REASON,
     ActorType,
     AgentRole,
+    AuditEvent,
     Claim,
     EventType,
     Lease,
     LeasePolicy,
 )
-from swarm_ticketing.journal import AuditEntry
-from swarm_ticketing.rows import to_ticket
+from swarm_ticketing.stores import failures, journal, requests
+from swarm_ticketing.stores import statements as stmt
+from swarm_ticketing.stores.journal import AuditEntry
+from swarm_ticketing.stores.rows import to_ticket
 from swarm_ticketing.tables import claim_requests, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -52,6 +53,8 @@ class ClaimRequest:
     project_id: str | None = None
     request_id: str | None = None
     lease: timedelta | None = None
+    # Digest of the whole request: a request_id reused for another claim is refused.
+    fingerprint: str | None = None
 
 
 class Claims:
@@ -138,13 +141,14 @@ class Claims:
                     "claim_token": token,
                     "expires_at": expires,
                     "created_at": now,
+                    "fingerprint": req.fingerprint,
                 },
             )
         audit.append(
             AuditEntry(
                 req.tenant_id,
                 ticket.id,
-                "assigned",
+                AuditEvent.ASSIGNED,
                 ActorType.AGENT,
                 actor_id=req.agent_id,
                 new_value={
@@ -175,6 +179,8 @@ class Claims:
         ).first()
         if prior is None:
             return None
+        if prior.fingerprint is not None and prior.fingerprint != req.fingerprint:
+            raise requests.reused("ClaimTicket", prior.request_id)
         row = conn.execute(sa.select(T).where(T.c.id == prior.ticket_id)).one()
         return Claim(
             to_ticket(row),

@@ -13,59 +13,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_ticketing import journal
-from swarm_ticketing.domain import EventType
+from swarm_ticketing.domain import AgentRole, EventType, MergeRequest, MergeRequestState
+from swarm_ticketing.stores import journal, keyset
+from swarm_ticketing.stores.rows import to_merge_request
 from swarm_ticketing.tables import merge_requests
 from swarmcommon.db import Database
 from swarmcommon.errors import NotFound
 from swarmcommon.outbox import OutboxEvent
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 M = merge_requests
-REVIEWER = "reviewer"
-
-
-@dataclass(frozen=True)
-class MergeRequest:
-    id: str
-    tenant_id: str
-    project_id: str
-    ticket_id: str
-    branch: str
-    commit: str
-    state: str
-    merge_commit: str | None
-    review_comments: str | None
-    author_agent_id: str | None
-    reviewer_agent_id: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-def _load(row: Any) -> MergeRequest:
-    m = row._mapping
-    return MergeRequest(
-        id=m["id"],
-        tenant_id=m["tenant_id"],
-        project_id=m["project_id"],
-        ticket_id=m["ticket_id"],
-        branch=m["branch"],
-        commit=m["commit_sha"],
-        state=m["state"],
-        merge_commit=m["merge_commit"],
-        review_comments=m["review_comments"],
-        author_agent_id=m["author_agent_id"],
-        reviewer_agent_id=m["reviewer_agent_id"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )
 
 
 def _event(kind: EventType, mr: MergeRequest, title: str) -> OutboxEvent:
@@ -100,6 +63,11 @@ def _current(conn: Connection, ticket_id: str, branch: str) -> Any:
     return conn.execute(sa.select(M).where(M.c.ticket_id == ticket_id, M.c.branch == branch)).first()
 
 
+def _announce(conn: Connection, mr_id: str, kind: EventType, title: str, now: datetime) -> None:
+    mr = to_merge_request(conn.execute(sa.select(M).where(M.c.id == mr_id)).one())
+    journal.record(conn, now, [], [_event(kind, mr, title)])
+
+
 def after_submit(conn: Connection, row: Any, result_json: str, next_stage: str | None, now: datetime) -> None:
     """Open or merge the ticket's merge request as the submitted stage says."""
     result = _object(result_json)
@@ -108,24 +76,23 @@ def after_submit(conn: Connection, row: Any, result_json: str, next_stage: str |
         return
     agent = row.claimed_by_agent_id
     existing = _current(conn, row.id, branch)
-    if row.role == REVIEWER and result.get("merge_commit"):
+    if row.role == AgentRole.REVIEWER and result.get("merge_commit"):
         if existing is None:
             return
         conn.execute(
             sa.update(M)
             .where(M.c.id == existing.id)
             .values(
-                state="merged",
+                state=MergeRequestState.MERGED.value,
                 merge_commit=_text(result["merge_commit"], 64),
                 review_comments=_text(result.get("comments"), 4000) or None,
                 reviewer_agent_id=agent,
                 updated_at=now,
             )
         )
-        merged = _load(conn.execute(sa.select(M).where(M.c.id == existing.id)).one())
-        journal.record(conn, now, [], [_event(EventType.PR_MERGED, merged, row.name)])
+        _announce(conn, existing.id, EventType.PR_MERGED, row.name, now)
         return
-    if next_stage != REVIEWER or not result.get("commit"):
+    if next_stage != AgentRole.REVIEWER or not result.get("commit"):
         return
     commit = _text(result["commit"], 64)
     if existing is None:
@@ -138,7 +105,7 @@ def after_submit(conn: Connection, row: Any, result_json: str, next_stage: str |
                 ticket_id=row.id,
                 branch=branch,
                 commit_sha=commit,
-                state="open",
+                state=MergeRequestState.OPEN.value,
                 author_agent_id=agent,
                 created_at=now,
                 updated_at=now,
@@ -149,17 +116,18 @@ def after_submit(conn: Connection, row: Any, result_json: str, next_stage: str |
         conn.execute(
             sa.update(M)
             .where(M.c.id == mr_id)
-            .values(state="open", commit_sha=commit, author_agent_id=agent, updated_at=now)
+            .values(
+                state=MergeRequestState.OPEN.value, commit_sha=commit, author_agent_id=agent, updated_at=now
+            )
         )
-    opened = _load(conn.execute(sa.select(M).where(M.c.id == mr_id)).one())
-    journal.record(conn, now, [], [_event(EventType.PR_OPENED, opened, row.name)])
+    _announce(conn, mr_id, EventType.PR_OPENED, row.name, now)
 
 
 def after_failure(conn: Connection, row: Any, reason: str, details_json: str, now: datetime) -> bool:
     """Reject the merge request a reviewer turned down; True when it did."""
     details = _object(details_json)
     branch = _text(details.get("branch"), 250)
-    if row.role != REVIEWER or details.get("review") != "rejected" or not branch:
+    if row.role != AgentRole.REVIEWER or details.get("review") != "rejected" or not branch:
         return False
     existing = _current(conn, row.id, branch)
     if existing is None:
@@ -168,14 +136,13 @@ def after_failure(conn: Connection, row: Any, reason: str, details_json: str, no
         sa.update(M)
         .where(M.c.id == existing.id)
         .values(
-            state="rejected",
+            state=MergeRequestState.REJECTED.value,
             review_comments=reason[:4000],
             reviewer_agent_id=row.claimed_by_agent_id,
             updated_at=now,
         )
     )
-    rejected = _load(conn.execute(sa.select(M).where(M.c.id == existing.id)).one())
-    journal.record(conn, now, [], [_event(EventType.PR_REJECTED, rejected, row.name)])
+    _announce(conn, existing.id, EventType.PR_REJECTED, row.name, now)
     return True
 
 
@@ -194,29 +161,23 @@ class MergeRequests:
             raise NotFound(
                 f"merge request {mr_id} not found", resource_type="merge_request", resource_name=mr_id
             )
-        return _load(row)
+        return to_merge_request(row)
 
-    def list(
+    def page(
         self,
         tenant_id: str,
         project_id: str | None,
         ticket_id: str | None,
-        state: str | None,
+        state: MergeRequestState | None,
         page_size: int,
         page_token: str,
     ) -> Page[MergeRequest]:
-        token = PageToken(["merge_requests", tenant_id, project_id, ticket_id, state])
-        key = token.decode(page_token, (int,))
-        q = sa.select(M).where(M.c.tenant_id == tenant_id)
+        query = sa.select(M).where(M.c.tenant_id == tenant_id)
         if project_id:
-            q = q.where(M.c.project_id == project_id)
+            query = query.where(M.c.project_id == project_id)
         if ticket_id:
-            q = q.where(M.c.ticket_id == ticket_id)
+            query = query.where(M.c.ticket_id == ticket_id)
         if state:
-            q = q.where(M.c.state == state)
-        if key is not None:
-            q = q.where(M.c.seq > key[0])
-        q = q.order_by(M.c.seq).limit(page_size + 1)
-        rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
-        nxt = token.encode([rows[page_size - 1].seq]) if len(rows) > page_size else ""
-        return Page([_load(r) for r in rows[:page_size]], nxt)
+            query = query.where(M.c.state == state.value)
+        filters = ["merge_requests", tenant_id, project_id, ticket_id, state]
+        return keyset.listing(self.db, query, [M.c.seq], filters, page_size, page_token, to_merge_request)

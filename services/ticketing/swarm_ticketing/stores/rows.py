@@ -7,7 +7,18 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from swarm_ticketing.domain import AgentRole, Lease, Ticket, TicketState, TicketType
+from swarm_ticketing.domain import (
+    ActorType,
+    AgentRole,
+    Lease,
+    MergeRequest,
+    MergeRequestState,
+    Project,
+    Ticket,
+    TicketEvent,
+    TicketState,
+    TicketType,
+)
 
 CLEARED_LEASE: dict[str, Any] = {
     "claim_token": None,
@@ -62,3 +73,53 @@ def to_ticket(row: Row[Any]) -> Ticket:
 
 def load_tickets(rows: Sequence[Row[Any]]) -> list[Ticket]:
     return [to_ticket(r) for r in rows]
+
+
+def to_project(row: Row[Any]) -> Project:
+    """A project row with its `done_count` (see projects.py)."""
+    m = row._mapping
+    return Project(
+        m["id"],
+        m["tenant_id"],
+        m["name"],
+        m["description"],
+        m["ticket_count"],
+        m["done_count"],
+        m["created_at"],
+        m["repository"],
+        m["base_branch"],
+    )
+
+
+def to_event(row: Row[Any]) -> TicketEvent:
+    m = row._mapping
+    return TicketEvent(
+        id=m["id"],
+        ticket_id=m["ticket_id"],
+        event_type=m["event_type"],
+        actor_type=ActorType(m["actor_type"]),
+        actor_id=m["actor_id"],
+        old_value=m["old_value"],
+        new_value=m["new_value"],
+        rationale=m["rationale"],
+        created_at=m["created_at"],
+    )
+
+
+def to_merge_request(row: Row[Any]) -> MergeRequest:
+    m = row._mapping
+    return MergeRequest(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        project_id=m["project_id"],
+        ticket_id=m["ticket_id"],
+        branch=m["branch"],
+        commit=m["commit_sha"],
+        state=MergeRequestState(m["state"]),
+        merge_commit=m["merge_commit"],
+        review_comments=m["review_comments"],
+        author_agent_id=m["author_agent_id"],
+        reviewer_agent_id=m["reviewer_agent_id"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_ticketing.domain import ActorType, EventType, Ticket
+from swarm_ticketing.domain import ActorType, AuditEvent, EventType, Ticket
 from swarm_ticketing.tables import audit_events, outbox
 from swarmcommon.outbox import OutboxEvent, OutboxWriter
 
@@ -26,7 +26,7 @@ _INSERT_AUDIT = sa.insert(audit_events)
 class AuditEntry:
     tenant_id: str
     ticket_id: str
-    event_type: str
+    event_type: AuditEvent
     actor_type: ActorType
     actor_id: str | None = None
     old_value: Mapping[str, Any] | None = None
@@ -66,7 +66,7 @@ def record(
                     "id": str(uuid.uuid4()),
                     "tenant_id": a.tenant_id,
                     "ticket_id": a.ticket_id,
-                    "event_type": a.event_type,
+                    "event_type": a.event_type.value,
                     "actor_type": a.actor_type.value,
                     "actor_id": a.actor_id,
                     "old_value": _json(a.old_value),

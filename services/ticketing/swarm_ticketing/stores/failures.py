@@ -12,11 +12,18 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Row
 
-from swarm_ticketing import journal
-from swarm_ticketing import statements as stmt
-from swarm_ticketing.domain import ActorType, EventType, FailureOutcome, TicketState, quarantine_reason
-from swarm_ticketing.journal import AuditEntry
-from swarm_ticketing.rows import CLEARED_LEASE
+from swarm_ticketing.domain import (
+    ActorType,
+    AuditEvent,
+    EventType,
+    FailureOutcome,
+    TicketState,
+    quarantine_reason,
+)
+from swarm_ticketing.stores import journal
+from swarm_ticketing.stores import statements as stmt
+from swarm_ticketing.stores.journal import AuditEntry
+from swarm_ticketing.stores.rows import CLEARED_LEASE
 
 
 def record_failure(
@@ -65,10 +72,10 @@ def record_failure(
             AuditEntry(
                 row.tenant_id,
                 row.id,
-                "quarantined",
+                AuditEvent.QUARANTINED,
                 ActorType.SYSTEM,
                 old_value={"state": row.state},
-                new_value={"state": "quarantined", "failure_count": count},
+                new_value={"state": TicketState.QUARANTINED.value, "failure_count": count},
                 rationale=values["quarantine_reason"],
             )
         )
@@ -90,7 +97,7 @@ def failure_audit(
     return AuditEntry(
         tenant_id,
         ticket_id,
-        "failure_recorded",
+        AuditEvent.FAILURE_RECORDED,
         actor,
         actor_id=actor_id,
         old_value={"state": old_state, "agent_id": holder},
@@ -101,7 +108,7 @@ def failure_audit(
 
 def transition_audit(
     row: Row[Any],
-    event_type: str,
+    event_type: AuditEvent,
     actor: ActorType,
     actor_id: str | None,
     **extra: Any,

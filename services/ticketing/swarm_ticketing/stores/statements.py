@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import LEASED_STATES, Ticket, TicketState
-from swarm_ticketing.rows import to_ticket
+from swarm_ticketing.stores.rows import to_ticket
 from swarm_ticketing.tables import ticket_dependencies, tickets
 
 T = tickets

@@ -1,0 +1,111 @@
+"""The dead-letter queue: quarantined tickets, and their redrive by a human."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from swarm_ticketing.domain import ActorType, AuditEvent, RequestKey, Ticket, TicketState
+from swarm_ticketing.stores import journal, keyset, requests
+from swarm_ticketing.stores.journal import AuditEntry
+from swarm_ticketing.stores.rows import load_tickets, to_ticket
+from swarm_ticketing.stores.tickets import ticket_not_found
+from swarm_ticketing.tables import tickets
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.errors import FailedPrecondition
+from swarmcommon.pagination import Page
+
+T = tickets
+
+
+def _in_order(conn: Connection, ticket_ids: Sequence[str]) -> list[Ticket]:
+    by_id = {t.id: t for t in load_tickets(conn.execute(sa.select(T).where(T.c.id.in_(ticket_ids))).all())}
+    return [by_id[i] for i in ticket_ids]
+
+
+class DeadLetters:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def page(self, tenant_id: str, project_id: str | None, page_size: int, page_token: str) -> Page[Ticket]:
+        query = sa.select(T).where(T.c.tenant_id == tenant_id, T.c.state == TicketState.QUARANTINED.value)
+        if project_id:
+            query = query.where(T.c.project_id == project_id)
+        order = [T.c.quarantined_at, T.c.id]
+        filters = ["dlq", tenant_id, project_id]
+        return keyset.listing(self.db, query, order, filters, page_size, page_token, to_ticket)
+
+    def redrive(
+        self,
+        tenant_id: str,
+        ticket_ids: Sequence[str],
+        operator: str,
+        reason: str,
+        key: RequestKey | None = None,
+    ) -> list[Ticket]:
+        """Quarantined tickets back to READY with a fresh failure count.
+
+        All or nothing: an unknown id is NOT_FOUND and a ticket that is not
+        quarantined is FAILED_PRECONDITION, and then nothing changes.
+        """
+
+        def work(conn: Connection, now: datetime) -> tuple[list[Ticket], requests.Outcome]:
+            found = self._lock_quarantined(conn, tenant_id, ticket_ids)
+            conn.execute(
+                sa.update(T)
+                .where(T.c.id.in_(ticket_ids))
+                .values(
+                    state=TicketState.READY.value,
+                    failure_count=0,
+                    quarantined_at=None,
+                    quarantine_reason=None,
+                    updated_at=now,
+                )
+            )
+            journal.record(
+                conn,
+                now,
+                [
+                    AuditEntry(
+                        tenant_id,
+                        ticket_id,
+                        AuditEvent.REDRIVEN,
+                        ActorType.HUMAN,
+                        actor_id=operator,
+                        old_value={
+                            "state": TicketState.QUARANTINED.value,
+                            "failure_count": found[ticket_id].failure_count,
+                        },
+                        new_value={"state": TicketState.READY.value, "failure_count": 0},
+                        rationale=reason or None,
+                    )
+                    for ticket_id in ticket_ids
+                ],
+            )
+            return _in_order(conn, ticket_ids), {}
+
+        return requests.once(self.db, key, self.clock.now, work, lambda conn, _: _in_order(conn, ticket_ids))
+
+    @staticmethod
+    def _lock_quarantined(conn: Connection, tenant_id: str, ticket_ids: Sequence[str]) -> dict[str, Any]:
+        rows = conn.execute(
+            sa.select(T.c.id, T.c.state, T.c.failure_count)
+            .where(T.c.tenant_id == tenant_id, T.c.id.in_(ticket_ids))
+            .with_for_update()
+        ).all()
+        found = {r.id: r for r in rows}
+        for ticket_id in ticket_ids:
+            if ticket_id not in found:
+                raise ticket_not_found(ticket_id)
+            if found[ticket_id].state != TicketState.QUARANTINED:
+                raise FailedPrecondition(
+                    f"ticket {ticket_id} is {found[ticket_id].state}, not quarantined; only "
+                    "quarantined tickets can be redriven"
+                )
+        return found

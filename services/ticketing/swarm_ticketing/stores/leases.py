@@ -1,0 +1,297 @@
+"""Token-guarded lease transitions: renew (heartbeat), start, submit, fail and
+release. The claim itself lives in `claims.py`, the loss of leases (a vanished
+agent, the reaper) in `lost.py`, failure accounting in `failures.py`.
+
+Every transition here needs the ticket's current claim token: it locks the
+ticket row only if the token is current and the lease unexpired, and
+otherwise explains why in a FAILED_PRECONDITION without writing anything.
+With a request_id, a retry answers as the first call did (see `requests.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from swarm_ticketing.domain import (
+    ActorType,
+    AuditEvent,
+    EventType,
+    FailureOutcome,
+    Lease,
+    LeasePolicy,
+    RequestKey,
+    Ticket,
+    TicketState,
+)
+from swarm_ticketing.stores import failures, journal, merge_requests, requests
+from swarm_ticketing.stores import statements as stmt
+from swarm_ticketing.stores.journal import AuditEntry
+from swarm_ticketing.stores.rows import CLEARED_LEASE, to_ticket
+from swarm_ticketing.stores.tickets import load_ticket, ticket_not_found
+from swarm_ticketing.tables import tickets
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.errors import FailedPrecondition
+
+T = tickets
+_LEASED = stmt.LEASED
+
+
+class LeaseManager:
+    def __init__(self, db: Database, clock: Clock, policy: LeasePolicy) -> None:
+        self.db = db
+        self.clock = clock
+        self.policy = policy
+
+    def _lock_leased(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        ticket_id: str,
+        token: str,
+        now: datetime,
+        resubmit_ok: bool = False,
+    ) -> Row[Any]:
+        """The ticket row, locked, if `token` holds its live lease; else explain.
+
+        With `resubmit_ok`, the row is also returned when `token` is the lease
+        whose submission already succeeded, so a retried submit can be answered.
+        """
+        row = conn.execute(stmt.LOCK_TICKET, {"tenant": tenant_id, "ticket_id": ticket_id}).first()
+        if row is None:
+            raise ticket_not_found(ticket_id)
+        if resubmit_ok and row.last_submitted_token == token:
+            return row
+        if row.state not in _LEASED:
+            raise FailedPrecondition(
+                f"ticket {ticket_id} is {row.state} and holds no lease; claim it first",
+                reason="LEASE_NOT_HELD",
+                ticket_id=ticket_id,
+                state=row.state,
+            )
+        if row.claim_token != token:
+            raise FailedPrecondition(
+                f"ticket {ticket_id} is claimed by another agent "
+                f"(lease expires {row.claim_expires_at:%Y-%m-%dT%H:%M:%SZ})",
+                reason="STALE_CLAIM_TOKEN",
+                ticket_id=ticket_id,
+            )
+        if row.claim_expires_at <= now:
+            raise FailedPrecondition(
+                f"lease on ticket {ticket_id} expired at {row.claim_expires_at:%Y-%m-%dT%H:%M:%SZ}",
+                reason="LEASE_EXPIRED",
+                ticket_id=ticket_id,
+            )
+        return row
+
+    def renew(
+        self,
+        tenant_id: str,
+        ticket_id: str,
+        token: str,
+        lease: timedelta | None,
+        key: RequestKey | None = None,
+    ) -> Lease:
+        def work(conn: Connection, now: datetime) -> tuple[Lease, requests.Outcome]:
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            expires = now + (lease or self.policy.default_lease)
+            # Heartbeats are not transitions: no audit row, no event.
+            conn.execute(sa.update(T).where(T.c.id == ticket_id).values(claim_expires_at=expires))
+            agent = row.claimed_by_agent_id
+            return Lease(token, agent, expires), {"agent_id": agent, "expires_at": expires.isoformat()}
+
+        def replay(conn: Connection, outcome: requests.Outcome) -> Lease:
+            return Lease(token, outcome["agent_id"], datetime.fromisoformat(outcome["expires_at"]))
+
+        return requests.once(self.db, key, self.clock.now, work, replay)
+
+    def start(self, tenant_id: str, ticket_id: str, token: str, key: RequestKey | None = None) -> Ticket:
+        def work(conn: Connection, now: datetime) -> tuple[Ticket, requests.Outcome]:
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            if row.state == TicketState.IN_PROGRESS:
+                return to_ticket(row), {}  # a retried StartWork without a request_id
+            ticket = stmt.update_ticket(
+                conn, ticket_id, {"state": TicketState.IN_PROGRESS.value, "updated_at": now}
+            )
+            journal.record(
+                conn,
+                now,
+                [
+                    failures.transition_audit(
+                        row, AuditEvent.IN_PROGRESS, ActorType.AGENT, row.claimed_by_agent_id
+                    )
+                ],
+                [journal.ticket_event(EventType.IN_PROGRESS, ticket, agent_id=row.claimed_by_agent_id)],
+            )
+            return ticket, {}
+
+        return requests.once(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
+
+    @staticmethod
+    def _current(tenant_id: str, ticket_id: str) -> Callable[[Connection, requests.Outcome], Ticket]:
+        """A replay that answers with the ticket as it is now."""
+        return lambda conn, outcome: load_ticket(conn, tenant_id, ticket_id)
+
+    def submit(
+        self, tenant_id: str, ticket_id: str, token: str, result_json: str, key: RequestKey | None = None
+    ) -> tuple[Ticket, list[str]]:
+        def work(conn: Connection, now: datetime) -> tuple[tuple[Ticket, list[str]], requests.Outcome]:
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, resubmit_ok=True)
+            if row.last_submitted_token == token:
+                return (to_ticket(row), []), {}  # a retried SubmitWork without a request_id
+            stages = row.stages.split(",")
+            next_stage = stages[row.stage_index + 1] if row.stage_index + 1 < len(stages) else None
+            merge_requests.after_submit(conn, row, result_json, next_stage, now)
+            common: dict[str, Any] = {
+                **CLEARED_LEASE,
+                "result_json": result_json,
+                "last_submitted_token": token,
+                "updated_at": now,
+            }
+            if next_stage is not None:
+                return (self._next_stage(conn, row, next_stage, common, now), []), {}
+            ticket, unblocked = self._complete(conn, row, common, now)
+            return (ticket, unblocked), {"unblocked": unblocked}
+
+        def replay(conn: Connection, outcome: requests.Outcome) -> tuple[Ticket, list[str]]:
+            return load_ticket(conn, tenant_id, ticket_id), list(outcome.get(AuditEvent.UNBLOCKED, []))
+
+        return requests.once(self.db, key, self.clock.now, work, replay)
+
+    @staticmethod
+    def _next_stage(
+        conn: Connection, row: Row[Any], next_stage: str, values: dict[str, Any], now: datetime
+    ) -> Ticket:
+        ticket = stmt.update_ticket(
+            conn,
+            row.id,
+            {
+                **values,
+                "state": TicketState.READY.value,
+                "stage_index": row.stage_index + 1,
+                "role": next_stage,
+            },
+        )
+        agent = row.claimed_by_agent_id
+        journal.record(
+            conn,
+            now,
+            [
+                failures.transition_audit(
+                    row, AuditEvent.STAGE_COMPLETE, ActorType.AGENT, agent, stage=row.role
+                )
+            ],
+            [
+                journal.ticket_event(
+                    EventType.STAGE_COMPLETE,
+                    ticket,
+                    completed_stage=row.role,
+                    next_stage=next_stage,
+                    agent_id=agent,
+                )
+            ],
+        )
+        return ticket
+
+    def _complete(
+        self, conn: Connection, row: Row[Any], values: dict[str, Any], now: datetime
+    ) -> tuple[Ticket, list[str]]:
+        ticket = stmt.update_ticket(conn, row.id, {**values, "state": TicketState.DONE.value})
+        unblocked = self._unblock_dependents(conn, row.id, now) if row.child_count else []
+        agent = row.claimed_by_agent_id
+        duration = (now - row.created_at).total_seconds()
+        journal.record(
+            conn,
+            now,
+            [
+                failures.transition_audit(row, AuditEvent.COMPLETED, ActorType.AGENT, agent),
+                *(
+                    AuditEntry(
+                        row.tenant_id,
+                        child,
+                        AuditEvent.UNBLOCKED,
+                        ActorType.SYSTEM,
+                        new_value={"state": TicketState.READY.value},
+                    )
+                    for child in unblocked
+                ),
+            ],
+            [
+                journal.ticket_event(
+                    EventType.COMPLETED, ticket, agent_id=agent, duration_seconds=round(duration, 3)
+                )
+            ],
+        )
+        return ticket, unblocked
+
+    @staticmethod
+    def _unblock_dependents(conn: Connection, parent_id: str, now: datetime) -> list[str]:
+        """Count one parent done on each child; children at zero become READY."""
+        rows = conn.execute(stmt.UNBLOCK_CHILDREN, {"parent": parent_id, "now": now}).all()
+        return sorted(r.id for r in rows if r.state == TicketState.READY)
+
+    def fail(
+        self,
+        tenant_id: str,
+        ticket_id: str,
+        token: str,
+        reason: str,
+        details_json: str,
+        key: RequestKey | None = None,
+    ) -> FailureOutcome:
+        def work(conn: Connection, now: datetime) -> tuple[FailureOutcome, requests.Outcome]:
+            outcome = self._fail(
+                conn, self._lock_leased(conn, tenant_id, ticket_id, token, now), reason, details_json, now
+            )
+            return outcome, {"quarantined": outcome.quarantined}
+
+        def replay(conn: Connection, outcome: requests.Outcome) -> FailureOutcome:
+            return FailureOutcome(load_ticket(conn, tenant_id, ticket_id), bool(outcome["quarantined"]))
+
+        return requests.once(self.db, key, self.clock.now, work, replay)
+
+    def _fail(
+        self, conn: Connection, row: Row[Any], reason: str, details_json: str, now: datetime
+    ) -> FailureOutcome:
+        rejected = merge_requests.after_failure(conn, row, reason, details_json, now)
+        outcome = failures.record_failure(
+            conn,
+            row,
+            now,
+            reason,
+            self.policy.max_failures,
+            actor=ActorType.AGENT,
+            actor_id=row.claimed_by_agent_id,
+            details_json=details_json,
+        )
+        if rejected and not outcome.quarantined and row.stage_index > 0:
+            # A rejected review goes back to its author for rework.
+            back = row.stage_index - 1
+            stages = row.stages.split(",")
+            ticket = stmt.update_ticket(conn, row.id, {"stage_index": back, "role": stages[back]})
+            return FailureOutcome(ticket, False)
+        return outcome
+
+    def release(self, tenant_id: str, ticket_id: str, token: str, key: RequestKey | None = None) -> Ticket:
+        def work(conn: Connection, now: datetime) -> tuple[Ticket, requests.Outcome]:
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            ticket = stmt.update_ticket(
+                conn, ticket_id, {**CLEARED_LEASE, "state": TicketState.READY.value, "updated_at": now}
+            )
+            journal.record(
+                conn,
+                now,
+                [
+                    failures.transition_audit(
+                        row, AuditEvent.RELEASED, ActorType.AGENT, row.claimed_by_agent_id
+                    )
+                ],
+            )
+            return ticket, {}
+
+        return requests.once(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
