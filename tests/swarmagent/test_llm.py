@@ -4,7 +4,7 @@ server, a real telemetry service and a real quota service."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anthropic
 import grpc
@@ -13,12 +13,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
-from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
 from swarmagent.llm import Attribution, TrackedLLM
-from swarmagent.messages_server import MessagesServer, Reply
+from swarmcommon.clients import TelemetryClient
 from swarmcommon.errors import QuotaExceeded, SwarmError
-from swarmcommon.grpcclient import channel
 from swarmcommon.localproc import free_port
+from swarmdemo.messages_server import MessagesServer, Reply
 from tests.support.harness import BACKENDS, QuotaHarness, TelemetryHarness, start_telemetry
 
 pytestmark = BACKENDS
@@ -43,6 +42,26 @@ def telemetry(db: str, quota: QuotaHarness) -> Iterator[TelemetryHarness]:
         harness.app.stop(grace=1)
 
 
+Tracked = Callable[..., TrackedLLM]
+
+
+@pytest.fixture
+def tracked(llm_server: MessagesServer) -> Iterator[Tracked]:
+    """TrackedLLMs against the Messages server, closed (usage flushed) after the test."""
+    made: list[tuple[TrackedLLM, TelemetryClient]] = []
+
+    def make(target: str, attribution: Attribution, timeout: float = 10.0) -> TrackedLLM:
+        ledger = TelemetryClient(target, default_timeout=timeout)
+        llm = TrackedLLM(_client(llm_server), ledger, attribution)
+        made.append((llm, ledger))
+        return llm
+
+    yield make
+    for llm, ledger in made:
+        llm.close()
+        ledger.close()
+
+
 def _tenant(quota: QuotaHarness, budget: int | None = None) -> str:
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     overrides = (
@@ -61,10 +80,14 @@ def _ask(llm: TrackedLLM, text: str = "Write add()") -> anthropic.types.Message:
 
 
 def test_a_call_is_traced_and_recorded_in_the_ledger(
-    llm_server: MessagesServer, telemetry: TelemetryHarness, quota: QuotaHarness, spans: InMemorySpanExporter
+    llm_server: MessagesServer,
+    telemetry: TelemetryHarness,
+    quota: QuotaHarness,
+    spans: InMemorySpanExporter,
+    tracked: Tracked,
 ) -> None:
     tenant = _tenant(quota)
-    llm = TrackedLLM(_client(llm_server), telemetry.stub, Attribution(tenant, "coder-1", "coder", "p1", "t1"))
+    llm = tracked(telemetry.target, Attribution(tenant, "coder-1", "coder", "p1", "t1"))
     reply = _ask(llm)
     assert reply.content[0].text.startswith("def add")  # type: ignore[union-attr]
     assert len(llm_server.requests) == 1
@@ -95,10 +118,10 @@ def test_a_call_is_traced_and_recorded_in_the_ledger(
 
 
 def test_an_exhausted_budget_refuses_before_the_call_is_sent(
-    llm_server: MessagesServer, telemetry: TelemetryHarness, quota: QuotaHarness
+    llm_server: MessagesServer, telemetry: TelemetryHarness, quota: QuotaHarness, tracked: Tracked
 ) -> None:
     tenant = _tenant(quota, budget=100)  # a hundred micro-dollars
-    llm = TrackedLLM(_client(llm_server), telemetry.stub, Attribution(tenant, "coder-1", "coder"))
+    llm = tracked(telemetry.target, Attribution(tenant, "coder-1", "coder"))
     _ask(llm, "x" * 400)  # more than the budget: it was already spent, so it is recorded in full
     assert len(llm_server.requests) == 1
     with pytest.raises(QuotaExceeded) as refused:
@@ -108,11 +131,9 @@ def test_an_exhausted_budget_refuses_before_the_call_is_sent(
     assert len(llm_server.requests) == 1  # the Messages server saw nothing more
 
 
-def test_no_telemetry_no_call(llm_server: MessagesServer, db: str) -> None:
-    dead = channel(f"127.0.0.1:{free_port()}")
-    llm = TrackedLLM(_client(llm_server), tpb_grpc.TelemetryServiceStub(dead), Attribution("acme"), timeout=2)
+def test_no_telemetry_no_call(llm_server: MessagesServer, db: str, tracked: Tracked) -> None:
+    llm = tracked(f"127.0.0.1:{free_port()}", Attribution("acme"), timeout=2)
     with pytest.raises(SwarmError) as refused:
         _ask(llm)
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     assert llm_server.requests == []
-    dead.close()

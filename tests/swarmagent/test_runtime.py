@@ -18,8 +18,9 @@ from swarmagent.client import ClaimedTicket
 from swarmagent.gitops import Author, init_repository
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import WorkFailed
-from swarmagent.messages_server import MessagesServer, Reply
 from swarmagent.runtime import Runtime
+from swarmcommon.clients import TelemetryClient
+from swarmdemo.messages_server import MessagesServer, Reply
 from tests.support.harness import TelemetryHarness, start_telemetry
 
 ME = Author("Agent", "agent@swarm.invalid")
@@ -29,8 +30,13 @@ ME = Author("Agent", "agent@swarm.invalid")
 def telemetry(tmp_path: Path) -> Iterator[TelemetryHarness]:
     h = start_telemetry(f"sqlite:///{tmp_path / 'telemetry.db'}")
     yield h
-    h.channel.close()
-    h.app.stop(grace=1)
+    h.stop()
+
+
+@pytest.fixture
+def ledger(telemetry: TelemetryHarness) -> Iterator[TelemetryClient]:
+    with TelemetryClient(telemetry.target) as client:
+        yield client
 
 
 @pytest.fixture
@@ -40,9 +46,9 @@ def repo(tmp_path: Path) -> Path:
     return bare
 
 
-def runtime(telemetry: TelemetryHarness, server: MessagesServer, repo: Path, tmp_path: Path) -> Runtime:
+def runtime(ledger: TelemetryClient, server: MessagesServer, repo: Path, tmp_path: Path) -> Runtime:
     client = anthropic.Anthropic(base_url=server.base_url, api_key="sk-test", max_retries=0)
-    llm = TrackedLLM(client, telemetry.stub, Attribution("acme", "agent-1"))
+    llm = TrackedLLM(client, ledger, Attribution("acme", "agent-1"))
     return Runtime(llm, str(repo), "main", tmp_path / "work", ME, "claude-haiku-4-5")
 
 
@@ -65,11 +71,11 @@ def files_answer(files: dict[str, str]) -> Reply:
 
 
 def test_coder_pushes_a_branch_and_reviewer_merges_it(
-    telemetry: TelemetryHarness, repo: Path, tmp_path: Path
+    ledger: TelemetryClient, repo: Path, tmp_path: Path
 ) -> None:
     answers = iter([files_answer({"src/a.py": "A = 1\n"}), Reply('{"approve": true, "comments": "ok"}')])
     with MessagesServer(lambda body: next(answers)) as server:
-        rt = runtime(telemetry, server, repo, tmp_path)
+        rt = runtime(ledger, server, repo, tmp_path)
         coded = rt.work(claimed("Add A", pb.AGENT_ROLE_CODER))
         assert coded["files"] == ["src/a.py"] and coded["branch"].endswith("-add-a")
         assert git(repo, "show", f"{coded['branch']}:src/a.py") == "A = 1\n"
@@ -92,18 +98,18 @@ def test_coder_pushes_a_branch_and_reviewer_merges_it(
     ],
 )
 def test_bad_model_answers_fail_the_stage_and_push_nothing(
-    telemetry: TelemetryHarness, repo: Path, tmp_path: Path, answer: Reply, reason: str
+    ledger: TelemetryClient, repo: Path, tmp_path: Path, answer: Reply, reason: str
 ) -> None:
     with MessagesServer(lambda body: answer) as server:
         with pytest.raises(WorkFailed, match=reason):
-            runtime(telemetry, server, repo, tmp_path).work(claimed("Add B", pb.AGENT_ROLE_CODER))
+            runtime(ledger, server, repo, tmp_path).work(claimed("Add B", pb.AGENT_ROLE_CODER))
     assert git(repo, "branch", "--list", "--format=%(refname:short)").split() == ["main"]
     assert not (tmp_path / "escape.py").exists()
 
 
-def test_the_tickets_project_repository_wins(telemetry: TelemetryHarness, repo: Path, tmp_path: Path) -> None:
+def test_the_tickets_project_repository_wins(ledger: TelemetryClient, repo: Path, tmp_path: Path) -> None:
     with MessagesServer(lambda body: files_answer({"p.py": "P = 1\n"})) as server:
-        rt = runtime(telemetry, server, tmp_path / "not-this-one.git", tmp_path)
+        rt = runtime(ledger, server, tmp_path / "not-this-one.git", tmp_path)
         ticket = claimed("Add P", pb.AGENT_ROLE_CODER)
         ticket.ticket.repository, ticket.ticket.base_branch = str(repo), "main"
         coded = rt.work(ticket)
@@ -113,12 +119,12 @@ def test_the_tickets_project_repository_wins(telemetry: TelemetryHarness, repo: 
             rt.work(claimed("Add Q", pb.AGENT_ROLE_CODER))
 
 
-def test_a_rejected_review_merges_nothing(telemetry: TelemetryHarness, repo: Path, tmp_path: Path) -> None:
+def test_a_rejected_review_merges_nothing(ledger: TelemetryClient, repo: Path, tmp_path: Path) -> None:
     answers = iter(
         [files_answer({"b.py": "B = 2\n"}), Reply('{"approve": false, "comments": "needs tests"}')]
     )
     with MessagesServer(lambda body: next(answers)) as server:
-        rt = runtime(telemetry, server, repo, tmp_path)
+        rt = runtime(ledger, server, repo, tmp_path)
         coded = rt.work(claimed("Add B", pb.AGENT_ROLE_CODER))
         with pytest.raises(WorkFailed, match="review rejected: needs tests") as rejected:
             rt.work(claimed("Add B", pb.AGENT_ROLE_REVIEWER, coded))

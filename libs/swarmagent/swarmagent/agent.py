@@ -35,6 +35,14 @@ def load_work(spec: str) -> Work:
     return fn
 
 
+def close_work(work: Work) -> None:
+    """Let work that holds resources for the agent's lifetime (a `close()`
+    method, like swarmagent.runtime:work's usage records) finish with them."""
+    close = getattr(work, "close", None)
+    if callable(close):
+        close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swarmagent.agent", description=__doc__.split("\n")[0])
     parser.add_argument("--ticketing", required=True, help="ticketing service host:port")
@@ -86,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         ).run(stop)
     finally:
         client.close()
+        close_work(work)
         shutdown_tracing()  # flush spans before leaving
     return 0
 

@@ -1,5 +1,9 @@
 """Client SDK for agents: the ticketing calls an agent makes, with request
-ids set so that retries (the channel retries UNAVAILABLE) are safe."""
+ids set so that retries (the channel retries UNAVAILABLE) are safe.
+
+Calls go through swarmcommon's TicketingClient (default deadline, SwarmError
+instead of grpc.RpcError); a lease the server no longer honours
+(FAILED_PRECONDITION) becomes LeaseLost, which the agent loop acts on."""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarmcommon.grpcclient import channel
+from swarmcommon import clients
+from swarmcommon.errors import SwarmError
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,17 @@ class LeaseLost(Exception):
 
 
 class TicketingClient:
+    """One agent's view of ticketing: its tenant, its id, its lease length."""
+
     def __init__(self, target: str, tenant_id: str, agent_id: str, *, lease: timedelta | None = None) -> None:
-        self._channel = channel(target)
-        self.stub = pb_grpc.TicketingServiceStub(self._channel)
+        self._service = clients.TicketingClient(target)
+        self.stub = self._service.stub
         self.tenant_id = tenant_id
         self.agent_id = agent_id
         self.lease = lease
 
     def close(self) -> None:
-        self._channel.close()
+        self._service.close()
 
     def _lease_duration(self) -> Duration | None:
         if self.lease is None:
@@ -74,11 +80,12 @@ class TicketingClient:
         return ClaimedTicket(reply.ticket, reply.lease, reply.stage)
 
     def _guarded(self, call: Any, request: Any) -> Any:
+        """A call on a held lease: a stale or released lease is LeaseLost."""
         try:
             return call(request)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise LeaseLost(err.details()) from err
+        except SwarmError as err:
+            if err.code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise LeaseLost(err.message) from err
             raise
 
     def renew(self, claimed: ClaimedTicket) -> pb.Lease:

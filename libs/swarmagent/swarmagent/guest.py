@@ -21,50 +21,55 @@ import grpc
 
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm.vmhost.v1 import vmhost_pb2 as vpb
-from swarm.vmhost.v1 import vmhost_pb2_grpc as vpb_grpc
-from swarmagent.agent import load_work
+from swarmagent.agent import close_work, load_work
 from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.loop import AgentLoop
-from swarmcommon.grpcclient import channel
+from swarmcommon.clients import VmHostClient
+from swarmcommon.errors import SwarmError
 from swarmcommon.logs import configure_logging
+from swarmcommon.periodic import Periodic
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("swarmagent.guest")
 
+# vmhost's answers meaning "this agent no longer exists here": stop.
+GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 
-class Heartbeat:
+
+class Heartbeat(Periodic):
+    """READY or BUSY to vmhost, at the interval vmhost answers with."""
+
+    name = "heartbeat"
+
     def __init__(self, target: str, tenant_id: str, agent_id: str, interval: float) -> None:
-        self._channel = channel(target)
-        self.stub = vpb_grpc.VmHostServiceStub(self._channel)
+        super().__init__(interval)
+        self.vmhost = VmHostClient(target)
         self.tenant_id, self.agent_id = tenant_id, agent_id
-        self.interval = interval
         self.ticket_id = ""
         self.gone = threading.Event()
 
     def beat(self) -> None:
         state = vpb.AGENT_STATE_BUSY if self.ticket_id else vpb.AGENT_STATE_READY
         try:
-            reply = self.stub.Heartbeat(
-                vpb.HeartbeatRequest(
-                    tenant_id=self.tenant_id, agent_id=self.agent_id, ticket_id=self.ticket_id, state=state
-                ),
-                timeout=10,
-            )
-            self.interval = max(0.1, reply.heartbeat_interval.ToTimedelta().total_seconds())
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-                log.warning("vmhost says this agent is gone; stopping", extra={"detail": exc.details()})
+            reply = self.vmhost.heartbeat(self.tenant_id, self.agent_id, state, self.ticket_id)
+        except SwarmError as exc:
+            if exc.code in GONE:
+                log.warning("vmhost says this agent is gone; stopping", extra={"detail": exc.message})
                 self.gone.set()
             else:
-                log.warning("heartbeat failed; retrying", extra={"code": exc.code().name})
+                # Not a backoff: a guest silent for a few intervals is replaced.
+                log.warning("heartbeat failed; retrying", extra={"code": exc.code.name})
+            return
+        self.interval = max(0.1, reply.heartbeat_interval.ToTimedelta().total_seconds())
 
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set() and not self.gone.is_set():
-            self.beat()
-            stop.wait(self.interval)
+    def run_once(self) -> None:
+        self.beat()
+        if self.gone.is_set():
+            self.stop()
 
-    def close(self) -> None:
-        self._channel.close()
+    def stop(self) -> None:
+        super().stop()
+        self.vmhost.close()
 
 
 def main() -> int:
@@ -81,13 +86,17 @@ def main() -> int:
         env["SWARM_VMHOST_TARGET"], tenant_id, agent_id, float(env.get("SWARM_AGENT_HEARTBEAT_SECONDS", "5"))
     )
     heart.beat()  # READY as soon as the guest runs
-    beats = threading.Thread(target=heart.run, args=(stop,), name="heartbeat", daemon=True)
-    beats.start()
+    heart.start()
+
+    def stop_when_gone() -> None:
+        heart.gone.wait()
+        stop.set()
+
+    threading.Thread(target=stop_when_gone, name="gone", daemon=True).start()
     work_spec = env.get("SWARM_AGENT_WORK", "")
     try:
         if not work_spec:
-            while not stop.is_set() and not heart.gone.is_set():
-                stop.wait(0.5)
+            stop.wait()  # an idle sandbox: heartbeats only
             return 0
         work = load_work(work_spec)
 
@@ -99,18 +108,15 @@ def main() -> int:
         role = tpb.AgentRole.Value("AGENT_ROLE_" + env.get("SWARM_AGENT_ROLE", "coder").upper())
         client = TicketingClient(env["SWARM_TICKETING_TARGET"], tenant_id, agent_id)
         loop = AgentLoop(client, work, role=role, heartbeat_interval=20, idle_wait=0.3, on_event=on_event)
-
-        def stop_when_gone() -> None:
-            heart.gone.wait()
-            stop.set()
-
-        threading.Thread(target=stop_when_gone, daemon=True).start()
-        loop.run(stop)
-        client.close()
+        try:
+            loop.run(stop)
+        finally:
+            client.close()
+            close_work(work)  # e.g. the usage records the ledger has not taken yet
         return 0
     finally:
         stop.set()
-        heart.close()
+        heart.stop()
         shutdown_tracing()
 
 

@@ -6,22 +6,21 @@ sent, (2) an OpenTelemetry span per the GenAI semantic conventions, and
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
-import grpc
 from anthropic.types import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
-from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
-from swarmcommon.errors import QuotaExceeded
-from swarmcommon.grpcclient import error_from_rpc
+from swarmagent.usage import UsageBuffer
+from swarmcommon.clients import TelemetryClient
+from swarmcommon.errors import QuotaExceeded, Unavailable
 
-log = logging.getLogger(__name__)
 tracer = trace.get_tracer("swarmagent.llm")
 
 
@@ -37,20 +36,22 @@ class Attribution:
 
 
 class TrackedLLM:
+    """The agent's LLM client. `for_ticket` views share the agent's usage
+    buffer, so a record a ticket could not send outlives the ticket."""
+
     def __init__(
         self,
         client: anthropic.Anthropic,
-        telemetry: tpb_grpc.TelemetryServiceStub,
+        telemetry: TelemetryClient,
         attribution: Attribution,
-        timeout: float = 10.0,
+        *,
+        usage: UsageBuffer | None = None,
     ) -> None:
         self.client = client
         self.telemetry = telemetry
         self.attribution = attribution
-        self.timeout = timeout
-        # Records the ledger could not take yet; sent again before the next
-        # call (RecordUsage is idempotent on the message id).
-        self.pending: list[tpb.RecordUsageRequest] = []
+        self.usage = usage if usage is not None else UsageBuffer(telemetry)
+        self.usage.start()  # idempotent: the agent's one background retry
 
     def for_ticket(self, project_id: str, ticket_id: str, request_type: str) -> TrackedLLM:
         a = self.attribution
@@ -58,16 +59,24 @@ class TrackedLLM:
             self.client,
             self.telemetry,
             Attribution(a.tenant_id, a.agent_id, request_type, project_id, ticket_id),
-            self.timeout,
+            usage=self.usage,
         )
 
-    def _check_budget(self) -> None:
-        try:
-            budget = self.telemetry.CheckBudget(
-                tpb.CheckBudgetRequest(tenant_id=self.attribution.tenant_id), timeout=self.timeout
+    def close(self) -> None:
+        """Stop retrying usage records and send what is left (the agent is stopping)."""
+        self.usage.close()
+
+    def _check_usage_backlog(self) -> None:
+        # Spend the ledger cannot see escapes the budget: past the buffer's
+        # bound, no new call is made until the backlog drains.
+        if self.usage.is_full and not self.usage.flush():
+            raise Unavailable(
+                f"{self.usage.pending} earlier LLM calls are not in the cost ledger yet "
+                "(telemetry unreachable); no call was made"
             )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+
+    def _check_budget(self) -> None:
+        budget = self.telemetry.check_budget(self.attribution.tenant_id)
         if not budget.allowed:
             reset = budget.reset_time.ToDatetime() if budget.HasField("reset_time") else None
             raise QuotaExceeded(
@@ -81,10 +90,27 @@ class TrackedLLM:
 
     def create(self, **params: Any) -> Message:
         """messages.create(**params), tracked. Raises QuotaExceeded before the
-        call when the tenant's monthly budget is spent."""
-        self.flush()
+        call when the tenant's monthly budget is spent, Unavailable when
+        telemetry cannot be reached (or has too many records to catch up on)."""
+        self._check_usage_backlog()
         self._check_budget()
         model = str(params.get("model", ""))
+        with tracer.start_as_current_span(
+            f"chat {model}", kind=SpanKind.CLIENT, attributes=self._request_attributes(model, params)
+        ) as span:
+            span.add_event("prompt_sent", {"messages": len(params.get("messages", []))})
+            try:
+                response: Message = self.client.messages.create(**params)
+            except anthropic.APIError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+            span.set_attributes(_response_attributes(response))
+            span.add_event("response_received", {"output_tokens": response.usage.output_tokens})
+            self._record(response)
+        return response
+
+    def _request_attributes(self, model: str, params: dict[str, Any]) -> dict[str, str | int]:
         attributes: dict[str, str | int] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": "anthropic",
@@ -95,39 +121,13 @@ class TrackedLLM:
             attributes["gen_ai.request.max_tokens"] = int(params["max_tokens"])
         if self.attribution.ticket_id:
             attributes["swarm.ticket_id"] = self.attribution.ticket_id
-        with tracer.start_as_current_span(
-            f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
-            span.add_event("prompt_sent", {"messages": len(params.get("messages", []))})
-            try:
-                response: Message = self.client.messages.create(**params)
-            except anthropic.APIError as exc:
-                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
-            usage = response.usage
-            cache_write = usage.cache_creation_input_tokens or 0
-            cache_read = usage.cache_read_input_tokens or 0
-            span.set_attributes(
-                {
-                    "gen_ai.response.id": response.id,
-                    "gen_ai.response.model": response.model,
-                    "gen_ai.response.finish_reasons": [response.stop_reason or ""],
-                    # GenAI conventions: input tokens include the cached ones,
-                    # which are also given apart (the ledger keeps all four).
-                    "gen_ai.usage.input_tokens": usage.input_tokens + cache_write + cache_read,
-                    "gen_ai.usage.output_tokens": usage.output_tokens,
-                    "gen_ai.usage.cache_creation.input_tokens": cache_write,
-                    "gen_ai.usage.cache_read.input_tokens": cache_read,
-                }
-            )
-            span.add_event("response_received", {"output_tokens": usage.output_tokens})
-            self._record(response, cache_write, cache_read)
-        return response
+        return attributes
 
-    def _record(self, response: Message, cache_write: int, cache_read: int) -> None:
+    def _record(self, response: Message) -> None:
         a = self.attribution
-        self.pending.append(
+        called_at = Timestamp()
+        called_at.FromDatetime(datetime.now(UTC))
+        self.usage.add(
             tpb.RecordUsageRequest(
                 # The provider's message id: a retried record is counted once.
                 request_id=response.id,
@@ -140,19 +140,28 @@ class TrackedLLM:
                 model=response.model,
                 input_tokens=response.usage.input_tokens,
                 output_tokens=response.usage.output_tokens,
-                cache_creation_input_tokens=cache_write,
-                cache_read_input_tokens=cache_read,
+                cache_creation_input_tokens=response.usage.cache_creation_input_tokens or 0,
+                cache_read_input_tokens=response.usage.cache_read_input_tokens or 0,
+                # A record sent late still lands on the day the spend happened.
+                usage_time=called_at,
             )
         )
-        self.flush()
+        # Sent now when telemetry answers; otherwise the buffer's retry sends it.
+        self.usage.flush()
 
-    def flush(self) -> None:
-        """Send buffered usage records; the ones that fail stay buffered.
-        Spend that already happened is never dropped for a ledger hiccup."""
-        while self.pending:
-            try:
-                self.telemetry.RecordUsage(self.pending[0], timeout=self.timeout)
-            except grpc.RpcError as exc:
-                log.warning("usage not recorded yet; will retry", extra={"code": exc.code().name})
-                return
-            self.pending.pop(0)
+
+def _response_attributes(response: Message) -> dict[str, Any]:
+    usage = response.usage
+    cache_write = usage.cache_creation_input_tokens or 0
+    cache_read = usage.cache_read_input_tokens or 0
+    return {
+        "gen_ai.response.id": response.id,
+        "gen_ai.response.model": response.model,
+        "gen_ai.response.finish_reasons": [response.stop_reason or ""],
+        # GenAI conventions: input tokens include the cached ones, which are
+        # also given apart (the ledger keeps all four).
+        "gen_ai.usage.input_tokens": usage.input_tokens + cache_write + cache_read,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": cache_write,
+        "gen_ai.usage.cache_read.input_tokens": cache_read,
+    }

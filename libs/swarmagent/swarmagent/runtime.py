@@ -23,18 +23,22 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 from opentelemetry import trace
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket
 from swarmagent.gitops import Author, GitError, Workspace
-from swarmagent.llm import TrackedLLM
+from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import WorkFailed
+from swarmcommon.clients import TelemetryClient
 
 tracer = trace.get_tracer("swarmagent.runtime")
 
@@ -181,31 +185,40 @@ class Runtime:
         }
 
 
-_from_env: Runtime | None = None
-
-
-def work(claimed: ClaimedTicket) -> dict[str, Any]:
+class FromEnvironment:
     """The work function a guest runs (SWARM_AGENT_WORK=swarmagent.runtime:work),
     configured by the environment vmhost gives it: SWARM_REPOSITORY,
     SWARM_BASE_BRANCH, SWARM_LLM_BASE_URL, SWARM_LLM_MODEL,
-    SWARM_TELEMETRY_TARGET, SWARM_TENANT_ID, SWARM_AGENT_ID."""
-    global _from_env
-    if _from_env is None:
-        import anthropic
+    SWARM_TELEMETRY_TARGET, SWARM_TENANT_ID, SWARM_AGENT_ID.
 
-        from swarm.telemetry.v1 import telemetry_pb2_grpc as tpb_grpc
-        from swarmagent.llm import Attribution
-        from swarmcommon.grpcclient import channel
+    The LLM endpoint is configuration: a provider proxy in production, a
+    local Messages-API server in tests and the offline demo. The runtime is
+    built at the first ticket, not at import: the zygote imports this module
+    before forking and must hold no threads or connections."""
 
-        env = os.environ
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._telemetry: TelemetryClient | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, claimed: ClaimedTicket) -> dict[str, Any]:
+        return self._built().work(claimed)
+
+    def _built(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = self._build(os.environ)
+            return self._runtime
+
+    def _build(self, env: Mapping[str, str]) -> Runtime:
         client = anthropic.Anthropic(
             base_url=env.get("SWARM_LLM_BASE_URL") or None,
             api_key=env.get("ANTHROPIC_API_KEY", "unset"),
             max_retries=2,
         )
-        telemetry = tpb_grpc.TelemetryServiceStub(channel(env["SWARM_TELEMETRY_TARGET"]))
-        llm = TrackedLLM(client, telemetry, Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"]))
-        _from_env = Runtime(
+        self._telemetry = TelemetryClient(env["SWARM_TELEMETRY_TARGET"])
+        llm = TrackedLLM(client, self._telemetry, Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"]))
+        return Runtime(
             llm,
             env.get("SWARM_REPOSITORY", ""),  # the ticket's project usually names it
             env.get("SWARM_BASE_BRANCH", "main"),
@@ -215,4 +228,15 @@ def work(claimed: ClaimedTicket) -> dict[str, Any]:
             ),
             env.get("SWARM_LLM_MODEL", "claude-sonnet-4-6"),
         )
-    return _from_env.work(claimed)
+
+    def close(self) -> None:
+        """The agent is stopping: send the usage records still waiting, then disconnect."""
+        with self._lock:
+            if self._runtime is not None:
+                self._runtime.llm.close()
+            if self._telemetry is not None:
+                self._telemetry.close()
+            self._runtime, self._telemetry = None, None
+
+
+work = FromEnvironment()

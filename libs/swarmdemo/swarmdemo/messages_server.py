@@ -1,6 +1,7 @@
 """A local server speaking the Anthropic Messages API (POST /v1/messages),
-for tests and offline demos: the real `anthropic` SDK is pointed at it with
-`base_url`, and nothing in the product knows the difference.
+for tests and the offline demo: the real `anthropic` SDK is pointed at it
+with `base_url` (guests get that URL as configuration, SWARM_LLM_BASE_URL),
+and nothing in the product knows the difference.
 
 Replies come from a pluggable function of the request body; each reply
 carries a real `usage` block (input tokens estimated from the request text,

@@ -1,0 +1,5 @@
+"""python -m swarmdemo: see swarmdemo.demo."""
+
+from swarmdemo.demo import main
+
+main()

@@ -1,0 +1,166 @@
+"""python -m swarmdemo: the local mesh on embedded SQLite, worked by agents.
+
+Starts quota, telemetry, events, ticketing and the REST gateway as separate
+processes, each on its own fresh SQLite database under var/demo/, every one
+exporting its spans to telemetry over OTLP. Creates a real git repository
+(var/demo/repos/webapp.git), a tenant and an API key, subscribes a local
+webhook receiver to every event, and submits a project over REST: a small
+DAG of coder -> reviewer tickets plus one poison ticket.
+
+vmhost spawns agents that work it: each claims a ticket, clones the
+repository, asks the LLM through the tracked client, writes, commits and
+pushes a branch; reviewers review the diff and merge it into main. The LLM
+is the real `anthropic` SDK in each guest, pointed by configuration alone
+(SWARM_LLM_BASE_URL) at a local Messages-API server answering with this
+demo's deterministic model. At the end it prints the tickets, the
+dead-letter queue, quota usage, the cost of the LLM calls, one ticket's
+trace waterfall, main's history, and the webhook deliveries (each verified
+with the standardwebhooks package).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from swarmagent.gitops import Author, init_repository
+from swarmcommon.localproc import free_port
+from swarmcommon.telemetry import setup_tracing, shutdown_tracing
+from swarmdemo.agents import run_agents
+from swarmdemo.console import console
+from swarmdemo.mesh import Mesh, start_mesh, start_vmhost
+from swarmdemo.messages_server import MessagesServer
+from swarmdemo.model import POISON, DemoModel
+from swarmdemo.receiver import WebhookReceiver
+from swarmdemo.report import report_cost, report_merges, report_tickets, report_trace, report_webhooks
+
+WORKDIR = Path("var/demo")
+TENANT = "acme"
+MODEL = "claude-sonnet-4-6"
+AUTHOR = Author("Swarm Agent", "agents@swarm.invalid")
+
+
+def _ticket(key: str, name: str, priority: int = 0, depends_on: tuple[str, ...] = ()) -> dict[str, Any]:
+    spec: dict[str, Any] = {"key": key, "name": name, "stages": ["coder", "reviewer"]}
+    if priority:
+        spec["priority"] = priority
+    if depends_on:
+        spec["depends_on"] = list(depends_on)
+    return spec
+
+
+PROJECT = {
+    "name": "webapp-redesign",
+    "description": "A small DAG worked by coder and reviewer agents",
+    "tickets": [
+        _ticket("design", "Design the API", 10),
+        _ticket("api", "Implement REST endpoints", 5, ("design",)),
+        _ticket("ui", "Build the settings page", 5, ("design",)),
+        _ticket("tests", "Add integration tests", 3, ("api",)),
+        _ticket("release", "Write release notes", 1, ("api", "ui", "tests")),
+        _ticket("legacy", POISON),
+    ],
+}
+
+
+def _trace_everything() -> str:
+    """Every process, this one and the services it starts, sends its spans
+    to telemetry; returns the address telemetry is to listen on (every
+    address, so guests on the bridge reach it too)."""
+    telemetry = f"0.0.0.0:{free_port()}"
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{telemetry}"
+    os.environ["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "500"
+    os.environ["OTEL_RESOURCE_ATTRIBUTES"] = f"swarm.tenant_id={TENANT}"
+    setup_tracing("swarm-demo")
+    return telemetry
+
+
+def _tenant_api(stack: ExitStack, mesh: Mesh, admin_token: str) -> httpx.Client:
+    """A tenant on the pro plan and a client holding its new API key."""
+    admin = stack.enter_context(
+        httpx.Client(base_url=mesh.gateway, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
+    )
+    admin.post(
+        "/admin/tenants", json={"id": TENANT, "display_name": "Acme Corp", "plan": "pro"}
+    ).raise_for_status()
+    key = admin.post(f"/admin/tenants/{TENANT}/api-keys", json={"display_name": "demo"}).json()["secret"]
+    console.print(f"tenant [bold]{TENANT}[/] (pro plan) with API key {key[:12]}…")
+    return stack.enter_context(
+        httpx.Client(base_url=mesh.gateway, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    )
+
+
+def _subscribe(stack: ExitStack, api: httpx.Client) -> tuple[WebhookReceiver, str]:
+    receiver = WebhookReceiver()
+    stack.callback(receiver.close)
+    hook = api.post("/api/webhooks", json={"url": receiver.url, "events": ["*"], "description": "demo"})
+    hook.raise_for_status()
+    receiver.secret = hook.json()["secret"]
+    console.print(f"POST /api/webhooks → {hook.status_code}: every event to {receiver.url}")
+    return receiver, str(hook.json()["webhook"]["id"])
+
+
+def _submit(api: httpx.Client, repository: Path) -> dict[str, Any]:
+    spec = {**PROJECT, "repository": str(repository), "base_branch": "main"}
+    created = api.post("/api/projects", json=spec, headers={"Idempotency-Key": "demo-project-1"})
+    created.raise_for_status()
+    body: dict[str, Any] = created.json()
+    project = body["project"]
+    console.print(
+        f"POST /api/projects → {created.status_code}: [bold]{project['name']}[/] "
+        f"with {project['ticket_count']} tickets"
+    )
+    return body
+
+
+def _serve_model(stack: ExitStack, model: DemoModel) -> dict[str, str]:
+    """The LLM endpoint, and the guest configuration that points agents at it."""
+    server = stack.enter_context(MessagesServer(model, host="0.0.0.0"))
+    port = server.base_url.rsplit(":", 1)[1]
+    console.print(f"LLM: the anthropic SDK against a local Messages API on port {port}")
+    # "{host}": vmhost puts the host's address as each guest sees it.
+    return {
+        "SWARM_LLM_BASE_URL": f"http://{{host}}:{port}",
+        "SWARM_LLM_MODEL": MODEL,
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
+
+
+def main() -> None:
+    shutil.rmtree(WORKDIR, ignore_errors=True)
+    WORKDIR.mkdir(parents=True)
+    console.rule("[bold]Swarm demo: the local mesh on embedded SQLite")
+    admin_token = secrets.token_urlsafe(24)
+    repository = (WORKDIR / "repos" / "webapp.git").resolve()
+    init_repository(repository, {"README.md": "# webapp\n", "src/__init__.py": ""}, AUTHOR)
+    console.print(f"git repository {repository} (branch main)")
+    telemetry = _trace_everything()
+    with ExitStack() as stack:
+        stack.callback(shutdown_tracing)
+        mesh = start_mesh(stack, WORKDIR, admin_token, telemetry)
+        console.print(
+            " · ".join(f"{k} {v}" for k, v in mesh.targets.items())
+            + f" · gateway {mesh.gateway} (docs {mesh.gateway}/docs)"
+        )
+        api = _tenant_api(stack, mesh, admin_token)
+        receiver, hook_id = _subscribe(stack, api)
+        created = _submit(api, repository)
+        model = DemoModel()
+        vmhost = start_vmhost(stack, WORKDIR, mesh, _serve_model(stack, model))
+        run_agents(vmhost, TENANT, api, {t["id"]: t["name"] for t in created["tickets"]}, model)
+        report_tickets(api, created["project"]["id"])
+        report_cost(api)
+        report_trace(api, created["tickets"])
+        report_merges(api, repository)
+        report_webhooks(api, receiver, hook_id)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The offline demo's model: deterministic answers in the shape the agent
+runtime asks for, served by the local Messages-API server (the agents use
+the real `anthropic` SDK and cannot tell).
+
+Coders get one new module per ticket; reviewers approve what they see. The
+ticket named POISON gets prose instead of JSON while its spec is broken, so
+its stage fails like a confused model's would and the ticket is
+dead-lettered; once the operator "fixes the spec" (`fix_spec`) it is
+answered like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+
+from swarmagent.runtime import slug
+from swarmdemo.messages_server import Reply, request_text
+
+POISON = "Migrate legacy billing schema"
+REVIEWER_MARK = "code reviewer"  # in the runtime's reviewer system prompt
+
+
+def _system_text(body: dict[str, Any]) -> str:
+    system = body.get("system", "")
+    return system if isinstance(system, str) else " ".join(b.get("text", "") for b in system)
+
+
+class DemoModel:
+    """A Messages-API responder (see MessagesServer)."""
+
+    def __init__(self) -> None:
+        # Set from the demo's thread, read from the server's request threads.
+        self._spec_fixed = threading.Event()
+
+    def fix_spec(self) -> None:
+        self._spec_fixed.set()
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        system = _system_text(body)
+        text = request_text(body)
+        match = re.search(r"^Ticket: (.+)$", text, re.MULTILINE)
+        ticket = match.group(1).strip() if match else "work"
+        if REVIEWER_MARK in system:
+            added = len(re.findall(r"^\+[^+]", text, re.MULTILINE))
+            verdict = {
+                "approve": True,
+                "comments": f"Reviewed {added} added lines for '{ticket}': looks good.",
+            }
+            return Reply(json.dumps(verdict), cache_read_input_tokens=len(system) // 4)
+        if ticket == POISON and not self._spec_fixed.is_set():
+            return Reply("I cannot do this: the spec has a syntax error on line 12.")
+        return Reply(json.dumps(_new_module(ticket)), cache_creation_input_tokens=len(system) // 4)
+
+
+def _new_module(ticket: str) -> dict[str, Any]:
+    name = slug(ticket).replace("-", "_")
+    content = (
+        f'"""{ticket}."""\n\n\n'
+        f"def {name}() -> str:\n"
+        f'    """Done by a Swarm agent."""\n'
+        f"    return {ticket!r}\n"
+    )
+    return {"summary": f"Implement {ticket}", "files": [{"path": f"src/{name}.py", "content": content}]}
