@@ -51,12 +51,8 @@ class TicketingHarness:
 def start_ticketing(url: str, **overrides: Any) -> TicketingHarness:
     """A real ticketing gRPC server on `url` with a manual clock (the reaper is run by hand)."""
     clock = ManualClock()
-    settings = TicketingSettings(
-        database_url=url,
-        listen_address="127.0.0.1:0",
-        reaper_interval_seconds=0,
-        **overrides,
-    )
+    values: dict[str, Any] = {"listen_address": "127.0.0.1:0", "reaper_interval_seconds": 0}
+    settings = TicketingSettings(database_url=url, **{**values, **overrides})
     app = ticketing_server.start(settings, clock=clock)
     ch = channel(f"127.0.0.1:{app.port}")
     return TicketingHarness(app, clock, ch, ticketing_grpc.TicketingServiceStub(ch), url)
@@ -115,10 +111,7 @@ class TelemetryHarness:
 
 def start_telemetry(url: str, **overrides: Any) -> TelemetryHarness:
     """A real telemetry server (TelemetryService + OTLP TraceService); retention run by hand."""
-    app = telemetry_server.start(
-        TelemetrySettings(
-            database_url=url, listen_address="127.0.0.1:0", retention_interval_seconds=0, **overrides
-        )
-    )
+    values: dict[str, Any] = {"listen_address": "127.0.0.1:0", "retention_interval_seconds": 0}
+    app = telemetry_server.start(TelemetrySettings(database_url=url, **{**values, **overrides}))
     ch = channel(f"127.0.0.1:{app.port}")
     return TelemetryHarness(app, ch, telemetry_grpc.TelemetryServiceStub(ch))
