@@ -89,6 +89,7 @@ def run(url: str, total: int, batch: int, clients: int) -> dict[str, float]:
         per_client = total // clients // batch
         requests = [[make_batch(batch) for _ in range(per_client)] for _ in range(clients)]
         latencies: list[float] = []
+        rejected: list[int] = []
         lock = threading.Lock()
 
         def client(i: int) -> None:
@@ -96,9 +97,10 @@ def run(url: str, total: int, batch: int, clients: int) -> dict[str, float]:
                 stub = otlp_grpc.TraceServiceStub(ch)  # type: ignore[no-untyped-call]
                 for request in requests[i]:
                     t0 = time.perf_counter()
-                    stub.Export(request, timeout=60)
+                    reply = stub.Export(request, timeout=60)
                     with lock:
                         latencies.append((time.perf_counter() - t0) * 1000)
+                        rejected.append(reply.partial_success.rejected_spans)
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
         start = time.perf_counter()
@@ -111,6 +113,8 @@ def run(url: str, total: int, batch: int, clients: int) -> dict[str, float]:
         proc.terminate()
         proc.wait(timeout=30)
     sent = per_client * clients * batch
+    if sum(rejected):  # a rate of refused spans would measure the wrong thing
+        raise RuntimeError(f"{sum(rejected)} of {sent} benchmark spans were rejected")
     return {
         "spans": sent,
         "seconds": round(seconds, 2),

@@ -9,7 +9,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from swarmcommon.localproc import free_port, start_service
 from tests.support.harness import TelemetryHarness, start_telemetry
+from tests.support.waiting import eventually
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -41,7 +41,9 @@ def traced_mesh(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         quota, quota_target = start_service(
-            "swarm_quota", "SWARM_QUOTA_", {"DATABASE_URL": f"sqlite:///{tmp_path / 'quota.db'}"}
+            "swarm_quota",
+            "SWARM_QUOTA_",
+            {"DATABASE_URL": f"sqlite:///{tmp_path / 'quota.db'}", "API_KEY_PEPPER": secrets.token_hex(32)},
         )
         procs.append(quota)
         ticketing, ticketing_target = start_service(
@@ -62,15 +64,15 @@ def traced_mesh(
         gateway = subprocess.Popen([sys.executable, "-m", "swarm_gateway"], env=env)
         procs.append(gateway)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def gateway_ready() -> bool:
+            assert gateway.poll() is None, "gateway exited"
             try:
-                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
+                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and gateway.poll() is None, "gateway did not start"
-            time.sleep(0.1)
+                return False
+
+        eventually(gateway_ready, timeout=30, interval=0.1, what="gateway ready")
         yield sink, base, admin, ticketing_target
     finally:
         for proc in reversed(procs):
@@ -104,17 +106,21 @@ def test_gateway_ticketing_and_agent_spans_form_one_trace(
     assert api.get(f"/api/tickets/{ticket}").json()["state"] == "done"
 
     wanted = {"gateway", "ticketing", "swarm-agent"}
-    deadline = time.monotonic() + 20
-    while True:
+
+    def joined_trace() -> pb.GetTicketTraceResponse | None:
         try:
             trace = sink.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket))
-            names = {s.name for s in trace.spans}
-            if wanted <= {s.service_name for s in trace.spans} and {"git.push", "agent.work"} <= names:
-                break
-        except grpc.RpcError:
-            pass
-        assert time.monotonic() < deadline, "the three processes' spans never met in one trace"
-        time.sleep(0.2)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+            return None
+        names = {s.name for s in trace.spans}
+        if wanted <= {s.service_name for s in trace.spans} and {"git.push", "agent.work"} <= names:
+            return trace
+        return None
+
+    trace = eventually(
+        joined_trace, timeout=20, interval=0.2, what="the three processes' spans meeting in one trace"
+    )
 
     assert len(trace.trace_ids) == 1
     by_id = {s.span_id: s for s in trace.spans}

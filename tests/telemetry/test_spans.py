@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import timedelta
-from pathlib import Path
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
-from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from swarmcommon.waterfall import render_waterfall
-from tests.support.harness import BACKENDS, TelemetryHarness, start_telemetry
+from tests.support.harness import BACKENDS, TelemetryHarness
 from tests.support.status import raises_status
+from tests.telemetry.helpers import work_on_ticket
 
 pytestmark = BACKENDS
-
-
-def work_on_ticket(h: TelemetryHarness, tenant: str, ticket: str, agent: str = "coder-1") -> str:
-    """What an agent's runtime emits for one ticket (the seed's span names)."""
-    provider = h.provider(**{"swarm.agent_id": agent})
-    tracer = provider.get_tracer("test")
-    attrs = {"swarm.tenant_id": tenant, "swarm.ticket_id": ticket}
-    with tracer.start_as_current_span("agent.work", attributes=attrs) as root:
-        for name in ("vm.restore", "git.clone"):
-            with tracer.start_as_current_span(name):
-                time.sleep(0.002)
-        with tracer.start_as_current_span(
-            "llm.generate_code", attributes={"gen_ai.request.model": "m"}
-        ) as llm:
-            llm.add_event("prompt_sent", {"tokens": 2500})
-            time.sleep(0.15)
-            llm.add_event("response_received", {"tokens": 1200})
-        for name in ("file.write", "git.commit", "git.push"):
-            with tracer.start_as_current_span(name):
-                time.sleep(0.002)
-    provider.shutdown()
-    return format(root.get_span_context().trace_id, "032x")
 
 
 def test_stock_otlp_export_reads_back_as_the_ticket_tree(telemetry: TelemetryHarness) -> None:
@@ -131,70 +104,6 @@ def test_list_spans_filters_and_pages(telemetry: TelemetryHarness) -> None:
     assert len(seen) == len(set(seen)) == 7
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "trace_id"):
         telemetry.stub.ListSpans(pb.ListSpansRequest(tenant_id="acme", trace_id="xyz"))
-
-
-def test_malformed_spans_are_a_partial_success_and_resends_are_stored_once(
-    telemetry: TelemetryHarness,
-) -> None:
-    ticket = str(uuid.uuid4())
-    good = trace_pb2.Span(
-        trace_id=bytes.fromhex("11" * 16),
-        span_id=bytes.fromhex("22" * 8),
-        name="ok",
-        start_time_unix_nano=1,
-        end_time_unix_nano=2,
-    )
-    good.attributes.add(key="swarm.tenant_id").value.string_value = "acme"
-    good.attributes.add(key="swarm.ticket_id").value.string_value = ticket
-    bad = trace_pb2.Span(trace_id=b"short", span_id=b"x", name="bad")
-    request = otlp.ExportTraceServiceRequest(
-        resource_spans=[trace_pb2.ResourceSpans(scope_spans=[trace_pb2.ScopeSpans(spans=[good, bad])])]
-    )
-    stub = otlp_grpc.TraceServiceStub(telemetry.channel)  # type: ignore[no-untyped-call]
-    for _ in range(2):  # the exporter retried
-        reply = stub.Export(request)
-        assert reply.partial_success.rejected_spans == 1 and "trace_id" in reply.partial_success.error_message
-    spans = telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket)).spans
-    assert [s.name for s in spans] == ["ok"]
-
-
-def test_forwarding_sends_the_same_spans_downstream(db: str, tmp_path: Path) -> None:
-    # The downstream receiver is another telemetry server (any OTLP receiver would do).
-    downstream = start_telemetry(f"sqlite:///{tmp_path / 'downstream.db'}")
-    upstream = start_telemetry(db, forward_otlp_target=downstream.target)
-    try:
-        ticket = str(uuid.uuid4())
-        work_on_ticket(upstream, "acme", ticket)
-        ours = upstream.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                theirs = downstream.stub.GetTicketTrace(
-                    pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket)
-                )
-                if len(theirs.spans) == len(ours.spans):
-                    break
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, "downstream never got the spans"
-            time.sleep(0.05)
-        assert [(s.span_id, s.parent_span_id, s.name) for s in theirs.spans] == [
-            (s.span_id, s.parent_span_id, s.name) for s in ours.spans
-        ]
-        assert upstream.app.forwarder is not None and upstream.app.forwarder.dropped == 0
-    finally:
-        for h in (upstream, downstream):
-            h.channel.close()
-            h.app.stop(grace=1)
-
-
-def test_retention_purges_old_spans(telemetry: TelemetryHarness) -> None:
-    ticket = str(uuid.uuid4())
-    work_on_ticket(telemetry, "acme", ticket)
-    assert telemetry.app.spans.purge(timedelta(hours=1)) == 0
-    assert telemetry.app.spans.purge(timedelta(seconds=-1)) == 7
-    with raises_status(grpc.StatusCode.NOT_FOUND):
-        telemetry.stub.GetTicketTrace(pb.GetTicketTraceRequest(tenant_id="acme", ticket_id=ticket))
 
 
 def test_own_tracing_does_not_feed_back(telemetry: TelemetryHarness, spans: InMemorySpanExporter) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from tests.support.harness import BACKENDS, QuotaHarness, TelemetryHarness, start_telemetry
-from tests.support.status import raises_status
+from tests.support.status import attempt, raises_status, refusals
+from tests.telemetry.helpers import usage_rows
 
 pytestmark = BACKENDS
 
@@ -98,16 +100,75 @@ def test_unknown_models_are_recorded_and_flagged_never_priced_by_guess(telemetry
     assert total.unknown_model_count == 5 and total.request_count == 5 and total.input_tokens == 50
 
 
-def test_a_replayed_request_id_is_counted_once(telemetry: TelemetryHarness) -> None:
+def test_a_retried_record_returns_the_first_answer_and_writes_nothing_new(
+    telemetry: TelemetryHarness,
+) -> None:
     first = record(telemetry, request_id="msg_01", input_tokens=1000, output_tokens=100)
-    again = record(telemetry, request_id="msg_01", input_tokens=999_999, output_tokens=999_999)
+    written = usage_rows(telemetry)
+    again = record(telemetry, request_id="msg_01", input_tokens=1000, output_tokens=100)
     assert again == first
+    assert usage_rows(telemetry) == written
+    # A client that buffered the record may stamp its retry with the call's time.
+    stamped = record(
+        telemetry,
+        request_id="msg_01",
+        input_tokens=1000,
+        output_tokens=100,
+        usage_time=_ts(datetime.now(UTC)),
+    )
+    assert stamped == first and usage_rows(telemetry) == written
     total = telemetry.stub.GetUsageSummary(
         pb.GetUsageSummaryRequest(tenant_id="acme", group_by=pb.USAGE_GROUP_BY_MODEL)
     ).total
     assert total.request_count == 1 and total.cost_usd_micros == first.cost_usd_micros
     # The same request id from another tenant is another record.
     assert record(telemetry, "other", request_id="msg_01", input_tokens=1).id != first.id
+
+
+# What a reused request_id changed (a real retry changes none of these).
+REUSES: list[dict[str, Any]] = [
+    {"input_tokens": 999_999},
+    {"output_tokens": 101},
+    {"cache_read_input_tokens": 5},
+    {"model": "claude-opus-4-5"},
+    {"provider": "other"},
+    {"ticket_id": "t-2"},
+    {"project_id": "p-2"},
+    {"agent_id": "coder-9"},
+    {"request_type": "reviewer"},
+]
+
+
+def test_a_request_id_reused_for_another_call_is_refused_and_writes_nothing(
+    telemetry: TelemetryHarness,
+) -> None:
+    for i, changed in enumerate(REUSES):
+        call: dict[str, Any] = {"request_id": f"msg_{i}", "input_tokens": 1000, "output_tokens": 100}
+        first = record(telemetry, **call)
+        written = usage_rows(telemetry)
+        with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "request_id", f"msg_{i}", "already used"):
+            record(telemetry, **{**call, **changed})
+        assert usage_rows(telemetry) == written, changed
+        assert record(telemetry, **call) == first, changed  # the real retry still gets its answer
+
+
+def test_concurrent_calls_with_one_request_id_store_one_record(telemetry: TelemetryHarness) -> None:
+    """Retries racing each other, and a different call racing them with the
+    same request_id: one record, every success is that record, every
+    refusal names the request_id."""
+    calls = [{"input_tokens": 1000} if i % 2 else {"input_tokens": 2000} for i in range(12)]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        outcomes = list(
+            pool.map(lambda kw: attempt(lambda: record(telemetry, request_id="race", **kw)), calls)
+        )
+    stored, refused = refusals(outcomes)
+    assert len(usage_rows(telemetry)) == 1
+    assert stored and len({r.id for r in stored}) == 1
+    assert all(r == stored[0] for r in stored)
+    for err in refused:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in err.details()
+    winner_tokens = stored[0].input_tokens
+    assert len(stored) == sum(1 for kw in calls if kw["input_tokens"] == winner_tokens)
 
 
 def test_summaries_add_up_across_every_grouping(telemetry: TelemetryHarness) -> None:
@@ -206,8 +267,10 @@ def test_summaries_add_up_across_every_grouping(telemetry: TelemetryHarness) -> 
 
 
 def test_bad_usage_input_is_refused_and_nothing_is_stored(telemetry: TelemetryHarness) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"request_id": ""}, "request_id"),
+        ({"output_tokens": 10**12 + 1}, "output_tokens"),
+        ({"project_id": "p" * 65}, "project_id"),
         ({"model": ""}, "model"),
         ({"input_tokens": -1}, "input_tokens"),
         ({"cache_read_input_tokens": -5}, "cache_read_input_tokens"),
@@ -219,6 +282,11 @@ def test_bad_usage_input_is_refused_and_nothing_is_stored(telemetry: TelemetryHa
             record(telemetry, **overrides)
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "group_by"):
         telemetry.stub.GetUsageSummary(pb.GetUsageSummaryRequest(tenant_id="acme"))
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "group_by", "99"):
+        bad_group = pb.GetUsageSummaryRequest(tenant_id="acme", group_by=99)  # type: ignore[arg-type]
+        telemetry.stub.GetUsageSummary(bad_group)
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "estimated_cost_usd_micros"):
+        telemetry.stub.CheckBudget(pb.CheckBudgetRequest(tenant_id="acme", estimated_cost_usd_micros=-1))
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "end_time"):
         now = datetime.now(UTC)
         telemetry.stub.GetUsageSummary(
@@ -232,7 +300,7 @@ def test_bad_usage_input_is_refused_and_nothing_is_stored(telemetry: TelemetryHa
     total = telemetry.stub.GetUsageSummary(
         pb.GetUsageSummaryRequest(tenant_id="acme", group_by=pb.USAGE_GROUP_BY_MODEL)
     ).total
-    assert total.request_count == 0
+    assert total.request_count == 0 and usage_rows(telemetry) == []
 
 
 @pytest.fixture
@@ -270,7 +338,9 @@ def test_budget_is_the_tenants_monthly_cost_quota(budgeted: TelemetryHarness, qu
     assert not check.allowed and check.spent_usd_micros == 60_000 and check.remaining_usd_micros == 0
     assert check.reset_time.ToDatetime(tzinfo=UTC).day == 1
     # The spend went to quota too (with overage: it was already spent), once.
-    record(budgeted, tenant, request_id=r.request_id, input_tokens=1)
+    written = usage_rows(budgeted)
+    again = record(budgeted, tenant, request_id=r.request_id, input_tokens=10_000, output_tokens=2_000)
+    assert again == r and usage_rows(budgeted) == written
     usage = {u.resource: u for u in quota.stub.GetUsage(qpb.GetUsageRequest(tenant_id=tenant)).usages}
     assert usage[qpb.RESOURCE_COST_USD_MONTH].used == 60_000
 
@@ -284,3 +354,25 @@ def test_no_cost_limit_means_unlimited(budgeted: TelemetryHarness, quota: QuotaH
     assert check.allowed and check.unlimited and check.spent_usd_micros == 15_000_000
     with raises_status(grpc.StatusCode.NOT_FOUND):
         budgeted.stub.CheckBudget(pb.CheckBudgetRequest(tenant_id="no-such-tenant"))
+
+
+def test_any_request_id_the_ledger_takes_is_charged_to_quota_once(
+    budgeted: TelemetryHarness, quota: QuotaHarness
+) -> None:
+    """A provider's message id, one with characters quota's own ids may not
+    hold, and the longest RecordUsage takes (longer than quota's limit)."""
+    for request_id in ("msg_01XFDUDYJgAACzvnptvVoYEL", "call 7/attempt:1", "r" * 200):
+        tenant = _tenant(quota, None)
+        first = record(budgeted, tenant, request_id=request_id, input_tokens=1000)
+        assert record(budgeted, tenant, request_id=request_id, input_tokens=1000) == first
+        usage = {u.resource: u for u in quota.stub.GetUsage(qpb.GetUsageRequest(tenant_id=tenant)).usages}
+        assert first.cost_usd_micros == 3000 and usage[qpb.RESOURCE_COST_USD_MONTH].used == 3000, request_id
+
+
+def test_a_reused_request_id_charges_quota_nothing(budgeted: TelemetryHarness, quota: QuotaHarness) -> None:
+    tenant = _tenant(quota, None)
+    record(budgeted, tenant, request_id="msg_03", input_tokens=1000)
+    with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "request_id"):
+        record(budgeted, tenant, request_id="msg_03", input_tokens=5000)
+    usage = {u.resource: u for u in quota.stub.GetUsage(qpb.GetUsageRequest(tenant_id=tenant)).usages}
+    assert usage[qpb.RESOURCE_COST_USD_MONTH].used == 3000

@@ -1,45 +1,28 @@
-"""Budgets through the quota service: the tenant's COST_USD_MONTH limit, and
-recorded spend charged to it (with overage: the money is already spent)."""
+"""Budgets kept by the quota service: the tenant's COST_USD_MONTH limit, and
+recorded spend charged to it (with overage: the money is already spent).
+
+Errors come back from QuotaClient as SwarmError (NOT_FOUND for an unknown
+tenant, UNAVAILABLE when quota is down) and pass through to the caller
+unchanged.
+"""
 
 from __future__ import annotations
 
-import grpc
-
 from swarm.quota.v1 import quota_pb2 as qpb
-from swarm.quota.v1 import quota_pb2_grpc as qpb_grpc
-from swarmcommon.grpcclient import channel, error_from_rpc
+from swarmcommon.clients import QuotaClient
 
 
-class GrpcBudgets:
+class QuotaBudgets:
     def __init__(self, target: str, timeout: float = 10.0) -> None:
-        self._channel = channel(target)
-        self._stub = qpb_grpc.QuotaServiceStub(self._channel)
-        self._timeout = timeout
+        self._quota = QuotaClient(target, default_timeout=timeout)
 
     def charge(self, tenant_id: str, cost_usd_micros: int, request_id: str) -> None:
-        try:
-            self._stub.Consume(
-                qpb.ConsumeRequest(
-                    tenant_id=tenant_id,
-                    resource=qpb.RESOURCE_COST_USD_MONTH,
-                    amount=cost_usd_micros,
-                    allow_overage=True,
-                    request_id=request_id,
-                ),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+        self._quota.consume(
+            tenant_id, qpb.RESOURCE_COST_USD_MONTH, cost_usd_micros, request_id, allow_overage=True
+        )
 
     def limit(self, tenant_id: str) -> int | None:
-        try:
-            reply = self._stub.GetUsage(qpb.GetUsageRequest(tenant_id=tenant_id), timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        for usage in reply.usages:
-            if usage.resource == qpb.RESOURCE_COST_USD_MONTH:
-                return None if usage.unlimited else int(usage.limit)
-        return None
+        return self._quota.limit(tenant_id, qpb.RESOURCE_COST_USD_MONTH)
 
     def close(self) -> None:
-        self._channel.close()
+        self._quota.close()

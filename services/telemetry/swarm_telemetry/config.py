@@ -21,6 +21,9 @@ class Settings(ServiceSettings):
     forward_otlp_target: str = ""
     # Spans older than this are deleted (the cost ledger is kept: it is billing).
     span_retention_hours: float = Field(default=14 * 24, gt=0)
+    # How often retention runs; 0 turns it off (tests run it by hand).
     retention_interval_seconds: float = Field(default=3600, ge=0)
+    # Spans deleted per retention pass; a full pass is followed by another at once.
+    retention_batch: int = Field(default=5000, ge=1)
     # Exports waiting to be forwarded; beyond it the oldest are dropped (counted).
     forward_queue_size: int = Field(default=1000, ge=1)

@@ -19,8 +19,9 @@ spans = sa.Table(
     sa.Column("span_id", sa.String(16), nullable=False),
     sa.Column("parent_span_id", sa.String(16), nullable=False),
     sa.Column("name", sa.String(256), nullable=False),
-    sa.Column("kind", sa.SmallInteger, nullable=False),
-    sa.Column("status", sa.SmallInteger, nullable=False),
+    # SpanKind / SpanStatus values; NULL for OTLP's "unspecified" / "unset".
+    sa.Column("kind", sa.String(16), nullable=True),
+    sa.Column("status", sa.String(16), nullable=True),
     sa.Column("status_message", sa.Text, nullable=False),
     # Unix nanoseconds, as OTLP sends them.
     sa.Column("start_ns", sa.BigInteger, nullable=False),
@@ -53,6 +54,7 @@ usage_records = sa.Table(
     sa.Column("project_id", sa.String(64), nullable=False),
     sa.Column("ticket_id", sa.String(64), nullable=False),
     sa.Column("agent_id", sa.String(128), nullable=False),
+    # A RequestType value.
     sa.Column("request_type", sa.String(32), nullable=False),
     sa.Column("provider", sa.String(32), nullable=False),
     sa.Column("model", sa.String(128), nullable=False),
