@@ -20,12 +20,10 @@ import argparse
 import ipaddress
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
@@ -33,17 +31,25 @@ from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
 from swarm_vmhost import network
 from swarm_vmhost import server as vmhost_server
 from swarm_vmhost.config import Settings
+from swarm_vmhost.domain import DriverName
 from swarm_vmhost.drivers.qemu import QemuDriver
 from swarmcommon.grpcclient import channel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from claims import percentile  # noqa: E402
 
+# Benchmarks' bridges come from their own range, chosen under the same kind
+# of lock as the tests' (see network.claim_bridge), so a benchmark can run
+# beside a test run without sharing a subnet.
+POOL = ipaddress.IPv4Network("10.214.0.0/16")
+LOCK = Path(tempfile.gettempdir()) / "swarm-vmhost-bench-bridges.lock"
+
 
 def run(driver: str, spawns: int, workdir: Path) -> dict[str, object]:
-    bridge = network.Bridge(
-        f"swb{uuid.uuid4().hex[:8]}", ipaddress.IPv4Network(f"10.214.{random.randint(0, 255)}.0/24")
-    )
+    if network.probe() is None:
+        bridge = network.claim_bridge(POOL, "swb", LOCK)
+    else:  # process guests only: no bridge is made
+        bridge = network.Bridge("swbnone", next(POOL.subnets(new_prefix=24)))
     app = vmhost_server.start(
         Settings(
             database_url=f"sqlite:///{workdir / f'{driver}.db'}",
@@ -62,7 +68,7 @@ def run(driver: str, spawns: int, workdir: Path) -> dict[str, object]:
     spawn_ms, ready_ms, restore_ms = [], [], []
     try:
         if driver == "qemu":
-            qemu = app.host.drivers["qemu"]
+            qemu = app.host.drivers[DriverName.QEMU]
             if (why := qemu.probe()) is not None:
                 return {"skipped": why}
             assert isinstance(qemu, QemuDriver)
@@ -83,7 +89,7 @@ def run(driver: str, spawns: int, workdir: Path) -> dict[str, object]:
                     raise RuntimeError(f"{driver} guest never became ready; see {workdir / driver}")
                 time.sleep(0.005)
             ready_ms.append((time.perf_counter() - t0) * 1000)
-            handle = app.host.store.get_any(agent.id).handle
+            handle = app.host.agents.get_any(agent.id).handle
             if handle is not None and "restore_ms" in handle.data:
                 restore_ms.append(float(handle.data["restore_ms"]))
             stub.TerminateAgent(pb.TerminateAgentRequest(tenant_id="bench", agent_id=agent.id))

@@ -12,6 +12,7 @@ import pytest
 from pyroute2 import netns
 
 from swarm_vmhost import network
+from swarmcommon.clock import Clock
 from tests.vmhost.harness import REPO, VmHostHarness, fresh_bridge, start_vmhost
 
 if os.geteuid() != 0:  # pragma: no cover - CI runs as root
@@ -27,8 +28,8 @@ def make_vmhost(
     bridge = fresh_bridge()
     started: list[VmHostHarness] = []
 
-    def make(**overrides: Any) -> VmHostHarness:
-        harness = start_vmhost(db, tmp_path, bridge, **overrides)
+    def make(clock: Clock | None = None, **overrides: Any) -> VmHostHarness:
+        harness = start_vmhost(db, tmp_path, bridge, clock, **overrides)
         started.append(harness)
         return harness
 

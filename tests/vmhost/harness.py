@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import random
-import uuid
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,14 @@ from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
 from swarm_vmhost import network
 from swarm_vmhost import server as vmhost_server
 from swarm_vmhost.config import Settings
+from swarmcommon.clock import Clock
 from swarmcommon.grpcclient import channel
 
 REPO = Path(__file__).resolve().parents[2]
+# Every test bridge takes a /24 of this range that nothing on the host uses.
+TEST_POOL = ipaddress.IPv4Network("10.213.0.0/16")
+# Shared by every test process on this host (concurrent runs included).
+BRIDGE_LOCK = Path(tempfile.gettempdir()) / "swarm-vmhost-test-bridges.lock"
 
 
 @dataclass
@@ -33,14 +37,17 @@ class VmHostHarness:
         self.app.stop(grace=1)
 
 
-def fresh_bridge() -> network.Bridge:
-    """A bridge name and subnet no other test run uses."""
-    return network.Bridge(
-        f"swt{uuid.uuid4().hex[:8]}", ipaddress.IPv4Network(f"10.213.{random.randint(0, 255)}.0/24")
-    )
+def fresh_bridge(pool: ipaddress.IPv4Network = TEST_POOL) -> network.Bridge:
+    """A new bridge, already up, whose name and subnet nothing else on this
+    host uses: chosen from the host's addresses and routes and created under
+    a lock file every test run shares, so concurrent tests and runs never
+    collide. The caller removes it (network.remove_bridge)."""
+    return network.claim_bridge(pool, "swt", BRIDGE_LOCK)
 
 
-def start_vmhost(db: str, tmp_path: Path, bridge: network.Bridge, **overrides: Any) -> VmHostHarness:
+def start_vmhost(
+    db: str, tmp_path: Path, bridge: network.Bridge, clock: Clock | None = None, **overrides: Any
+) -> VmHostHarness:
     values: dict[str, Any] = {
         "database_url": db,
         "listen_address": "0.0.0.0:0",  # guests reach it on the bridge address
@@ -52,6 +59,6 @@ def start_vmhost(db: str, tmp_path: Path, bridge: network.Bridge, **overrides: A
         "missed_heartbeats": 3,
     }
     settings = Settings(**{**values, **overrides})
-    app = vmhost_server.start(settings)
+    app = vmhost_server.start(settings, clock)
     ch = channel(f"127.0.0.1:{app.port}")
     return VmHostHarness(app, ch, pb_grpc.VmHostServiceStub(ch), bridge, settings)

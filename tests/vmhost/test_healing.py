@@ -23,6 +23,7 @@ from swarm_ticketing.config import Settings as TicketingSettings
 from swarmcommon.grpcclient import channel
 from tests.support.harness import BACKENDS, QuotaHarness
 from tests.support.status import raises_status
+from tests.support.waiting import eventually
 from tests.vmhost.harness import VmHostHarness
 
 pytestmark = BACKENDS
@@ -79,16 +80,6 @@ def ticketing(db: str) -> Iterator[tuple[ticketing_server.Ticketing, tpb_grpc.Ti
     app.stop(grace=1)
 
 
-def _wait(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s")
-
-
 def test_a_guest_killed_mid_ticket_is_replaced_and_the_ticket_done_once(
     make_vmhost: Callable[..., VmHostHarness],
     ticketing: tuple[ticketing_server.Ticketing, tpb_grpc.TicketingServiceStub],
@@ -112,8 +103,8 @@ def test_a_guest_killed_mid_ticket_is_replaced_and_the_ticket_done_once(
         agent = host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=first.id)).agent
         return agent.state == pb.AGENT_STATE_BUSY and agent.ticket_id == ticket_id
 
-    _wait(busy, what="the first guest working the ticket")
-    handle = host.app.host.store.get_any(first.id).handle
+    eventually(busy, timeout=30, what="the first guest working the ticket")
+    handle = host.app.host.agents.get_any(first.id).handle
     assert handle is not None and handle.pid
     killed_at = time.monotonic()
     os.killpg(handle.pid, signal.SIGKILL)  # kill -9, mid-ticket
@@ -122,7 +113,7 @@ def test_a_guest_killed_mid_ticket_is_replaced_and_the_ticket_done_once(
         agent = host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=first.id)).agent
         return agent.state == pb.AGENT_STATE_TERMINATED
 
-    _wait(replaced, what="the dead guest terminated")
+    eventually(replaced, timeout=30, what="the dead guest terminated")
     window = host.settings.heartbeat_interval_seconds * host.settings.missed_heartbeats
     assert time.monotonic() - killed_at < window + 2  # noticed within the heartbeat window
 
@@ -130,7 +121,7 @@ def test_a_guest_killed_mid_ticket_is_replaced_and_the_ticket_done_once(
         t = tickets.GetTicket(tpb.GetTicketRequest(tenant_id="acme", ticket_id=ticket_id)).ticket
         return t if t.state == tpb.TICKET_STATE_DONE else None
 
-    final = _wait(done, timeout=40, what="the replacement finishing the ticket")
+    final = eventually(done, timeout=40, what="the replacement finishing the ticket")
     assert isinstance(final, tpb.Ticket) and final.failure_count == 1  # the lost lease counted once
 
     actions = host.stub.ListHealingActions(

@@ -11,6 +11,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
+from swarm_vmhost.domain import DriverName
 from swarm_vmhost.drivers.qemu import mac_of, tap_name
 from tests.vmhost.harness import REPO, VmHostHarness
 
@@ -25,7 +26,7 @@ def test_guests_restored_from_a_snapshot_answer_on_the_bridge(
     make_vmhost: Callable[..., VmHostHarness],
 ) -> None:
     host = make_vmhost(guest_image_dir=str(IMAGE), default_driver="process")
-    qemu = host.app.host.drivers["qemu"]
+    qemu = host.app.host.drivers[DriverName.QEMU]
     if (why := qemu.probe()) is not None:
         pytest.skip(why)
     drivers = {d.driver: d for d in host.stub.ListDrivers(pb.ListDriversRequest()).drivers}
@@ -39,7 +40,7 @@ def test_guests_restored_from_a_snapshot_answer_on_the_bridge(
     for a in agents:
         assert a.driver == pb.DRIVER_QEMU and a.state == pb.AGENT_STATE_READY  # up means ready
         assert _answer(a.address) == f"swarm guest {a.address}/{host.bridge.prefix_len}\n"
-        handle = host.app.host.store.get_any(a.id).handle
+        handle = host.app.host.agents.get_any(a.id).handle
         assert handle is not None and handle.data["accel"] in ("tcg", "kvm")
         assert 0 < float(handle.data["restore_ms"]) <= float(handle.data["up_ms"])
     assert len({mac_of(a.id) for a in agents}) == 2  # restored copies never share a MAC

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from swarm_vmhost.host import guest_target
+from swarm_vmhost.guests import guest_target
 from swarm_vmhost.network import Bridge
 
 BRIDGE = Bridge("swarm0", ipaddress.IPv4Network("10.88.0.0/24"))

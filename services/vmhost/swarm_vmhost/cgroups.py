@@ -1,15 +1,29 @@
 """Resource limits for a guest: a cgroup per agent, v2 or v1 (whichever the
-host mounts), joined by the guest process itself before it execs, so the
-limit holds from its first instruction (`ip netns exec` would remount /sys)."""
+tree at `root` is), joined by the guest process itself before it execs, so
+the limit holds from its first instruction (`ip netns exec` would remount /sys).
+
+A limit counts as enforced only when its file exists in the agent's own
+group and took the value: a controller the kernel does not offer there
+(not enabled in the parent's subtree, not delegable, not mounted) leaves no
+such file. `create` says which limits did not hold instead of carrying on
+silently; the netns driver then refuses the guest, or — when the host is
+set to allow it — runs it and reports those limits as unenforced.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path("/sys/fs/cgroup")
+from swarm_vmhost.domain import ALL_LIMITS, GuestLimit
+
+DEFAULT_ROOT = Path("/sys/fs/cgroup")
 GROUP = "swarm"
+CPU_PERIOD_US = 100_000
+# cgroup v1 mounts one hierarchy per controller.
+V1_CONTROLLERS = {GuestLimit.MEMORY: "memory", GuestLimit.CPU: "cpu", GuestLimit.PIDS: "pids"}
 
 
 @dataclass(frozen=True)
@@ -18,71 +32,131 @@ class Limits:
     cpus: float = 1.0
     pids: int = 512
 
+    def v2_files(self) -> dict[GuestLimit, dict[str, str]]:
+        return {
+            GuestLimit.MEMORY: {"memory.max": str(self.memory_bytes)},
+            GuestLimit.CPU: {"cpu.max": f"{int(self.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}"},
+            GuestLimit.PIDS: {"pids.max": str(self.pids)},
+        }
 
-def version() -> int | None:
-    if (ROOT / "cgroup.controllers").exists():
-        return 2
-    if (ROOT / "memory").is_dir() and (ROOT / "pids").is_dir():
-        return 1
-    return None
-
-
-def _dirs(agent_id: str) -> list[Path]:
-    if version() == 2:
-        return [ROOT / GROUP / agent_id]
-    return [ROOT / c / GROUP / agent_id for c in ("memory", "cpu", "pids")]
-
-
-def create(agent_id: str, limits: Limits) -> list[Path]:
-    """The agent's cgroup directories with limits written; [] when the host has none."""
-    v = version()
-    if v is None:
-        return []
-    period = 100_000
-    quota = int(limits.cpus * period)
-    if v == 2:
-        top = ROOT / GROUP
-        top.mkdir(exist_ok=True)
-        try:
-            (top / "cgroup.subtree_control").write_text("+memory +pids +cpu")
-        except OSError:
-            pass  # controllers not delegable here: the group still isolates accounting
-        d = ROOT / GROUP / agent_id
-        d.mkdir(exist_ok=True)
-        for name, value in (("memory.max", str(limits.memory_bytes)), ("pids.max", str(limits.pids))):
-            if (d / name).exists():
-                (d / name).write_text(value)
-        if (d / "cpu.max").exists():
-            (d / "cpu.max").write_text(f"{quota} {period}")
-        return [d]
-    memory, cpu, pids = _dirs(agent_id)
-    for d in (memory, cpu, pids):
-        d.mkdir(parents=True, exist_ok=True)
-    (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-    (cpu / "cpu.cfs_period_us").write_text(str(period))
-    (cpu / "cpu.cfs_quota_us").write_text(str(quota))
-    (pids / "pids.max").write_text(str(limits.pids))
-    return [memory, cpu, pids]
+    def v1_files(self) -> dict[GuestLimit, dict[str, str]]:
+        return {
+            GuestLimit.MEMORY: {"memory.limit_in_bytes": str(self.memory_bytes)},
+            GuestLimit.CPU: {
+                "cpu.cfs_period_us": str(CPU_PERIOD_US),
+                "cpu.cfs_quota_us": str(int(self.cpus * CPU_PERIOD_US)),
+            },
+            GuestLimit.PIDS: {"pids.max": str(self.pids)},
+        }
 
 
-def procs_file(d: Path) -> Path:
-    """Where a process writes its pid to join group `d`."""
-    return d / ("cgroup.procs" if (d / "cgroup.procs").exists() else "tasks")
+@dataclass(frozen=True)
+class Placement:
+    """An agent's cgroup directories, and the limits that did not hold there."""
+
+    dirs: list[Path] = field(default_factory=list)
+    unenforced: tuple[GuestLimit, ...] = ()
 
 
-def remove(agent_id: str) -> None:
-    for d in _dirs(agent_id):
-        if d.exists():
+def _write(directory: Path, files: dict[str, str]) -> bool:
+    """Write every limit file; False when one is missing or refuses the value."""
+    try:
+        for name, value in files.items():
+            if not (directory / name).is_file():
+                return False
+            (directory / name).write_text(value)
+    except OSError:
+        return False
+    return True
+
+
+class CgroupTree:
+    """The cgroup hierarchy guests' groups live in (`<root>/<group>/<agent id>`)."""
+
+    def __init__(self, root: Path = DEFAULT_ROOT, group: str = GROUP) -> None:
+        self.root = root
+        self.group = group
+
+    @property
+    def top(self) -> Path:
+        return self.root / self.group
+
+    def version(self) -> int | None:
+        if (self.root / "cgroup.controllers").exists():
+            return 2
+        if any((self.root / c).is_dir() for c in V1_CONTROLLERS.values()):
+            return 1
+        return None
+
+    def _dirs(self, agent_id: str) -> list[Path]:
+        if self.version() == 2:
+            return [self.top / agent_id]
+        return [self.root / c / self.group / agent_id for c in V1_CONTROLLERS.values()]
+
+    def create(self, agent_id: str, limits: Limits) -> Placement:
+        """The agent's group(s) with every limit the tree allows written."""
+        v = self.version()
+        if v == 2:
+            return self._create_v2(agent_id, limits)
+        if v == 1:
+            return self._create_v1(agent_id, limits)
+        return Placement([], ALL_LIMITS)
+
+    def _create_v2(self, agent_id: str, limits: Limits) -> Placement:
+        self.top.mkdir(exist_ok=True)
+        for controller in V1_CONTROLLERS.values():
+            # One at a time: a controller the parent does not offer fails
+            # alone, and the files checked below say what holds.
             try:
-                d.rmdir()  # succeeds once the group's processes are gone
+                (self.top / "cgroup.subtree_control").write_text(f"+{controller}")
             except OSError:
-                shutil.rmtree(d, ignore_errors=True)
+                pass
+        d = self.top / agent_id
+        d.mkdir(exist_ok=True)
+        unenforced = tuple(limit for limit, files in limits.v2_files().items() if not _write(d, files))
+        return Placement([d], unenforced)
 
+    def _create_v1(self, agent_id: str, limits: Limits) -> Placement:
+        dirs, unenforced = [], []
+        for limit, files in limits.v1_files().items():
+            hierarchy = self.root / V1_CONTROLLERS[limit]
+            if not hierarchy.is_dir():
+                unenforced.append(limit)
+                continue
+            d = hierarchy / self.group / agent_id
+            d.mkdir(parents=True, exist_ok=True)
+            dirs.append(d)
+            if not _write(d, files):
+                unenforced.append(limit)
+        return Placement(dirs, tuple(unenforced))
 
-def known() -> set[str]:
-    """Agent ids that have a group (for reconciling after a crash)."""
-    found: set[str] = set()
-    for d in {p.parent for p in _dirs("x")}:
-        if d.is_dir():
-            found |= {c.name for c in d.iterdir() if c.is_dir()}
-    return found
+    def unenforceable(self, limits: Limits) -> tuple[GuestLimit, ...]:
+        """The limits a guest's group would not get here (a trial group, removed again)."""
+        trial = f".trial-{os.getpid()}"
+        try:
+            return self.create(trial, limits).unenforced
+        except OSError:
+            return ALL_LIMITS
+        finally:
+            self.remove(trial)
+
+    @staticmethod
+    def procs_file(d: Path) -> Path:
+        """Where a process writes its pid to join group `d`."""
+        return d / ("cgroup.procs" if (d / "cgroup.procs").exists() else "tasks")
+
+    def remove(self, agent_id: str) -> None:
+        for d in self._dirs(agent_id):
+            if d.exists():
+                try:
+                    d.rmdir()  # succeeds once the group's processes are gone
+                except OSError:
+                    shutil.rmtree(d, ignore_errors=True)  # a plain directory standing in for one
+
+    def known(self) -> set[str]:
+        """Agent ids that have a group (for reconciling after a crash)."""
+        found: set[str] = set()
+        for d in {p.parent for p in self._dirs("x")}:
+            if d.is_dir():
+                found |= {c.name for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")}
+        return found

@@ -16,8 +16,8 @@ class Settings(ServiceSettings):
     # and is where guests reach the control plane.
     bridge_name: str = Field(default="swarm0", min_length=1, max_length=15)
     bridge_cidr: str = "10.88.0.0/24"
-    # "netns", "process", or empty for the best one this host can run.
-    default_driver: str = ""
+    # "netns", "qemu", "process", or empty for the best one this host can run.
+    default_driver: str = Field(default="", pattern="^(|netns|qemu|process)$")
     # Services the guests and the monitor talk to (host:port as the *host*
     # sees them; guests are told the same ports on the bridge address).
     quota_target: str = ""
@@ -31,6 +31,10 @@ class Settings(ServiceSettings):
     missed_heartbeats: int = Field(default=3, ge=1)
     # How long a spawned guest may take to send its first heartbeat.
     start_timeout_seconds: float = Field(default=60.0, gt=0)
+    # An agent that keeps heartbeating BUSY on one ticket for longer than this
+    # is hung (its work loop is stuck while its heartbeat thread is fine): it
+    # is healed like a silent one. Generous: real tickets take minutes.
+    stale_ticket_seconds: float = Field(default=2 * 3600.0, gt=0)
     monitor_interval_seconds: float = Field(default=2.0, ge=0)
     # The program each guest runs, and the work function it runs tickets with.
     guest_command: str = "python -m swarmagent.guest"
@@ -48,7 +52,12 @@ class Settings(ServiceSettings):
     # KVM (kvm_pvm) cannot boot stock kernels, so the default is TCG.
     guest_image_dir: str = "build/guest"
     qemu_accel: str = Field(default="tcg", pattern="^(tcg|kvm)$")
-    # Per-guest limits (netns driver).
+    # Per-guest limits (netns driver), in cgroups under cgroup_root.
     guest_memory_mb: int = Field(default=1024, ge=16)
     guest_cpus: float = Field(default=1.0, gt=0)
     guest_pids: int = Field(default=512, ge=8)
+    cgroup_root: str = "/sys/fs/cgroup"
+    # Where the cgroup controllers for these limits are missing, the netns
+    # driver refuses guests; true runs them unlimited instead, and every such
+    # agent (and ListDrivers) reports the limits it runs without.
+    allow_unlimited_guests: bool = False

@@ -1,138 +1,85 @@
-"""The agent lifecycle: spawn (quota, address, driver), heartbeat, terminate,
-and the clients vmhost needs (quota reservations, ticketing lease release)."""
+"""The agent lifecycle: spawn (request id, address, quota, driver) and
+terminate (guest, leases, reservation, address).
+
+vmhost calls quota (max_vms reservations) and ticketing (lease release)
+only through their swarmcommon clients: every call has a deadline and fails
+as a SwarmError, which passes through to our own callers unchanged (e.g.
+quota's RESOURCE_EXHAUSTED with its details).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import shlex
-import sys
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from sqlalchemy.exc import IntegrityError
-
-from swarm.quota.v1 import quota_pb2 as qpb
-from swarm.quota.v1 import quota_pb2_grpc as qpb_grpc
-from swarm.ticketing.v1 import ticketing_pb2 as tpb
-from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm_vmhost.config import Settings
-from swarm_vmhost.drivers.base import GuestDriver, GuestSpec
+from swarm_vmhost.domain import (
+    Agent,
+    AgentState,
+    DriverName,
+    GuestSpec,
+    Heartbeat,
+    SpawnRequest,
+    TerminateRequest,
+    spawn_conflict,
+    terminate_conflict,
+)
+from swarm_vmhost.drivers.base import GuestDriver
+from swarm_vmhost.guests import guest_command, guest_env
 from swarm_vmhost.network import Bridge
-from swarm_vmhost.store import AgentRecord, AgentStore
+from swarm_vmhost.stores import AgentStore
+from swarmcommon.clients import QuotaClient, TicketingClient
 from swarmcommon.errors import FailedPrecondition, InvalidArgument, SwarmError
-from swarmcommon.grpcclient import channel, error_from_rpc
 
 log = logging.getLogger(__name__)
 
-
-class Quota:
-    """max_vms reservations in the quota service (none configured: unlimited)."""
-
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        self._channel = channel(target) if target else None
-        self._stub = qpb_grpc.QuotaServiceStub(self._channel) if self._channel else None
-        self.timeout = timeout
-
-    def reserve(self, tenant_id: str, agent_id: str, request_id: str) -> str | None:
-        if self._stub is None:
-            return None
-        try:
-            reply = self._stub.Reserve(
-                qpb.ReserveRequest(
-                    tenant_id=tenant_id,
-                    resource=qpb.RESOURCE_VMS,
-                    amount=1,
-                    owner=f"vmhost/agents/{agent_id}",
-                    request_id=request_id,
-                ),
-                timeout=self.timeout,
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        return str(reply.reservation.id)
-
-    def release(self, tenant_id: str, reservation_id: str | None) -> None:
-        if self._stub is None or not reservation_id:
-            return
-        try:
-            self._stub.Release(
-                qpb.ReleaseRequest(tenant_id=tenant_id, reservation_id=reservation_id), timeout=self.timeout
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-
-    def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
+# Tried in this order when no default driver is configured: the strongest
+# isolation this host can run.
+PREFERRED_DRIVERS = (DriverName.NETNS, DriverName.PROCESS)
 
 
-class Tickets:
-    """Lease release in ticketing for agents that are gone."""
-
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        self._channel = channel(target) if target else None
-        self._stub = tpb_grpc.TicketingServiceStub(self._channel) if self._channel else None
-        self.timeout = timeout
-
-    def release_agent(self, tenant_id: str, agent_id: str, reason: str) -> tuple[list[str], list[str]]:
-        if self._stub is None:
-            return [], []
-        try:
-            reply = self._stub.ReleaseAgentClaims(
-                tpb.ReleaseAgentClaimsRequest(
-                    tenant_id=tenant_id, agent_id=agent_id, reason=reason, request_id=f"release:{agent_id}"
-                ),
-                timeout=self.timeout,
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
-        return list(reply.released_ticket_ids), list(reply.quarantined_ticket_ids)
-
-    def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-
-
-LOCAL_HOSTS = ("127.0.0.1", "0.0.0.0", "localhost", "[::1]", "[::]")
-
-
-def guest_target(target: str, bridge: Bridge, isolated: bool) -> str:
-    """How a guest reaches a service: one on this host (loopback or every
-    address) through the bridge address when the guest has its own namespace
-    (the host's loopback is not its loopback); any other host as given."""
-    if not target or not isolated:
-        return target
-    host, _, port = target.rpartition(":")
-    return f"{bridge.address}:{port}" if host in LOCAL_HOSTS else target
+@dataclass(frozen=True)
+class Termination:
+    agent: Agent
+    released_ticket_ids: list[str] = field(default_factory=list)
+    # Why ticketing could not take the leases back (its reaper will, when they lapse).
+    release_error: str = ""
 
 
 class VmHost:
     def __init__(
         self,
         settings: Settings,
-        store: AgentStore,
-        drivers: Mapping[str, GuestDriver],
+        agents: AgentStore,
+        drivers: Mapping[DriverName, GuestDriver],
         bridge: Bridge,
-        quota: Quota,
-        tickets: Tickets,
-        own_target: str,
+        quota: QuotaClient | None,
+        ticketing: TicketingClient | None,
+        own_target: str = "",
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.agents = agents
         self.drivers = dict(drivers)
         self.bridge = bridge
         self.quota = quota
-        self.tickets = tickets
+        self.ticketing = ticketing
         self.own_target = own_target
-        self.default_driver = settings.default_driver or next(
-            (n for n in ("netns", "process") if n in self.drivers and self.drivers[n].probe() is None),
-            "process",
-        )
+        self.default_driver = self._default_driver()
 
-    def driver(self, name: str) -> GuestDriver:
+    def _default_driver(self) -> DriverName:
+        for name, driver in self.drivers.items():
+            why = driver.probe()
+            if why is not None:  # said once at start-up, and by ListDrivers
+                log.warning("driver unavailable on this host", extra={"driver": name, "reason": why})
+        if self.settings.default_driver:
+            return DriverName(self.settings.default_driver)
+        usable = (n for n in PREFERRED_DRIVERS if n in self.drivers and self.drivers[n].probe() is None)
+        return next(usable, DriverName.PROCESS)
+
+    def driver(self, name: DriverName | None) -> GuestDriver:
         name = name or self.default_driver
         if name not in self.drivers:
             raise InvalidArgument(
@@ -145,117 +92,117 @@ class VmHost:
             )
         return self.drivers[name]
 
-    def _env(self, agent: AgentRecord, driver: GuestDriver) -> dict[str, str]:
-        def t(target: str) -> str:
-            return guest_target(target, self.bridge, driver.isolated)
+    # -- spawn ------------------------------------------------------------------------------------
 
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONUNBUFFERED": "1",
-            "SWARM_AGENT_ID": agent.id,
-            "SWARM_TENANT_ID": agent.tenant_id,
-            "SWARM_AGENT_ROLE": agent.role,
-            "SWARM_AGENT_TEMPLATE": agent.template,
-            "SWARM_AGENT_ADDRESS": agent.address or "",
-            "SWARM_VMHOST_TARGET": t(self.own_target),
-            "SWARM_TICKETING_TARGET": t(self.settings.ticketing_target),
-            "SWARM_TELEMETRY_TARGET": t(self.settings.telemetry_target),
-            "SWARM_AGENT_WORK": self.settings.guest_work,
-            "SWARM_AGENT_HEARTBEAT_SECONDS": str(self.settings.heartbeat_interval_seconds),
-        }
-        if self.settings.telemetry_target:
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{t(self.settings.telemetry_target)}"
-            env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
-        # "{host}" in a value is the host as this guest reaches it.
-        host_address = self.bridge.address if driver.isolated else "127.0.0.1"
-        for item in self.settings.guest_env.split(";"):
-            key, sep, value = item.partition("=")
-            if sep and key.strip():
-                env[key.strip()] = value.replace("{host}", host_address)
-        for key in ("PYTHONPATH", "VIRTUAL_ENV", "HOME", "LANG"):
-            if key in os.environ:
-                env[key] = os.environ[key]
-        return env
+    def spawn(self, request: SpawnRequest, replaces: str | None = None) -> Agent:
+        """A STARTING agent with a reservation, an address and a running guest.
+        A request id already used returns its agent and writes nothing."""
+        if request.request_id:
+            prior = self.agents.by_request(request.tenant_id, request.request_id)
+            if prior is not None:
+                spawn_conflict(prior, request, self.default_driver)
+                return prior
+        driver = self.driver(request.driver)
+        # The row comes first: it claims the request id (a unique index), so a
+        # concurrent retry finds this agent before anything is reserved for it.
+        agent, created = self.agents.create(str(uuid.uuid4()), request, driver.name, replaces)
+        if not created:
+            spawn_conflict(agent, request, self.default_driver)
+            return agent
+        return self._start(self._reserve(agent), driver)
 
-    def _command(self) -> list[str]:
-        parts = shlex.split(self.settings.guest_command)
-        return [sys.executable, *parts[1:]] if parts and parts[0] == "python" else parts
-
-    def spawn(
-        self,
-        tenant_id: str,
-        template: str,
-        role: str,
-        driver_name: str,
-        request_id: str | None,
-        replaces: str | None = None,
-    ) -> AgentRecord:
-        if request_id:
-            existing = self.store.by_request(tenant_id, request_id)
-            if existing is not None:
-                return existing
-        driver = self.driver(driver_name)
-        agent_id = str(uuid.uuid4())
-        reservation = self.quota.reserve(tenant_id, agent_id, f"spawn:{request_id or agent_id}")
+    def _reserve(self, agent: Agent) -> Agent:
+        """One of the tenant's max_vms held for the agent; on refusal nothing is left."""
+        if self.quota is None:
+            return agent
         try:
-            agent = self.store.create(
-                agent_id, tenant_id, template, role, driver.name, reservation, request_id, replaces
+            reservation = self.quota.reserve_vm(
+                agent.tenant_id, owner=f"vmhost/agents/{agent.id}", request_id=f"spawn:{agent.id}"
             )
-        except IntegrityError:
-            existing = self.store.by_request(tenant_id, request_id) if request_id else None
-            if existing is not None:
-                return existing  # a concurrent retry won; the reservation (same request id) is its
-            self.quota.release(tenant_id, reservation)
-            raise
         except BaseException:
-            self.quota.release(tenant_id, reservation)
+            self.agents.discard(agent.id)
             raise
-        workdir = Path(self.settings.workroot) / "guests" / agent_id
+        try:
+            return self.agents.reserved(agent.id, reservation)
+        except BaseException:
+            self._release_reservation(agent.tenant_id, agent.id, reservation)
+            self.agents.discard(agent.id)
+            raise
+
+    def _start(self, agent: Agent, driver: GuestDriver) -> Agent:
         spec = GuestSpec(
-            agent_id=agent_id,
-            tenant_id=tenant_id,
-            template=template,
-            role=role,
+            agent_id=agent.id,
+            tenant_id=agent.tenant_id,
+            template=agent.template,
+            role=agent.role,
             address=agent.address or "",
             prefix_len=self.bridge.prefix_len,
             gateway=self.bridge.address,
             bridge=self.bridge.name,
-            env=self._env(agent, driver),
-            command=self._command(),
-            workdir=str(workdir.resolve()),
+            env=guest_env(self.settings, agent, self.bridge, driver.isolated, self.own_target),
+            command=guest_command(self.settings),
+            workdir=str((Path(self.settings.workroot) / "guests" / agent.id).resolve()),
         )
         try:
             handle = driver.start(spec)
         except BaseException as exc:
-            self.store.fail(agent_id, f"failed to start: {exc}")
-            self.store.terminated(agent_id, "failed to start")
-            self.quota.release(tenant_id, reservation)
+            self.agents.start_failed(agent.id, f"failed to start: {exc}")
+            self._release_reservation(agent.tenant_id, agent.id, agent.reservation_id)
             raise
-        log.info("agent spawned", extra={"agent_id": agent_id, "tenant_id": tenant_id, "driver": driver.name})
-        started = self.store.started(agent_id, handle)
+        log.info(
+            "agent spawned", extra={"agent_id": agent.id, "tenant_id": agent.tenant_id, "driver": driver.name}
+        )
+        started = self.agents.started(agent.id, handle)
         if not driver.guest_heartbeats:  # up means ready (vmhost watches its process)
-            started = self.store.heartbeat(tenant_id, agent_id, "ready", None)
+            started = self.agents.heartbeat(Heartbeat(agent.tenant_id, agent.id, AgentState.READY, None))
         return started
 
-    def terminate(self, agent: AgentRecord, reason: str) -> tuple[AgentRecord, list[str]]:
+    # -- terminate --------------------------------------------------------------------------------
+
+    def terminate_request(self, request: TerminateRequest) -> Agent:
+        """TerminateAgent: a request id already used replays its answer."""
+        agent = self.agents.get(request.tenant_id, request.agent_id)
+        if request.request_id:
+            first = self.agents.terminate_request(request.tenant_id, request.request_id)
+            if first is not None:
+                terminate_conflict(first, request)
+                return agent  # terminated for good: the first answer
+        return self.terminate(agent, request.reason, request).agent
+
+    def terminate(self, agent: Agent, reason: str, request: TerminateRequest | None = None) -> Termination:
         """Stop the guest, give back its leases, reservation and address. Idempotent."""
-        if agent.state == "terminated":
-            return agent, []
-        self.store.stopping(agent.id, reason)
+        if agent.state == AgentState.TERMINATED:
+            if request is not None and request.request_id:
+                return Termination(self.agents.terminated(agent.id, reason, request))
+            return Termination(agent)
+        self.agents.stopping(agent.id, reason)
         if agent.handle is not None and agent.driver in self.drivers:
             self.drivers[agent.driver].stop(agent.handle)
-        released: list[str] = []
+        released, error = self._release_leases(agent, reason)
+        self._release_reservation(agent.tenant_id, agent.id, agent.reservation_id)
+        return Termination(self.agents.terminated(agent.id, reason, request), released, error)
+
+    def _release_leases(self, agent: Agent, reason: str) -> tuple[list[str], str]:
+        if self.ticketing is None:
+            return [], ""
         try:
-            released, quarantined = self.tickets.release_agent(agent.tenant_id, agent.id, reason)
-            released += quarantined
+            released, quarantined = self.ticketing.release_agent_claims(
+                agent.tenant_id, agent.id, reason, request_id=f"release:{agent.id}"
+            )
         except SwarmError as exc:  # the reaper still returns them when their leases lapse
             log.warning("lease release failed", extra={"agent_id": agent.id, "error": exc.message})
+            return [], exc.message
+        return released + quarantined, ""
+
+    def _release_reservation(self, tenant_id: str, agent_id: str, reservation_id: str | None) -> None:
+        if self.quota is None or not reservation_id:
+            return
         try:
-            self.quota.release(agent.tenant_id, agent.reservation_id)
+            self.quota.release(tenant_id, reservation_id, request_id=f"release:{reservation_id}")
         except SwarmError as exc:  # the guest is gone either way; quota lists the reservation for reconciling
-            log.warning("reservation not released", extra={"agent_id": agent.id, "error": exc.message})
-        return self.store.terminated(agent.id, reason), released
+            log.warning("reservation not released", extra={"agent_id": agent_id, "error": exc.message})
 
     def close(self) -> None:
-        self.quota.close()
-        self.tickets.close()
+        for client in (self.quota, self.ticketing):
+            if client is not None:
+                client.close()

@@ -1,19 +1,17 @@
-"""Self-healing (seed §12's remediation table), run every few seconds:
+"""Self-healing (seed §12's remediation table), one pass every few seconds:
 
 - VM_HEARTBEAT: no heartbeat for the window, or the guest process is dead
-  -> fail it, terminate it, release its leases, spawn a replacement;
+  -> heal the agent (fail, terminate, release its leases, replace it);
+- STALE_TICKETS: an agent heartbeating BUSY on one ticket for longer than
+  `stale_ticket_seconds` is hung -> heal it the same way;
 - NETWORK: a guest's link to the bridge is gone or down -> rebuild it;
 - SERVICES: a control-plane service is not SERVING -> alert (the
   orchestrator, e.g. the kubelet, restarts it);
 - DATABASE: the database refuses queries -> checkpoint (SQLite WAL), alert;
 - DISK: the workroot's filesystem is over the threshold -> purge the logs of
-  finished guests;
-- STALE_TICKETS: leases nobody renews -> ticketing's reaper returns them.
+  finished guests.
 
-Every step is a HealingAction row (and an `agent.healed` event for tenant
-steps); steps for one condition share an incident id. A failed agent's
-place is refilled: the target is the pool the tenant spawned, so a
-replacement is spawned unless quota refuses (recorded as SKIPPED).
+Every step is recorded in the healing log (see healing.py).
 """
 
 from __future__ import annotations
@@ -22,243 +20,160 @@ import logging
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import sqlalchemy as sa
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm_vmhost import network
+from swarm_vmhost.domain import (
+    CheckStatus,
+    HealingActionType,
+    HealingOutcome,
+    HealingStep,
+    HealthCheck,
+    HealthPolicy,
+    silence,
+    stale_ticket,
+)
+from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
-from swarm_vmhost.store import AgentRecord
-from swarmcommon.errors import QuotaExceeded, SwarmError
-from swarmcommon.grpcclient import channel
+from swarmcommon.errors import SwarmError
+from swarmcommon.periodic import Periodic
 
 log = logging.getLogger(__name__)
-CHECKS = ("vm_heartbeat", "stale_tickets", "network", "services", "database", "disk")
+
+SERVING = "SERVING"
 
 
-@dataclass
-class CheckStatus:
-    healthy: bool = True
-    last_run: datetime | None = None
-    failures: int = 0
-    detail: str = ""
+class Monitor(Periodic):
+    name = "self-healing"
 
+    def __init__(self, host: VmHost, healer: Healer, policy: HealthPolicy, interval: float) -> None:
+        super().__init__(interval)
+        self.host = host
+        self.healer = healer
+        self.policy = policy
+        self.status = {check: CheckStatus() for check in HealthCheck}
+        # One pass at a time: the loop and a test (or an operator) may both run one.
+        self._pass_lock = threading.Lock()
 
-@dataclass
-class Monitor:
-    host: VmHost
-    interval: float
-    status: dict[str, CheckStatus] = field(default_factory=lambda: {c: CheckStatus() for c in CHECKS})
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def checks(self) -> list[tuple[HealthCheck, Callable[[], str]]]:
+        return [
+            (HealthCheck.VM_HEARTBEAT, self.check_heartbeats),
+            (HealthCheck.STALE_TICKETS, self.check_stale_tickets),
+            (HealthCheck.NETWORK, self.check_network),
+            (HealthCheck.SERVICES, self.check_services),
+            (HealthCheck.DATABASE, self.check_database),
+            (HealthCheck.DISK, self.check_disk),
+        ]
 
-    def start(self) -> None:
-        if self.interval <= 0:
-            return
-        self._thread = threading.Thread(target=self._loop, name="self-healing", daemon=True)
-        self._thread.start()
+    def run_once(self) -> bool:
+        with self._pass_lock:
+            for check, run in self.checks():
+                try:
+                    problem = run()
+                except Exception as exc:  # one broken check must not stop the others
+                    log.exception("health check failed", extra={"check": check})
+                    problem = f"the check itself failed: {type(exc).__name__}: {exc}"
+                self.status[check].record(problem, self.host.agents.clock.now())
+        return False
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("self-healing pass failed")
-
-    def run_once(self) -> None:
-        with self._lock:  # one pass at a time (the loop and tests may both call it)
-            for check, run in (
-                ("vm_heartbeat", self.check_heartbeats),
-                ("network", self.check_network),
-                ("services", self.check_services),
-                ("database", self.check_database),
-                ("disk", self.check_disk),
-                ("stale_tickets", lambda: ""),
-            ):
-                problem = run()
-                st = self.status[check]
-                st.last_run = self.host.store.clock.now()
-                st.healthy = not problem
-                st.failures = st.failures + 1 if problem else 0
-                st.detail = problem
-
-    # -- heartbeats --------------------------------------------------------------------------
+    # -- agents -----------------------------------------------------------------------------------
 
     def check_heartbeats(self) -> str:
-        s = self.host.settings
-        window = timedelta(seconds=s.heartbeat_interval_seconds * s.missed_heartbeats)
-        start_window = timedelta(seconds=s.start_timeout_seconds)
-        now = self.host.store.clock.now()
+        now = self.host.agents.clock.now()
         found = []
-        for agent in self.host.store.live():
+        for agent in self.host.agents.live():
             driver = self.host.drivers.get(agent.driver)
-            dead = agent.handle is not None and driver is not None and not driver.alive(agent.handle)
-            if not dead and driver is not None and not driver.guest_heartbeats:
+            if agent.handle is not None and driver is not None and not driver.alive(agent.handle):
+                reason: str | None = "guest process exited"
+            elif driver is not None and not driver.guest_heartbeats:
                 continue  # a guest without a runtime: its live process is its heartbeat
-            if agent.last_heartbeat_at is not None:
-                silent = now - agent.last_heartbeat_at
-                missed = silent > window
-                why = f"no heartbeat for {silent.total_seconds():.1f}s"
             else:
-                silent = now - agent.created_at
-                missed = silent > start_window
-                why = f"no first heartbeat {silent.total_seconds():.1f}s after spawn"
-            if dead or missed:
-                reason = "guest process exited" if dead else why
+                reason = silence(agent, now, self.policy)
+            if reason is not None:
                 found.append(f"{agent.id}: {reason}")
-                self.heal_silent_agent(agent, reason)
+                self.healer.heal_agent(agent, HealthCheck.VM_HEARTBEAT, reason)
         return "; ".join(found)
 
-    def heal_silent_agent(self, agent: AgentRecord, reason: str) -> None:
-        incident = str(uuid.uuid4())
-        store = self.host.store
-        failed = store.fail(agent.id, reason)
-        if failed is None:
-            return  # someone else dealt with it
-        common = {"tenant_id": agent.tenant_id, "agent_id": agent.id, "target": f"agents/{agent.id}"}
-        try:
-            _, released = self.host.terminate(failed, reason)
-            store.record_action(
-                incident, "vm_heartbeat", "terminate_agent", "succeeded", detail=reason, **common
-            )
-            store.record_action(
-                incident,
-                "vm_heartbeat",
-                "release_tickets",
-                "succeeded",
-                detail=f"{len(released)} lease(s) returned",
-                ticket_ids=released,
-                **common,
-            )
-        except SwarmError as exc:
-            store.record_action(
-                incident, "vm_heartbeat", "terminate_agent", "failed", error=exc.message, **common
-            )
-            return
-        try:
-            replacement = self.host.spawn(
-                agent.tenant_id,
-                agent.template,
-                agent.role,
-                agent.driver,
-                f"replace:{agent.id}",
-                replaces=agent.id,
-            )
-            store.record_action(
-                incident,
-                "vm_heartbeat",
-                "spawn_replacement",
-                "succeeded",
-                detail=f"replaced by {replacement.id}",
-                replacement_agent_id=replacement.id,
-                **common,
-            )
-        except QuotaExceeded as exc:
-            store.record_action(
-                incident, "vm_heartbeat", "spawn_replacement", "skipped", detail=exc.message, **common
-            )
-        except SwarmError as exc:
-            store.record_action(
-                incident, "vm_heartbeat", "spawn_replacement", "failed", error=exc.message, **common
-            )
-
-    # -- network ----------------------------------------------------------------------------------
+    def check_stale_tickets(self) -> str:
+        now = self.host.agents.clock.now()
+        found = []
+        for agent in self.host.agents.live():
+            reason = stale_ticket(agent, now, self.policy)
+            if reason is not None:
+                found.append(f"{agent.id}: {reason}")
+                self.healer.heal_agent(agent, HealthCheck.STALE_TICKETS, reason)
+        return "; ".join(found)
 
     def check_network(self) -> str:
         found = []
-        for agent in self.host.store.live():
-            driver = self.host.drivers.get(agent.driver)
-            if agent.handle is None or agent.handle.netns is None or driver is None or not agent.address:
+        for agent in self.host.agents.live():
+            if agent.handle is None or agent.handle.netns is None or not agent.address:
                 continue
             if network.link_up(agent.id):
                 continue
             detail = f"{agent.id}: link to {self.host.bridge.name} missing or down"
             found.append(detail)
-            common = {
-                "tenant_id": agent.tenant_id,
-                "agent_id": agent.id,
-                "target": f"agents/{agent.id}/network",
-            }
+            outcome, error = HealingOutcome.SUCCEEDED, ""
             try:
                 network.plug(agent.id, self.host.bridge, agent.address)
-                self.host.store.record_action(
-                    str(uuid.uuid4()), "network", "rebuild_network", "succeeded", detail=detail, **common
-                )
             except Exception as exc:  # netlink errors of every kind
-                self.host.store.record_action(
+                outcome, error = HealingOutcome.FAILED, str(exc)
+            self.healer.record(
+                HealingStep(
                     str(uuid.uuid4()),
-                    "network",
-                    "rebuild_network",
-                    "failed",
+                    HealthCheck.NETWORK,
+                    HealingActionType.REBUILD_NETWORK,
+                    outcome,
+                    tenant_id=agent.tenant_id,
+                    agent_id=agent.id,
+                    target=f"agents/{agent.id}/network",
                     detail=detail,
-                    error=str(exc),
-                    **common,
+                    error=error,
                 )
+            )
         return "; ".join(found)
 
     # -- host-wide --------------------------------------------------------------------------------
 
     def check_services(self) -> str:
         problems = []
-        for name, target in (
-            ("ticketing", self.host.settings.ticketing_target),
-            ("quota", self.host.settings.quota_target),
-        ):
-            if not target:
+        for name, client in (("ticketing", self.host.ticketing), ("quota", self.host.quota)):
+            if client is None:
                 continue
-            ch = channel(target)
-            try:
-                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
-                ok = reply.status == health_pb2.HealthCheckResponse.SERVING
-            except grpc.RpcError:
-                ok = False
-            finally:
-                ch.close()
-            if not ok:
-                problems.append(f"{name} at {target} is not serving")
-                if self.status["services"].healthy:  # alert once per outage
-                    self.host.store.record_action(
-                        str(uuid.uuid4()),
-                        "services",
-                        "alert",
-                        "succeeded",
-                        target=f"services/{name}",
-                        detail=problems[-1],
-                    )
+            status = client.health(timeout=2)
+            if status == SERVING:
+                continue
+            problems.append(f"{name} at {client.target} is not serving ({status})")
+            if self.status[HealthCheck.SERVICES].healthy:  # alert once per outage
+                self._host_step(
+                    HealthCheck.SERVICES, HealingActionType.ALERT, f"services/{name}", problems[-1]
+                )
         return "; ".join(problems)
 
     def check_database(self) -> str:
-        db = self.host.store.db
+        db = self.host.agents.db
         try:
             db.transaction(lambda conn: conn.execute(sa.text("SELECT 1")).scalar(), write=False)
             return ""
         except SwarmError as exc:
             detail = f"database refused a query: {exc.message}"
-        outcome, error = "succeeded", ""
+        outcome, error = HealingOutcome.SUCCEEDED, ""
         if not db.is_postgres:
             try:
                 with db.engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            except Exception as exc:
-                outcome, error = "failed", str(exc)
-        self.host.store.record_action(
-            str(uuid.uuid4()),
-            "database",
-            "checkpoint_database",
+            except Exception as exc:  # the checkpoint's own failure is what the step records
+                outcome, error = HealingOutcome.FAILED, str(exc)
+        self._host_step(
+            HealthCheck.DATABASE,
+            HealingActionType.CHECKPOINT_DATABASE,
+            "databases/vmhost",
+            detail,
             outcome,
-            target="databases/vmhost",
-            detail=detail,
-            error=error,
+            error,
         )
         return detail
 
@@ -270,14 +185,26 @@ class Monitor:
         if share <= self.host.settings.disk_purge_threshold:
             return ""
         guests = root / "guests"
-        live = {a.id for a in self.host.store.live()}
+        live = {a.id for a in self.host.agents.live()}
         purged = 0
         for d in guests.iterdir() if guests.is_dir() else []:
             if d.name not in live:
                 shutil.rmtree(d, ignore_errors=True)
                 purged += 1
         detail = f"disk {share:.0%} full; purged logs of {purged} finished guests"
-        self.host.store.record_action(
-            str(uuid.uuid4()), "disk", "purge_logs", "succeeded", target=f"disks/{root}", detail=detail
-        )
+        self._host_step(HealthCheck.DISK, HealingActionType.PURGE_LOGS, f"disks/{root}", detail)
         return detail
+
+    def _host_step(
+        self,
+        check: HealthCheck,
+        action: HealingActionType,
+        target: str,
+        detail: str,
+        outcome: HealingOutcome = HealingOutcome.SUCCEEDED,
+        error: str = "",
+    ) -> None:
+        incident = str(uuid.uuid4())
+        self.healer.record(
+            HealingStep(incident, check, action, outcome, target=target, detail=detail, error=error)
+        )

@@ -17,11 +17,17 @@ by another thread), while exec'ing a binary is.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import logging
+import os
+import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -62,6 +68,19 @@ class Bridge:
     def guest_addresses(self) -> list[str]:
         """Addresses guests may get (the bridge keeps the first)."""
         return [str(h) for h in self.network.hosts()][1:]
+
+
+def probe() -> str | None:
+    """None when this process may manage the host's network (bridges, veth
+    pairs, namespaces), else why not."""
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create namespaces and devices"
+    try:
+        with IPRoute() as ip:
+            ip.get_links()
+    except (OSError, NetlinkError) as exc:
+        return f"netlink unavailable: {exc}"
+    return None
 
 
 def ensure_bridge(bridge: Bridge) -> None:
@@ -188,3 +207,47 @@ def remove_by_short_id(bridge: Bridge, short: str) -> None:
             ip.link("del", index=found[0])
     if f"{bridge.name}-{short}" in netns.listnetns():
         _ip("netns", "del", f"{bridge.name}-{short}")
+
+
+# -- bridges of their own, beside other vmhosts -----------------------------------------------
+
+
+def networks_in_use() -> Iterator[ipaddress.IPv4Network]:
+    """Every IPv4 network the host's addresses and routes cover (the default
+    route aside, which covers everything)."""
+    with IPRoute() as ip:
+        for a in ip.get_addr(family=socket.AF_INET):
+            yield ipaddress.IPv4Network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False)
+        for r in ip.get_routes(family=socket.AF_INET):  # every table
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"]:
+                yield ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False)
+
+
+def free_subnet(pool: ipaddress.IPv4Network, prefixlen: int = 24) -> ipaddress.IPv4Network | None:
+    """The first subnet of `pool` that no address or route on this host overlaps."""
+    used = list(networks_in_use())
+    return next((n for n in pool.subnets(new_prefix=prefixlen) if not any(n.overlaps(u) for u in used)), None)
+
+
+def claim_bridge(pool: ipaddress.IPv4Network, name_prefix: str, lock_path: Path) -> Bridge:
+    """A new bridge, created here, on a subnet of `pool` nothing else uses.
+
+    Choosing and creating happen under an exclusive lock on `lock_path`, and
+    the bridge holds its address before the lock is released: whoever
+    chooses next sees that subnet taken, so concurrent claimers (test runs,
+    benchmarks) never share a subnet or a name."""
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subnet = free_subnet(pool)
+        if subnet is None:
+            raise NetworkError(f"no free /24 left in {pool}: every one overlaps an address or route here")
+        with IPRoute() as ip:
+            name = next(
+                n
+                for n in (f"{name_prefix}{uuid.uuid4().hex[:8]}" for _ in range(100))
+                if not ip.link_lookup(ifname=n)
+            )
+        bridge = Bridge(name[:15], subnet)
+        ensure_bridge(bridge)
+        return bridge

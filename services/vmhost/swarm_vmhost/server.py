@@ -7,22 +7,27 @@ import ipaddress
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
-from swarm_vmhost import cgroups, network
+from swarm_vmhost import network
+from swarm_vmhost.cgroups import CgroupTree, Limits
 from swarm_vmhost.config import Settings
+from swarm_vmhost.domain import DriverName, HealthPolicy
 from swarm_vmhost.drivers.base import GuestDriver
 from swarm_vmhost.drivers.netns import NetnsDriver
 from swarm_vmhost.drivers.process import ProcessDriver
 from swarm_vmhost.drivers.qemu import QemuDriver
-from swarm_vmhost.host import Quota, Tickets, VmHost
+from swarm_vmhost.healing import Healer
+from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
 from swarm_vmhost.servicer import VmHostServicer
-from swarm_vmhost.store import AgentStore
+from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog
 from swarm_vmhost.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarm_vmhost.zygote import Zygote
 from swarmcommon import migrations
+from swarmcommon.clients import QuotaClient, TicketingClient
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
@@ -48,11 +53,36 @@ def migrate(database_url: str) -> None:
     migrations.upgrade(database_url, MIGRATIONS, VERSION_TABLE)
 
 
+def health_policy(settings: Settings) -> HealthPolicy:
+    return HealthPolicy(
+        heartbeat_interval=timedelta(seconds=settings.heartbeat_interval_seconds),
+        missed_heartbeats=settings.missed_heartbeats,
+        start_timeout=timedelta(seconds=settings.start_timeout_seconds),
+        stale_ticket=timedelta(seconds=settings.stale_ticket_seconds),
+    )
+
+
+def drivers(
+    settings: Settings, bridge: network.Bridge, zygote: Zygote | None
+) -> dict[DriverName, GuestDriver]:
+    limits = Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
+    return {
+        DriverName.NETNS: NetnsDriver(
+            bridge, limits, zygote, CgroupTree(Path(settings.cgroup_root)), settings.allow_unlimited_guests
+        ),
+        DriverName.PROCESS: ProcessDriver(),
+        DriverName.QEMU: QemuDriver(
+            bridge, Path(settings.guest_image_dir), Path(settings.workroot) / "qemu", settings.qemu_accel
+        ),
+    }
+
+
 @dataclass
 class VmHostApp:
     handle: ServerHandle
     db: Database
     host: VmHost
+    healer: Healer
     monitor: Monitor
     relay: OutboxRelay | None
     reconciled: list[str]
@@ -67,12 +97,12 @@ class VmHostApp:
 
     def close(self) -> None:
         """Guests do not outlive the service: stop them all, then the bridge."""
-        for agent in self.host.store.live():
+        for agent in self.host.agents.live():
             try:
                 self.host.terminate(agent, "vmhost shut down")
-            except Exception:
+            except Exception:  # keep stopping the others
                 log.exception("terminate on shutdown failed", extra={"agent_id": agent.id})
-        if "netns" in self.host.drivers and self.host.drivers["netns"].probe() is None:
+        if network.probe() is None:
             network.remove_bridge(self.host.bridge)
         if self.relay is not None:
             self.relay.stop()
@@ -93,36 +123,31 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     bridge = network.Bridge(settings.bridge_name, ipaddress.IPv4Network(settings.bridge_cidr))
-    limits = cgroups.Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
-    zygote = _zygote(settings)
-    drivers: dict[str, GuestDriver] = {
-        "netns": NetnsDriver(bridge, limits, zygote),
-        "process": ProcessDriver(),
-        "qemu": QemuDriver(
-            bridge, Path(settings.guest_image_dir), Path(settings.workroot) / "qemu", settings.qemu_accel
-        ),
-    }
-    if drivers["netns"].probe() is None:
+    if network.probe() is None:
         network.ensure_bridge(bridge)
-    store = AgentStore(db, clock, bridge.guest_addresses())
-    handle = None
+    zygote = _zygote(settings)
+    agents = AgentStore(db, clock, AddressPool(bridge.guest_addresses()))
     host = VmHost(
-        settings, store, drivers, bridge, Quota(settings.quota_target), Tickets(settings.ticketing_target), ""
+        settings,
+        agents,
+        drivers(settings, bridge, zygote),
+        bridge,
+        QuotaClient(settings.quota_target) if settings.quota_target else None,
+        TicketingClient(settings.ticketing_target) if settings.ticketing_target else None,
     )
+    healer = Healer(host, HealingLog(db, clock))
+    monitor = Monitor(host, healer, health_policy(settings), settings.monitor_interval_seconds)
     # Nothing leaks across restarts: guests the database thinks alive are
-    # gone (their processes died with the old service), so they are failed
-    # and cleaned up like any silent guest; devices nobody owns are removed.
-    monitor = Monitor(host, settings.monitor_interval_seconds)
-    reconciled: list[str] = []
-    for driver in drivers.values():
-        if driver.probe() is None:
-            reconciled += driver.reconcile({a.id for a in store.live()})
+    # gone (their processes died with the old service), so the monitor fails
+    # and heals them like any silent guest; devices nobody owns are removed.
+    live = {a.id for a in agents.live()}
+    reconciled = [item for driver in host.drivers.values() for item in driver.reconcile(live)]
     handle = start_server(
         [
             GrpcService(
                 SERVICE_NAME,
                 lambda server: pb_grpc.add_VmHostServiceServicer_to_server(
-                    VmHostServicer(host, monitor), server
+                    VmHostServicer(host, healer, monitor), server
                 ),
                 domain="swarm.vmhost",
             )
@@ -140,4 +165,4 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     if relay is not None:
         relay.start()
     monitor.start()
-    return VmHostApp(handle, db, host, monitor, relay, reconciled, zygote)
+    return VmHostApp(handle, db, host, healer, monitor, relay, reconciled, zygote)

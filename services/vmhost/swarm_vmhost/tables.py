@@ -1,4 +1,6 @@
-"""The vmhost schema: agents, the address pool, healing actions, the outbox."""
+"""The vmhost schema: agents (and their terminate requests), the address
+pool, healing actions, the outbox. String columns hold the domain StrEnums'
+values (swarm_vmhost.domain)."""
 
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ agents = sa.Table(
     sa.Column("template", sa.String(128), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("driver", sa.String(16), nullable=False),
-    # starting -> ready | busy -> failed -> terminated
+    # AgentState: starting -> ready | busy -> failed | stopping -> terminated
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("address", sa.String(45), nullable=True),
     sa.Column("reservation_id", sa.String(64), nullable=True),
     sa.Column("ticket_id", sa.String(64), nullable=True),
+    # Since when the heartbeats name ticket_id: how long an agent is on it.
+    sa.Column("ticket_since", UTCDateTime, nullable=True),
     sa.Column("state_reason", sa.Text, nullable=True),
     sa.Column("replaces_agent_id", sa.String(36), nullable=True),
     # The driver's handle (pid, devices, namespace) as JSON.
@@ -43,6 +47,18 @@ agents = sa.Table(
         sqlite_where=sa.text("request_id IS NOT NULL"),
         postgresql_where=sa.text("request_id IS NOT NULL"),
     ),
+)
+
+# TerminateAgent's request ids (AIP-155): a retry finds its first request
+# here and gets the same answer; another request with the same id is refused.
+terminate_requests = sa.Table(
+    "terminate_requests",
+    metadata,
+    sa.Column("tenant_id", sa.String(128), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("agent_id", sa.String(36), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
 # IPAM: a row per address in use; the primary key is what makes two

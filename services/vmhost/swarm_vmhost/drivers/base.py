@@ -6,41 +6,19 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
+
+from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec
 
 # SIGTERM first: the guest reports nothing more and flushes its spans.
 STOP_GRACE_SECONDS = 3.0
 
 
-@dataclass(frozen=True)
-class GuestSpec:
-    agent_id: str
-    tenant_id: str
-    template: str
-    role: str
-    address: str  # the guest's IPv4 on the bridge
-    prefix_len: int
-    gateway: str  # the bridge's own address: the control plane as guests see it
-    bridge: str
-    env: Mapping[str, str]
-    command: Sequence[str]
-    workdir: str
-
-
-@dataclass
-class GuestHandle:
-    agent_id: str
-    driver: str
-    pid: int | None = None
-    devices: list[str] = field(default_factory=list)
-    netns: str | None = None
-    data: dict[str, str] = field(default_factory=dict)
+__all__ = ["GuestDriver", "GuestHandle", "GuestSpec", "guest_alive", "stop_guest"]
 
 
 class GuestDriver(Protocol):
-    name: str
+    name: DriverName
     # Whether guests get their own network namespace on the bridge.
     isolated: bool
     # Whether guests run the agent runtime and heartbeat; otherwise vmhost
@@ -58,8 +36,12 @@ class GuestDriver(Protocol):
 
     def alive(self, handle: GuestHandle) -> bool: ...
 
+    def unenforced_limits(self) -> tuple[GuestLimit, ...]:
+        """The limits this driver's guests run without on this host."""
+
     def reconcile(self, known_agent_ids: set[str]) -> list[str]:
-        """Remove what guests not in `known_agent_ids` left behind; say what."""
+        """Remove what guests not in `known_agent_ids` left behind; say what.
+        Does nothing where the driver lacks the rights to look."""
 
 
 def _gone(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 
-from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, guest_alive, stop_guest
+from swarm_vmhost.domain import ALL_LIMITS, DriverName, GuestHandle, GuestLimit, GuestSpec
+from swarm_vmhost.drivers.base import guest_alive, stop_guest
 from swarmcommon.errors import Unavailable
 
 
 class ProcessDriver:
-    name = "process"
+    name = DriverName.PROCESS
     isolated = False
     guest_heartbeats = True
 
@@ -21,6 +22,9 @@ class ProcessDriver:
 
     def probe(self) -> str | None:
         return None
+
+    def unenforced_limits(self) -> tuple[GuestLimit, ...]:
+        return ALL_LIMITS  # a plain child process: nothing is limited
 
     def start(self, spec: GuestSpec) -> GuestHandle:
         os.makedirs(spec.workdir, exist_ok=True)
@@ -39,7 +43,7 @@ class ProcessDriver:
         finally:
             log.close()
         self._children[spec.agent_id] = proc
-        return GuestHandle(spec.agent_id, self.name, pid=proc.pid)
+        return GuestHandle(spec.agent_id, self.name, pid=proc.pid, unenforced_limits=list(ALL_LIMITS))
 
     def stop(self, handle: GuestHandle) -> None:
         proc = self._children.pop(handle.agent_id, None)

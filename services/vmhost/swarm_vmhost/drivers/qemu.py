@@ -30,7 +30,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from swarm_vmhost import network
-from swarm_vmhost.drivers.base import GuestHandle, GuestSpec, guest_alive, stop_guest
+from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec
+from swarm_vmhost.drivers.base import guest_alive, stop_guest
 from swarmcommon.errors import FailedPrecondition, Unavailable
 
 QEMU = "qemu-system-x86_64"
@@ -75,6 +76,31 @@ def _read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
     return buf
 
 
+def host_tsc_khz() -> int | None:
+    """The host CPU's clock in kHz, from /proc/cpuinfo (None when it says nothing)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "cpu MHz":
+                return int(float(value) * 1000)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def kernel_args() -> str:
+    """The guest kernel's command line.
+
+    Under TCG the guest's TSC is the host's, and on a busy host the kernel
+    cannot calibrate it against the emulated PIT: it marks the TSC unstable
+    and the boot stalls in timer set-up (seen at load 8 on 2 cores). Telling
+    it the TSC's rate (tsc_early_khz) and skipping the IO-APIC timer check
+    (no_timer_check) makes the boot take seconds whatever the load."""
+    args = "console=ttyS0 tsc=reliable no_timer_check panic=-1 quiet"
+    khz = host_tsc_khz()
+    return f"{args} tsc_early_khz={khz}" if khz else args
+
+
 def _connect(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> socket.socket:
     deadline = time.monotonic() + timeout
     while True:
@@ -92,7 +118,7 @@ def _connect(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10.0) -
 
 
 class QemuDriver:
-    name = "qemu"
+    name = DriverName.QEMU
     isolated = True
     # The guest has no runtime to heartbeat with; a live QEMU process counts.
     guest_heartbeats = False
@@ -104,6 +130,7 @@ class QemuDriver:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._template_lock = threading.Lock()
         self._accel = accel
+        self._kernel_args = kernel_args()
 
     @property
     def kernel(self) -> Path:
@@ -128,6 +155,11 @@ class QemuDriver:
             return "qemu_accel is kvm but /dev/kvm is missing"
         return None
 
+    def unenforced_limits(self) -> tuple[GuestLimit, ...]:
+        # The VM is its own limit: MEMORY_MB of RAM, one vCPU, and its
+        # processes live inside it.
+        return ()
+
     def accel(self) -> str:
         return self._accel
 
@@ -145,7 +177,7 @@ class QemuDriver:
             "-initrd",
             str(self.initrd),
             "-append",
-            "console=ttyS0 tsc=reliable panic=-1 quiet",
+            self._kernel_args,
             "-nodefaults",
             "-no-user-config",
             "-display",
@@ -221,7 +253,10 @@ class QemuDriver:
         why = self.probe()
         if why is not None:
             raise FailedPrecondition(f"qemu driver unavailable: {why}")
-        template = self.ensure_template()
+        try:
+            template = self.ensure_template()
+        except (TimeoutError, OSError, RuntimeError, NetlinkError) as exc:
+            raise Unavailable(f"could not make the guest template: {exc}") from exc
         workdir = Path(spec.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         tap = tap_name(spec.agent_id)
@@ -304,6 +339,8 @@ class QemuDriver:
         return guest_alive(handle.pid, self._children.get(handle.agent_id))
 
     def reconcile(self, known_agent_ids: set[str]) -> list[str]:
+        if network.probe() is not None:
+            return []
         known = {network.short_id(a) for a in known_agent_ids}
         removed = []
         with IPRoute() as ip:

@@ -1,0 +1,12 @@
+"""vmhost's storage, one module per concept:
+
+- `agents`: the agents table (lifecycle, heartbeats, request ids) and its events;
+- `addresses`: the address pool (IPAM), used inside the agents' transactions;
+- `healing`: the audit log of self-healing actions and its events.
+"""
+
+from swarm_vmhost.stores.addresses import AddressPool
+from swarm_vmhost.stores.agents import AgentStore
+from swarm_vmhost.stores.healing import HealingLog
+
+__all__ = ["AddressPool", "AgentStore", "HealingLog"]
