@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarm.quota.v1 import quota_pb2_grpc as pb_grpc
-from swarm_quota.api_keys import ApiKeys, dev_pepper
 from swarm_quota.config import Settings
-from swarm_quota.counters import Counters
-from swarm_quota.reservations import Reservations
 from swarm_quota.servicer import QuotaServicer, Stores
+from swarm_quota.stores.api_keys import ApiKeys, dev_pepper
+from swarm_quota.stores.counters import Counters
+from swarm_quota.stores.reservations import Reservations
+from swarm_quota.stores.tenants import TenantStore
 from swarm_quota.tables import VERSION_TABLE
-from swarm_quota.tenants import TenantStore
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database

@@ -10,11 +10,11 @@ import grpc
 from swarm.quota.v1 import quota_pb2 as pb
 from swarm.quota.v1 import quota_pb2_grpc as pb_grpc
 from swarm_quota import wire
-from swarm_quota.api_keys import ApiKeys
-from swarm_quota.counters import Counters
 from swarm_quota.domain import Plan
-from swarm_quota.reservations import Reservations
-from swarm_quota.tenants import TenantStore
+from swarm_quota.stores.api_keys import ApiKeys
+from swarm_quota.stores.counters import Counters
+from swarm_quota.stores.reservations import Reservations
+from swarm_quota.stores.tenants import TenantStore
 from swarmcommon import validation as v
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.pagination import page_size

@@ -17,7 +17,7 @@ from swarm_telemetry.domain import (
     replay,
 )
 from swarm_telemetry.prices import PRICE_VERSION, cost_usd_micros, price_of
-from swarm_telemetry.store_usage import UsageStore
+from swarm_telemetry.stores.usage import UsageStore
 from swarmcommon.clock import Clock
 from swarmcommon.errors import Unavailable
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from swarm_telemetry.store_spans import SpanStore
+from swarm_telemetry.stores.spans import SpanStore
 from swarmcommon.periodic import Periodic
 
 log = logging.getLogger(__name__)

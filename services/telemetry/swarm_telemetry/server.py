@@ -15,8 +15,8 @@ from swarm_telemetry.forwarder import OtlpForwarder
 from swarm_telemetry.ledger import UsageLedger
 from swarm_telemetry.retention import SpanRetention
 from swarm_telemetry.servicer import OtlpTraceServicer, TelemetryServicer
-from swarm_telemetry.store_spans import SpanStore
-from swarm_telemetry.store_usage import UsageStore
+from swarm_telemetry.stores.spans import SpanStore
+from swarm_telemetry.stores.usage import UsageStore
 from swarm_telemetry.tables import VERSION_TABLE
 from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock

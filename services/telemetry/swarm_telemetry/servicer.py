@@ -13,7 +13,7 @@ from swarm.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 from swarm_telemetry import wire
 from swarm_telemetry.forwarder import OtlpForwarder
 from swarm_telemetry.ledger import UsageLedger
-from swarm_telemetry.store_spans import SpanStore
+from swarm_telemetry.stores.spans import SpanStore
 from swarm_telemetry.trace_tree import ticket_trace
 from swarmcommon import validation as v
 

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from swarm_quota import idempotency
 from swarm_quota.domain import ApiKey, RequestKey, Tenant
+from swarm_quota.stores import requests as request_log
+from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import api_keys, dev_secrets
-from swarm_quota.tenants import load_tenant
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound, Unauthenticated
@@ -94,10 +94,10 @@ class ApiKeys:
         def tx(conn: Connection) -> tuple[ApiKey, str]:
             now = self.clock.now()
             load_tenant(conn, tenant_id)
-            prior = idempotency.prior(conn, key)
+            prior = request_log.prior(conn, key)
             if prior is not None:
                 return _load_key(conn, tenant_id, prior["api_key_id"]), ""
-            idempotency.claim(conn, key, now)
+            request_log.claim(conn, key, now)
             key_id = str(uuid.uuid4())
             conn.execute(
                 sa.insert(K).values(
@@ -111,10 +111,10 @@ class ApiKeys:
                     expires_at=expires_at,
                 )
             )
-            idempotency.record(conn, key, {"api_key_id": key_id})
+            request_log.record(conn, key, {"api_key_id": key_id})
             return _load_key(conn, tenant_id, key_id), secret
 
-        return idempotency.once(self.db, key, tx)
+        return request_log.once(self.db, key, tx)
 
     def page(self, tenant_id: str, show_revoked: bool, page_size: int, page_token: str) -> Page[ApiKey]:
         token = PageToken(["keys", tenant_id, show_revoked])
@@ -146,15 +146,18 @@ class ApiKeys:
 
         def tx(conn: Connection) -> ApiKey:
             now = self.clock.now()
+            # The prior answer is looked up before the key is read: read the
+            # other way round, a duplicate committing in between would be
+            # answered with the key as it was before that revoke.
+            if request_log.prior(conn, key) is not None:
+                return _load_key(conn, tenant_id, key_id)  # a retried revoke
             current = _load_key(conn, tenant_id, key_id)
-            if idempotency.prior(conn, key) is not None:
-                return current  # a retried revoke
-            idempotency.claim(conn, key, now)
+            request_log.claim(conn, key, now)
             if current.revoked_at is None:
                 conn.execute(sa.update(K).where(K.c.id == key_id).values(revoked_at=now))
             return _load_key(conn, tenant_id, key_id)
 
-        return idempotency.once(self.db, key, tx)
+        return request_log.once(self.db, key, tx)
 
     def authenticate(self, secret: str) -> tuple[Tenant, ApiKey]:
         """The tenant of a live key; UNAUTHENTICATED otherwise, without saying why."""

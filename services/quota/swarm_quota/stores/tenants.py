@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from swarm_quota import idempotency
 from swarm_quota.domain import Plan, RequestKey, Resource, Tenant, check_overrides
+from swarm_quota.stores import requests as request_log
 from swarm_quota.tables import tenants
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -66,10 +66,10 @@ class TenantStore:
 
         def tx(conn: Connection) -> Tenant:
             now = self.clock.now()
-            prior = idempotency.prior(conn, key)
+            prior = request_log.prior(conn, key)
             if prior is not None:
                 return load_tenant(conn, prior["tenant_id"])  # a retried create
-            idempotency.claim(conn, key, now)
+            request_log.claim(conn, key, now)
             if conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tid)).first() is not None:
                 raise AlreadyExists(f"tenant {tid} already exists", resource_type="tenant", resource_name=tid)
             conn.execute(
@@ -81,7 +81,7 @@ class TenantStore:
                     updated_at=now,
                 )
             )
-            idempotency.record(conn, key, {"tenant_id": tid})
+            request_log.record(conn, key, {"tenant_id": tid})
             return load_tenant(conn, tid)
 
         try:
@@ -121,14 +121,14 @@ class TenantStore:
         def tx(conn: Connection) -> Tenant:
             now = self.clock.now()
             load_tenant(conn, tenant_id)
-            if idempotency.prior(conn, key) is None:
-                idempotency.claim(conn, key, now)
+            if request_log.prior(conn, key) is None:
+                request_log.claim(conn, key, now)
                 conn.execute(
                     sa.update(tenants).where(tenants.c.id == tenant_id).values(**values, updated_at=now)
                 )
             return load_tenant(conn, tenant_id)
 
-        return idempotency.once(self.db, key, tx)
+        return request_log.once(self.db, key, tx)
 
     @staticmethod
     def _changes(

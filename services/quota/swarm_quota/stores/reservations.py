@@ -10,11 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_quota import idempotency
-from swarm_quota.counters import Counters
 from swarm_quota.domain import GAUGES, RequestKey, Reservation, Resource, Usage, check_amount
+from swarm_quota.stores import requests as request_log
+from swarm_quota.stores.counters import Counters
+from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import reservations
-from swarm_quota.tenants import load_tenant
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound
 from swarmcommon.pagination import Page, PageToken
@@ -62,14 +62,14 @@ class Reservations:
         def tx(conn: Connection) -> tuple[Reservation, Usage]:
             tenant = load_tenant(conn, tenant_id)
             now = self.clock.now()
-            prior = idempotency.prior(conn, key)
+            prior = request_log.prior(conn, key)
             if prior is not None:
                 reservation = _load(conn, tenant_id, prior["reservation_id"])
                 return reservation, self.counters.current(conn, tenant, reservation.resource)
             # Unlike Consume, a refused Reserve is not recorded (the proto
             # promises the same reservation, not the same refusal): it rolls
             # back, request id included, so the holder may retry once VMs end.
-            idempotency.claim(conn, key, now)
+            request_log.claim(conn, key, now)
             usage = self.counters.charge(conn, tenant, resource, amount, now, overage=False)
             reservation_id = str(uuid.uuid4())
             conn.execute(
@@ -82,10 +82,10 @@ class Reservations:
                     created_at=now,
                 )
             )
-            idempotency.record(conn, key, {"reservation_id": reservation_id})
+            request_log.record(conn, key, {"reservation_id": reservation_id})
             return _load(conn, tenant_id, reservation_id), usage
 
-        return idempotency.once(self.db, key, tx)
+        return request_log.once(self.db, key, tx)
 
     def release(
         self, tenant_id: str, reservation_id: str, key: RequestKey | None
@@ -96,7 +96,7 @@ class Reservations:
         def tx(conn: Connection) -> tuple[Reservation, bool, Usage]:
             tenant = load_tenant(conn, tenant_id)
             now = self.clock.now()
-            prior = idempotency.prior(conn, key)
+            prior = request_log.prior(conn, key)
             released = (
                 bool(prior["released"])
                 if prior is not None
@@ -105,13 +105,13 @@ class Reservations:
             reservation = _load(conn, tenant_id, reservation_id)
             return reservation, released, self.counters.current(conn, tenant, reservation.resource)
 
-        return idempotency.once(self.db, key, tx)
+        return request_log.once(self.db, key, tx)
 
     def _free(
         self, conn: Connection, tenant_id: str, reservation_id: str, now: datetime, key: RequestKey | None
     ) -> bool:
         _load(conn, tenant_id, reservation_id)  # NOT_FOUND before the request id is taken
-        idempotency.claim(conn, key, now)
+        request_log.claim(conn, key, now)
         freed = conn.execute(
             sa.update(R)
             .where(R.c.id == reservation_id, R.c.tenant_id == tenant_id, R.c.released_at.is_(None))
@@ -120,7 +120,7 @@ class Reservations:
         ).first()
         if freed is not None:
             self.counters.give_back(conn, tenant_id, Resource(freed.resource), freed.amount, now)
-        idempotency.record(conn, key, {"released": freed is not None})
+        request_log.record(conn, key, {"released": freed is not None})
         return freed is not None
 
     def page(

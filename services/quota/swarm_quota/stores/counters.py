@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from swarm_quota import idempotency
 from swarm_quota.domain import WINDOWED, RequestKey, Resource, Tenant, Usage, check_amount, refusal, window
+from swarm_quota.stores import requests as request_log
+from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import counters
-from swarm_quota.tenants import load_tenant
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, QuotaExceeded
@@ -97,10 +97,10 @@ class Counters:
         def tx(conn: Connection) -> Usage | QuotaExceeded:
             tenant = load_tenant(conn, tenant_id)
             now = self.clock.now()
-            prior = idempotency.prior(conn, key)
+            prior = request_log.prior(conn, key)
             if prior is not None:
                 return self._replay(tenant, resource, prior, now)
-            idempotency.claim(conn, key, now)
+            request_log.claim(conn, key, now)
             try:
                 usage = self.charge(conn, tenant, resource, amount, now, allow_overage)
             except QuotaExceeded as refused:
@@ -108,15 +108,15 @@ class Counters:
                     raise
                 # The proto: a retry gets the first answer, including a
                 # rejection. Commit the record; raise after the commit.
-                idempotency.record(conn, key, {"resource": resource.value, "refused": _refused(refused)})
+                request_log.record(conn, key, {"resource": resource.value, "refused": _refused(refused)})
                 return refused
             window_start = (usage.window_start or now).isoformat()
-            idempotency.record(
+            request_log.record(
                 conn, key, {"resource": resource.value, "used": usage.used, "window_start": window_start}
             )
             return usage
 
-        result = idempotency.once(self.db, key, tx)
+        result = request_log.once(self.db, key, tx)
         if isinstance(result, QuotaExceeded):
             raise result
         return result

@@ -1,0 +1,2 @@
+"""Quota storage, one module per concept: tenants, API keys, counters,
+reservations, request ids."""

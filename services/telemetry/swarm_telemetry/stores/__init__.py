@@ -1,0 +1,1 @@
+"""Telemetry storage, one module per concept: spans, the usage ledger."""
