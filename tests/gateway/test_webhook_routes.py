@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,20 +20,11 @@ from swarm_events.signing import swarm_signature
 from tests.support.harness import BACKENDS
 from tests.support.mesh import Mesh, routes_tagged
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 pytestmark = BACKENDS
 
 TAGS = {"webhooks", "events"}
-
-
-def _wait(predicate: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def _project(client: httpx.Client, name: str = "p") -> dict[str, Any]:
@@ -113,7 +103,7 @@ def test_ticket_events_reach_a_webhook_signed_and_logged(
     assert payload["event"] == "ticket.created" and payload["data"]["ticket_id"] == ticket_id
     assert headers["x-swarm-signature"] == swarm_signature(secret, body)
 
-    logs = _wait(lambda: tenant.get(f"/api/webhooks/{hook_id}/logs").json()["items"])
+    logs = eventually(lambda: tenant.get(f"/api/webhooks/{hook_id}/logs").json()["items"], what="logs")
     assert logs[0]["outcome"] == "succeeded" and logs[0]["response_status_code"] == 200
     assert logs[0]["event_id"] == headers["webhook-id"]
     # The event log lists it too.
@@ -149,7 +139,7 @@ def test_recover_after_the_receiver_was_down(mesh: Mesh, tenant: httpx.Client, r
     since = datetime.now(UTC) - timedelta(seconds=5)
     _project(tenant)
     # The mesh retries twice, 50 ms apart, then gives the delivery up.
-    _wait(lambda: len(tenant.get(f"/api/webhooks/{hook_id}/logs").json()["items"]) == 3)
+    eventually(lambda: len(tenant.get(f"/api/webhooks/{hook_id}/logs").json()["items"]) == 3)
     receiver.script = [(200, {}, 0.0)]
     r = tenant.post(f"/api/webhooks/{hook_id}/recover", json={"since": since.isoformat()})
     assert r.status_code == 200, r.text
@@ -216,19 +206,22 @@ def test_sse_stream_is_live_filtered_tenant_scoped_and_resumable(mesh: Mesh, ten
         assert mine.status == theirs.status == 200
         project = _project(tenant)
         ticket_id = project["tickets"][0]["id"]
-        first = _wait(lambda: mine.events())[0]
+        first = eventually(mine.events, what="the first event")[0]
         assert first["type"] == "ticket.created" and first["data"]["ticket_id"] == ticket_id
         assert mine.frames[0]["event"] == "ticket.created"
-        time.sleep(0.5)
-        assert theirs.events() == []  # another tenant sees nothing of it
+        # Another tenant sees nothing of it: its own later event is the
+        # sentinel, and nothing of ours came before it.
+        sentinel = _project(other, "theirs")["tickets"][0]["id"]
+        eventually(lambda: sentinel in json.dumps(theirs.events()), what="the other tenant's own event")
+        assert ticket_id not in json.dumps(theirs.events())
         mine.close()
         theirs.close()
         # Hanging up ends the backend stream too (its place is given back).
-        _wait(lambda: mesh.events.feed._open == 0, timeout=10)
+        eventually(lambda: mesh.events.feed._open == 0, timeout=10, what="backend stream closed")
 
         # Reconnecting with Last-Event-ID replays from that event's time.
         resumed = SSE(tenant, headers={"Last-Event-ID": mine.frames[0]["id"]})
-        assert _wait(lambda: [e for e in resumed.events() if e["id"] == first["id"]])
+        assert eventually(lambda: [e for e in resumed.events() if e["id"] == first["id"]])
         resumed.close()
 
         bad = SSE(tenant, params={"types": ["NOT A TYPE"]})
@@ -242,9 +235,11 @@ def test_every_webhook_and_event_route_hides_other_tenants_objects(
 ) -> None:
     hook = tenant.post("/api/webhooks", json={"url": receiver.url, "events": ["*"], "description": "secret"})
     hook_id = hook.json()["webhook"]["id"]
-    _project(tenant, "secret-project")
+    secret_ticket = _project(tenant, "secret-project")["tickets"][0]["id"]
     receiver.wait_for(1)
-    delivery_id = _wait(lambda: tenant.get(f"/api/webhooks/{hook_id}/logs").json()["items"])[0]["delivery_id"]
+    delivery_id = eventually(lambda: tenant.get(f"/api/webhooks/{hook_id}/logs").json()["items"])[0][
+        "delivery_id"
+    ]
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
 
     other_key = mesh.tenant_with_key(f"o-{uuid.uuid4().hex[:6]}")
@@ -281,8 +276,13 @@ def test_every_webhook_and_event_route_hides_other_tenants_objects(
         assert own.status_code == 201 and own.json()["webhook"]["id"] != hook_id
         exercised.add(("GET", "/api/events/stream"))
         stream = SSE(other, params={"since": since})
-        time.sleep(0.5)
-        assert stream.status == 200 and stream.events() == []
+        assert stream.status == 200
+        # The replay since an hour ago comes before anything live, so the
+        # tenant's own new event is the sentinel: nothing of A's precedes it.
+        sentinel = _project(other, "sentinel")["tickets"][0]["id"]
+        eventually(lambda: sentinel in json.dumps(stream.events()), what="the other tenant's own event")
+        seen = json.dumps(stream.events())
+        assert secret_ticket not in seen and hook_id not in seen and "secret-project" not in seen
         stream.close()
 
     # A's webhook is untouched by all of that.

@@ -1,13 +1,24 @@
 """A real local mesh: quota, events, telemetry and ticketing gRPC servers on
-ephemeral ports and the gateway served by uvicorn on a real HTTP port."""
+ephemeral ports and the gateway served by uvicorn on a real HTTP port.
+
+`Mesh.gateway(**settings)` serves a second gateway on the same backends with
+other settings; `LossyProxy` sits between a gateway and a backend and loses
+chosen answers after the backend committed, the way a dropped connection or
+a load balancer's 503 does, so the gateway's channel retries the call.
+"""
 
 from __future__ import annotations
 
+import secrets
 import threading
-import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import httpx
 import uvicorn
 from fastapi import FastAPI
@@ -25,7 +36,9 @@ from swarm_telemetry.config import Settings as TelemetrySettings
 from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings as TicketingSettings
 from swarmcommon.db import Database
-from swarmcommon.grpcclient import channel
+from swarmcommon.grpcclient import channel, raw_channel
+from swarmcommon.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -39,11 +52,7 @@ class LiveServer:
 
     def __enter__(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
+        eventually(lambda: self.server.started, timeout=10, interval=0.01, what="gateway started")
         port = self.server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
@@ -74,15 +83,100 @@ class Mesh:
         secret: str = r.json()["secret"]
         return secret
 
-    def as_key(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    def as_key(self, key: str, base_url: str = "") -> httpx.Client:
+        return httpx.Client(
+            base_url=base_url or self.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+
+    @contextmanager
+    def gateway(self, **settings: Any) -> Iterator[str]:
+        """Another gateway on these backends, with `settings` changed; yields its base URL."""
+        app = create_app(self.app.state.settings.model_copy(update=settings))
+        with LiveServer(app) as base_url:
+            yield base_url
+
+
+class LossyProxy:
+    """A gRPC proxy to `target` that forwards every unary call and, for the
+    methods told to, throws the backend's answer away and says UNAVAILABLE —
+    after the backend has done the work. gRPC clients retry UNAVAILABLE."""
+
+    def __init__(self, target: str) -> None:
+        self.upstream = raw_channel(target)
+        self.to_lose: Counter[str] = Counter()
+        self.forwarded: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16),
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+            ],
+        )
+        self.server.add_generic_rpc_handlers([_Forward(self)])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def lose_answers(self, method: str, times: int = 1) -> None:
+        """`method` is the full name, e.g. /swarm.ticketing.v1.TicketingService/CreateProject."""
+        with self._lock:
+            self.to_lose[method] += times
+
+    def forward(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
+        metadata = [(k, v) for k, v in context.invocation_metadata() if not k.startswith(("grpc-", ":"))]
+        call = self.upstream.unary_unary(method)
+        try:
+            reply: bytes = call(request, metadata=metadata, timeout=context.time_remaining())
+        except grpc.RpcError as exc:
+            context.set_trailing_metadata(exc.trailing_metadata())  # type: ignore[attr-defined]
+            context.abort(exc.code(), exc.details())  # type: ignore[attr-defined]
+        with self._lock:
+            self.forwarded[method] += 1
+            lose = self.to_lose[method] > 0
+            if lose:
+                self.to_lose[method] -= 1
+        if lose:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "proxy: the answer was lost on the way back")
+        return reply
+
+    def close(self) -> None:
+        self.server.stop(grace=1).wait()
+        self.upstream.close()
+
+
+class _Forward(grpc.GenericRpcHandler):
+    def __init__(self, proxy: LossyProxy) -> None:
+        self.proxy = proxy
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: self.proxy.forward(method, request, context)
+        )
+
+
+@contextmanager
+def lossy_proxy(target: str) -> Iterator[LossyProxy]:
+    proxy = LossyProxy(target)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
 
 
 def run_mesh(
     url_quota: str, url_ticketing: str, url_events: str, url_telemetry: str, auth_cache_seconds: float = 0.2
 ) -> Iterator[Mesh]:
     # The real clock: rate-limit headers are wall-clock epoch seconds.
-    quota_app = quota_server.start(QuotaSettings(database_url=url_quota, listen_address="127.0.0.1:0"))
+    quota_app = quota_server.start(
+        QuotaSettings(
+            database_url=url_quota, listen_address="127.0.0.1:0", api_key_pepper=secrets.token_hex(32)
+        )
+    )
     events_app = events_server.start(
         EventsSettings(
             database_url=url_events,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 
+import pydantic
 import uvicorn
 
 from swarm_gateway.config import Settings
@@ -13,8 +14,20 @@ from swarmcommon.logs import configure_logging
 from swarmcommon.telemetry import setup_tracing
 
 
+def _settings() -> Settings:
+    """The settings, or exit with what is wrong in them (no traceback to dig through)."""
+    try:
+        return Settings()
+    except pydantic.ValidationError as exc:
+        for error in exc.errors():
+            name = "SWARM_GATEWAY_" + "_".join(str(part) for part in error["loc"]).upper()
+            why = error["msg"].removeprefix("Value error, ")
+            print(f"swarm_gateway: refusing to start: {name}: {why}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+
+
 def main() -> None:
-    settings = Settings()
+    settings = _settings()
     configure_logging("gateway", settings.log_level)
     setup_tracing("gateway")
     # uvicorn drains on SIGTERM, restores the handler it found, then raises

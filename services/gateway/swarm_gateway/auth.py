@@ -3,7 +3,8 @@
 Every tenant request is authenticated through the quota service (cached for
 a few seconds) and charged one `api_calls_per_hour`; the response carries
 X-RateLimit-Limit/Remaining/Reset, and an exhausted budget is 429 with
-Retry-After (from the quota error, in errors.py).
+Retry-After (QuotaExceeded, in errors.py). guard.py runs these before the
+request body is read; deps.py hands the result to the routes.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Annotated
 
-import grpc
-from fastapi import Depends, Request, Response
+from starlette.datastructures import Headers
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm_gateway.backends import Backends
-from swarm_gateway.errors import ApiError, rate_limit_headers
+from swarm_gateway.errors import rate_limit_headers
+from swarmcommon.errors import PermissionDenied, Unauthenticated
 
 MAX_CACHED_KEYS = 10_000
 
@@ -65,66 +65,36 @@ class KeyCache:
                 del self._entries[digest]
 
 
-def backends(request: Request) -> Backends:
-    b: Backends = request.app.state.backends
-    return b
-
-
-Backend = Annotated[Backends, Depends(backends)]
-
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(headers: Headers, what: str = "api key") -> str:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "UNAUTHENTICATED",
-            "missing credentials: send 'Authorization: Bearer <api key>'",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthenticated(f"missing credentials: send 'Authorization: Bearer <{what}>'")
     return token.strip()
 
 
-def authenticate(request: Request, response: Response, b: Backend) -> Caller:
-    secret = _bearer(request)
-    cache: KeyCache = request.app.state.key_cache
+def authenticate(backends: Backends, cache: KeyCache, secret: str) -> tuple[Caller, dict[str, str]]:
+    """The caller of an API key, charged one API call; and the rate-limit headers.
+
+    Raises Unauthenticated for an unknown or revoked key (quota's answer) and
+    QuotaExceeded past the hourly limit."""
     caller = cache.get(secret)
     if caller is None:
-        try:
-            reply = b.quota.Authenticate(qpb.AuthenticateRequest(secret=secret), timeout=b.timeout)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise ApiError(
-                    401, "UNAUTHENTICATED", "invalid or revoked API key", {"WWW-Authenticate": "Bearer"}
-                ) from None
-            raise
+        reply = backends.quota.stub.Authenticate(qpb.AuthenticateRequest(secret=secret))
         caller = Caller(reply.tenant.id, reply.api_key_id)
         cache.put(secret, caller)
     # No request_id: a rate-limit tick needs no deduplication, and an id per
     # call would make quota keep a row per API call.
-    usage = b.quota.Consume(
-        qpb.ConsumeRequest(tenant_id=caller.tenant_id, resource=qpb.RESOURCE_API_CALLS_PER_HOUR, amount=1),
-        timeout=b.timeout,
-    ).usage
+    usage = backends.quota.consume(caller.tenant_id, qpb.RESOURCE_API_CALLS_PER_HOUR, 1, request_id="")
+    if usage.unlimited:
+        return caller, {}
     reset = usage.reset_time.ToDatetime(tzinfo=UTC) if usage.HasField("reset_time") else None
-    if not usage.unlimited:
-        response.headers.update(rate_limit_headers(usage.limit, usage.remaining, reset))
-    return caller
+    return caller, rate_limit_headers(usage.limit, usage.remaining, reset)
 
 
-CurrentCaller = Annotated[Caller, Depends(authenticate)]
-
-
-def require_admin(request: Request) -> None:
-    expected: str = request.app.state.settings.admin_token
+def check_admin(expected: str, headers: Headers) -> None:
+    """The operator's token, compared in constant time; no token configured: no admin surface."""
     if not expected:
-        raise ApiError(
-            403, "PERMISSION_DENIED", "the admin surface is disabled (SWARM_GATEWAY_ADMIN_TOKEN unset)"
-        )
-    token = _bearer(request)
+        raise PermissionDenied("the admin surface is disabled (SWARM_GATEWAY_ADMIN_TOKEN unset)")
+    token = bearer_token(headers, what="admin token")
     if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise ApiError(401, "UNAUTHENTICATED", "invalid admin token", {"WWW-Authenticate": "Bearer"})
-
-
-AdminOnly = Depends(require_admin)
+        raise Unauthenticated("invalid admin token")

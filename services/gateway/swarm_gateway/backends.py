@@ -1,59 +1,60 @@
-"""gRPC stubs for the services behind the gateway, one channel each."""
+"""The services behind the gateway: one typed client each (swarmcommon.clients).
+
+Every call through them gets the default deadline (`backend_timeout_seconds`)
+and fails as `SwarmError`, which errors.py turns into the HTTP answer; no
+route passes a timeout or catches a gRPC error itself.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 
-import grpc
-
-from swarm.events.v1 import events_pb2_grpc
-from swarm.quota.v1 import quota_pb2_grpc
-from swarm.telemetry.v1 import telemetry_pb2_grpc
-from swarm.ticketing.v1 import ticketing_pb2_grpc
-from swarm.vmhost.v1 import vmhost_pb2_grpc
 from swarm_gateway.config import Settings
-from swarmcommon.grpcclient import channel, raw_channel
+from swarmcommon.clients import (
+    EventsClient,
+    QuotaClient,
+    ServiceClient,
+    TelemetryClient,
+    TicketingClient,
+    VmHostClient,
+)
+
+HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass
 class Backends:
-    ticketing: ticketing_pb2_grpc.TicketingServiceStub
-    quota: quota_pb2_grpc.QuotaServiceStub
-    events: events_pb2_grpc.EventsServiceStub
-    # Server-streaming calls go through a channel without the tracing
-    # interceptor, so the call stays cancellable (see grpcclient.raw_channel).
-    events_stream: events_pb2_grpc.EventsServiceStub
-    telemetry: telemetry_pb2_grpc.TelemetryServiceStub
-    vmhost: vmhost_pb2_grpc.VmHostServiceStub
-    timeout: float
-    # Health-checked by /readyz, one per backend.
-    channels: dict[str, grpc.Channel]
-    extra_channels: list[grpc.Channel]
+    ticketing: TicketingClient
+    quota: QuotaClient
+    events: EventsClient
+    telemetry: TelemetryClient
+    vmhost: VmHostClient
 
     @classmethod
     def connect(cls, settings: Settings) -> Backends:
         # Channels connect lazily: a backend that is down only fails the
         # routes that need it (503), never the gateway's start-up.
-        chans = {
-            "ticketing": channel(settings.ticketing_target),
-            "quota": channel(settings.quota_target),
-            "events": channel(settings.events_target),
-            "telemetry": channel(settings.telemetry_target),
-            "vmhost": channel(settings.vmhost_target),
-        }
-        streams = raw_channel(settings.events_target)
+        timeout = settings.backend_timeout_seconds
         return cls(
-            ticketing_pb2_grpc.TicketingServiceStub(chans["ticketing"]),
-            quota_pb2_grpc.QuotaServiceStub(chans["quota"]),
-            events_pb2_grpc.EventsServiceStub(chans["events"]),
-            events_pb2_grpc.EventsServiceStub(streams),
-            telemetry_pb2_grpc.TelemetryServiceStub(chans["telemetry"]),
-            vmhost_pb2_grpc.VmHostServiceStub(chans["vmhost"]),
-            settings.backend_timeout_seconds,
-            chans,
-            [streams],
+            ticketing=TicketingClient(settings.ticketing_target, default_timeout=timeout),
+            quota=QuotaClient(settings.quota_target, default_timeout=timeout),
+            events=EventsClient(settings.events_target, default_timeout=timeout),
+            telemetry=TelemetryClient(settings.telemetry_target, default_timeout=timeout),
+            vmhost=VmHostClient(settings.vmhost_target, default_timeout=timeout),
         )
 
+    def clients(self) -> dict[str, ServiceClient]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def health(self) -> dict[str, str]:
+        """Each backend's gRPC health status (or the code that kept it from answering)."""
+        clients = self.clients()
+        # All at once: an unreachable backend takes its retries' backoff to fail.
+        with ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="readyz") as pool:
+            states = pool.map(lambda c: c.health(timeout=HEALTH_TIMEOUT_SECONDS), clients.values())
+            return dict(zip(clients, states, strict=True))
+
     def close(self) -> None:
-        for ch in [*self.channels.values(), *self.extra_channels]:
-            ch.close()
+        for client in self.clients().values():
+            client.close()

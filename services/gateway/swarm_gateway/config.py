@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from swarmcommon.settings import service_config
 
+MiB = 1024 * 1024
+
+# Values that only ever come from an example file: deploy/k8s ships
+# "PLACEHOLDER-not-a-real-token-change-me" so a dev cluster starts.
+PLACEHOLDER_MARKERS = ("placeholder", "change-me", "changeme", "replace-me", "not-a-real")
+# Shorter than this, a bearer token is a word someone typed, not a secret.
+MIN_ADMIN_TOKEN_LENGTH = 16
+
 
 class Settings(BaseSettings):
-    model_config = service_config("GATEWAY")
+    # Errors must not print the offending value: here it is a secret.
+    model_config = SettingsConfigDict(**service_config("GATEWAY"), hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -24,9 +33,31 @@ class Settings(BaseSettings):
     # A key revoked through this gateway is forgotten at once; one revoked
     # elsewhere stops working within this many seconds.
     auth_cache_seconds: float = Field(default=10.0, ge=0, le=300)
-    # Deadline for each backend call.
+    # Default deadline of every backend call.
     backend_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # A test send waits for the receiver, which may take the events
+    # service's whole delivery timeout (10 s by default) to answer.
+    test_send_timeout_seconds: float = Field(default=25.0, gt=0, le=300)
+    # The largest request body read, in bytes; larger is 413 before it is
+    # buffered. The default holds the biggest project worth sending in one
+    # request (e.g. 500 tickets with 20,000-character descriptions is ~10 MB)
+    # and stays well under what one gRPC call to a backend carries (32 MiB).
+    max_body_bytes: int = Field(default=16 * MiB, ge=1024, le=256 * MiB)
     # A comment line on idle Server-Sent-Events streams this often, so
     # proxies keep them open and dead clients are noticed.
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
     log_level: str = "INFO"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _no_placeholder_admin_token(cls, value: str) -> str:
+        if not value:
+            return value
+        lowered = value.lower()
+        if any(marker in lowered for marker in PLACEHOLDER_MARKERS) or len(value) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                "the admin token looks like a placeholder or a default (an example value, or shorter "
+                f"than {MIN_ADMIN_TOKEN_LENGTH} characters): set SWARM_GATEWAY_ADMIN_TOKEN to a random "
+                "one, e.g. `openssl rand -hex 32`, or leave it empty to disable the /admin routes"
+            )
+        return value

@@ -1,4 +1,6 @@
-"""One place where backend gRPC statuses become HTTP responses.
+"""One place where errors become HTTP responses: every SwarmError (a
+backend's, passed through by the clients, or one the gateway raises) in one
+handler; request validation (422) and routing errors (404/405) in theirs.
 
 Every error body has the same shape:
     {"error": {"status": "NOT_FOUND", "message": "...", "reason": "...",
@@ -8,6 +10,7 @@ Every error body has the same shape:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -18,10 +21,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from swarmcommon.errors import QuotaExceeded, SwarmError
+
+log = logging.getLogger(__name__)
 
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -36,6 +41,13 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+# What gRPC itself says when a message exceeds a channel's limit, on either
+# side ("Sent message larger than max", "Received message larger than max").
+_GRPC_SIZE_ERROR = "message larger than max"
+# Refusals without a window (e.g. no live-stream place free): poll.
+DEFAULT_RETRY_AFTER_SECONDS = 60
 
 
 class ErrorDetail(BaseModel):
@@ -56,38 +68,36 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     for code, desc in {
         400: "Invalid argument (the message names the field)",
         401: "Missing, unknown or revoked credentials",
+        403: "The admin surface is disabled",
         404: "Not found (or owned by another tenant)",
         409: "Conflict with the object's current state",
+        413: "The request is too large (the message says the limit); split it",
         429: "Quota or rate limit reached; see Retry-After",
         503: "A backend is unavailable; retry",
     }.items()
 }
 
 
-class ApiError(Exception):
-    """An error the gateway itself raises (auth, admin surface)."""
+class PayloadTooLarge(SwarmError):
+    """A request the gateway will not read or cannot pass on: retrying cannot help."""
 
-    def __init__(
-        self, status_code: int, status: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = PAYLOAD_TOO_LARGE
+
+    def __init__(self, message: str, limit: int | None = None) -> None:
+        super().__init__(message, field="body", limit=limit)
 
 
-def _details(exc: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo | None, float | None]:
-    """The ErrorInfo and, for quota refusals, the RetryInfo delay in seconds."""
-    info, retry_after = None, None
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    for detail in status.details if status else []:
-        candidate, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-        if detail.Unpack(candidate):
-            info = candidate
-        elif detail.Unpack(retry):
-            retry_after = retry.retry_delay.ToTimedelta().total_seconds()
-    return info, retry_after
+def _too_large(exc: SwarmError) -> PayloadTooLarge | None:
+    """`exc` as a PayloadTooLarge when that is what it means, else None."""
+    if isinstance(exc, PayloadTooLarge):
+        return exc
+    if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and _GRPC_SIZE_ERROR in exc.message.lower():
+        return PayloadTooLarge(
+            "the request or its answer is too large to pass to the backend: "
+            "send fewer or shorter items, or ask for a smaller page_size"
+        )
+    return None
 
 
 def rate_limit_headers(limit: int, remaining: int, reset: datetime | None) -> dict[str, str]:
@@ -97,42 +107,54 @@ def rate_limit_headers(limit: int, remaining: int, reset: datetime | None) -> di
     return headers
 
 
-def _quota_headers(metadata: dict[str, str], retry_after: float | None) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    resets_at = metadata.get("resets_at")
-    reset = datetime.fromisoformat(resets_at.replace("Z", "+00:00")) if resets_at else None
-    if retry_after is None and reset is not None:
-        retry_after = (reset - datetime.now(UTC)).total_seconds()
-    # Without a window (VMs) capacity frees when something finishes: poll.
-    headers["Retry-After"] = str(max(1, math.ceil(retry_after))) if retry_after is not None else "60"
-    if metadata.get("resource") == "api_calls_per_hour" and "limit" in metadata:
-        headers.update(rate_limit_headers(int(metadata["limit"]), 0, reset))
+def _retry_headers(exc: SwarmError) -> dict[str, str]:
+    if not isinstance(exc, QuotaExceeded):
+        return {"Retry-After": str(DEFAULT_RETRY_AFTER_SECONDS)}
+    if exc.retry_after is not None:
+        seconds = exc.retry_after.total_seconds()
+    elif exc.resets_at is not None:
+        seconds = (exc.resets_at - datetime.now(UTC)).total_seconds()
+    else:
+        seconds = DEFAULT_RETRY_AFTER_SECONDS
+    headers = {"Retry-After": str(max(1, math.ceil(seconds)))}
+    if exc.resource == "api_calls_per_hour":
+        headers.update(rate_limit_headers(exc.limit, 0, exc.resets_at))
     return headers
 
 
-def grpc_error_response(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, grpc.RpcError)
-    code = exc.code()
-    info, retry_after = _details(exc)
-    metadata = dict(info.metadata) if info else {}
-    http = HTTP_STATUS.get(code, 500)
+def _headers(exc: SwarmError, http: int) -> dict[str, str]:
+    if http == 429:
+        return _retry_headers(exc)
+    if http == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
+
+
+def error_response(exc: SwarmError) -> JSONResponse:
+    """The HTTP answer for any SwarmError: the backend's, or one the gateway raised."""
+    too_large = _too_large(exc)
+    if too_large is not None:
+        exc, http = too_large, 413
+    else:
+        http = HTTP_STATUS.get(exc.code, 500)
+    exposed = http < 500 or exc.code == grpc.StatusCode.UNAVAILABLE
+    if http >= 500:
+        # The client gets no details; the operator needs them.
+        log.warning("backend error %s: %s", exc.code.name, exc.message, extra={"reason": exc.reason})
     # Backend internals never reach the client.
-    message = exc.details() if http < 500 or code == grpc.StatusCode.UNAVAILABLE else "internal error"
     detail = ErrorDetail(
-        status=code.name,
-        message=message or code.name,
-        reason=info.reason if info else None,
-        field=metadata.get("field"),
-        metadata=metadata,
+        status=exc.code.name,
+        message=(exc.message or exc.code.name) if exposed else "internal error",
+        reason=exc.reason if exposed else None,
+        field=exc.metadata.get("field") if exposed else None,
+        metadata=dict(exc.metadata) if exposed else {},
     )
-    headers = _quota_headers(metadata, retry_after) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else {}
-    return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=http, headers=headers)
+    return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=http, headers=_headers(exc, http))
 
 
-def api_error_response(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    body = ErrorBody(error=ErrorDetail(status=exc.status, message=exc.message))
-    return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+def swarm_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SwarmError)
+    return error_response(exc)
 
 
 class AsciiJSONResponse(JSONResponse):

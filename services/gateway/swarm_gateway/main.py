@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import grpc
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -14,14 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from swarm_gateway.auth import KeyCache
 from swarm_gateway.backends import Backends
 from swarm_gateway.config import Settings
-from swarm_gateway.errors import (
-    ApiError,
-    api_error_response,
-    grpc_error_response,
-    http_error_response,
-    validation_error_response,
-)
+from swarm_gateway.errors import http_error_response, swarm_error_handler, validation_error_response
+from swarm_gateway.guard import RequestGuard
 from swarm_gateway.routers import admin, health, quota, telemetry, ticketing, webhooks
+from swarmcommon.errors import SwarmError
 
 
 def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
@@ -43,8 +38,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.backends = backends or Backends.connect(settings)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
-    app.add_exception_handler(grpc.RpcError, grpc_error_response)
-    app.add_exception_handler(ApiError, api_error_response)
+    app.add_exception_handler(SwarmError, swarm_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_response)
     app.add_exception_handler(StarletteHTTPException, http_error_response)
     for module in (ticketing, quota, admin, health):
@@ -52,6 +46,8 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(webhooks.router)
     app.include_router(webhooks.events_router)
+    # Credentials and body size are checked before FastAPI reads a body.
+    app.add_middleware(RequestGuard)
     # W3C trace context from the HTTP request continues into the gRPC calls.
     FastAPIInstrumentor.instrument_app(app)
     return app

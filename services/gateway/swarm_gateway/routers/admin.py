@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, status
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from swarm.quota.v1 import quota_pb2 as qpb
-from swarm_gateway.auth import AdminOnly, Backend, KeyCache
+from swarm_gateway.deps import AdminOnly, BackendsDep, KeyCacheDep, Paging, RequestId
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import (
     NAME_ID_PATTERN,
@@ -30,35 +30,30 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminOnly], re
 
 TenantId = Annotated[str, Path(pattern=NAME_ID_PATTERN)]
 KeyId = Annotated[str, Path(pattern=UUID_PATTERN)]
-PageSize = Annotated[int, Query(ge=0, le=1000)]
-PageToken = Annotated[str, Query(max_length=4096)]
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
-def create_tenant(body: TenantCreate, b: Backend) -> TenantPublic:
-    reply = b.quota.CreateTenant(
+def create_tenant(body: TenantCreate, b: BackendsDep, request_id: RequestId) -> TenantPublic:
+    reply = b.quota.stub.CreateTenant(
         qpb.CreateTenantRequest(
             tenant_id=body.id,
             display_name=body.display_name,
             plan=enum_value(qpb.Plan, body.plan, "PLAN_"),  # type: ignore[arg-type]
             overrides=overrides_to_proto(body.overrides),
-        ),
-        timeout=b.timeout,
+            request_id=request_id,
+        )
     )
     return TenantPublic.from_proto(reply.tenant)
 
 
 @router.get("/tenants", response_model=TenantPage)
-def list_tenants(
-    b: Backend, plan: Plan | None = None, page_size: PageSize = 0, page_token: PageToken = ""
-) -> TenantPage:
-    reply = b.quota.ListTenants(
+def list_tenants(b: BackendsDep, page: Paging, plan: Plan | None = None) -> TenantPage:
+    reply = b.quota.stub.ListTenants(
         qpb.ListTenantsRequest(
             plan=enum_value(qpb.Plan, plan, "PLAN_") if plan else 0,  # type: ignore[arg-type]
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return TenantPage(
         items=[TenantPublic.from_proto(t) for t in reply.tenants], next_page_token=reply.next_page_token
@@ -66,27 +61,26 @@ def list_tenants(
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantPublic)
-def get_tenant(tenant_id: TenantId, b: Backend) -> TenantPublic:
-    return TenantPublic.from_proto(
-        b.quota.GetTenant(qpb.GetTenantRequest(tenant_id=tenant_id), timeout=b.timeout).tenant
-    )
+def get_tenant(tenant_id: TenantId, b: BackendsDep) -> TenantPublic:
+    return TenantPublic.from_proto(b.quota.stub.GetTenant(qpb.GetTenantRequest(tenant_id=tenant_id)).tenant)
 
 
 @router.patch("/tenants/{tenant_id}", response_model=TenantPublic)
-def update_tenant(tenant_id: TenantId, body: TenantUpdate, b: Backend) -> TenantPublic:
+def update_tenant(
+    tenant_id: TenantId, body: TenantUpdate, b: BackendsDep, request_id: RequestId
+) -> TenantPublic:
     paths = [name for name in ("display_name", "plan", "overrides") if getattr(body, name) is not None]
     if not paths:  # an empty merge patch changes nothing
-        return TenantPublic.from_proto(
-            b.quota.GetTenant(qpb.GetTenantRequest(tenant_id=tenant_id), timeout=b.timeout).tenant
-        )
+        return get_tenant(tenant_id, b)
     tenant = qpb.Tenant(
         display_name=body.display_name or "",
         plan=enum_value(qpb.Plan, body.plan, "PLAN_") if body.plan else 0,  # type: ignore[arg-type]
         overrides=overrides_to_proto(body.overrides or {}),
     )
-    reply = b.quota.UpdateTenant(
-        qpb.UpdateTenantRequest(tenant_id=tenant_id, tenant=tenant, update_mask=FieldMask(paths=paths)),
-        timeout=b.timeout,
+    reply = b.quota.stub.UpdateTenant(
+        qpb.UpdateTenantRequest(
+            tenant_id=tenant_id, tenant=tenant, update_mask=FieldMask(paths=paths), request_id=request_id
+        )
     )
     return TenantPublic.from_proto(reply.tenant)
 
@@ -94,26 +88,23 @@ def update_tenant(tenant_id: TenantId, body: TenantUpdate, b: Backend) -> Tenant
 @router.post(
     "/tenants/{tenant_id}/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated
 )
-def create_api_key(tenant_id: TenantId, body: ApiKeyCreate, b: Backend) -> ApiKeyCreated:
-    reply = b.quota.CreateApiKey(
-        qpb.CreateApiKeyRequest(tenant_id=tenant_id, display_name=body.display_name), timeout=b.timeout
+def create_api_key(
+    tenant_id: TenantId, body: ApiKeyCreate, b: BackendsDep, request_id: RequestId
+) -> ApiKeyCreated:
+    reply = b.quota.stub.CreateApiKey(
+        qpb.CreateApiKeyRequest(tenant_id=tenant_id, display_name=body.display_name, request_id=request_id)
     )
     return ApiKeyCreated(api_key=ApiKeyPublic.from_proto(reply.api_key), secret=reply.secret)
 
 
 @router.get("/tenants/{tenant_id}/api-keys", response_model=ApiKeyPage)
 def list_api_keys(
-    tenant_id: TenantId,
-    b: Backend,
-    show_revoked: bool = False,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
+    tenant_id: TenantId, b: BackendsDep, page: Paging, show_revoked: bool = False
 ) -> ApiKeyPage:
-    reply = b.quota.ListApiKeys(
+    reply = b.quota.stub.ListApiKeys(
         qpb.ListApiKeysRequest(
-            tenant_id=tenant_id, show_revoked=show_revoked, page_size=page_size, page_token=page_token
-        ),
-        timeout=b.timeout,
+            tenant_id=tenant_id, show_revoked=show_revoked, page_size=page.size, page_token=page.token
+        )
     )
     return ApiKeyPage(
         items=[ApiKeyPublic.from_proto(k) for k in reply.api_keys], next_page_token=reply.next_page_token
@@ -121,10 +112,11 @@ def list_api_keys(
 
 
 @router.delete("/tenants/{tenant_id}/api-keys/{key_id}", response_model=ApiKeyPublic)
-def revoke_api_key(tenant_id: TenantId, key_id: KeyId, request: Request, b: Backend) -> ApiKeyPublic:
-    reply = b.quota.RevokeApiKey(
-        qpb.RevokeApiKeyRequest(tenant_id=tenant_id, api_key_id=key_id), timeout=b.timeout
+def revoke_api_key(
+    tenant_id: TenantId, key_id: KeyId, b: BackendsDep, cache: KeyCacheDep, request_id: RequestId
+) -> ApiKeyPublic:
+    reply = b.quota.stub.RevokeApiKey(
+        qpb.RevokeApiKeyRequest(tenant_id=tenant_id, api_key_id=key_id, request_id=request_id)
     )
-    cache: KeyCache = request.app.state.key_cache
     cache.forget_key(key_id)
     return ApiKeyPublic.from_proto(reply.api_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from swarm.quota.v1 import quota_pb2 as qpb
-from swarm_gateway.auth import Backend, CurrentCaller
+from swarm_gateway.deps import BackendsDep, CurrentCaller
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import ResourceUsagePublic, UsagePublic, enum_name
 
@@ -13,8 +13,8 @@ router = APIRouter(prefix="/api", tags=["quota"], responses=COMMON_ERRORS)
 
 
 @router.get("/quota/usage", response_model=UsagePublic)
-def get_usage(caller: CurrentCaller, b: Backend) -> UsagePublic:
-    reply = b.quota.GetUsage(qpb.GetUsageRequest(tenant_id=caller.tenant_id), timeout=b.timeout)
+def get_usage(caller: CurrentCaller, b: BackendsDep) -> UsagePublic:
+    reply = b.quota.stub.GetUsage(qpb.GetUsageRequest(tenant_id=caller.tenant_id))
     return UsagePublic(
         plan=enum_name(qpb.Plan, reply.plan, "PLAN_"),  # type: ignore[arg-type]
         resources=[ResourceUsagePublic.from_proto(u) for u in reply.usages],

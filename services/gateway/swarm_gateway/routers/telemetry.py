@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
-from swarm_gateway.auth import Backend, CurrentCaller
+from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import UUID_PATTERN, enum_value, to_timestamp
 from swarm_gateway.telemetry_models import (
@@ -37,12 +37,12 @@ TicketId = Annotated[str, Path(pattern=UUID_PATTERN)]
 def get_ticket_trace(
     ticket_id: TicketId,
     caller: CurrentCaller,
-    b: Backend,
+    b: BackendsDep,
     format: Annotated[str, Query(pattern="^(json|text)$", description="text: the waterfall")] = "json",
 ) -> TicketTracePublic | PlainTextResponse:
     """Every span of the ticket as a tree, with durations and share of the total."""
-    reply = b.telemetry.GetTicketTrace(
-        tpb.GetTicketTraceRequest(tenant_id=caller.tenant_id, ticket_id=ticket_id), timeout=b.timeout
+    reply = b.telemetry.stub.GetTicketTrace(
+        tpb.GetTicketTraceRequest(tenant_id=caller.tenant_id, ticket_id=ticket_id)
     )
     if format == "text":
         return PlainTextResponse(render_waterfall(reply) + "\n")
@@ -59,27 +59,25 @@ def get_ticket_trace(
 @router.get("/usage", response_model=UsagePagePublic)
 def get_usage_summary(
     caller: CurrentCaller,
-    b: Backend,
+    b: BackendsDep,
+    page: Paging,
     group_by: GroupBy = "project",
     since: Timestamp | None = None,
     until: Timestamp | None = None,
     project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
-    page_size: Annotated[int, Query(ge=0, le=1000)] = 0,
-    page_token: Annotated[str, Query(max_length=4096)] = "",
 ) -> UsagePagePublic:
     """LLM tokens and cost grouped by one dimension; the range defaults to this
     UTC month so far (the dashboard's "Cost This Month")."""
-    reply = b.telemetry.GetUsageSummary(
+    reply = b.telemetry.stub.GetUsageSummary(
         tpb.GetUsageSummaryRequest(
             tenant_id=caller.tenant_id,
             group_by=enum_value(tpb.UsageGroupBy, group_by, "USAGE_GROUP_BY_"),  # type: ignore[arg-type]
             start_time=to_timestamp(since) if since else None,
             end_time=to_timestamp(until) if until else None,
             project_id=project_id or "",
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return UsagePagePublic(
         group_by=group_by,

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, status
+from fastapi import APIRouter, Path, Query, status
 
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
-from swarm_gateway.auth import Backend, CurrentCaller
+from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import (
-    NAME_ID_PATTERN,
     UUID_PATTERN,
     MergeRequestPage,
     MergeRequestPublic,
@@ -38,33 +37,23 @@ router = APIRouter(prefix="/api", tags=["tickets"], responses=COMMON_ERRORS)
 
 ProjectId = Annotated[str, Path(pattern=UUID_PATTERN)]
 TicketId = Annotated[str, Path(pattern=UUID_PATTERN)]
-PageSize = Annotated[int, Query(ge=0, le=1000, description="0 means the default (50)")]
-PageToken = Annotated[str, Query(max_length=4096)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=NAME_ID_PATTERN,
-        description="Retrying with the same key returns the first result and charges quota once",
-    ),
-]
+ProjectFilter = Annotated[str | None, Query(pattern=UUID_PATTERN)]
 
 
 @router.post("/projects", status_code=status.HTTP_201_CREATED, response_model=ProjectCreated)
 def create_project(
-    body: ProjectCreate, caller: CurrentCaller, b: Backend, idempotency_key: IdempotencyKey = None
+    body: ProjectCreate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> ProjectCreated:
-    reply = b.ticketing.CreateProject(
+    reply = b.ticketing.stub.CreateProject(
         tpb.CreateProjectRequest(
             tenant_id=caller.tenant_id,
             name=body.name,
             description=body.description,
             tickets=[t.to_proto() for t in body.tickets],
-            request_id=idempotency_key or "",
+            request_id=request_id,
             repository=body.repository,
             base_branch=body.base_branch,
-        ),
-        timeout=b.timeout,
+        )
     )
     return ProjectCreated(
         project=ProjectPublic.from_proto(reply.project),
@@ -73,12 +62,9 @@ def create_project(
 
 
 @router.get("/projects", response_model=ProjectPage)
-def list_projects(
-    caller: CurrentCaller, b: Backend, page_size: PageSize = 0, page_token: PageToken = ""
-) -> ProjectPage:
-    reply = b.ticketing.ListProjects(
-        tpb.ListProjectsRequest(tenant_id=caller.tenant_id, page_size=page_size, page_token=page_token),
-        timeout=b.timeout,
+def list_projects(caller: CurrentCaller, b: BackendsDep, page: Paging) -> ProjectPage:
+    reply = b.ticketing.stub.ListProjects(
+        tpb.ListProjectsRequest(tenant_id=caller.tenant_id, page_size=page.size, page_token=page.token)
     )
     return ProjectPage(
         items=[ProjectPublic.from_proto(p) for p in reply.projects], next_page_token=reply.next_page_token
@@ -86,9 +72,9 @@ def list_projects(
 
 
 @router.get("/projects/{project_id}", response_model=ProjectPublic)
-def get_project(project_id: ProjectId, caller: CurrentCaller, b: Backend) -> ProjectPublic:
-    reply = b.ticketing.GetProject(
-        tpb.GetProjectRequest(tenant_id=caller.tenant_id, project_id=project_id), timeout=b.timeout
+def get_project(project_id: ProjectId, caller: CurrentCaller, b: BackendsDep) -> ProjectPublic:
+    reply = b.ticketing.stub.GetProject(
+        tpb.GetProjectRequest(tenant_id=caller.tenant_id, project_id=project_id)
     )
     return ProjectPublic.from_proto(reply.project)
 
@@ -96,23 +82,21 @@ def get_project(project_id: ProjectId, caller: CurrentCaller, b: Backend) -> Pro
 @router.get("/tickets", response_model=TicketPage)
 def list_tickets(
     caller: CurrentCaller,
-    b: Backend,
-    project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    b: BackendsDep,
+    page: Paging,
+    project_id: ProjectFilter = None,
     state: TicketState | None = None,
     role: Role | None = None,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
 ) -> TicketPage:
-    reply = b.ticketing.ListTickets(
+    reply = b.ticketing.stub.ListTickets(
         tpb.ListTicketsRequest(
             tenant_id=caller.tenant_id,
             project_id=project_id or "",
             state=enum_value(tpb.TicketState, state, "TICKET_STATE_") if state else 0,  # type: ignore[arg-type]
             role=enum_value(tpb.AgentRole, role, "AGENT_ROLE_") if role else 0,  # type: ignore[arg-type]
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return TicketPage(
         items=[TicketPublic.from_proto(t) for t in reply.tickets], next_page_token=reply.next_page_token
@@ -120,26 +104,19 @@ def list_tickets(
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketPublic)
-def get_ticket(ticket_id: TicketId, caller: CurrentCaller, b: Backend) -> TicketPublic:
-    reply = b.ticketing.GetTicket(
-        tpb.GetTicketRequest(tenant_id=caller.tenant_id, ticket_id=ticket_id), timeout=b.timeout
-    )
+def get_ticket(ticket_id: TicketId, caller: CurrentCaller, b: BackendsDep) -> TicketPublic:
+    reply = b.ticketing.stub.GetTicket(tpb.GetTicketRequest(tenant_id=caller.tenant_id, ticket_id=ticket_id))
     return TicketPublic.from_proto(reply.ticket)
 
 
 @router.get("/tickets/{ticket_id}/events", response_model=TicketEventPage)
 def list_ticket_events(
-    ticket_id: TicketId,
-    caller: CurrentCaller,
-    b: Backend,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
+    ticket_id: TicketId, caller: CurrentCaller, b: BackendsDep, page: Paging
 ) -> TicketEventPage:
-    reply = b.ticketing.ListTicketEvents(
+    reply = b.ticketing.stub.ListTicketEvents(
         tpb.ListTicketEventsRequest(
-            tenant_id=caller.tenant_id, ticket_id=ticket_id, page_size=page_size, page_token=page_token
-        ),
-        timeout=b.timeout,
+            tenant_id=caller.tenant_id, ticket_id=ticket_id, page_size=page.size, page_token=page.token
+        )
     )
     return TicketEventPage(
         items=[TicketEventPublic.from_proto(e) for e in reply.events], next_page_token=reply.next_page_token
@@ -148,20 +125,15 @@ def list_ticket_events(
 
 @router.get("/dead-letters", response_model=TicketPage)
 def list_dead_letters(
-    caller: CurrentCaller,
-    b: Backend,
-    project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
+    caller: CurrentCaller, b: BackendsDep, page: Paging, project_id: ProjectFilter = None
 ) -> TicketPage:
-    reply = b.ticketing.ListDeadLetters(
+    reply = b.ticketing.stub.ListDeadLetters(
         tpb.ListDeadLettersRequest(
             tenant_id=caller.tenant_id,
             project_id=project_id or "",
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return TicketPage(
         items=[TicketPublic.from_proto(t) for t in reply.tickets], next_page_token=reply.next_page_token
@@ -169,15 +141,17 @@ def list_dead_letters(
 
 
 @router.post("/dead-letters/redrive", response_model=RedriveResult)
-def redrive(body: RedriveRequest, caller: CurrentCaller, b: Backend) -> RedriveResult:
-    reply = b.ticketing.RedriveTickets(
+def redrive(
+    body: RedriveRequest, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> RedriveResult:
+    reply = b.ticketing.stub.RedriveTickets(
         tpb.RedriveTicketsRequest(
             tenant_id=caller.tenant_id,
             ticket_ids=body.ticket_ids,
             operator=f"api-key:{caller.api_key_id}",
             reason=body.reason,
-        ),
-        timeout=b.timeout,
+            request_id=request_id,
+        )
     )
     return RedriveResult(tickets=[TicketPublic.from_proto(t) for t in reply.tickets])
 
@@ -185,24 +159,22 @@ def redrive(body: RedriveRequest, caller: CurrentCaller, b: Backend) -> RedriveR
 @router.get("/merge-requests", response_model=MergeRequestPage)
 def list_merge_requests(
     caller: CurrentCaller,
-    b: Backend,
-    project_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
+    b: BackendsDep,
+    page: Paging,
+    project_id: ProjectFilter = None,
     ticket_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
     state: MergeRequestState | None = None,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
 ) -> MergeRequestPage:
     """Branches agents pushed and their way into the base branch (open, merged, rejected)."""
-    reply = b.ticketing.ListMergeRequests(
+    reply = b.ticketing.stub.ListMergeRequests(
         tpb.ListMergeRequestsRequest(
             tenant_id=caller.tenant_id,
             project_id=project_id or "",
             ticket_id=ticket_id or "",
             state=enum_value(tpb.MergeRequestState, state, "MERGE_REQUEST_STATE_") if state else 0,  # type: ignore[arg-type]
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return MergeRequestPage(
         items=[MergeRequestPublic.from_proto(m) for m in reply.merge_requests],
@@ -212,10 +184,9 @@ def list_merge_requests(
 
 @router.get("/merge-requests/{merge_request_id}", response_model=MergeRequestPublic)
 def get_merge_request(
-    merge_request_id: Annotated[str, Path(pattern=UUID_PATTERN)], caller: CurrentCaller, b: Backend
+    merge_request_id: Annotated[str, Path(pattern=UUID_PATTERN)], caller: CurrentCaller, b: BackendsDep
 ) -> MergeRequestPublic:
-    reply = b.ticketing.GetMergeRequest(
-        tpb.GetMergeRequestRequest(tenant_id=caller.tenant_id, merge_request_id=merge_request_id),
-        timeout=b.timeout,
+    reply = b.ticketing.stub.GetMergeRequest(
+        tpb.GetMergeRequestRequest(tenant_id=caller.tenant_id, merge_request_id=merge_request_id)
     )
     return MergeRequestPublic.from_proto(reply.merge_request)

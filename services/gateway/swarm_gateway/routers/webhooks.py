@@ -12,18 +12,18 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import anyio
 import grpc
-from fastapi import APIRouter, Header, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, status
 from fastapi.responses import Response, StreamingResponse
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.events.v1 import events_pb2 as epb
-from swarm_gateway.auth import Backend, CurrentCaller
-from swarm_gateway.errors import COMMON_ERRORS, ApiError
-from swarm_gateway.models import NAME_ID_PATTERN, UUID_PATTERN, enum_value, to_timestamp
+from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId, SettingsDep
+from swarm_gateway.errors import COMMON_ERRORS
+from swarm_gateway.models import UUID_PATTERN, enum_value, to_timestamp
 from swarm_gateway.webhook_models import (
     DeliveryAttemptPage,
     DeliveryAttemptPublic,
@@ -43,55 +43,44 @@ from swarm_gateway.webhook_models import (
     WebhookState,
     WebhookUpdate,
 )
-from swarmcommon.grpcclient import trace_metadata
+from swarmcommon.clients import error_from_rpc
+from swarmcommon.errors import InvalidArgument, SwarmError
 
 router = APIRouter(prefix="/api", tags=["webhooks"], responses=COMMON_ERRORS)
 events_router = APIRouter(prefix="/api", tags=["events"], responses=COMMON_ERRORS)
 
 WebhookId = Annotated[str, Path(pattern=UUID_PATTERN)]
 DeliveryId = Annotated[str, Path(pattern=UUID_PATTERN)]
-PageSize = Annotated[int, Query(ge=0, le=1000, description="0 means the default (50)")]
-PageToken = Annotated[str, Query(max_length=4096)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", pattern=NAME_ID_PATTERN, description="Retries return the first result"),
-]
 EventTypes = Annotated[list[str], Query(max_length=50, description='Event types; none or "*" means all')]
 
 
 @router.post("/webhooks", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
 def create_webhook(
-    body: WebhookCreate, caller: CurrentCaller, b: Backend, idempotency_key: IdempotencyKey = None
+    body: WebhookCreate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> WebhookCreated:
-    reply = b.events.CreateWebhook(
+    reply = b.events.stub.CreateWebhook(
         epb.CreateWebhookRequest(
             tenant_id=caller.tenant_id,
             url=body.url,
             event_types=body.events,
             description=body.description,
-            request_id=idempotency_key or "",
-        ),
-        timeout=b.timeout,
+            request_id=request_id,
+        )
     )
     return WebhookCreated(webhook=WebhookPublic.from_proto(reply.webhook), secret=reply.secret)
 
 
 @router.get("/webhooks", response_model=WebhookPage)
 def list_webhooks(
-    caller: CurrentCaller,
-    b: Backend,
-    state: WebhookState | None = None,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
+    caller: CurrentCaller, b: BackendsDep, page: Paging, state: WebhookState | None = None
 ) -> WebhookPage:
-    reply = b.events.ListWebhooks(
+    reply = b.events.stub.ListWebhooks(
         epb.ListWebhooksRequest(
             tenant_id=caller.tenant_id,
             state=enum_value(epb.WebhookState, state, "WEBHOOK_STATE_") if state else 0,  # type: ignore[arg-type]
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return WebhookPage(
         items=[WebhookPublic.from_proto(w) for w in reply.webhooks], next_page_token=reply.next_page_token
@@ -99,22 +88,20 @@ def list_webhooks(
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookPublic)
-def get_webhook(webhook_id: WebhookId, caller: CurrentCaller, b: Backend) -> WebhookPublic:
-    reply = b.events.GetWebhook(
-        epb.GetWebhookRequest(tenant_id=caller.tenant_id, webhook_id=webhook_id), timeout=b.timeout
-    )
+def get_webhook(webhook_id: WebhookId, caller: CurrentCaller, b: BackendsDep) -> WebhookPublic:
+    reply = b.events.stub.GetWebhook(epb.GetWebhookRequest(tenant_id=caller.tenant_id, webhook_id=webhook_id))
     return WebhookPublic.from_proto(reply.webhook)
 
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookPublic)
 def update_webhook(
-    webhook_id: WebhookId, body: WebhookUpdate, caller: CurrentCaller, b: Backend
+    webhook_id: WebhookId, body: WebhookUpdate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> WebhookPublic:
     fields = {"url": "url", "events": "event_types", "description": "description", "state": "state"}
     paths = [fields[name] for name in sorted(body.model_fields_set) if getattr(body, name) is not None]
     if not paths:
-        raise ApiError(400, "INVALID_ARGUMENT", "nothing to change: send url, events, description or state")
-    reply = b.events.UpdateWebhook(
+        raise InvalidArgument("body", "nothing to change: send url, events, description or state")
+    reply = b.events.stub.UpdateWebhook(
         epb.UpdateWebhookRequest(
             tenant_id=caller.tenant_id,
             webhook=epb.Webhook(
@@ -125,16 +112,18 @@ def update_webhook(
                 state=enum_value(epb.WebhookState, body.state, "WEBHOOK_STATE_") if body.state else 0,  # type: ignore[arg-type]
             ),
             update_mask={"paths": paths},
-        ),
-        timeout=b.timeout,
+            request_id=request_id,
+        )
     )
     return WebhookPublic.from_proto(reply.webhook)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(webhook_id: WebhookId, caller: CurrentCaller, b: Backend) -> Response:
-    b.events.DeleteWebhook(
-        epb.DeleteWebhookRequest(tenant_id=caller.tenant_id, webhook_id=webhook_id), timeout=b.timeout
+def delete_webhook(
+    webhook_id: WebhookId, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> Response:
+    b.events.stub.DeleteWebhook(
+        epb.DeleteWebhookRequest(tenant_id=caller.tenant_id, webhook_id=webhook_id, request_id=request_id)
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -143,25 +132,23 @@ def delete_webhook(webhook_id: WebhookId, caller: CurrentCaller, b: Backend) -> 
 def list_delivery_attempts(
     webhook_id: WebhookId,
     caller: CurrentCaller,
-    b: Backend,
+    b: BackendsDep,
+    page: Paging,
     event_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
     delivery_id: Annotated[str | None, Query(pattern=UUID_PATTERN)] = None,
     outcome: Annotated[str | None, Query(pattern="^(succeeded|failed)$")] = None,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
 ) -> DeliveryAttemptPage:
     """The delivery log: every attempt with status, duration and the start of the response."""
-    reply = b.events.ListDeliveryAttempts(
+    reply = b.events.stub.ListDeliveryAttempts(
         epb.ListDeliveryAttemptsRequest(
             tenant_id=caller.tenant_id,
             webhook_id=webhook_id,
             event_id=event_id or "",
             delivery_id=delivery_id or "",
             outcome=enum_value(epb.AttemptOutcome, outcome, "ATTEMPT_OUTCOME_") if outcome else 0,  # type: ignore[arg-type]
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return DeliveryAttemptPage(
         items=[DeliveryAttemptPublic.from_proto(a) for a in reply.attempts],
@@ -171,32 +158,44 @@ def list_delivery_attempts(
 
 @router.post("/webhooks/{webhook_id}/test", response_model=DeliveryAttemptPublic)
 def send_test_event(
-    webhook_id: WebhookId, caller: CurrentCaller, b: Backend, body: SendTest | None = None
+    webhook_id: WebhookId,
+    caller: CurrentCaller,
+    b: BackendsDep,
+    settings: SettingsDep,
+    request_id: RequestId,
+    body: SendTest | None = None,
 ) -> DeliveryAttemptPublic:
     """Send one signed test event now and return the attempt (works on disabled webhooks)."""
-    reply = b.events.SendTestEvent(
+    reply = b.events.stub.SendTestEvent(
         epb.SendTestEventRequest(
             tenant_id=caller.tenant_id,
             webhook_id=webhook_id,
             event_type=body.event_type if body else "",
+            request_id=request_id,
         ),
-        # The receiver may take the whole delivery timeout to answer.
-        timeout=b.timeout + 15,
+        # The only call with its own deadline: it waits for the receiver.
+        timeout=settings.test_send_timeout_seconds,
     )
     return DeliveryAttemptPublic.from_proto(reply.attempt)
 
 
 @router.post("/webhooks/{webhook_id}/rotate-secret", response_model=SecretRotated)
 def rotate_secret(
-    webhook_id: WebhookId, caller: CurrentCaller, b: Backend, body: SecretRotate | None = None
+    webhook_id: WebhookId,
+    caller: CurrentCaller,
+    b: BackendsDep,
+    request_id: RequestId,
+    body: SecretRotate | None = None,
 ) -> SecretRotated:
     """A new signing secret; the old one keeps signing alongside it for the grace period."""
     grace = Duration(seconds=body.old_secret_grace_seconds if body else 24 * 3600)
-    reply = b.events.RotateWebhookSecret(
+    reply = b.events.stub.RotateWebhookSecret(
         epb.RotateWebhookSecretRequest(
-            tenant_id=caller.tenant_id, webhook_id=webhook_id, old_secret_grace_period=grace
-        ),
-        timeout=b.timeout,
+            tenant_id=caller.tenant_id,
+            webhook_id=webhook_id,
+            old_secret_grace_period=grace,
+            request_id=request_id,
+        )
     )
     return SecretRotated(
         webhook=WebhookPublic.from_proto(reply.webhook),
@@ -207,23 +206,29 @@ def rotate_secret(
 
 @router.post("/webhooks/{webhook_id}/recover", response_model=RecoverResult)
 def recover_failed_deliveries(
-    webhook_id: WebhookId, body: RecoverRequest, caller: CurrentCaller, b: Backend
+    webhook_id: WebhookId, body: RecoverRequest, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> RecoverResult:
     """Re-queue every failed delivery created since a time (409 while the webhook is disabled)."""
-    reply = b.events.RecoverFailedDeliveries(
+    reply = b.events.stub.RecoverFailedDeliveries(
         epb.RecoverFailedDeliveriesRequest(
-            tenant_id=caller.tenant_id, webhook_id=webhook_id, start_time=to_timestamp(body.since)
-        ),
-        timeout=b.timeout,
+            tenant_id=caller.tenant_id,
+            webhook_id=webhook_id,
+            start_time=to_timestamp(body.since),
+            request_id=request_id,
+        )
     )
     return RecoverResult(recovered_count=reply.recovered_count)
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", response_model=DeliveryPublic)
-def redeliver(delivery_id: DeliveryId, caller: CurrentCaller, b: Backend) -> DeliveryPublic:
+def redeliver(
+    delivery_id: DeliveryId, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> DeliveryPublic:
     """Send one delivery again now, with the same event id (409 while its webhook is disabled)."""
-    reply = b.events.RedeliverDelivery(
-        epb.RedeliverDeliveryRequest(tenant_id=caller.tenant_id, delivery_id=delivery_id), timeout=b.timeout
+    reply = b.events.stub.RedeliverDelivery(
+        epb.RedeliverDeliveryRequest(
+            tenant_id=caller.tenant_id, delivery_id=delivery_id, request_id=request_id
+        )
     )
     return DeliveryPublic.from_proto(reply.delivery)
 
@@ -234,26 +239,24 @@ def redeliver(delivery_id: DeliveryId, caller: CurrentCaller, b: Backend) -> Del
 @events_router.get("/events", response_model=EventPage)
 def list_events(
     caller: CurrentCaller,
-    b: Backend,
+    b: BackendsDep,
+    page: Paging,
     types: EventTypes = [],  # noqa: B006 - FastAPI copies query defaults
     subject: Annotated[str, Query(max_length=200)] = "",
     since: Timestamp | None = None,
     until: Timestamp | None = None,
-    page_size: PageSize = 0,
-    page_token: PageToken = "",
 ) -> EventPage:
     """The tenant's stored events, newest first."""
-    reply = b.events.ListEvents(
+    reply = b.events.stub.ListEvents(
         epb.ListEventsRequest(
             tenant_id=caller.tenant_id,
             types=[t for t in types if t != "*"],
             subject=subject,
             start_time=to_timestamp(since) if since else None,
             end_time=to_timestamp(until) if until else None,
-            page_size=page_size,
-            page_token=page_token,
-        ),
-        timeout=b.timeout,
+            page_size=page.size,
+            page_token=page.token,
+        )
     )
     return EventPage(
         items=[EventPublic.from_proto(e) for e in reply.events], next_page_token=reply.next_page_token
@@ -273,8 +276,8 @@ def _resume_time(last_event_id: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
     except ValueError:
-        raise ApiError(
-            400, "INVALID_ARGUMENT", "Last-Event-ID: not an id this stream sent (expected <time>_<event id>)"
+        raise InvalidArgument(
+            "Last-Event-ID", "not an id this stream sent (expected <time>_<event id>)"
         ) from None
 
 
@@ -289,9 +292,9 @@ def _sse(event: epb.Event) -> str:
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
 )
 async def stream_events(
-    request: Request,
     caller: CurrentCaller,
-    b: Backend,
+    b: BackendsDep,
+    settings: SettingsDep,
     types: EventTypes = [],  # noqa: B006 - FastAPI copies query defaults
     since: Timestamp | None = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=200)] = None,
@@ -300,37 +303,40 @@ async def stream_events(
     `data:` the event as JSON). `since` (or a reconnect's Last-Event-ID)
     replays stored events from that time first; dedupe on the event id."""
     start = _resume_time(last_event_id) or since
-    call = b.events_stream.StreamEvents(
+    stream = b.events.stream(
         epb.StreamEventsRequest(
             tenant_id=caller.tenant_id,
             types=[t for t in types if t != "*"],
             start_time=to_timestamp(start) if start else None,
-        ),
-        metadata=trace_metadata(),
+        )
     )
-    # The service answers headers once the stream is open, or fails the call
-    # (bad types, too many streams): that becomes an ordinary HTTP error.
-    await anyio.to_thread.run_sync(call.initial_metadata)
-    if call.done() and call.code() != grpc.StatusCode.OK:
-        raise call
-    keepalive: float = request.app.state.settings.sse_keepalive_seconds
+    await anyio.to_thread.run_sync(_opened, stream)
     return StreamingResponse(
-        _relay(call, keepalive),
+        _relay(stream, settings.sse_keepalive_seconds),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _relay(call: grpc.Call, keepalive: float) -> AsyncIterator[str]:
-    """gRPC stream -> SSE frames; the call is cancelled when the client leaves."""
+def _opened(stream: Any) -> None:
+    """Wait for the backend to open the stream. It answers headers once the
+    stream is open, or fails the call (bad types, no place free): that
+    becomes an ordinary HTTP error, before any SSE is sent."""
+    stream.initial_metadata()
+    if stream.done() and stream.code() != grpc.StatusCode.OK:
+        raise error_from_rpc(cast(grpc.RpcError, stream))
+
+
+async def _relay(stream: Any, keepalive: float) -> AsyncIterator[str]:
+    """Backend stream -> SSE frames; the backend call is cancelled when the client leaves."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[epb.StreamEventsResponse | grpc.RpcError | None] = asyncio.Queue()
+    queue: asyncio.Queue[epb.StreamEventsResponse | SwarmError | None] = asyncio.Queue()
 
     def pump() -> None:
         try:
-            for reply in call:  # type: ignore[attr-defined]
+            for reply in stream:
                 loop.call_soon_threadsafe(queue.put_nowait, reply)
-        except grpc.RpcError as exc:
+        except SwarmError as exc:
             loop.call_soon_threadsafe(queue.put_nowait, exc)
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
@@ -346,11 +352,11 @@ async def _relay(call: grpc.Call, keepalive: float) -> AsyncIterator[str]:
                 continue
             if item is None:
                 return
-            if isinstance(item, grpc.RpcError):
-                if item.code() != grpc.StatusCode.CANCELLED:
-                    error = {"status": item.code().name, "message": item.details() or ""}
+            if isinstance(item, SwarmError):
+                if item.code != grpc.StatusCode.CANCELLED:
+                    error = {"status": item.code.name, "message": item.message}
                     yield f"event: error\ndata: {json.dumps(error)}\n\n"
                 return
             yield _sse(item.event)
     finally:
-        call.cancel()
+        stream.cancel()
