@@ -19,10 +19,11 @@ from swarm_quota.domain import ApiKey, RequestKey, Tenant
 from swarm_quota.stores import requests as request_log
 from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import api_keys, dev_secrets
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound, Unauthenticated
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 KEY_RE = re.compile(r"^swk_([0-9a-f]{12})_([A-Za-z0-9_-]{40,60})$")
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -117,29 +118,17 @@ class ApiKeys:
         return request_log.once(self.db, key, tx)
 
     def page(self, tenant_id: str, show_revoked: bool, page_size: int, page_token: str) -> Page[ApiKey]:
-        token = PageToken(["keys", tenant_id, show_revoked])
-        after = token.decode(page_token, (datetime, str))
-        query = (
-            sa.select(K)
-            .where(K.c.tenant_id == tenant_id)
-            .order_by(K.c.created_at, K.c.id)
-            .limit(page_size + 1)
-        )
-        if after is not None:
-            query = query.where(
-                sa.tuple_(K.c.created_at, K.c.id) > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
-            )
+        query = sa.select(K).where(K.c.tenant_id == tenant_id)
         if not show_revoked:
             query = query.where(K.c.revoked_at.is_(None))
+        filters = ["keys", tenant_id, show_revoked]
 
-        def read(conn: Connection) -> list[Any]:
+        def read(conn: Connection) -> Page[Any]:
             load_tenant(conn, tenant_id)
-            return list(conn.execute(query).all())
+            return keyset.page(conn, query, [K.c.created_at, K.c.id], filters, page_size, page_token)
 
         rows = self.db.transaction(read, write=False)
-        items = [to_key(r) for r in rows[:page_size]]
-        nxt = token.encode([items[-1].created_at.isoformat(), items[-1].id]) if len(rows) > page_size else ""
-        return Page(items, nxt)
+        return Page([to_key(r) for r in rows.items], rows.next_page_token)
 
     def revoke(self, tenant_id: str, key_id: str, key: RequestKey | None) -> ApiKey:
         """Revoke now; revoking a revoked key changes nothing."""

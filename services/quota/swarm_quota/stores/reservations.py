@@ -15,9 +15,10 @@ from swarm_quota.stores import requests as request_log
 from swarm_quota.stores.counters import Counters
 from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import reservations
+from swarmcommon import keyset
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 R = reservations
 
@@ -126,23 +127,16 @@ class Reservations:
     def page(
         self, tenant_id: str, resource: Resource | None, owner: str | None, page_size: int, page_token: str
     ) -> Page[Reservation]:
-        token = PageToken(["reservations", tenant_id, resource, owner])
-        after = token.decode(page_token, (datetime, str))
         query = sa.select(R).where(R.c.tenant_id == tenant_id, R.c.released_at.is_(None))
         if resource is not None:
             query = query.where(R.c.resource == resource.value)
         if owner:
             query = query.where(R.c.owner == owner)
-        if after is not None:
-            position = sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
-            query = query.where(sa.tuple_(R.c.created_at, R.c.id) > position)
-        query = query.order_by(R.c.created_at, R.c.id).limit(page_size + 1)
+        filters = ["reservations", tenant_id, resource, owner]
 
-        def read(conn: Connection) -> list[Any]:
+        def read(conn: Connection) -> Page[Any]:
             load_tenant(conn, tenant_id)
-            return list(conn.execute(query).all())
+            return keyset.page(conn, query, [R.c.created_at, R.c.id], filters, page_size, page_token)
 
         rows = self.db.transaction(read, write=False)
-        items = [_to_reservation(r) for r in rows[:page_size]]
-        nxt = token.encode([items[-1].created_at.isoformat(), items[-1].id]) if len(rows) > page_size else ""
-        return Page(items, nxt)
+        return Page([_to_reservation(r) for r in rows.items], rows.next_page_token)

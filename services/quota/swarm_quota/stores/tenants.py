@@ -14,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from swarm_quota.domain import Plan, RequestKey, Resource, Tenant, check_overrides
 from swarm_quota.stores import requests as request_log
 from swarm_quota.tables import tenants
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import AlreadyExists, InvalidArgument, NotFound
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 
 def tenant_not_found(tenant_id: str) -> NotFound:
@@ -96,16 +97,12 @@ class TenantStore:
         return self.db.transaction(lambda conn: load_tenant(conn, tenant_id), write=False)
 
     def list_tenants(self, plan: Plan | None, page_size: int, page_token: str) -> Page[Tenant]:
-        token = PageToken(["tenants", plan])
-        key = token.decode(page_token, (str,))
-        query = sa.select(tenants).order_by(tenants.c.id).limit(page_size + 1)
-        if key is not None:
-            query = query.where(tenants.c.id > key[0])
+        query = sa.select(tenants)
         if plan is not None:
             query = query.where(tenants.c.plan == plan.value)
-        rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
-        items = [to_tenant(r) for r in rows[:page_size]]
-        return Page(items, token.encode([items[-1].id]) if len(rows) > page_size else "")
+        return keyset.listing(
+            self.db, query, [tenants.c.id], ["tenants", plan], page_size, page_token, to_tenant
+        )
 
     def update_tenant(
         self,

@@ -14,9 +14,10 @@ from sqlalchemy.engine import Connection
 
 from swarm_telemetry.domain import Span, SpanEvent, SpanKind, SpanQuery, SpanStatus
 from swarm_telemetry.tables import spans
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 S = spans
 INSERT_CHUNK = 500
@@ -107,21 +108,18 @@ class SpanStore:
 
     def list_spans(self, q: SpanQuery) -> Page[Span]:
         """Newest first, keyset-paged on (start, seq)."""
-        token = PageToken(
-            [
-                "spans",
-                q.tenant_id,
-                q.trace_id,
-                q.ticket_id,
-                q.agent_id,
-                q.name,
-                q.status,
-                q.min_duration_ns,
-                q.start_ns,
-                q.end_ns,
-            ]
-        )
-        key = token.decode(q.page_token, (int, int))
+        filters = [
+            "spans",
+            q.tenant_id,
+            q.trace_id,
+            q.ticket_id,
+            q.agent_id,
+            q.name,
+            q.status,
+            q.min_duration_ns,
+            q.start_ns,
+            q.end_ns,
+        ]
         query = sa.select(S).where(S.c.tenant_id == q.tenant_id)
         for column, wanted in (
             (S.c.trace_id, q.trace_id),
@@ -138,13 +136,10 @@ class SpanStore:
             query = query.where(S.c.start_ns >= q.start_ns)
         if q.end_ns is not None:
             query = query.where(S.c.start_ns < q.end_ns)
-        if key is not None:
-            query = query.where(sa.tuple_(S.c.start_ns, S.c.seq) < sa.tuple_(key[0], key[1]))
-        query = query.order_by(S.c.start_ns.desc(), S.c.seq.desc()).limit(q.page_size + 1)
-        rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
-        items = [_from_row(r) for r in rows[: q.page_size]]
-        last = rows[q.page_size - 1] if len(rows) > q.page_size else None
-        return Page(items, token.encode([last.start_ns, last.seq]) if last is not None else "")
+        order = [S.c.start_ns, S.c.seq]
+        return keyset.listing(
+            self.db, query, order, filters, q.page_size, q.page_token, _from_row, descending=True
+        )
 
     def purge(self, older_than: timedelta, limit: int | None = None) -> int:
         """Delete spans received more than `older_than` ago, at most `limit`

@@ -11,7 +11,7 @@
 - `merge_requests`: merge requests kept in step with the stages;
 - `journal`: the audit row and outbox event every transition writes;
 - `requests`: request ids (AIP-155) of the mutating calls;
-- `keyset`: keyset paging for every listing; `rows`: rows to domain objects;
+- `rows`: rows to domain objects;
   `statements`: the hot paths' pre-built statements.
 
 Every write is one transaction that also writes its audit rows, outbox

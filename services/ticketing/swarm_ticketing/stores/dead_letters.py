@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import ActorType, AuditEvent, RequestKey, Ticket, TicketState
-from swarm_ticketing.stores import journal, keyset, requests
+from swarm_ticketing.stores import journal, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import load_tickets, to_ticket
 from swarm_ticketing.stores.tickets import ticket_not_found
 from swarm_ticketing.tables import tickets
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition

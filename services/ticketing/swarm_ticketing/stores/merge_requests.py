@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import AgentRole, EventType, MergeRequest, MergeRequestState
-from swarm_ticketing.stores import journal, keyset
+from swarm_ticketing.stores import journal
 from swarm_ticketing.stores.rows import to_merge_request
 from swarm_ticketing.tables import merge_requests
+from swarmcommon import keyset
 from swarmcommon.db import Database
 from swarmcommon.errors import NotFound
 from swarmcommon.outbox import OutboxEvent

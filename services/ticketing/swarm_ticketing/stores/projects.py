@@ -24,10 +24,11 @@ from swarm_ticketing.domain import (
     validate_project,
 )
 from swarm_ticketing.quota import TicketQuota
-from swarm_ticketing.stores import journal, keyset, requests
+from swarm_ticketing.stores import journal, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import encode_stages, load_tickets, to_project
 from swarm_ticketing.tables import projects, ticket_dependencies, tickets
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import NotFound

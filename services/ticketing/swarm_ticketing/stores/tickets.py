@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import AgentRole, Ticket, TicketEvent, TicketState
-from swarm_ticketing.stores import keyset
 from swarm_ticketing.stores.rows import to_event, to_ticket
 from swarm_ticketing.tables import audit_events, tickets
+from swarmcommon import keyset
 from swarmcommon.db import Database
 from swarmcommon.errors import NotFound
 from swarmcommon.pagination import Page

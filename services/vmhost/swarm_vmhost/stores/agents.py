@@ -32,10 +32,11 @@ from swarm_vmhost.domain import (
 from swarm_vmhost.stores.addresses import AddressPool
 from swarm_vmhost.stores.events import WRITER, agent_event
 from swarm_vmhost.tables import agents, terminate_requests
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition, NotFound, Unavailable
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 A = agents
 T = terminate_requests
@@ -126,21 +127,15 @@ class AgentStore:
         return [_agent(r) for r in rows]
 
     def list_agents(self, query: AgentQuery) -> Page[Agent]:
-        token = PageToken(["agents", query.tenant_id, query.state, query.role, query.template])
-        key = token.decode(query.page_token, (datetime, str))
         q = sa.select(A).where(A.c.tenant_id == query.tenant_id)
         q = q.where(A.c.state == query.state) if query.state else q.where(A.c.state != AgentState.TERMINATED)
         if query.role:
             q = q.where(A.c.role == query.role)
         if query.template:
             q = q.where(A.c.template == query.template)
-        if key is not None:
-            q = q.where(sa.tuple_(A.c.created_at, A.c.id) > sa.tuple_(key[0], key[1]))
-        q = q.order_by(A.c.created_at, A.c.id).limit(query.page_size + 1)
-        rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
-        items = [_agent(r) for r in rows[: query.page_size]]
-        more = len(rows) > query.page_size
-        return Page(items, token.encode([items[-1].created_at, items[-1].id]) if more else "")
+        filters = ["agents", query.tenant_id, query.state, query.role, query.template]
+        order = [A.c.created_at, A.c.id]
+        return keyset.listing(self.db, q, order, filters, query.page_size, query.page_token, _agent)
 
     # -- spawning ---------------------------------------------------------------------------------
 

@@ -22,10 +22,11 @@ from swarm_vmhost.domain import (
 )
 from swarm_vmhost.stores.events import WRITER
 from swarm_vmhost.tables import healing_actions
+from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.outbox import OutboxEvent
-from swarmcommon.pagination import Page, PageToken
+from swarmcommon.pagination import Page
 
 H = healing_actions
 
@@ -45,6 +46,10 @@ def _action(m: Any) -> HealingAction:
         replacement_agent_id=m["replacement_agent_id"],
     )
     return HealingAction(id=m["id"], step=step, created_at=m["created_at"])
+
+
+def _action_row(row: Any) -> HealingAction:
+    return _action(row._mapping)
 
 
 def _where(f: HealingFilter) -> list[Any]:
@@ -101,18 +106,18 @@ class HealingLog:
         return action
 
     def actions(self, f: HealingFilter, page_size: int, page_token: str) -> Page[HealingAction]:
-        token = PageToken(["healing", f.tenant_id, f.check, f.action, f.outcome, f.agent_id, f.incident_id,
-                           f.start_time, f.end_time])  # fmt: skip
-        key = token.decode(page_token, (int,))
-        q = sa.select(H).where(*_where(f))
-        if key is not None:
-            q = q.where(H.c.seq < key[0])
-        q = q.order_by(H.c.seq.desc()).limit(page_size + 1)
-        rows = self.db.transaction(lambda conn: conn.execute(q).all(), write=False)
-        more = len(rows) > page_size
-        return Page(
-            [_action(r._mapping) for r in rows[:page_size]],
-            token.encode([rows[page_size - 1].seq]) if more else "",
+        filters = ["healing", f.tenant_id, f.check, f.action, f.outcome, f.agent_id, f.incident_id,
+                   f.start_time, f.end_time]  # fmt: skip
+        query = sa.select(H).where(*_where(f))
+        return keyset.listing(
+            self.db,
+            query,
+            [H.c.seq],
+            filters,
+            page_size,
+            page_token,
+            lambda r: _action(r._mapping),
+            descending=True,
         )
 
     def counts(self, f: HealingFilter) -> list[HealingCount]:
