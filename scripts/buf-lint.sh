@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Lint every .proto under protos/ with `buf lint` (rules in protos/buf.yaml).
+# Lint every .proto under protos/ with `buf lint` (rules in protos/buf.yaml),
+# then check with `buf breaking` that protos/ does not break the contracts as
+# last released (protos-released/, see its README).
 #
 # buf ships as the npm package @bufbuild/buf (a small node launcher plus the
 # native binary in a per-platform optional dependency). It is installed once,
@@ -43,4 +45,5 @@ if [[ "$(installed_version)" != "$BUF_VERSION" ]]; then
 fi
 
 cd "$repo/protos"
-exec "$buf" lint "$@"
+"$buf" lint "$@"
+"$buf" breaking --against "$repo/protos-released"
