@@ -45,19 +45,6 @@ MAX_LIMIT = 10**15
 
 
 @dataclass(frozen=True)
-class RequestKey:
-    """A mutating call's request_id (AIP-155), scoped by tenant and call.
-
-    `fingerprint` identifies the whole request, so the same request_id on a
-    different request is refused instead of answered with another's outcome."""
-
-    tenant_id: str
-    operation: str
-    request_id: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
 class Tenant:
     id: str
     display_name: str

@@ -17,6 +17,7 @@ from swarm_quota.stores.reservations import Reservations
 from swarm_quota.stores.tenants import TenantStore
 from swarmcommon import validation as v
 from swarmcommon.errors import InvalidArgument
+from swarmcommon.idempotency import request_key
 from swarmcommon.pagination import page_size
 
 MAX_SECRET = 256
@@ -45,7 +46,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
             v.bounded_text("display_name", request.display_name, 200),
             wire.PLAN.from_proto("plan", request.plan) or Plan.FREE,
             wire.overrides_from_proto(list(request.overrides)),
-            wire.request_key(tenant_id or "", request),
+            request_key(tenant_id or "", request),
         )
         return pb.CreateTenantResponse(tenant=wire.tenant_to_proto(tenant))
 
@@ -75,7 +76,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
             v.bounded_text("tenant.display_name", request.tenant.display_name, 200),
             wire.PLAN.from_proto("tenant.plan", request.tenant.plan),
             wire.overrides_from_proto(list(request.tenant.overrides)),
-            wire.request_key(tenant_id, request),
+            request_key(tenant_id, request),
         )
         return pb.UpdateTenantResponse(tenant=wire.tenant_to_proto(tenant))
 
@@ -90,7 +91,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
             tenant_id,
             v.bounded_text("display_name", request.display_name, 200),
             expires,
-            wire.request_key(tenant_id, request),
+            request_key(tenant_id, request),
         )
         return pb.CreateApiKeyResponse(api_key=wire.key_to_proto(key), secret=secret)
 
@@ -112,7 +113,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
     ) -> pb.RevokeApiKeyResponse:
         tenant_id = v.name_id("tenant_id", request.tenant_id)
         key = self.s.keys.revoke(
-            tenant_id, v.uuid_id("api_key_id", request.api_key_id), wire.request_key(tenant_id, request)
+            tenant_id, v.uuid_id("api_key_id", request.api_key_id), request_key(tenant_id, request)
         )
         return pb.RevokeApiKeyResponse(api_key=wire.key_to_proto(key))
 
@@ -131,7 +132,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
             wire.RESOURCE.required("resource", request.resource),
             request.amount,
             request.allow_overage,
-            wire.request_key(tenant_id, request),
+            request_key(tenant_id, request),
         )
         return pb.ConsumeResponse(usage=wire.usage_to_proto(usage))
 
@@ -142,7 +143,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
             wire.RESOURCE.required("resource", request.resource),
             request.amount,
             v.required_text("owner", request.owner, 200),
-            wire.request_key(tenant_id, request),
+            request_key(tenant_id, request),
         )
         return pb.ReserveResponse(
             reservation=wire.reservation_to_proto(reservation), usage=wire.usage_to_proto(usage)
@@ -153,7 +154,7 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
         reservation, released, usage = self.s.reservations.release(
             tenant_id,
             v.uuid_id("reservation_id", request.reservation_id),
-            wire.request_key(tenant_id, request),
+            request_key(tenant_id, request),
         )
         return pb.ReleaseResponse(
             reservation=wire.reservation_to_proto(reservation),

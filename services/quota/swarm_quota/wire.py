@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from swarm.quota.v1 import quota_pb2 as pb
-from swarm_quota.domain import ApiKey, Plan, RequestKey, Reservation, Resource, Tenant, Usage
-from swarmcommon import validation as v
+from swarm_quota.domain import ApiKey, Plan, Reservation, Resource, Tenant, Usage
 from swarmcommon.enums import EnumCodec
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.protos import timestamp as _ts
@@ -23,22 +20,6 @@ MutatingRequest = (
     | pb.ReserveRequest
     | pb.ReleaseRequest
 )
-
-
-def request_key(tenant_id: str, request: MutatingRequest) -> RequestKey | None:
-    """The request_id of a mutating call, or None when the caller sent none.
-
-    The operation is the RPC's name (`ConsumeRequest` -> `Consume`); the
-    fingerprint is a digest of every other field, so the same id on another
-    request can be told apart without storing the request."""
-    request_id = v.optional_request_id(request.request_id)
-    if request_id is None:
-        return None
-    rest = type(request)()
-    rest.CopyFrom(request)
-    rest.ClearField("request_id")
-    digest = hashlib.sha256(rest.SerializeToString(deterministic=True)).hexdigest()
-    return RequestKey(tenant_id, request.DESCRIPTOR.name.removesuffix("Request"), request_id, digest)
 
 
 def overrides_from_proto(overrides: list[pb.QuotaOverride]) -> dict[Resource, int]:

@@ -22,6 +22,7 @@ from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
 from swarm_ticketing.stores.tickets import Tickets
 from swarmcommon import validation as v
+from swarmcommon.idempotency import fingerprint, request_key
 from swarmcommon.pagination import page_size
 
 MAX_REDRIVE = 500
@@ -60,7 +61,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         self, request: pb.CreateProjectRequest, context: grpc.ServicerContext
     ) -> pb.CreateProjectResponse:
         spec = wire.project_spec_from_proto(request)
-        project, tickets = self.s.projects.create(spec, wire.request_key(spec.tenant_id, request))
+        project, tickets = self.s.projects.create(spec, request_key(spec.tenant_id, request))
         return pb.CreateProjectResponse(
             project=wire.project_to_proto(project),
             tickets=[wire.ticket_to_proto(t) for t in tickets],
@@ -137,7 +138,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
                 project_id=_optional_uuid("project_id", request.project_id),
                 request_id=request_id,
                 lease=lease_duration(wire.duration_from_proto(request), self.s.claims.policy.default_lease),
-                fingerprint=wire.fingerprint(request) if request_id else None,
+                fingerprint=fingerprint(request) if request_id else None,
             )
         )
         if claim is None:
@@ -161,12 +162,12 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     ) -> pb.RenewLeaseResponse:
         tenant, ticket_id, token = self._lease_args(request)
         requested = lease_duration(wire.duration_from_proto(request), self.s.leases.policy.default_lease)
-        lease = self.s.leases.renew(tenant, ticket_id, token, requested, wire.request_key(tenant, request))
+        lease = self.s.leases.renew(tenant, ticket_id, token, requested, request_key(tenant, request))
         return pb.RenewLeaseResponse(lease=wire.lease_to_proto(lease))
 
     def StartWork(self, request: pb.StartWorkRequest, context: grpc.ServicerContext) -> pb.StartWorkResponse:
         tenant, ticket_id, token = self._lease_args(request)
-        ticket = self.s.leases.start(tenant, ticket_id, token, wire.request_key(tenant, request))
+        ticket = self.s.leases.start(tenant, ticket_id, token, request_key(tenant, request))
         return pb.StartWorkResponse(ticket=wire.ticket_to_proto(ticket))
 
     def SubmitWork(
@@ -175,7 +176,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         tenant, ticket_id, token = self._lease_args(request)
         result = wire.json_object("result_json", request.result_json)
         ticket, unblocked = self.s.leases.submit(
-            tenant, ticket_id, token, result, wire.request_key(tenant, request)
+            tenant, ticket_id, token, result, request_key(tenant, request)
         )
         return pb.SubmitWorkResponse(ticket=wire.ticket_to_proto(ticket), unblocked_ticket_ids=unblocked)
 
@@ -185,9 +186,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         tenant, ticket_id, token = self._lease_args(request)
         reason = v.required_text("reason", request.reason, MAX_REASON)
         details = wire.json_object("details_json", request.details_json)
-        outcome = self.s.leases.fail(
-            tenant, ticket_id, token, reason, details, wire.request_key(tenant, request)
-        )
+        outcome = self.s.leases.fail(tenant, ticket_id, token, reason, details, request_key(tenant, request))
         return pb.ReportFailureResponse(
             ticket=wire.ticket_to_proto(outcome.ticket), quarantined=outcome.quarantined
         )
@@ -196,7 +195,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         self, request: pb.ReleaseClaimRequest, context: grpc.ServicerContext
     ) -> pb.ReleaseClaimResponse:
         tenant, ticket_id, token = self._lease_args(request)
-        ticket = self.s.leases.release(tenant, ticket_id, token, wire.request_key(tenant, request))
+        ticket = self.s.leases.release(tenant, ticket_id, token, request_key(tenant, request))
         return pb.ReleaseClaimResponse(ticket=wire.ticket_to_proto(ticket))
 
     def ReleaseAgentClaims(
@@ -207,7 +206,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             tenant,
             v.name_id("agent_id", request.agent_id),
             v.bounded_text("reason", request.reason, MAX_REASON),
-            wire.request_key(tenant, request),
+            request_key(tenant, request),
         )
         return pb.ReleaseAgentClaimsResponse(
             released_ticket_ids=released.released,
@@ -239,7 +238,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             v.uuid_ids("ticket_ids", request.ticket_ids, MAX_REDRIVE),
             v.name_id("operator", request.operator),
             v.bounded_text("reason", request.reason, MAX_REASON),
-            wire.request_key(tenant, request),
+            request_key(tenant, request),
         )
         return pb.RedriveTicketsResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])
 

@@ -6,13 +6,11 @@ gets domain objects back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from datetime import timedelta
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import Message
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import (
@@ -29,7 +27,6 @@ from swarm_ticketing.domain import (
     MergeRequestState,
     Project,
     ProjectSpec,
-    RequestKey,
     Ticket,
     TicketEvent,
     TicketSpec,
@@ -58,28 +55,6 @@ MutatingRequest = (
     | pb.ReleaseAgentClaimsRequest
     | pb.RedriveTicketsRequest
 )
-
-
-def request_key(tenant_id: str, request: MutatingRequest) -> RequestKey | None:
-    """The request_id of a mutating call, or None when the caller sent none.
-
-    The operation is the RPC's name (`RenewLeaseRequest` -> `RenewLease`); the
-    fingerprint is a digest of every other field, so the same id on another
-    request can be told apart without storing the request."""
-    request_id = v.optional_request_id(request.request_id)
-    if request_id is None:
-        return None
-    return RequestKey(
-        tenant_id, request.DESCRIPTOR.name.removesuffix("Request"), request_id, fingerprint(request)
-    )
-
-
-def fingerprint(request: Message) -> str:
-    """A digest of `request` without its request_id."""
-    rest = type(request)()
-    rest.CopyFrom(request)
-    rest.ClearField("request_id")
-    return hashlib.sha256(rest.SerializeToString(deterministic=True)).hexdigest()
 
 
 def json_object(field: str, raw: str) -> str:

@@ -15,14 +15,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from swarm_quota.domain import ApiKey, RequestKey, Tenant
-from swarm_quota.stores import requests as request_log
+from swarm_quota.domain import ApiKey, Tenant
+from swarm_quota.stores.requests import REQUEST_LOG
 from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import api_keys, dev_secrets
 from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound, Unauthenticated
+from swarmcommon.idempotency import RequestKey
 from swarmcommon.pagination import Page
 
 KEY_RE = re.compile(r"^swk_([0-9a-f]{12})_([A-Za-z0-9_-]{40,60})$")
@@ -95,10 +96,10 @@ class ApiKeys:
         def tx(conn: Connection) -> tuple[ApiKey, str]:
             now = self.clock.now()
             load_tenant(conn, tenant_id)
-            prior = request_log.prior(conn, key)
+            prior = REQUEST_LOG.lookup(conn, key)
             if prior is not None:
                 return _load_key(conn, tenant_id, prior["api_key_id"]), ""
-            request_log.claim(conn, key, now)
+            REQUEST_LOG.claim(conn, key, now)
             key_id = str(uuid.uuid4())
             conn.execute(
                 sa.insert(K).values(
@@ -112,10 +113,10 @@ class ApiKeys:
                     expires_at=expires_at,
                 )
             )
-            request_log.record(conn, key, {"api_key_id": key_id})
+            REQUEST_LOG.record(conn, key, {"api_key_id": key_id})
             return _load_key(conn, tenant_id, key_id), secret
 
-        return request_log.once(self.db, key, tx)
+        return REQUEST_LOG.once(self.db, key, tx)
 
     def page(self, tenant_id: str, show_revoked: bool, page_size: int, page_token: str) -> Page[ApiKey]:
         query = sa.select(K).where(K.c.tenant_id == tenant_id)
@@ -138,15 +139,15 @@ class ApiKeys:
             # The prior answer is looked up before the key is read: read the
             # other way round, a duplicate committing in between would be
             # answered with the key as it was before that revoke.
-            if request_log.prior(conn, key) is not None:
+            if REQUEST_LOG.lookup(conn, key) is not None:
                 return _load_key(conn, tenant_id, key_id)  # a retried revoke
             current = _load_key(conn, tenant_id, key_id)
-            request_log.claim(conn, key, now)
+            REQUEST_LOG.claim(conn, key, now)
             if current.revoked_at is None:
                 conn.execute(sa.update(K).where(K.c.id == key_id).values(revoked_at=now))
             return _load_key(conn, tenant_id, key_id)
 
-        return request_log.once(self.db, key, tx)
+        return REQUEST_LOG.once(self.db, key, tx)
 
     def authenticate(self, secret: str) -> tuple[Tenant, ApiKey]:
         """The tenant of a live key; UNAUTHENTICATED otherwise, without saying why."""

@@ -22,13 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from swarm_quota.domain import WINDOWED, RequestKey, Resource, Tenant, Usage, check_amount, refusal, window
-from swarm_quota.stores import requests as request_log
+from swarm_quota.domain import WINDOWED, Resource, Tenant, Usage, check_amount, refusal, window
+from swarm_quota.stores.requests import REQUEST_LOG
 from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import counters
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, QuotaExceeded
+from swarmcommon.idempotency import RequestKey
 
 C = counters
 
@@ -97,10 +98,10 @@ class Counters:
         def tx(conn: Connection) -> Usage | QuotaExceeded:
             tenant = load_tenant(conn, tenant_id)
             now = self.clock.now()
-            prior = request_log.prior(conn, key)
+            prior = REQUEST_LOG.lookup(conn, key)
             if prior is not None:
                 return self._replay(tenant, resource, prior, now)
-            request_log.claim(conn, key, now)
+            REQUEST_LOG.claim(conn, key, now)
             try:
                 usage = self.charge(conn, tenant, resource, amount, now, allow_overage)
             except QuotaExceeded as refused:
@@ -108,15 +109,15 @@ class Counters:
                     raise
                 # The proto: a retry gets the first answer, including a
                 # rejection. Commit the record; raise after the commit.
-                request_log.record(conn, key, {"resource": resource.value, "refused": _refused(refused)})
+                REQUEST_LOG.record(conn, key, {"resource": resource.value, "refused": _refused(refused)})
                 return refused
             window_start = (usage.window_start or now).isoformat()
-            request_log.record(
+            REQUEST_LOG.record(
                 conn, key, {"resource": resource.value, "used": usage.used, "window_start": window_start}
             )
             return usage
 
-        result = request_log.once(self.db, key, tx)
+        result = REQUEST_LOG.once(self.db, key, tx)
         if isinstance(result, QuotaExceeded):
             raise result
         return result

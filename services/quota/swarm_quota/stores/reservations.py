@@ -10,14 +10,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_quota.domain import GAUGES, RequestKey, Reservation, Resource, Usage, check_amount
-from swarm_quota.stores import requests as request_log
+from swarm_quota.domain import GAUGES, Reservation, Resource, Usage, check_amount
 from swarm_quota.stores.counters import Counters
+from swarm_quota.stores.requests import REQUEST_LOG
 from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import reservations
 from swarmcommon import keyset
 from swarmcommon.db import Database
 from swarmcommon.errors import InvalidArgument, NotFound
+from swarmcommon.idempotency import RequestKey
 from swarmcommon.pagination import Page
 
 R = reservations
@@ -63,14 +64,14 @@ class Reservations:
         def tx(conn: Connection) -> tuple[Reservation, Usage]:
             tenant = load_tenant(conn, tenant_id)
             now = self.clock.now()
-            prior = request_log.prior(conn, key)
+            prior = REQUEST_LOG.lookup(conn, key)
             if prior is not None:
                 reservation = _load(conn, tenant_id, prior["reservation_id"])
                 return reservation, self.counters.current(conn, tenant, reservation.resource)
             # Unlike Consume, a refused Reserve is not recorded (the proto
             # promises the same reservation, not the same refusal): it rolls
             # back, request id included, so the holder may retry once VMs end.
-            request_log.claim(conn, key, now)
+            REQUEST_LOG.claim(conn, key, now)
             usage = self.counters.charge(conn, tenant, resource, amount, now, overage=False)
             reservation_id = str(uuid.uuid4())
             conn.execute(
@@ -83,10 +84,10 @@ class Reservations:
                     created_at=now,
                 )
             )
-            request_log.record(conn, key, {"reservation_id": reservation_id})
+            REQUEST_LOG.record(conn, key, {"reservation_id": reservation_id})
             return _load(conn, tenant_id, reservation_id), usage
 
-        return request_log.once(self.db, key, tx)
+        return REQUEST_LOG.once(self.db, key, tx)
 
     def release(
         self, tenant_id: str, reservation_id: str, key: RequestKey | None
@@ -97,7 +98,7 @@ class Reservations:
         def tx(conn: Connection) -> tuple[Reservation, bool, Usage]:
             tenant = load_tenant(conn, tenant_id)
             now = self.clock.now()
-            prior = request_log.prior(conn, key)
+            prior = REQUEST_LOG.lookup(conn, key)
             released = (
                 bool(prior["released"])
                 if prior is not None
@@ -106,13 +107,13 @@ class Reservations:
             reservation = _load(conn, tenant_id, reservation_id)
             return reservation, released, self.counters.current(conn, tenant, reservation.resource)
 
-        return request_log.once(self.db, key, tx)
+        return REQUEST_LOG.once(self.db, key, tx)
 
     def _free(
         self, conn: Connection, tenant_id: str, reservation_id: str, now: datetime, key: RequestKey | None
     ) -> bool:
         _load(conn, tenant_id, reservation_id)  # NOT_FOUND before the request id is taken
-        request_log.claim(conn, key, now)
+        REQUEST_LOG.claim(conn, key, now)
         freed = conn.execute(
             sa.update(R)
             .where(R.c.id == reservation_id, R.c.tenant_id == tenant_id, R.c.released_at.is_(None))
@@ -121,7 +122,7 @@ class Reservations:
         ).first()
         if freed is not None:
             self.counters.give_back(conn, tenant_id, Resource(freed.resource), freed.amount, now)
-        request_log.record(conn, key, {"released": freed is not None})
+        REQUEST_LOG.record(conn, key, {"released": freed is not None})
         return freed is not None
 
     def page(

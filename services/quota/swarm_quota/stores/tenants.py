@@ -11,13 +11,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from swarm_quota.domain import Plan, RequestKey, Resource, Tenant, check_overrides
-from swarm_quota.stores import requests as request_log
+from swarm_quota.domain import Plan, Resource, Tenant, check_overrides
+from swarm_quota.stores.requests import REQUEST_LOG
 from swarm_quota.tables import tenants
 from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import AlreadyExists, InvalidArgument, NotFound
+from swarmcommon.idempotency import RequestKey
 from swarmcommon.pagination import Page
 
 
@@ -67,10 +68,10 @@ class TenantStore:
 
         def tx(conn: Connection) -> Tenant:
             now = self.clock.now()
-            prior = request_log.prior(conn, key)
+            prior = REQUEST_LOG.lookup(conn, key)
             if prior is not None:
                 return load_tenant(conn, prior["tenant_id"])  # a retried create
-            request_log.claim(conn, key, now)
+            REQUEST_LOG.claim(conn, key, now)
             if conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tid)).first() is not None:
                 raise AlreadyExists(f"tenant {tid} already exists", resource_type="tenant", resource_name=tid)
             conn.execute(
@@ -82,7 +83,7 @@ class TenantStore:
                     updated_at=now,
                 )
             )
-            request_log.record(conn, key, {"tenant_id": tid})
+            REQUEST_LOG.record(conn, key, {"tenant_id": tid})
             return load_tenant(conn, tid)
 
         try:
@@ -118,14 +119,14 @@ class TenantStore:
         def tx(conn: Connection) -> Tenant:
             now = self.clock.now()
             load_tenant(conn, tenant_id)
-            if request_log.prior(conn, key) is None:
-                request_log.claim(conn, key, now)
+            if REQUEST_LOG.lookup(conn, key) is None:
+                REQUEST_LOG.claim(conn, key, now)
                 conn.execute(
                     sa.update(tenants).where(tenants.c.id == tenant_id).values(**values, updated_at=now)
                 )
             return load_tenant(conn, tenant_id)
 
-        return request_log.once(self.db, key, tx)
+        return REQUEST_LOG.once(self.db, key, tx)
 
     @staticmethod
     def _changes(

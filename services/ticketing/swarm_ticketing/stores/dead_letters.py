@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_ticketing.domain import ActorType, AuditEvent, RequestKey, Ticket, TicketState
+from swarm_ticketing.domain import ActorType, AuditEvent, Ticket, TicketState
 from swarm_ticketing.stores import journal, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import load_tickets, to_ticket
@@ -19,6 +19,7 @@ from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition
+from swarmcommon.idempotency import Answer, RequestKey
 from swarmcommon.pagination import Page
 
 T = tickets
@@ -56,7 +57,7 @@ class DeadLetters:
         quarantined is FAILED_PRECONDITION, and then nothing changes.
         """
 
-        def work(conn: Connection, now: datetime) -> tuple[list[Ticket], requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[list[Ticket], Answer]:
             found = self._lock_quarantined(conn, tenant_id, ticket_ids)
             conn.execute(
                 sa.update(T)
@@ -91,7 +92,9 @@ class DeadLetters:
             )
             return _in_order(conn, ticket_ids), {}
 
-        return requests.once(self.db, key, self.clock.now, work, lambda conn, _: _in_order(conn, ticket_ids))
+        return requests.LOG.run(
+            self.db, key, self.clock.now, work, lambda conn, _: _in_order(conn, ticket_ids)
+        )
 
     @staticmethod
     def _lock_quarantined(conn: Connection, tenant_id: str, ticket_ids: Sequence[str]) -> dict[str, Any]:

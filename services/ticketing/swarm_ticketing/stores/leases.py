@@ -24,7 +24,6 @@ from swarm_ticketing.domain import (
     FailureOutcome,
     Lease,
     LeasePolicy,
-    RequestKey,
     Ticket,
     TicketState,
 )
@@ -37,6 +36,7 @@ from swarm_ticketing.tables import tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition
+from swarmcommon.idempotency import Answer, RequestKey
 
 T = tickets
 _LEASED = stmt.LEASED
@@ -97,7 +97,7 @@ class LeaseManager:
         lease: timedelta | None,
         key: RequestKey | None = None,
     ) -> Lease:
-        def work(conn: Connection, now: datetime) -> tuple[Lease, requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[Lease, Answer]:
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
             expires = now + (lease or self.policy.default_lease)
             # Heartbeats are not transitions: no audit row, no event.
@@ -105,13 +105,13 @@ class LeaseManager:
             agent = row.claimed_by_agent_id
             return Lease(token, agent, expires), {"agent_id": agent, "expires_at": expires.isoformat()}
 
-        def replay(conn: Connection, outcome: requests.Outcome) -> Lease:
+        def replay(conn: Connection, outcome: Answer) -> Lease:
             return Lease(token, outcome["agent_id"], datetime.fromisoformat(outcome["expires_at"]))
 
-        return requests.once(self.db, key, self.clock.now, work, replay)
+        return requests.LOG.run(self.db, key, self.clock.now, work, replay)
 
     def start(self, tenant_id: str, ticket_id: str, token: str, key: RequestKey | None = None) -> Ticket:
-        def work(conn: Connection, now: datetime) -> tuple[Ticket, requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[Ticket, Answer]:
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
             if row.state == TicketState.IN_PROGRESS:
                 return to_ticket(row), {}  # a retried StartWork without a request_id
@@ -130,17 +130,17 @@ class LeaseManager:
             )
             return ticket, {}
 
-        return requests.once(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
+        return requests.LOG.run(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
 
     @staticmethod
-    def _current(tenant_id: str, ticket_id: str) -> Callable[[Connection, requests.Outcome], Ticket]:
+    def _current(tenant_id: str, ticket_id: str) -> Callable[[Connection, Answer], Ticket]:
         """A replay that answers with the ticket as it is now."""
         return lambda conn, outcome: load_ticket(conn, tenant_id, ticket_id)
 
     def submit(
         self, tenant_id: str, ticket_id: str, token: str, result_json: str, key: RequestKey | None = None
     ) -> tuple[Ticket, list[str]]:
-        def work(conn: Connection, now: datetime) -> tuple[tuple[Ticket, list[str]], requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[tuple[Ticket, list[str]], Answer]:
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now, resubmit_ok=True)
             if row.last_submitted_token == token:
                 return (to_ticket(row), []), {}  # a retried SubmitWork without a request_id
@@ -158,10 +158,10 @@ class LeaseManager:
             ticket, unblocked = self._complete(conn, row, common, now)
             return (ticket, unblocked), {"unblocked": unblocked}
 
-        def replay(conn: Connection, outcome: requests.Outcome) -> tuple[Ticket, list[str]]:
+        def replay(conn: Connection, outcome: Answer) -> tuple[Ticket, list[str]]:
             return load_ticket(conn, tenant_id, ticket_id), list(outcome.get(AuditEvent.UNBLOCKED, []))
 
-        return requests.once(self.db, key, self.clock.now, work, replay)
+        return requests.LOG.run(self.db, key, self.clock.now, work, replay)
 
     @staticmethod
     def _next_stage(
@@ -244,16 +244,16 @@ class LeaseManager:
         details_json: str,
         key: RequestKey | None = None,
     ) -> FailureOutcome:
-        def work(conn: Connection, now: datetime) -> tuple[FailureOutcome, requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[FailureOutcome, Answer]:
             outcome = self._fail(
                 conn, self._lock_leased(conn, tenant_id, ticket_id, token, now), reason, details_json, now
             )
             return outcome, {"quarantined": outcome.quarantined}
 
-        def replay(conn: Connection, outcome: requests.Outcome) -> FailureOutcome:
+        def replay(conn: Connection, outcome: Answer) -> FailureOutcome:
             return FailureOutcome(load_ticket(conn, tenant_id, ticket_id), bool(outcome["quarantined"]))
 
-        return requests.once(self.db, key, self.clock.now, work, replay)
+        return requests.LOG.run(self.db, key, self.clock.now, work, replay)
 
     def _fail(
         self, conn: Connection, row: Row[Any], reason: str, details_json: str, now: datetime
@@ -278,7 +278,7 @@ class LeaseManager:
         return outcome
 
     def release(self, tenant_id: str, ticket_id: str, token: str, key: RequestKey | None = None) -> Ticket:
-        def work(conn: Connection, now: datetime) -> tuple[Ticket, requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[Ticket, Answer]:
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
             ticket = stmt.update_ticket(
                 conn, ticket_id, {**CLEARED_LEASE, "state": TicketState.READY.value, "updated_at": now}
@@ -294,4 +294,4 @@ class LeaseManager:
             )
             return ticket, {}
 
-        return requests.once(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
+        return requests.LOG.run(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))

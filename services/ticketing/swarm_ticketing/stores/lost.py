@@ -11,12 +11,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from swarm_ticketing.domain import LEASE_EXPIRED_REASON, ActorType, LeasePolicy, ReleasedClaims, RequestKey
+from swarm_ticketing.domain import LEASE_EXPIRED_REASON, ActorType, LeasePolicy, ReleasedClaims
 from swarm_ticketing.stores import failures, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.tables import tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
+from swarmcommon.idempotency import Answer, RequestKey
 
 T = tickets
 
@@ -32,7 +33,7 @@ class LostLeases:
     ) -> ReleasedClaims:
         """Self-healing: every live lease of a vanished agent counts a failure."""
 
-        def work(conn: Connection, now: datetime) -> tuple[ReleasedClaims, requests.Outcome]:
+        def work(conn: Connection, now: datetime) -> tuple[ReleasedClaims, Answer]:
             rows = conn.execute(
                 sa.select(T)
                 .where(
@@ -47,10 +48,10 @@ class LostLeases:
             result = self._count_failures(conn, rows, now, why)
             return result, {"released": result.released, "quarantined": result.quarantined}
 
-        def replay(conn: Connection, outcome: requests.Outcome) -> ReleasedClaims:
+        def replay(conn: Connection, outcome: Answer) -> ReleasedClaims:
             return ReleasedClaims(list(outcome["released"]), list(outcome["quarantined"]))
 
-        return requests.once(self.db, key, self.clock.now, work, replay)
+        return requests.LOG.run(self.db, key, self.clock.now, work, replay)
 
     def reap_expired(self, batch: int = 200) -> ReleasedClaims:
         """Safety net: expired leases nobody rescued go back to READY (or quarantine)."""

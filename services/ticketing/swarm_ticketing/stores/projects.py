@@ -18,7 +18,6 @@ from swarm_ticketing.domain import (
     EventType,
     Project,
     ProjectSpec,
-    RequestKey,
     Ticket,
     TicketState,
     validate_project,
@@ -32,6 +31,7 @@ from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import NotFound
+from swarmcommon.idempotency import Answer, RequestKey
 from swarmcommon.pagination import Page
 
 T = tickets
@@ -74,14 +74,14 @@ class Projects:
         retry (the first call's project is returned); quota's own request id
         makes a charge that raced a retry count once."""
         validate_project(spec)
-        prior = self.db.transaction(lambda conn: requests.lookup(conn, key), write=False)
+        prior = self.db.transaction(lambda conn: requests.LOG.lookup(conn, key), write=False)
         if prior is not None:
             return self.db.transaction(
                 lambda conn: _load_created(conn, spec.tenant_id, prior["project_id"]), write=False
             )
         if self.quota is not None:
             self.quota.charge_tickets(spec.tenant_id, len(spec.tickets), key.request_id if key else None)
-        return requests.once(
+        return requests.LOG.run(
             self.db,
             key,
             self.clock.now,
@@ -91,7 +91,7 @@ class Projects:
 
     def _insert(
         self, conn: Connection, spec: ProjectSpec, key: RequestKey | None, now: datetime
-    ) -> tuple[Created, requests.Outcome]:
+    ) -> tuple[Created, Answer]:
         project_id = str(uuid.uuid4())
         ids = {t.key: str(uuid.uuid4()) for t in spec.tickets}
         carrier: dict[str, str] = {}
