@@ -155,6 +155,13 @@ class _StreamOutcome:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
 
+    def wait_open(self) -> None:
+        """Block until the server opened the stream (sent its headers); raise
+        its refusal (bad arguments, no room) as SwarmError before any item."""
+        self._call.initial_metadata()
+        if self._call.done() and self._call.code() != grpc.StatusCode.OK:
+            raise error_from_rpc(self._call)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)
 

@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import anyio
 import grpc
@@ -43,7 +43,6 @@ from swarm_gateway.webhook_models import (
     WebhookState,
     WebhookUpdate,
 )
-from swarmcommon.clients import error_from_rpc
 from swarmcommon.errors import InvalidArgument, SwarmError
 
 router = APIRouter(prefix="/api", tags=["webhooks"], responses=COMMON_ERRORS)
@@ -310,21 +309,14 @@ async def stream_events(
             start_time=to_timestamp(start) if start else None,
         )
     )
-    await anyio.to_thread.run_sync(_opened, stream)
+    # Wait for the backend to open the stream: a refusal (bad types, no place
+    # free) becomes an ordinary HTTP error before any SSE is sent.
+    await anyio.to_thread.run_sync(stream.wait_open)
     return StreamingResponse(
         _relay(stream, settings.sse_keepalive_seconds),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _opened(stream: Any) -> None:
-    """Wait for the backend to open the stream. It answers headers once the
-    stream is open, or fails the call (bad types, no place free): that
-    becomes an ordinary HTTP error, before any SSE is sent."""
-    stream.initial_metadata()
-    if stream.done() and stream.code() != grpc.StatusCode.OK:
-        raise error_from_rpc(cast(grpc.RpcError, stream))
 
 
 async def _relay(stream: Any, keepalive: float) -> AsyncIterator[str]:
