@@ -1,6 +1,7 @@
 """Webhook delivery throughput and latency through the real events service.
 
-The events service runs as its own process (SQLite, 8 dispatcher threads); a
+The events service runs as its own process (SQLite, 8 dispatcher threads, of
+which one endpoint may hold half: the benchmark has a single endpoint); a
 local HTTP receiver counts deliveries. Two phases against the same service:
 
 - throughput: N events published in one burst (batches of --batch); rate is
@@ -11,7 +12,8 @@ local HTTP receiver counts deliveries. Two phases against the same service:
 Prints JSON with deliveries/s and event->delivery latency p50/p99 (and the
 burst's latency, which is mostly queueing).
 
-    python bench/webhooks.py [--events 2000] [--batch 100] [--workers 8] [--rate 100] [--seconds 5]
+    python bench/webhooks.py [--events 2000] [--batch 100] [--workers 8] [--workers-per-endpoint 0]
+                             [--rate 100] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--workers-per-endpoint",
+        type=int,
+        default=0,
+        help="dispatcher workers one endpoint may hold; 0: the service's default (half)",
+    )
     parser.add_argument("--rate", type=float, default=100.0, help="events/s in the latency phase")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency phase")
     args = parser.parse_args()
@@ -79,6 +87,7 @@ def main() -> None:
                 "WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
                 "DISPATCHER_WORKERS": str(args.workers),
                 "DISPATCHER_POLL_SECONDS": "0.01",
+                "DISPATCHER_WORKERS_PER_ENDPOINT": str(args.workers_per_endpoint),
                 "LOG_LEVEL": "WARNING",
             },
         )
@@ -129,6 +138,7 @@ def main() -> None:
             {
                 "benchmark": "webhooks",
                 "dispatcher_workers": args.workers,
+                "workers_per_endpoint": args.workers_per_endpoint or max(1, args.workers // 2),
                 "throughput": {
                     "events": args.events,
                     "delivered": len(burst),

@@ -26,6 +26,7 @@ from swarmcommon.outbox import OutboxRelay
 from tests.support.harness import BACKENDS, TicketingHarness
 from tests.support.migrations import assert_migrations_build_the_models
 from tests.support.ticketing import claim, create_project, spec, submit, tenant
+from tests.support.waiting import eventually
 
 pytestmark = BACKENDS
 
@@ -146,8 +147,6 @@ def test_migrations_build_the_models(db: str) -> None:
 def test_ticketing_ships_outbox_in_the_background_when_configured(
     events: EventsHarness, db: str, tmp_path: Path
 ) -> None:
-    import time
-
     from swarm_ticketing import server as ticketing_server
     from swarm_ticketing.config import Settings
 
@@ -166,12 +165,11 @@ def test_ticketing_ships_outbox_in_the_background_when_configured(
             ticketing_pb2_grpc.TicketingServiceStub(ch).CreateProject(
                 tpb.CreateProjectRequest(tenant_id="acme", name="p", tickets=[spec("x")])
             )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            got = events.stub.ListEvents(pb.ListEventsRequest(tenant_id="acme")).events
-            if got:
-                break
-            time.sleep(0.1)
+        got = eventually(
+            lambda: events.stub.ListEvents(pb.ListEventsRequest(tenant_id="acme")).events,
+            timeout=10,
+            what="the relayed event",
+        )
         assert [e.type for e in got] == ["ticket.created"]
     finally:
         app.stop(grace=1)

@@ -58,10 +58,15 @@ def test_webhook_lifecycle_and_tenant_isolation(
     assert created.webhook.secret_prefix == created.secret[:12]
     retry = s.CreateWebhook(
         pb.CreateWebhookRequest(
-            tenant_id="acme", url="http://127.0.0.1:9/hook", event_types=["*"], request_id="w1"
+            tenant_id="acme",
+            url="http://127.0.0.1:9/hook",
+            event_types=["ticket.completed", "*"],
+            request_id="w1",
         )
     )
-    assert retry.webhook.id == created.webhook.id and retry.secret == ""
+    # The first answer again, secret included: the caller may never have seen it.
+    assert retry.webhook.id == created.webhook.id and retry.secret == created.secret
+    assert len(s.ListWebhooks(pb.ListWebhooksRequest(tenant_id="acme")).webhooks) == 1
     wid = created.webhook.id
 
     for call in [
@@ -114,6 +119,7 @@ def test_webhook_lifecycle_and_tenant_isolation(
         pytest.param("http:///nohost", ["*"], "http", id="no-host"),
         pytest.param("http://10.1.2.3/x", ["*"], "private address 10.1.2.3", id="private"),
         pytest.param("http://169.254.169.254/latest", ["*"], "169.254.169.254", id="metadata-service"),
+        pytest.param("http://100.100.100.200/latest", ["*"], "100.100.100.200", id="cgnat-metadata-service"),
         pytest.param("http://0.0.0.0/x", ["*"], "0.0.0.0", id="unspecified"),
         pytest.param("http://224.0.0.1/x", ["*"], "multicast", id="multicast"),
         pytest.param("http://no-such-host.invalid/x", ["*"], "does not resolve", id="unresolvable"),

@@ -24,6 +24,7 @@ from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm_ticketing.tables import audit_events
 from swarmcommon.localproc import free_port, wait_until_serving
 from tests.support.receivers import Receiver
+from tests.support.waiting import eventually
 
 TENANT = "acme"
 # Audit rows written in the same transaction as an outbox event.
@@ -139,13 +140,13 @@ def _expected_count(ticketing_db: Path) -> int:
 
 
 def _all_delivered(receiver: Receiver, expected: int, timeout: float = 60) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ids = {h["webhook-id"] for h, _ in receiver.received}
-        if len(ids) >= expected:
-            return ids
-        time.sleep(0.1)
-    return {h["webhook-id"] for h, _ in receiver.received}
+    def delivered() -> set[str]:
+        return {h["webhook-id"] for h, _ in list(receiver.received)}
+
+    try:
+        return eventually(lambda: len(delivered()) >= expected and delivered(), timeout=timeout)
+    except AssertionError:
+        return delivered()  # the caller's assertion says how many never arrived
 
 
 @pytest.mark.slow

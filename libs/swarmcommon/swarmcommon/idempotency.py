@@ -125,7 +125,9 @@ class RequestLog:
         if key is None:
             return None
         t = self.table
-        row = conn.execute(sa.select(t.c.operation, t.c.fingerprint, self.answer).where(self._where(key))).first()
+        row = conn.execute(
+            sa.select(t.c.operation, t.c.fingerprint, self.answer).where(self._where(key))
+        ).first()
         if row is None:
             return None
         if row.operation != key.operation or row.fingerprint not in (None, key.fingerprint):

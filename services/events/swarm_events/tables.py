@@ -1,11 +1,22 @@
-"""The events schema: the per-tenant event log."""
+"""The events schema: the per-tenant event log, webhooks, deliveries and
+their attempts, and the answers to requests carrying a request_id."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from swarm_events.domain import FINISHED_STATUSES, LIVE_STATUSES
 from swarmcommon.db import UTCDateTime
 from swarmcommon.outbox import AUTO_ID
+
+
+def _status_in(statuses: tuple[str, ...]) -> sa.TextClause:
+    listed = ", ".join(f"'{s}'" for s in statuses)
+    return sa.text(f"status IN ({listed})")
+
+
+LIVE = _status_in(LIVE_STATUSES)
+FINISHED = _status_in(FINISHED_STATUSES)
 
 metadata = sa.MetaData()
 
@@ -27,6 +38,8 @@ events = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Index("ix_events_tenant", "tenant_id", "seq"),
+    # Retention deletes by arrival time.
+    sa.Index("ix_events_received", "received_at"),
 )
 
 webhooks = sa.Table(
@@ -51,18 +64,9 @@ webhooks = sa.Table(
     sa.Column("last_failure_at", UTCDateTime, nullable=True),
     # Start of the current run of failures; a success clears it.
     sa.Column("failing_since", UTCDateTime, nullable=True),
-    sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("ix_webhooks_tenant", "tenant_id", "created_at", "id"),
-    sa.Index(
-        "ux_webhooks_request",
-        "tenant_id",
-        "request_id",
-        unique=True,
-        sqlite_where=sa.text("request_id IS NOT NULL"),
-        postgresql_where=sa.text("request_id IS NOT NULL"),
-    ),
 )
 
 # One row per (event, subscribed webhook): the unit that is retried.
@@ -73,7 +77,7 @@ deliveries = sa.Table(
     sa.Column("tenant_id", sa.String(128), nullable=False),
     sa.Column("webhook_id", sa.String(36), nullable=False),
     sa.Column("event_id", sa.String(36), nullable=False),
-    # pending -> delivering -> succeeded | failed (retries exhausted or webhook disabled)
+    # domain.DeliveryStatus: pending -> delivering -> succeeded | failed
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     # When a pending delivery is due; for `delivering`, when its claim lapses.
@@ -81,12 +85,13 @@ deliveries = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("event_id", "webhook_id", name="ux_deliveries_event_webhook"),
+    sa.Index("ix_deliveries_due", "next_attempt_at", sqlite_where=LIVE, postgresql_where=LIVE),
+    # The dispatcher claims one endpoint's due deliveries at a time.
     sa.Index(
-        "ix_deliveries_due",
-        "next_attempt_at",
-        sqlite_where=sa.text("status IN ('pending', 'delivering')"),
-        postgresql_where=sa.text("status IN ('pending', 'delivering')"),
+        "ix_deliveries_webhook_due", "webhook_id", "next_attempt_at", sqlite_where=LIVE, postgresql_where=LIVE
     ),
+    # Retention: finished deliveries by their last change; live ones are never purged.
+    sa.Index("ix_deliveries_finished", "updated_at", sqlite_where=FINISHED, postgresql_where=FINISHED),
 )
 
 # The delivery log: every attempt, as the receiver answered it.
@@ -112,4 +117,21 @@ delivery_attempts = sa.Table(
     # SendTestEvent attempts: no delivery row behind them (delivery_id is "").
     sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_attempts_webhook", "tenant_id", "webhook_id", "seq"),
+    sa.Index("ix_attempts_created", "created_at"),
+)
+
+# AIP-155: the first answer to each (tenant, request_id), replayed to retries.
+request_log = sa.Table(
+    "request_log",
+    metadata,
+    sa.Column("tenant_id", sa.String(128), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    # The call (e.g. "RotateWebhookSecret") and a hash of its arguments: the
+    # same id for a different request is refused, not replayed.
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    # The answer as JSON (it may hold a secret: it is what the caller was given).
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_request_log_created", "created_at"),
 )
