@@ -7,7 +7,7 @@ import enum
 import pytest
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from swarmcommon.enums import EnumCodec
+from swarmcommon.enums import EnumCodec, ProtoNames
 from swarmcommon.errors import InvalidArgument
 
 
@@ -62,3 +62,12 @@ def test_a_member_missing_on_either_side_fails_at_construction() -> None:
         EnumCodec(pb.TicketState, Fewer)
     with pytest.raises(ValueError, match="no proto value for cancelled"):
         EnumCodec(pb.TicketState, More)
+
+
+def test_proto_names_spell_values_both_ways() -> None:
+    names = ProtoNames(pb.TicketState)
+    assert names.number("in_progress") == pb.TICKET_STATE_IN_PROGRESS
+    assert names.name(pb.TICKET_STATE_IN_PROGRESS) == "in_progress"
+    assert names.number("") == names.number(None) == 0
+    assert names.name(0) == ""
+    assert [names.name(STATE.to_proto(m)) for m in State] == [m.value for m in State]

@@ -13,6 +13,12 @@ import:
 
 Building the codec checks that every domain member has a proto value, so a
 state added on one side only fails at import rather than at the first call.
+
+Where there is no domain enum (the gateway's JSON models spell values as
+strings), `ProtoNames` gives the same lower-case spellings both ways:
+
+    ProtoNames(pb.TicketState).number("ready")   # pb.TICKET_STATE_READY; "" or None is 0
+    ProtoNames(pb.TicketState).name(3)           # "ready"
 """
 
 from __future__ import annotations
@@ -25,14 +31,38 @@ from swarmcommon.errors import InvalidArgument
 E = TypeVar("E", bound=enum.StrEnum)
 
 
+def _prefix(proto_enum: Any) -> str:
+    unspecified = dict((n, name) for name, n in proto_enum.items()).get(0, "")
+    if not unspecified.endswith("_UNSPECIFIED"):
+        raise ValueError(f"{proto_enum.DESCRIPTOR.name}: value 0 must be *_UNSPECIFIED")
+    return str(unspecified.removesuffix("UNSPECIFIED"))
+
+
+class ProtoNames:
+    """A proto enum's values by their lower-case suffix, for JSON and query strings."""
+
+    def __init__(self, proto_enum: Any) -> None:
+        prefix = _prefix(proto_enum)
+        self._names: dict[int, str] = {
+            int(n): str(name).removeprefix(prefix).lower() for name, n in proto_enum.items() if n != 0
+        }
+        self._numbers = {name: n for n, name in self._names.items()}
+
+    def name(self, number: int) -> str:
+        """The spelling of `number` ("" for UNSPECIFIED)."""
+        return self._names.get(number, "")
+
+    def number(self, name: str | None) -> int:
+        """The number of `name`; None or "" is UNSPECIFIED. Callers validate names
+        first (the gateway's models allow only known ones), so an unknown one is a bug."""
+        return self._numbers[name] if name else 0
+
+
 class EnumCodec(Generic[E]):  # noqa: UP046 - Python 3.11 has no PEP 695 syntax
     def __init__(self, proto_enum: Any, domain: type[E], *, prefix: str | None = None) -> None:
         names: dict[int, str] = {number: name for name, number in proto_enum.items()}
         if prefix is None:
-            unspecified = names.get(0, "")
-            if not unspecified.endswith("_UNSPECIFIED"):
-                raise ValueError(f"{proto_enum.DESCRIPTOR.name}: value 0 must be *_UNSPECIFIED")
-            prefix = unspecified.removesuffix("UNSPECIFIED")
+            prefix = _prefix(proto_enum)
         self.prefix = prefix
         self.domain = domain
         self._to_domain: dict[int, E] = {}

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
+from swarm_gateway.enums import AGENT_ROLE, MERGE_REQUEST_STATE, PLAN, RESOURCE, TICKET_STATE, TICKET_TYPE
 
 TicketType = Literal["feature", "bug", "chore", "docs", "test", "refactor", "design"]
 Role = Literal["coder", "reviewer", "security", "tests", "judge", "clarifier", "decomposer"]
@@ -47,14 +48,6 @@ UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 NAME_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 
 
-def enum_name(wrapper: Any, value: int, prefix: str) -> str:
-    return str(wrapper.Name(value)).removeprefix(prefix).lower()
-
-
-def enum_value(wrapper: Any, name: str, prefix: str) -> int:
-    return int(wrapper.Value(prefix + name.upper()))
-
-
 def to_timestamp(value: datetime) -> Timestamp:
     """A caller's time as a protobuf Timestamp; without a zone it is UTC."""
     out = Timestamp()
@@ -83,9 +76,9 @@ class TicketCreate(Request):
             key=self.key,
             name=self.name,
             description=self.description,
-            type=enum_value(tpb.TicketType, self.type, "TICKET_TYPE_"),  # type: ignore[arg-type]
+            type=TICKET_TYPE.number(self.type),  # type: ignore[arg-type]
             priority=self.priority,
-            stages=[enum_value(tpb.AgentRole, s, "AGENT_ROLE_") for s in self.stages],  # type: ignore[misc]
+            stages=[AGENT_ROLE.number(s) for s in self.stages],  # type: ignore[misc]
             depends_on=self.depends_on,
         )
 
@@ -134,10 +127,10 @@ class TicketPublic(BaseModel):
             project_id=t.project_id,
             name=t.name,
             description=t.description,
-            type=enum_name(tpb.TicketType, t.type, "TICKET_TYPE_"),  # type: ignore[arg-type]
+            type=TICKET_TYPE.name(t.type),  # type: ignore[arg-type]
             priority=t.priority,
-            state=enum_name(tpb.TicketState, t.state, "TICKET_STATE_"),  # type: ignore[arg-type]
-            stages=[enum_name(tpb.AgentRole, s, "AGENT_ROLE_") for s in t.stages],  # type: ignore[misc]
+            state=TICKET_STATE.name(t.state),  # type: ignore[arg-type]
+            stages=[AGENT_ROLE.name(s) for s in t.stages],  # type: ignore[misc]
             stage_index=t.stage_index,
             depends_on=list(t.depends_on),
             lease=LeasePublic(
@@ -258,7 +251,7 @@ class MergeRequestPublic(BaseModel):
             ticket_id=m.ticket_id,
             branch=m.branch,
             commit=m.commit,
-            state=enum_name(tpb.MergeRequestState, m.state, "MERGE_REQUEST_STATE_"),  # type: ignore[arg-type]
+            state=MERGE_REQUEST_STATE.name(m.state),  # type: ignore[arg-type]
             merge_commit=m.merge_commit or None,
             review_comments=m.review_comments or None,
             author_agent_id=m.author_agent_id or None,
@@ -287,7 +280,7 @@ class ResourceUsagePublic(BaseModel):
     @classmethod
     def from_proto(cls, u: qpb.ResourceUsage) -> ResourceUsagePublic:
         return cls(
-            resource=enum_name(qpb.Resource, u.resource, "RESOURCE_"),  # type: ignore[arg-type]
+            resource=RESOURCE.name(u.resource),  # type: ignore[arg-type]
             used=u.used,
             limit=None if u.unlimited else u.limit,
             remaining=None if u.unlimited else u.remaining,
@@ -330,13 +323,13 @@ class TenantPublic(BaseModel):
         return cls(
             id=t.id,
             display_name=t.display_name,
-            plan=enum_name(qpb.Plan, t.plan, "PLAN_"),  # type: ignore[arg-type]
+            plan=PLAN.name(t.plan),  # type: ignore[arg-type]
             overrides={
-                enum_name(qpb.Resource, o.resource, "RESOURCE_"): o.limit  # type: ignore[misc]
+                RESOURCE.name(o.resource): o.limit  # type: ignore[misc]
                 for o in t.overrides
             },
             limits={
-                enum_name(qpb.Resource, q.resource, "RESOURCE_"): (None if q.unlimited else q.limit)  # type: ignore[misc]
+                RESOURCE.name(q.resource): (None if q.unlimited else q.limit)  # type: ignore[misc]
                 for q in t.effective_limits
             },
             created_at=t.create_time.ToDatetime(tzinfo=UTC),
@@ -385,6 +378,6 @@ class ApiKeyPage(BaseModel):
 
 def overrides_to_proto(overrides: Mapping[Resource, int]) -> list[qpb.QuotaOverride]:
     return [
-        qpb.QuotaOverride(resource=enum_value(qpb.Resource, r, "RESOURCE_"), limit=v)  # type: ignore[arg-type]
+        qpb.QuotaOverride(resource=RESOURCE.number(r), limit=v)  # type: ignore[arg-type]
         for r, v in overrides.items()
     ]

@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
-from swarm_gateway.models import enum_name
+from swarm_gateway.enums import SPAN_KIND, SPAN_STATUS
 
 GroupBy = Literal["project", "ticket", "agent_type", "model", "day", "month"]
 
@@ -49,8 +49,8 @@ class SpanPublic(BaseModel):
             span_id=s.span_id,
             parent_span_id=s.parent_span_id or None,
             name=s.name,
-            kind=enum_name(tpb.SpanKind, s.kind, "SPAN_KIND_"),
-            status=enum_name(tpb.SpanStatus, s.status, "SPAN_STATUS_"),
+            kind=SPAN_KIND.name(s.kind),
+            status=SPAN_STATUS.name(s.status),
             status_message=s.status_message or None,
             service_name=s.service_name,
             start_time=_dt(s.start_time),

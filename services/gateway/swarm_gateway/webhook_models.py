@@ -10,7 +10,8 @@ from google.protobuf import json_format
 from pydantic import BaseModel, BeforeValidator, Field
 
 from swarm.events.v1 import events_pb2 as epb
-from swarm_gateway.models import Request, Text, enum_name, ts
+from swarm_gateway.enums import ATTEMPT_OUTCOME, DELIVERY_STATE, WEBHOOK_STATE
+from swarm_gateway.models import Request, Text, ts
 
 WebhookState = Literal["active", "disabled"]
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -73,7 +74,7 @@ class WebhookPublic(BaseModel):
             url=w.url,
             events=list(w.event_types),
             description=w.description,
-            state=enum_name(epb.WebhookState, w.state, "WEBHOOK_STATE_"),  # type: ignore[arg-type]
+            state=WEBHOOK_STATE.name(w.state),  # type: ignore[arg-type]
             disabled_reason=w.disabled_reason or None,
             disabled_at=ts(w.disable_time, w.HasField("disable_time")),
             consecutive_failures=w.consecutive_failure_count,
@@ -138,7 +139,7 @@ class DeliveryAttemptPublic(BaseModel):
             event_id=a.event_id,
             event_type=a.event_type,
             attempt_number=a.attempt_number,
-            outcome=enum_name(epb.AttemptOutcome, a.outcome, "ATTEMPT_OUTCOME_"),  # type: ignore[arg-type]
+            outcome=ATTEMPT_OUTCOME.name(a.outcome),  # type: ignore[arg-type]
             response_status_code=a.response_status_code or None,
             response_body=a.response_body,
             response_body_truncated=a.response_body_truncated,
@@ -172,7 +173,7 @@ class DeliveryPublic(BaseModel):
             webhook_id=d.webhook_id,
             event_id=d.event_id,
             event_type=d.event_type,
-            state=enum_name(epb.DeliveryState, d.state, "DELIVERY_STATE_"),  # type: ignore[arg-type]
+            state=DELIVERY_STATE.name(d.state),  # type: ignore[arg-type]
             attempt_count=d.attempt_count,
             next_attempt_at=ts(d.next_attempt_time, d.HasField("next_attempt_time")),
             created_at=ts(d.create_time),  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm_gateway.deps import AdminOnly, BackendsDep, KeyCacheDep, Paging, RequestId
+from swarm_gateway.enums import PLAN
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import (
     NAME_ID_PATTERN,
@@ -22,7 +23,6 @@ from swarm_gateway.models import (
     TenantPage,
     TenantPublic,
     TenantUpdate,
-    enum_value,
     overrides_to_proto,
 )
 
@@ -38,7 +38,7 @@ def create_tenant(body: TenantCreate, b: BackendsDep, request_id: RequestId) -> 
         qpb.CreateTenantRequest(
             tenant_id=body.id,
             display_name=body.display_name,
-            plan=enum_value(qpb.Plan, body.plan, "PLAN_"),  # type: ignore[arg-type]
+            plan=PLAN.number(body.plan),  # type: ignore[arg-type]
             overrides=overrides_to_proto(body.overrides),
             request_id=request_id,
         )
@@ -50,7 +50,7 @@ def create_tenant(body: TenantCreate, b: BackendsDep, request_id: RequestId) -> 
 def list_tenants(b: BackendsDep, page: Paging, plan: Plan | None = None) -> TenantPage:
     reply = b.quota.stub.ListTenants(
         qpb.ListTenantsRequest(
-            plan=enum_value(qpb.Plan, plan, "PLAN_") if plan else 0,  # type: ignore[arg-type]
+            plan=PLAN.number(plan),  # type: ignore[arg-type]
             page_size=page.size,
             page_token=page.token,
         )
@@ -74,7 +74,7 @@ def update_tenant(
         return get_tenant(tenant_id, b)
     tenant = qpb.Tenant(
         display_name=body.display_name or "",
-        plan=enum_value(qpb.Plan, body.plan, "PLAN_") if body.plan else 0,  # type: ignore[arg-type]
+        plan=PLAN.number(body.plan),  # type: ignore[arg-type]
         overrides=overrides_to_proto(body.overrides or {}),
     )
     reply = b.quota.stub.UpdateTenant(

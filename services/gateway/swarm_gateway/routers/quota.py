@@ -6,8 +6,9 @@ from fastapi import APIRouter
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm_gateway.deps import BackendsDep, CurrentCaller
+from swarm_gateway.enums import PLAN
 from swarm_gateway.errors import COMMON_ERRORS
-from swarm_gateway.models import ResourceUsagePublic, UsagePublic, enum_name
+from swarm_gateway.models import ResourceUsagePublic, UsagePublic
 
 router = APIRouter(prefix="/api", tags=["quota"], responses=COMMON_ERRORS)
 
@@ -16,6 +17,6 @@ router = APIRouter(prefix="/api", tags=["quota"], responses=COMMON_ERRORS)
 def get_usage(caller: CurrentCaller, b: BackendsDep) -> UsagePublic:
     reply = b.quota.stub.GetUsage(qpb.GetUsageRequest(tenant_id=caller.tenant_id))
     return UsagePublic(
-        plan=enum_name(qpb.Plan, reply.plan, "PLAN_"),  # type: ignore[arg-type]
+        plan=PLAN.name(reply.plan),  # type: ignore[arg-type]
         resources=[ResourceUsagePublic.from_proto(u) for u in reply.usages],
     )

@@ -11,8 +11,9 @@ from fastapi.responses import PlainTextResponse
 
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
 from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging
+from swarm_gateway.enums import USAGE_GROUP_BY
 from swarm_gateway.errors import COMMON_ERRORS
-from swarm_gateway.models import UUID_PATTERN, enum_value, to_timestamp
+from swarm_gateway.models import UUID_PATTERN, to_timestamp
 from swarm_gateway.telemetry_models import (
     GroupBy,
     SpanPublic,
@@ -71,7 +72,7 @@ def get_usage_summary(
     reply = b.telemetry.stub.GetUsageSummary(
         tpb.GetUsageSummaryRequest(
             tenant_id=caller.tenant_id,
-            group_by=enum_value(tpb.UsageGroupBy, group_by, "USAGE_GROUP_BY_"),  # type: ignore[arg-type]
+            group_by=USAGE_GROUP_BY.number(group_by),  # type: ignore[arg-type]
             start_time=to_timestamp(since) if since else None,
             end_time=to_timestamp(until) if until else None,
             project_id=project_id or "",

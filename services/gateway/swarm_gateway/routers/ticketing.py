@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId
+from swarm_gateway.enums import AGENT_ROLE, MERGE_REQUEST_STATE, TICKET_STATE
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import (
     UUID_PATTERN,
@@ -30,7 +31,6 @@ from swarm_gateway.models import (
     TicketPage,
     TicketPublic,
     TicketState,
-    enum_value,
 )
 
 router = APIRouter(prefix="/api", tags=["tickets"], responses=COMMON_ERRORS)
@@ -92,8 +92,8 @@ def list_tickets(
         tpb.ListTicketsRequest(
             tenant_id=caller.tenant_id,
             project_id=project_id or "",
-            state=enum_value(tpb.TicketState, state, "TICKET_STATE_") if state else 0,  # type: ignore[arg-type]
-            role=enum_value(tpb.AgentRole, role, "AGENT_ROLE_") if role else 0,  # type: ignore[arg-type]
+            state=TICKET_STATE.number(state),  # type: ignore[arg-type]
+            role=AGENT_ROLE.number(role),  # type: ignore[arg-type]
             page_size=page.size,
             page_token=page.token,
         )
@@ -171,7 +171,7 @@ def list_merge_requests(
             tenant_id=caller.tenant_id,
             project_id=project_id or "",
             ticket_id=ticket_id or "",
-            state=enum_value(tpb.MergeRequestState, state, "MERGE_REQUEST_STATE_") if state else 0,  # type: ignore[arg-type]
+            state=MERGE_REQUEST_STATE.number(state),  # type: ignore[arg-type]
             page_size=page.size,
             page_token=page.token,
         )

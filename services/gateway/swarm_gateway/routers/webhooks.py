@@ -22,8 +22,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from swarm.events.v1 import events_pb2 as epb
 from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId, SettingsDep
+from swarm_gateway.enums import ATTEMPT_OUTCOME, WEBHOOK_STATE
 from swarm_gateway.errors import COMMON_ERRORS
-from swarm_gateway.models import UUID_PATTERN, enum_value, to_timestamp
+from swarm_gateway.models import UUID_PATTERN, to_timestamp
 from swarm_gateway.webhook_models import (
     DeliveryAttemptPage,
     DeliveryAttemptPublic,
@@ -76,7 +77,7 @@ def list_webhooks(
     reply = b.events.stub.ListWebhooks(
         epb.ListWebhooksRequest(
             tenant_id=caller.tenant_id,
-            state=enum_value(epb.WebhookState, state, "WEBHOOK_STATE_") if state else 0,  # type: ignore[arg-type]
+            state=WEBHOOK_STATE.number(state),  # type: ignore[arg-type]
             page_size=page.size,
             page_token=page.token,
         )
@@ -108,7 +109,7 @@ def update_webhook(
                 url=body.url or "",
                 event_types=body.events or [],
                 description=body.description or "",
-                state=enum_value(epb.WebhookState, body.state, "WEBHOOK_STATE_") if body.state else 0,  # type: ignore[arg-type]
+                state=WEBHOOK_STATE.number(body.state),  # type: ignore[arg-type]
             ),
             update_mask={"paths": paths},
             request_id=request_id,
@@ -144,7 +145,7 @@ def list_delivery_attempts(
             webhook_id=webhook_id,
             event_id=event_id or "",
             delivery_id=delivery_id or "",
-            outcome=enum_value(epb.AttemptOutcome, outcome, "ATTEMPT_OUTCOME_") if outcome else 0,  # type: ignore[arg-type]
+            outcome=ATTEMPT_OUTCOME.number(outcome),  # type: ignore[arg-type]
             page_size=page.size,
             page_token=page.token,
         )
