@@ -8,6 +8,9 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN := libs/swarmcommon/swarm
 GEN_STAMP := $(GEN)/.generated
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); files stay whole on one worker, so a file's
+# tests share its fixtures and never race each other.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup protos demo test lint bench postgres guest-image clean
 
@@ -49,7 +52,7 @@ test: setup postgres guest-image
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	scripts/buf-lint.sh
