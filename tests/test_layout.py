@@ -34,3 +34,28 @@ def test_tests_import_only_support_or_their_own_package() -> None:
             elif parts[1] not in ("support", own):
                 wrong.append(f"{rel}: imports {module} (another package's tests)")
     assert wrong == []
+
+
+SERVICES = ["ticketing", "quota", "events", "telemetry", "vmhost"]
+ROLES = ["config.py", "domain.py", "wire.py", "tables.py", "stores/__init__.py", "servicer.py", "server.py",
+         "__main__.py", "migrations/env.py"]  # fmt: skip
+
+
+def test_every_grpc_service_has_the_same_file_roles() -> None:
+    missing = [
+        f"services/{s}/swarm_{s}/{role}"
+        for s in SERVICES
+        for role in ROLES
+        if not (TESTS.parent / "services" / s / f"swarm_{s}" / role).is_file()
+    ]
+    assert missing == []
+
+
+def test_no_service_module_outgrows_its_concept() -> None:
+    """CONVENTIONS.md: a module past ~400 lines is asking to be split by concept."""
+    long = [
+        f"{path.relative_to(TESTS.parent)}: {n} lines"
+        for path in sorted((TESTS.parent / "services").rglob("*.py"))
+        if "migrations" not in path.parts and (n := len(path.read_text().splitlines())) > 420
+    ]
+    assert long == []
