@@ -120,6 +120,23 @@ def test_redelivery_sends_the_same_event_id_again(live: Live, receiver: Receiver
         live.stub.RedeliverDelivery(pb.RedeliverDeliveryRequest(tenant_id="acme", delivery_id=delivery_id))
 
 
+def test_redelivery_wakes_an_idle_dispatcher(db: str, receiver: Receiver) -> None:
+    """A dispatcher that found nothing to do polls again only after its
+    interval; a redelivery must not wait for it (a retried RedeliverDelivery
+    used to sit out the whole quiet interval)."""
+    live = start_live(db, dispatcher_poll_seconds=60.0)
+    try:
+        webhook_id, _ = hook(live, receiver.url, ["*"])
+        event_id = publish(live, "acme", "ticket.completed")  # a publish wakes it
+        receiver.wait_for(1)
+        delivery_id = eventually(lambda: attempts(live, webhook_id)).pop().delivery_id
+        live.stub.RedeliverDelivery(pb.RedeliverDeliveryRequest(tenant_id="acme", delivery_id=delivery_id))
+        receiver.wait_for(2, timeout=10)  # far sooner than the 60 s poll
+        assert [h["webhook-id"] for h, _ in receiver.received] == [event_id, event_id]
+    finally:
+        live.stop()
+
+
 def test_recover_requeues_failed_deliveries_since_a_time(live: Live, receiver: Receiver) -> None:
     receiver.script = [(500, {}, 0.0)]
     webhook_id, _ = hook(live, receiver.url, ["*"])

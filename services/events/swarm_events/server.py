@@ -94,6 +94,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         max_per_tenant=settings.max_streams_per_tenant,
     )
     log.listeners += [feed.notify, dispatcher.wake]
+    deliveries.listeners.append(dispatcher.wake)
     probes = Probes(webhooks, attempts, sender, clock)
     servicer = EventsServicer(log, webhooks, deliveries, attempts, probes, feed)
     handle = start_server(

@@ -12,7 +12,7 @@ FOR UPDATE SKIP LOCKED, so dispatchers on several replicas share the work.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,6 +75,13 @@ class DeliveryStore:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        # Called after deliveries were queued again (the dispatcher wakes up
+        # instead of waiting out its quiet interval).
+        self.listeners: list[Callable[[], None]] = []
+
+    def _requeued(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     # -- claiming -------------------------------------------------------------------------------
 
@@ -154,7 +161,9 @@ class DeliveryStore:
             set_status(conn, [delivery_id], DeliveryStatus.PENDING, now, next_at=now)
             return to_delivery(conn.execute(_delivery_query(tenant_id, delivery_id)).one())
 
-        return requests.once(self.db, key, Delivery, now, tx)
+        delivery = requests.once(self.db, key, Delivery, now, tx)
+        self._requeued()
+        return delivery
 
     def recover(
         self, tenant_id: str, webhook_id: str, since: datetime, key: requests.RequestKey | None
@@ -178,7 +187,10 @@ class DeliveryStore:
             )
             return int(result.rowcount)
 
-        return requests.once(self.db, key, int, now, tx)
+        count = requests.once(self.db, key, int, now, tx)
+        if count:
+            self._requeued()
+        return count
 
 
 def _claimed_query(ids: Sequence[str]) -> sa.Select[Any]:
