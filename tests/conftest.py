@@ -36,6 +36,13 @@ from tests.support.receivers import Receiver, serve_receiver
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 
+# Services started by behaviour tests run in insecure dev mode (plaintext,
+# every caller trusted) unless the test hands them certificates: the
+# security tests (tests/security, the mesh and the demo) run real mutual TLS
+# and authorization; the rest test what a service does once a call is let in.
+for _service in ("TICKETING", "QUOTA", "EVENTS", "TELEMETRY", "VMHOST", "GATEWAY"):
+    os.environ.setdefault(f"SWARM_{_service}_INSECURE_DEV", "true")
+
 
 def _docker_answers() -> bool:
     try:

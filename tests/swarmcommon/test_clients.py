@@ -14,13 +14,17 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from swarm.quota.v1 import quota_pb2 as qpb
+from swarmcommon.authz import PUBLIC
 from swarmcommon.clients import QuotaClient, ServiceChannel
 from swarmcommon.errors import NotFound, QuotaExceeded, SwarmError
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.security import ServerSecurity
 from tests.support.harness import BACKENDS, QuotaHarness
 from tests.support.waiting import eventually
 
 SERVICE = "test.Probe"
+
+INSECURE_DEV = ServerSecurity("swarm.local", None)
 
 
 class Probe:
@@ -72,13 +76,20 @@ def _probe_service(probe: Probe) -> GrpcService:
             "Ticks": grpc.unary_stream_rpc_method_handler(ticks),
         },
     )
-    return GrpcService(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)), domain="swarm.test")
+    return GrpcService(
+        SERVICE,
+        lambda s: s.add_generic_rpc_handlers((handler,)),
+        domain="swarm.test",
+        access=dict.fromkeys(["Slow", "Echo", "Quota", "Missing", "Ticks"], PUBLIC),
+    )
 
 
 @pytest.fixture
 def probe() -> Iterator[tuple[Probe, ServerHandle]]:
     seen = Probe()
-    handle = start_server([_probe_service(seen)], listen_address="127.0.0.1:0", max_workers=8)
+    handle = start_server(
+        [_probe_service(seen)], listen_address="127.0.0.1:0", security=INSECURE_DEV, max_workers=8
+    )
     yield seen, handle
     handle.stop(0)
 

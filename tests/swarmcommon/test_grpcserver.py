@@ -22,12 +22,16 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmcommon.authz import PUBLIC
 from swarmcommon.errors import NotFound, QuotaExceeded
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
 from swarmcommon.localproc import free_port, wait_until_serving
-from tests.support.harness import TicketingHarness
+from swarmcommon.security import ServerSecurity
+from tests.support.harness import TicketingHarness, start_ticketing
 
 REPO = Path(__file__).resolve().parents[2]
+
+INSECURE_DEV = ServerSecurity("swarm.local", None)
 
 
 def _boom_service() -> GrpcService:
@@ -48,12 +52,19 @@ def _boom_service() -> GrpcService:
             "Crash": grpc.unary_unary_rpc_method_handler(crash),
         },
     )
-    return GrpcService("test.Boom", lambda s: s.add_generic_rpc_handlers((handler,)), domain="swarm.test")
+    return GrpcService(
+        "test.Boom",
+        lambda s: s.add_generic_rpc_handlers((handler,)),
+        domain="swarm.test",
+        access=dict.fromkeys(["Quota", "Missing", "Crash"], PUBLIC),
+    )
 
 
 @pytest.fixture
 def boom() -> Iterator[tuple[ServerHandle, grpc.Channel]]:
-    handle = start_server([_boom_service()], listen_address="127.0.0.1:0", max_workers=4)
+    handle = start_server(
+        [_boom_service()], listen_address="127.0.0.1:0", security=INSECURE_DEV, max_workers=4
+    )
     ch = grpc.insecure_channel(f"127.0.0.1:{handle.port}")
     yield handle, ch
     ch.close()
@@ -94,15 +105,26 @@ def test_unexpected_errors_are_internal_without_leaking_details(
     assert "secret" not in (err.details() or "")
 
 
-def test_health_and_reflection_are_served(ticketing: TicketingHarness) -> None:
+def test_health_is_served_and_reflection_is_off_unless_enabled(ticketing: TicketingHarness) -> None:
     health = health_pb2_grpc.HealthStub(ticketing.channel)
     for service in ["", "swarm.ticketing.v1.TicketingService"]:
         reply = health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     refl = reflection_pb2_grpc.ServerReflectionStub(ticketing.channel)
-    replies = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-    names = {s.name for r in replies for s in r.list_services_response.service}
-    assert {"swarm.ticketing.v1.TicketingService", "grpc.health.v1.Health"} <= names
+    with pytest.raises(grpc.RpcError) as off:
+        list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_reflection_is_served_when_enabled(db: str) -> None:
+    harness = start_ticketing(db, reflection=True)
+    try:
+        refl = reflection_pb2_grpc.ServerReflectionStub(harness.channel)
+        replies = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in replies for s in r.list_services_response.service}
+        assert {"swarm.ticketing.v1.TicketingService", "grpc.health.v1.Health"} <= names
+    finally:
+        harness.stop()
 
 
 def test_draining_server_reports_not_serving(ticketing: TicketingHarness) -> None:

@@ -7,8 +7,13 @@
 The server carries, outermost first: OpenTelemetry tracing (continues the
 caller's traceparent), then the error interceptor that turns `SwarmError`
 into a status code with google.rpc.ErrorInfo (and QuotaFailure for quota
-errors). Unexpected exceptions are logged and become INTERNAL without
-leaking internals to the caller.
+errors), then authorization (swarmcommon.authz: who is calling, and may
+they call this method). Unexpected exceptions are logged and become
+INTERNAL without leaking internals to the caller.
+
+It listens with mutual TLS on `listen_address` and, for services guests
+reach, with server-only TLS on `agent_listen_address` (guests hold a token,
+not a certificate); plaintext only in insecure dev mode.
 """
 
 from __future__ import annotations
@@ -31,8 +36,12 @@ from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
 
+from swarmcommon.authz import Access, Authenticator, AuthzInterceptor, allow, check_access
 from swarmcommon.errors import QuotaExceeded, SwarmError
 from swarmcommon.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from swarmcommon.pki import SERVICES
+from swarmcommon.security import ServerSecurity
+from swarmcommon.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,8 @@ class GrpcService:
     full_name: str
     register: Callable[[grpc.Server], None]
     domain: str = "swarm"
+    # Who may call each method (swarmcommon.authz); every method needs an entry.
+    access: Access = field(default_factory=dict)
     # False for a span sink (OTLP ingestion): tracing its own calls would
     # feed every export back into itself.
     traced: bool = True
@@ -139,6 +150,7 @@ class ServerHandle:
     port: int
     health: health.HealthServicer
     service_names: list[str]
+    agent_port: int | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float | None = 5.0) -> None:
@@ -154,10 +166,17 @@ def start_server(
     services: Sequence[GrpcService],
     *,
     listen_address: str,
+    security: ServerSecurity,
+    agent_listen_address: str = "",
     max_workers: int = 128,
     reuse_port: bool = False,
 ) -> ServerHandle:
     domains = {s.full_name: s.domain for s in services}
+    for s in services:
+        check_access(s.full_name, s.access)
+    tables: dict[str, Access] = {s.full_name: s.access for s in services}
+    if security.reflection:
+        tables[reflection.SERVICE_NAME] = {"ServerReflectionInfo": allow(*SERVICES, operators=True)}
 
     def domain_of(method: str) -> str:
         # method is "/package.Service/Method"
@@ -167,7 +186,13 @@ def start_server(
     tracing = server_interceptor(filter_=negate(any_of(*untraced)) if untraced else None)  # type: ignore[no-untyped-call]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[tracing, ErrorInterceptor(domain_of)],
+        interceptors=[
+            tracing,
+            ErrorInterceptor(domain_of),
+            AuthzInterceptor(
+                tables, Authenticator(security.trust_domain, security.verifier, security.insecure_dev)
+            ),
+        ],
         # Off by default so two services can never silently share a port.
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -180,18 +205,38 @@ def start_server(
     for service in services:
         service.register(server)
     names = [s.full_name for s in services]
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen_address)
-    if port == 0:
-        raise RuntimeError(f"could not bind gRPC server to {listen_address}")
+    if security.reflection:
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = _bind(server, listen_address, security, client_certs=True)
+    agent_port = (
+        _bind(server, agent_listen_address, security, client_certs=False) if agent_listen_address else None
+    )
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "gRPC server listening",
-        extra={"address": listen_address, "port": port, "services": names},
+        extra={
+            "address": listen_address,
+            "port": port,
+            "agent_port": agent_port,
+            "services": names,
+            "transport": "plaintext (insecure dev)" if security.insecure_dev else "mutual TLS",
+        },
     )
-    return ServerHandle(server=server, port=port, health=health_servicer, service_names=names)
+    return ServerHandle(
+        server=server, port=port, health=health_servicer, service_names=names, agent_port=agent_port
+    )
+
+
+def _bind(server: grpc.Server, address: str, security: ServerSecurity, *, client_certs: bool) -> int:
+    if security.tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(security.tls, client_certs=client_certs))
+    if port == 0:
+        raise RuntimeError(f"could not bind gRPC server to {address}")
+    return int(port)
 
 
 def run_until_signal(handle: ServerHandle, grace: float, on_stop: Sequence[Callable[[], None]] = ()) -> None:

@@ -28,6 +28,7 @@ from swarmcommon.db import Database, UTCDateTime
 from swarmcommon.errors import SwarmError
 from swarmcommon.limits import MAX_EVENT_DATA_BYTES, MAX_PUBLISH_BATCH_BYTES
 from swarmcommon.periodic import Periodic
+from swarmcommon.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class OutboxRelay(Periodic):
         interval: float = 0.5,
         timeout: float = 10.0,
         clock: Clock | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         super().__init__(interval, max_backoff=10.0)
         # Imported here: only relaying services need the events contract.
@@ -168,7 +170,7 @@ class OutboxRelay(Periodic):
         self.max_event_bytes = max_event_bytes
         self.clock = clock or SystemClock()
         self.relay_stats = RelayStats()
-        self._events = EventsClient(target, default_timeout=timeout)
+        self._events = EventsClient(target, default_timeout=timeout, tls=tls)
         self._one_at_a_time = False
 
     def run_once(self) -> bool:

@@ -32,3 +32,17 @@ class ServiceSettings(BaseSettings):
     # Set by the supervisor for its children.
     worker_index: int = Field(default=0, ge=0)
     reuse_port: bool = False
+    # Mesh security (see swarmcommon.security): the directory holding this
+    # workload's tls.crt, tls.key and ca.crt (a cert-manager Secret's layout).
+    tls_dir: str = ""
+    trust_domain: str = "swarm.local"
+    # Plaintext, and every caller trusted: only for a development laptop.
+    insecure_dev: bool = False
+    # gRPC server reflection (for grpcurl), off unless asked for.
+    reflection: bool = False
+    # Comma-separated Ed25519 public keys (PEM) that sign agent tokens; more
+    # than one while vmhost's key is being rotated.
+    agent_token_public_keys: str = ""
+
+    def env_prefix(self) -> str:
+        return str(self.model_config.get("env_prefix", "SWARM_"))

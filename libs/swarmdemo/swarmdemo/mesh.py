@@ -63,7 +63,13 @@ def _service(
     proc, target = start_service(
         f"swarm_{name}",
         f"SWARM_{name.upper()}_",
-        {"DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}", "LOG_LEVEL": "WARNING", **settings},
+        {
+            "DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
+            "LOG_LEVEL": "WARNING",
+            # Until guests carry agent tokens, the demo mesh runs in dev mode.
+            "INSECURE_DEV": "true",
+            **settings,
+        },
         output=log,
         target=target,
     )
@@ -104,6 +110,7 @@ def _start_gateway(stack: ExitStack, workdir: Path, targets: Mapping[str, str], 
         **{f"SWARM_GATEWAY_{name.upper()}_TARGET": target for name, target in targets.items()},
         "SWARM_GATEWAY_ADMIN_TOKEN": admin_token,
         "SWARM_GATEWAY_LOG_LEVEL": "WARNING",
+        "SWARM_GATEWAY_INSECURE_DEV": "true",
     }
     log_path = workdir / "gateway.log"
     log = stack.enter_context(open(log_path, "wb"))

@@ -11,7 +11,7 @@ from swarm_events.dispatcher import Dispatcher
 from swarm_events.probes import Probes
 from swarm_events.retention import Retention
 from swarm_events.sender import Sender
-from swarm_events.servicer import EventsServicer
+from swarm_events.servicer import ACCESS, EventsServicer
 from swarm_events.ssrf import parse_networks
 from swarm_events.stores.attempts import AttemptStore
 from swarm_events.stores.deliveries import DeliveryStore
@@ -23,6 +23,7 @@ from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.security import ServerSecurity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.events.v1.EventsService"
@@ -103,9 +104,11 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
                 SERVICE_NAME,
                 lambda server: pb_grpc.add_EventsServiceServicer_to_server(servicer, server),
                 domain="swarm.events",
+                access=ACCESS,
             )
         ],
         listen_address=settings.listen_address,
+        security=ServerSecurity.from_settings(settings),
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )

@@ -17,10 +17,30 @@ from swarm_events.stores.events import EventLog
 from swarm_events.stores.webhooks import WebhookStore
 from swarm_events.stream import LiveFeed
 from swarmcommon import validation as v
+from swarmcommon.authz import Access, allow
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.idempotency import request_key
 from swarmcommon.pagination import page_size
 from swarmcommon.protos import timestamp
+
+# Who may call what (swarmcommon.authz). Events come only from the services
+# whose outboxes are relayed here; everything else is the gateway's.
+ADMIN = allow("gateway", operators=True)
+ACCESS: Access = {
+    "Publish": allow("ticketing", "vmhost"),
+    "ListEvents": ADMIN,
+    "StreamEvents": ADMIN,
+    "CreateWebhook": ADMIN,
+    "GetWebhook": ADMIN,
+    "ListWebhooks": ADMIN,
+    "UpdateWebhook": ADMIN,
+    "DeleteWebhook": ADMIN,
+    "RotateWebhookSecret": ADMIN,
+    "SendTestEvent": ADMIN,
+    "ListDeliveryAttempts": ADMIN,
+    "RedeliverDelivery": ADMIN,
+    "RecoverFailedDeliveries": ADMIN,
+}
 
 
 class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]

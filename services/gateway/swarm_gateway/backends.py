@@ -36,12 +36,13 @@ class Backends:
         # Channels connect lazily: a backend that is down only fails the
         # routes that need it (503), never the gateway's start-up.
         timeout = settings.backend_timeout_seconds
+        tls = settings.client_tls()
         return cls(
-            ticketing=TicketingClient(settings.ticketing_target, default_timeout=timeout),
-            quota=QuotaClient(settings.quota_target, default_timeout=timeout),
-            events=EventsClient(settings.events_target, default_timeout=timeout),
-            telemetry=TelemetryClient(settings.telemetry_target, default_timeout=timeout),
-            vmhost=VmHostClient(settings.vmhost_target, default_timeout=timeout),
+            ticketing=TicketingClient(settings.ticketing_target, default_timeout=timeout, tls=tls),
+            quota=QuotaClient(settings.quota_target, default_timeout=timeout, tls=tls),
+            events=EventsClient(settings.events_target, default_timeout=timeout, tls=tls),
+            telemetry=TelemetryClient(settings.telemetry_target, default_timeout=timeout, tls=tls),
+            vmhost=VmHostClient(settings.vmhost_target, default_timeout=timeout, tls=tls),
         )
 
     def clients(self) -> dict[str, ServiceClient]:

@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from swarmcommon.settings import service_config
+from swarmcommon.tls import ClientTls
 
 MiB = 1024 * 1024
 
@@ -47,6 +48,22 @@ class Settings(BaseSettings):
     # proxies keep them open and dead clients are noticed.
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
     log_level: str = "INFO"
+    # The gateway's own certificate for calling the services (mutual TLS):
+    # a directory with tls.crt, tls.key and ca.crt. Without it the gateway
+    # starts only with INSECURE_DEV=true, and then calls them in plaintext.
+    tls_dir: str = ""
+    insecure_dev: bool = False
+
+    def client_tls(self) -> ClientTls | None:
+        if self.tls_dir:
+            return ClientTls.in_dir(self.tls_dir)
+        if self.insecure_dev:
+            return None
+        raise ValueError(
+            "SWARM_GATEWAY_TLS_DIR is not set: the gateway calls the services with mutual TLS "
+            "(a directory holding tls.crt, tls.key and ca.crt), or set SWARM_GATEWAY_INSECURE_DEV=true "
+            "for a plaintext development mesh"
+        )
 
     @field_validator("admin_token")
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from swarm.quota.v1 import quota_pb2_grpc as pb_grpc
 from swarm_quota.config import Settings
-from swarm_quota.servicer import QuotaServicer, Stores
+from swarm_quota.servicer import ACCESS, QuotaServicer, Stores
 from swarm_quota.stores.api_keys import ApiKeys, dev_pepper
 from swarm_quota.stores.counters import Counters
 from swarm_quota.stores.reservations import Reservations
@@ -17,6 +17,7 @@ from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.security import ServerSecurity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.quota.v1.QuotaService"
@@ -63,9 +64,11 @@ def start(settings: Settings, clock: Clock | None = None) -> Quota:
                 SERVICE_NAME,
                 lambda server: pb_grpc.add_QuotaServiceServicer_to_server(servicer, server),
                 domain="swarm.quota",
+                access=ACCESS,
             )
         ],
         listen_address=settings.listen_address,
+        security=ServerSecurity.from_settings(settings),
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )

@@ -16,11 +16,32 @@ from swarm_quota.stores.counters import Counters
 from swarm_quota.stores.reservations import Reservations
 from swarm_quota.stores.tenants import TenantStore
 from swarmcommon import validation as v
+from swarmcommon.authz import Access, allow
 from swarmcommon.errors import InvalidArgument
 from swarmcommon.idempotency import request_key
 from swarmcommon.pagination import page_size
 
 MAX_SECRET = 256
+
+
+# Who may call what (swarmcommon.authz). Tenant and key administration is the
+# gateway's (its admin routes) and operators'; VM reservations are vmhost's.
+ADMIN = allow("gateway", operators=True)
+ACCESS: Access = {
+    "CreateTenant": ADMIN,
+    "GetTenant": ADMIN,
+    "ListTenants": ADMIN,
+    "UpdateTenant": ADMIN,
+    "CreateApiKey": ADMIN,
+    "ListApiKeys": ADMIN,
+    "RevokeApiKey": ADMIN,
+    "Authenticate": allow("gateway"),
+    "Consume": allow("ticketing", "gateway", "telemetry"),
+    "Reserve": allow("vmhost"),
+    "Release": allow("vmhost"),
+    "ListReservations": allow("vmhost", "gateway", operators=True),
+    "GetUsage": allow("gateway", "telemetry", "vmhost", "ticketing", operators=True),
+}
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarmcommon.clients import QuotaClient
+from swarmcommon.tls import ClientTls
 
 
 class QuotaBudgets:
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
-        self._quota = QuotaClient(target, default_timeout=timeout)
+    def __init__(self, target: str, timeout: float = 10.0, tls: ClientTls | None = None) -> None:
+        self._quota = QuotaClient(target, default_timeout=timeout, tls=tls)
 
     def charge(self, tenant_id: str, cost_usd_micros: int, request_id: str) -> None:
         self._quota.consume(

@@ -9,6 +9,9 @@ from swarmcommon.settings import ServiceSettings, service_config
 
 class Settings(ServiceSettings):
     model_config = service_config("TELEMETRY")
+    # The port guests reach: TLS without client certificates, an agent token
+    # on every call (swarmcommon.authz). Empty: guests cannot reach this service.
+    agent_listen_address: str = ""
 
     database_url: str = "sqlite:///var/telemetry.db"
     listen_address: str = "127.0.0.1:50054"

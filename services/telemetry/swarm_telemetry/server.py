@@ -14,7 +14,7 @@ from swarm_telemetry.config import Settings
 from swarm_telemetry.forwarder import OtlpForwarder
 from swarm_telemetry.ledger import UsageLedger
 from swarm_telemetry.retention import SpanRetention
-from swarm_telemetry.servicer import OtlpTraceServicer, TelemetryServicer
+from swarm_telemetry.servicer import ACCESS, OTLP_ACCESS, OtlpTraceServicer, TelemetryServicer
 from swarm_telemetry.stores.spans import SpanStore
 from swarm_telemetry.stores.usage import UsageStore
 from swarm_telemetry.tables import VERSION_TABLE
@@ -22,6 +22,7 @@ from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.security import ServerSecurity, client_tls
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.telemetry.v1.TelemetryService"
@@ -70,7 +71,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Telemetry:
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     spans = SpanStore(db, clock)
-    budgets = QuotaBudgets(settings.quota_target) if settings.quota_target else None
+    budgets = QuotaBudgets(settings.quota_target, tls=client_tls(settings)) if settings.quota_target else None
     ledger = UsageLedger(UsageStore(db, clock), clock, budgets)
     forwarder = (
         OtlpForwarder(settings.forward_otlp_target, settings.forward_queue_size)
@@ -91,15 +92,19 @@ def start(settings: Settings, clock: Clock | None = None) -> Telemetry:
                 SERVICE_NAME,
                 lambda server: pb_grpc.add_TelemetryServiceServicer_to_server(telemetry, server),
                 domain="swarm.telemetry",
+                access=ACCESS,
             ),
             GrpcService(
                 OTLP_SERVICE_NAME,
                 lambda server: otlp_grpc.add_TraceServiceServicer_to_server(otlp, server),  # type: ignore[no-untyped-call]
                 domain="swarm.telemetry",
+                access=OTLP_ACCESS,
                 traced=False,
             ),
         ],
         listen_address=settings.listen_address,
+        security=ServerSecurity.from_settings(settings, agent_tokens=True),
+        agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )

@@ -16,6 +16,20 @@ from swarm_telemetry.ledger import UsageLedger
 from swarm_telemetry.stores.spans import SpanStore
 from swarm_telemetry.trace_tree import ticket_trace
 from swarmcommon import validation as v
+from swarmcommon.authz import Access, allow
+from swarmcommon.pki import SERVICES
+
+# Who may call what (swarmcommon.authz). Agents report usage and spans for
+# their token's tenant; every workload exports its spans here.
+ADMIN = allow("gateway", operators=True)
+ACCESS: Access = {
+    "GetTicketTrace": ADMIN,
+    "ListSpans": ADMIN,
+    "RecordUsage": allow(agents=True),
+    "GetUsageSummary": ADMIN,
+    "CheckBudget": allow("gateway", operators=True, agents=True),
+}
+OTLP_ACCESS: Access = {"Export": allow(*SERVICES, agents=True)}
 
 
 class TelemetryServicer(pb_grpc.TelemetryServiceServicer):  # type: ignore[misc]

@@ -8,6 +8,7 @@ import uuid
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarmcommon.clients import QuotaClient
+from swarmcommon.tls import ClientTls
 
 CHARGE_PREFIX = "create-project:"
 
@@ -24,8 +25,8 @@ def charge_request_id(request_id: str | None) -> str:
 
 
 class TicketQuota:
-    def __init__(self, target: str) -> None:
-        self.client = QuotaClient(target)
+    def __init__(self, target: str, tls: ClientTls | None = None) -> None:
+        self.client = QuotaClient(target, tls=tls)
 
     def charge_tickets(self, tenant_id: str, count: int, request_id: str | None) -> None:
         """Charge `count` tickets or raise QuotaExceeded (nothing charged)."""

@@ -12,7 +12,7 @@ from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
 from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
-from swarm_ticketing.servicer import Stores, TicketingServicer
+from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
 from swarm_ticketing.stores.claims import Claims
 from swarm_ticketing.stores.dead_letters import DeadLetters
 from swarm_ticketing.stores.leases import LeaseManager
@@ -26,6 +26,7 @@ from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
 from swarmcommon.outbox import OutboxRelay
+from swarmcommon.security import ServerSecurity, client_tls
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.ticketing.v1.TicketingService"
@@ -84,7 +85,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         migrate(settings.database_url)
     clock = clock or SystemClock()
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
-    quota = TicketQuota(settings.quota_target) if settings.quota_target else None
+    quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
     servicer = TicketingServicer(stores)
     handle = start_server(
@@ -93,9 +94,12 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
                 SERVICE_NAME,
                 lambda server: pb_grpc.add_TicketingServiceServicer_to_server(servicer, server),
                 domain="swarm.ticketing",
+                access=ACCESS,
             )
         ],
         listen_address=settings.listen_address,
+        security=ServerSecurity.from_settings(settings, agent_tokens=True),
+        agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
@@ -106,7 +110,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     )
     reaper.start()
     relay = (
-        OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target)
+        OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target, tls=client_tls(settings))
         if settings.events_target
         else None
     )

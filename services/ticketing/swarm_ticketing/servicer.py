@@ -22,6 +22,7 @@ from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
 from swarm_ticketing.stores.tickets import Tickets
 from swarmcommon import validation as v
+from swarmcommon.authz import Access, allow
 from swarmcommon.idempotency import fingerprint, request_key
 from swarmcommon.pagination import page_size
 
@@ -34,6 +35,31 @@ LeaseRequest = (
     | pb.ReportFailureRequest
     | pb.ReleaseClaimRequest
 )
+
+
+# Who may call what (swarmcommon.authz). Agents work tickets (their token's
+# tenant, their own leases); the gateway and operators administer projects.
+ADMIN = allow("gateway", operators=True)
+AGENT_WORK = allow(agents=True)
+ACCESS: Access = {
+    "CreateProject": ADMIN,
+    "GetProject": ADMIN,
+    "ListProjects": ADMIN,
+    "GetTicket": allow("gateway", operators=True, agents=True),
+    "ListTickets": ADMIN,
+    "ListTicketEvents": ADMIN,
+    "ClaimTicket": AGENT_WORK,
+    "RenewLease": AGENT_WORK,
+    "StartWork": AGENT_WORK,
+    "SubmitWork": AGENT_WORK,
+    "ReportFailure": AGENT_WORK,
+    "ReleaseClaim": AGENT_WORK,
+    "ReleaseAgentClaims": allow("vmhost", operators=True),
+    "ListDeadLetters": ADMIN,
+    "RedriveTickets": ADMIN,
+    "GetMergeRequest": allow("gateway", operators=True, agents=True),
+    "ListMergeRequests": ADMIN,
+}
 
 
 @dataclass(frozen=True)

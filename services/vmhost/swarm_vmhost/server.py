@@ -22,7 +22,7 @@ from swarm_vmhost.drivers.qemu import QemuDriver
 from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
-from swarm_vmhost.servicer import VmHostServicer
+from swarm_vmhost.servicer import ACCESS, VmHostServicer
 from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog
 from swarm_vmhost.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarm_vmhost.zygote import Zygote
@@ -32,6 +32,7 @@ from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
 from swarmcommon.outbox import OutboxRelay
+from swarmcommon.security import ServerSecurity, client_tls
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -132,8 +133,10 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         agents,
         drivers(settings, bridge, zygote),
         bridge,
-        QuotaClient(settings.quota_target) if settings.quota_target else None,
-        TicketingClient(settings.ticketing_target) if settings.ticketing_target else None,
+        QuotaClient(settings.quota_target, tls=client_tls(settings)) if settings.quota_target else None,
+        TicketingClient(settings.ticketing_target, tls=client_tls(settings))
+        if settings.ticketing_target
+        else None,
     )
     healer = Healer(host, HealingLog(db, clock))
     monitor = Monitor(host, healer, health_policy(settings), settings.monitor_interval_seconds)
@@ -150,15 +153,18 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
                     VmHostServicer(host, healer, monitor), server
                 ),
                 domain="swarm.vmhost",
+                access=ACCESS,
             )
         ],
         listen_address=settings.listen_address,
+        security=ServerSecurity.from_settings(settings, agent_tokens=True),
+        agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
     host.own_target = f"{settings.listen_address.rsplit(':', 1)[0]}:{handle.port}"
     relay = (
-        OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target)
+        OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target, tls=client_tls(settings))
         if settings.events_target
         else None
     )

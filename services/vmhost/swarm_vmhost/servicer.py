@@ -12,10 +12,26 @@ from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
 from swarmcommon import validation as v
+from swarmcommon.authz import Access, allow
 from swarmcommon.pagination import page_size
 
 # Newest actions shown in a healing report.
 RECENT_ACTIONS = 10
+
+
+# Who may call what (swarmcommon.authz). Agents only heartbeat (as
+# themselves); spawning, terminating and reading the fleet is the gateway's.
+ADMIN = allow("gateway", operators=True)
+ACCESS: Access = {
+    "SpawnAgent": ADMIN,
+    "GetAgent": ADMIN,
+    "ListAgents": ADMIN,
+    "Heartbeat": allow(agents=True),
+    "TerminateAgent": ADMIN,
+    "ListDrivers": ADMIN,
+    "GetHealingReport": ADMIN,
+    "ListHealingActions": ADMIN,
+}
 
 
 class VmHostServicer(pb_grpc.VmHostServiceServicer):  # type: ignore[misc]

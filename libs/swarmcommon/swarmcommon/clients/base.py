@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 
 from swarmcommon.clients.channel import DEFAULT_TIMEOUT, MetadataSource, ServiceChannel
+from swarmcommon.tls import ClientTls
 
 
 class ServiceClient:
@@ -17,8 +18,9 @@ class ServiceClient:
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
         metadata: MetadataSource | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
-        self.channel = ServiceChannel(target, default_timeout=default_timeout, metadata=metadata)
+        self.channel = ServiceChannel(target, default_timeout=default_timeout, metadata=metadata, tls=tls)
         self.stub = self.stub_class(self.channel.unary)
 
     @property

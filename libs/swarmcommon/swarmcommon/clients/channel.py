@@ -23,6 +23,7 @@ backend stream when an SSE client hangs up).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
 
 from swarmcommon.errors import QuotaExceeded, SwarmError
 from swarmcommon.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from swarmcommon.tls import ClientTls
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -202,8 +204,96 @@ class SwarmClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
         return _StreamOutcome(continuation(self._details(client_call_details), request))
 
 
+class _Reconnecting(grpc.Channel):  # type: ignore[misc]
+    """A TLS channel that moves to a new connection once the certificate
+    files changed (rotation without restart). Calls in flight finish on the
+    connection they started on; retired connections close with this one."""
+
+    def __init__(self, target: str, tls: ClientTls) -> None:
+        self._target = target
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._retired: list[grpc.Channel] = []
+        self._channel, self._generation = self._connect()
+
+    def _connect(self) -> tuple[grpc.Channel, int]:
+        creds, generation = self._tls.credentials()
+        return grpc.secure_channel(
+            self._target, creds, options=CHANNEL_OPTIONS + self._tls.options()
+        ), generation
+
+    def current(self) -> tuple[grpc.Channel, int]:
+        generation = self._tls.generation()
+        with self._lock:
+            if generation != self._generation:
+                self._retired.append(self._channel)
+                self._channel, self._generation = self._connect()
+            return self._channel, self._generation
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _LazyMultiCallable(self, "unary_unary", method, args, kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _LazyMultiCallable(self, "unary_stream", method, args, kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _LazyMultiCallable(self, "stream_unary", method, args, kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _LazyMultiCallable(self, "stream_stream", method, args, kwargs)
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self.current()[0].subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        self.current()[0].unsubscribe(callback)
+
+    def close(self) -> None:
+        with self._lock:
+            for ch in [*self._retired, self._channel]:
+                ch.close()
+            self._retired.clear()
+
+    def __enter__(self) -> _Reconnecting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _LazyMultiCallable:
+    """A stub's handle on one method, bound to whichever connection is current."""
+
+    def __init__(
+        self, owner: _Reconnecting, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ):
+        self._owner, self._kind, self._method, self._args, self._kwargs = owner, kind, method, args, kwargs
+        self._bound: Any = None
+        self._generation = -1
+
+    def _target(self) -> Any:
+        channel, generation = self._owner.current()
+        if generation != self._generation:
+            self._bound = getattr(channel, self._kind)(self._method, *self._args, **self._kwargs)
+            self._generation = generation
+        return self._bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target().with_call(*args, **kwargs)
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target().future(*args, **kwargs)
+
+
 class ServiceChannel:
-    """One connection to a service, seen as a traced unary view and a streaming view."""
+    """One connection to a service, seen as a traced unary view and a streaming view.
+
+    With `tls` the connection is mutual TLS with the workload's certificate
+    (or, for a guest, TLS with no client certificate); without it, plaintext,
+    which only a service in insecure dev mode accepts."""
 
     def __init__(
         self,
@@ -211,10 +301,15 @@ class ServiceChannel:
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
         metadata: MetadataSource | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.target = target
         self.default_timeout = default_timeout
-        self.raw = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.raw: grpc.Channel = (
+            _Reconnecting(target, tls)
+            if tls is not None
+            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        )
         # The tracing interceptor runs inside ours, so its span sees the
         # RpcError and ours turns it into a SwarmError for the caller.
         traced: grpc.Channel = intercept_channel(self.raw, client_interceptor())  # type: ignore[no-untyped-call]

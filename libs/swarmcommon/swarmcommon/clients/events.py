@@ -9,6 +9,7 @@ from swarm.events.v1 import events_pb2 as pb
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
 from swarmcommon.clients.base import ServiceClient
 from swarmcommon.clients.channel import DEFAULT_TIMEOUT, MetadataSource
+from swarmcommon.tls import ClientTls
 
 # About 31 years: gRPC needs a number, and this one never ends a live stream.
 _FOREVER = 1e9
@@ -23,8 +24,9 @@ class EventsClient(ServiceClient):
         *,
         default_timeout: float = DEFAULT_TIMEOUT,
         metadata: MetadataSource | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
-        super().__init__(target, default_timeout=default_timeout, metadata=metadata)
+        super().__init__(target, default_timeout=default_timeout, metadata=metadata, tls=tls)
         # StreamEvents goes through the streaming view: its call stays
         # cancellable (see ServiceChannel).
         self.stream_stub = pb_grpc.EventsServiceStub(self.channel.streaming)
