@@ -9,8 +9,13 @@ For each backend (SQLite, PostgreSQL) and the same database, in one run:
    what a hand-rolled job queue on the same table would do, without leases'
    audit trail, outbox events, DAG release or the network hop.
 
-Prints one JSON document: per backend, both rates (tickets/s), p50/p99 claim
-latency, and grpc/raw_sql rate ratio.
+3. grpc_mtls: the same service on the mesh's real security: the project is
+   created by an operator over mutual TLS, and each agent claims and submits
+   on the agent port (TLS) with its own signed agent token, checked on every
+   call.
+
+Prints one JSON document: per backend, the rates (tickets/s), p50/p99 claim
+latency, the grpc/raw_sql rate ratio and the mTLS+token/plaintext ratio.
 
     python bench/claims.py [--agents 64] [--tickets 2000] [--backends sqlite,postgres] [--workers N]
 
@@ -43,8 +48,11 @@ import sqlalchemy as sa
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.server import migrate
+from swarmcommon.agenttoken import AgentIdentity, TokenSigner, write_signing_key
 from swarmcommon.grpcclient import channel
-from swarmcommon.localproc import start_service
+from swarmcommon.localproc import free_port, start_service
+from swarmcommon.pki import issue_mesh
+from swarmcommon.tls import ClientTls
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 BATCH = 500  # tickets per CreateProject call
@@ -103,7 +111,59 @@ def run_threads(n: int, body: Callable[[int], None]) -> float:
 # -- the service ------------------------------------------------------------------
 
 
-def start_ticketing(url: str, agents: int, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+class Plaintext:
+    """The service in insecure dev mode: no TLS, no credentials."""
+
+    settings: dict[str, str] = {"INSECURE_DEV": "true"}
+    admin_tls: ClientTls | None = None
+
+    def admin_channel(self, target: str) -> grpc.Channel:
+        return channel(target)
+
+    def agent_stub(self, target: str, i: int, tenant: str) -> tuple[grpc.Channel, Any, list[tuple[str, str]]]:
+        ch = grpc.insecure_channel(target)
+        return ch, pb_grpc.TicketingServiceStub(ch), []
+
+
+class MeshSecurity:
+    """The service as deployed: mutual TLS for the operator, TLS plus a signed
+    agent token per call on the agent port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.pki = workdir / "pki"
+        issue_mesh(self.pki)
+        write_signing_key(self.pki / "agent-signing")
+        self.signer = TokenSigner.from_file(self.pki / "agent-signing" / "key.pem")
+        self.agent_port = free_port()
+        self.settings = {
+            "INSECURE_DEV": "false",
+            "TLS_DIR": str(self.pki / "ticketing"),
+            "AGENT_LISTEN_ADDRESS": f"127.0.0.1:{self.agent_port}",
+            "AGENT_TOKEN_PUBLIC_KEYS": str(self.pki / "agent-signing" / "public.pem"),
+        }
+        self.admin_tls = ClientTls.in_dir(self.pki / "operator-admin")
+        self._ca = (self.pki / "ticketing" / "ca.crt").read_bytes()
+
+    def admin_channel(self, target: str) -> grpc.Channel:
+        creds, _ = self.admin_tls.credentials()
+        return grpc.secure_channel(target, creds)
+
+    def agent_stub(self, target: str, i: int, tenant: str) -> tuple[grpc.Channel, Any, list[tuple[str, str]]]:
+        token, _ = self.signer.mint(AgentIdentity(f"agent-{i}", tenant, "coder"))
+        ch = grpc.secure_channel(
+            f"127.0.0.1:{self.agent_port}",
+            grpc.ssl_channel_credentials(self._ca),
+            options=[("grpc.ssl_target_name_override", "ticketing")],
+        )
+        return ch, pb_grpc.TicketingServiceStub(ch), [("authorization", f"Bearer {token}")]
+
+
+Security = Plaintext | MeshSecurity
+
+
+def start_ticketing(
+    url: str, agents: int, workers: int, security: Security
+) -> tuple[subprocess.Popen[bytes], str]:
     os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     return start_service(
         "swarm_ticketing",
@@ -116,15 +176,18 @@ def start_ticketing(url: str, agents: int, workers: int) -> tuple[subprocess.Pop
             "GRPC_MAX_WORKERS": str(max(16, agents * 2 // workers)),
             "DB_POOL_SIZE": str(max(4, agents // 2 // workers)),
             "LOG_LEVEL": "WARNING",
+            **security.settings,
         },
+        target=f"127.0.0.1:{free_port()}",
+        tls=security.admin_tls,
     )
 
 
-def bench_grpc(url: str, agents: int, tickets: int, workers: int) -> dict[str, float]:
-    proc, target = start_ticketing(url, agents, workers)
+def bench_grpc(url: str, agents: int, tickets: int, workers: int, security: Security) -> dict[str, float]:
+    proc, target = start_ticketing(url, agents, workers, security)
     tenant = f"bench-grpc-{uuid.uuid4().hex[:6]}"
     try:
-        ch = channel(target)
+        ch = security.admin_channel(target)
         stub = pb_grpc.TicketingServiceStub(ch)
         for start in range(0, tickets, BATCH):
             specs = [
@@ -141,8 +204,7 @@ def bench_grpc(url: str, agents: int, tickets: int, workers: int) -> dict[str, f
         def agent(i: int) -> None:
             # A bare channel: the load generator stands in for remote agents and
             # should not spend this machine's two cores on client-side tracing.
-            ach = grpc.insecure_channel(target)
-            s = pb_grpc.TicketingServiceStub(ach)
+            ach, s, md = security.agent_stub(target, i, tenant)
             seq = 0
             try:
                 while True:
@@ -151,7 +213,8 @@ def bench_grpc(url: str, agents: int, tickets: int, workers: int) -> dict[str, f
                     c = s.ClaimTicket(
                         pb.ClaimTicketRequest(
                             tenant_id=tenant, agent_id=f"agent-{i}", request_id=f"{i}-{seq}"
-                        )
+                        ),
+                        metadata=md,
                     )
                     claim_ms[i].append((time.perf_counter() - t0) * 1000)
                     if not c.HasField("ticket"):
@@ -159,7 +222,8 @@ def bench_grpc(url: str, agents: int, tickets: int, workers: int) -> dict[str, f
                     s.SubmitWork(
                         pb.SubmitWorkRequest(
                             tenant_id=tenant, ticket_id=c.ticket.id, claim_token=c.lease.claim_token
-                        )
+                        ),
+                        metadata=md,
                     )
                     done[i] += 1
             finally:
@@ -326,7 +390,8 @@ def run_backend(backend: str, agents: int, tickets: int, workers: int, workdir: 
         url, cleanup = postgres_schema_url(base)
     try:
         migrate(url)
-        grpc_result = bench_grpc(url, agents, tickets, workers)
+        grpc_result = bench_grpc(url, agents, tickets, workers, Plaintext())
+        mtls_result = bench_grpc(url, agents, tickets, workers, MeshSecurity(workdir / backend))
         raw_result = bench_raw(url, agents, tickets)
     finally:
         cleanup()
@@ -334,8 +399,10 @@ def run_backend(backend: str, agents: int, tickets: int, workers: int, workdir: 
         "agents": agents,
         "server_processes": workers,
         "grpc": grpc_result,
+        "grpc_mtls": mtls_result,
         "raw_sql": raw_result,
         "ratio_grpc_to_raw": round(grpc_result["rate_per_s"] / raw_result["rate_per_s"], 3),
+        "ratio_mtls_to_plaintext": round(mtls_result["rate_per_s"] / grpc_result["rate_per_s"], 3),
     }
 
 

@@ -83,7 +83,12 @@ def run(url: str, total: int, batch: int, clients: int) -> dict[str, float]:
     proc, target = start_service(
         "swarm_telemetry",
         "SWARM_TELEMETRY_",
-        {"DATABASE_URL": url, "LOG_LEVEL": "WARNING", "RETENTION_INTERVAL_SECONDS": "0"},
+        {
+            "DATABASE_URL": url,
+            "LOG_LEVEL": "WARNING",
+            "INSECURE_DEV": "true",
+            "RETENTION_INTERVAL_SECONDS": "0",
+        },
     )
     try:
         per_client = total // clients // batch

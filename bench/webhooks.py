@@ -89,6 +89,7 @@ def main() -> None:
                 "DISPATCHER_POLL_SECONDS": "0.01",
                 "DISPATCHER_WORKERS_PER_ENDPOINT": str(args.workers_per_endpoint),
                 "LOG_LEVEL": "WARNING",
+                "INSECURE_DEV": "true",
             },
         )
         try:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import IO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from swarmcommon.clients.channel import ServiceChannel
+from swarmcommon.tls import ClientTls
 
 
 def free_port() -> int:
@@ -22,23 +22,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Block until `target` reports SERVING; fail early if `proc` exits."""
+def wait_until_serving(
+    target: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, tls: ClientTls | None = None
+) -> None:
+    """Block until `target` reports SERVING; fail early if `proc` exits.
+    `tls`: the caller's certificate, for a service on mutual TLS."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as ch:
-        health = health_pb2_grpc.HealthStub(ch)
-        while True:
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass  # not listening yet
+    channel = ServiceChannel(local_target(target), default_timeout=1.0, tls=tls)
+    try:
+        while channel.health(timeout=1.0) != "SERVING":
             if proc.poll() is not None:
                 raise RuntimeError(f"service process exited with {proc.returncode} before serving")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"service at {target} not serving after {timeout:.0f}s")
             time.sleep(0.1)
+    finally:
+        channel.close()
+
+
+def local_target(target: str) -> str:
+    """A listen address as a client on this machine dials it (0.0.0.0 is not
+    a name a certificate holds)."""
+    host, _, port = target.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "[::]", "") else target
 
 
 def start_service(
@@ -48,6 +54,7 @@ def start_service(
     *,
     output: IO[bytes] | int | None = None,
     target: str | None = None,
+    tls: ClientTls | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `python -m module` on `target` (default: a free port) with
     SWARM_<SERVICE>_* settings.
@@ -59,7 +66,7 @@ def start_service(
     env.update({f"{env_prefix}{k}": v for k, v in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=output, stderr=output)
     try:
-        wait_until_serving(target, proc)
+        wait_until_serving(target, proc, tls=tls)
     except BaseException:
         proc.kill()
         proc.wait()
