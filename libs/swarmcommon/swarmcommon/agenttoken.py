@@ -81,9 +81,13 @@ def write_signing_key(directory: Path) -> Path:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(directory / SIGNING_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new file, then renamed: an existing key file (or a leftover) would keep its own mode.
+    tmp = directory / f"{SIGNING_KEY_FILE}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
+    os.replace(tmp, directory / SIGNING_KEY_FILE)
     (directory / PUBLIC_KEY_FILE).write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -171,13 +175,25 @@ class TokenVerifier:
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
-                # Expiry is checked below against our clock (tests move it).
-                options={"verify_exp": False, "require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+                # Expiry and issue time are checked below against our clock (tests
+                # move it), with LEEWAY: PyJWT would check iat against the system
+                # clock with none, refusing fresh tokens of a signer a second ahead.
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "require": ["exp", "iat", "sub", "jti", "iss", "aud"],
+                },
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"agent token rejected: {exc}", reason="TOKEN_INVALID") from None
         parsed = _claims(claims)
-        if self.clock.now() >= parsed.expires_at + LEEWAY:
+        now = self.clock.now()
+        if parsed.issued_at > now + LEEWAY:
+            raise Unauthenticated(
+                f"agent token is issued in the future ({parsed.issued_at.isoformat()})",
+                reason="TOKEN_INVALID",
+            )
+        if now >= parsed.expires_at + LEEWAY:
             raise Unauthenticated(
                 f"agent token expired at {parsed.expires_at.isoformat()}", reason="TOKEN_EXPIRED"
             )

@@ -106,6 +106,12 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream:  # reflection, when enabled
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream, domain),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler
 
     @staticmethod

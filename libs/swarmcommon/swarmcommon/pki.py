@@ -58,9 +58,11 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write a key readable by its owner only; replaced atomically so a
-    reloading reader never sees half a file."""
+    reloading reader never sees half a file. The temporary file is always a
+    new one: a leftover (a crash, a symlink) would keep its own mode."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

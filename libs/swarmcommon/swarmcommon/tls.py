@@ -25,8 +25,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from swarmcommon.pki import CA_CERT, TLS_CERT, TLS_KEY
 
@@ -90,13 +93,36 @@ class _Watch:
             try:
                 stamp = self.files.stamp()
                 if stamp != self._stamp:
-                    self._pems = self.files.read()
-                    self._stamp = stamp
-                    self.generation += 1
-                    log.info("TLS certificates reloaded", extra={"cert": str(self.files.cert)})
+                    pems = self.files.read()
+                    if _pair_matches(pems):
+                        self._pems, self._stamp = pems, stamp
+                        self.generation += 1
+                        log.info("TLS certificates reloaded", extra={"cert": str(self.files.cert)})
+                    else:  # the key written, its certificate not yet: look again next time
+                        log.warning(
+                            "TLS key does not match its certificate (mid-rotation?), keeping the old pair",
+                            extra={"cert": str(self.files.cert)},
+                        )
             except OSError as exc:  # mid-rotation: keep the last good files
                 log.warning("TLS files unreadable, keeping the previous ones", extra={"error": str(exc)})
             return self._pems, self.generation
+
+
+def _public_der(key: Any) -> bytes:
+    der: bytes = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return der
+
+
+def _pair_matches(pems: tuple[bytes, bytes, bytes]) -> bool:
+    """Whether the key is the one of the (first) certificate: files replaced
+    one by one can be read between the key and its certificate."""
+    _, cert, key = pems
+    try:
+        leaf = x509.load_pem_x509_certificate(cert)
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        return False
+    return _public_der(leaf.public_key()) == _public_der(private.public_key())
 
 
 def server_credentials(files: TlsFiles, *, client_certs: bool = True) -> grpc.ServerCredentials:

@@ -207,7 +207,7 @@ class SwarmClientInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
 class _Reconnecting(grpc.Channel):  # type: ignore[misc]
     """A TLS channel that moves to a new connection once the certificate
     files changed (rotation without restart). Calls in flight finish on the
-    connection they started on; retired connections close with this one."""
+    connection they started on, which is closed at the next rotation."""
 
     def __init__(self, target: str, tls: ClientTls) -> None:
         self._target = target
@@ -226,7 +226,11 @@ class _Reconnecting(grpc.Channel):  # type: ignore[misc]
         generation = self._tls.generation()
         with self._lock:
             if generation != self._generation:
-                self._retired.append(self._channel)
+                # Calls still running finish on the connection they started
+                # on; the one retired at the previous rotation has had hours.
+                for old in self._retired:
+                    old.close()
+                self._retired = [self._channel]
                 self._channel, self._generation = self._connect()
             return self._channel, self._generation
 
