@@ -106,7 +106,9 @@ def test_every_state_and_kind_has_its_wire_value() -> None:
     assert wire.STATE.to_proto(AgentState.STOPPING) == pb.AGENT_STATE_STOPPING
     with pytest.raises(InvalidArgument, match="state: a guest reports READY, BUSY or FAILED"):
         wire.heartbeat_from_proto(
-            pb.HeartbeatRequest(tenant_id="acme", agent_id=AGENT_UUID, state=pb.AGENT_STATE_TERMINATED)
+            pb.HeartbeatRequest(tenant_id="acme", agent_id=AGENT_UUID, state=pb.AGENT_STATE_TERMINATED),
+            "acme",
+            AGENT_UUID,
         )
     with pytest.raises(InvalidArgument, match="check: unknown value 99"):
         wire.healing_filter_from_proto(pb.ListHealingActionsRequest(check=99))  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket, TicketingClient
+from swarmagent.credentials import current as agent_credentials
 from swarmagent.loop import AgentLoop, Work
 from swarmcommon.logs import configure_logging
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
@@ -80,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
 
     client = TicketingClient(
-        args.ticketing, args.tenant, args.agent_id, lease=timedelta(seconds=args.lease_seconds)
+        args.ticketing,
+        args.tenant,
+        args.agent_id,
+        lease=timedelta(seconds=args.lease_seconds),
+        # SWARM_AGENT_TOKEN / SWARM_AGENT_CA_FILE when given: TLS and the token on every call.
+        credentials=agent_credentials(),
     )
     role = pb.AgentRole.Value("AGENT_ROLE_" + args.role.upper())
     try:

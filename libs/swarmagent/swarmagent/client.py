@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmagent.credentials import AgentCredentials
 from swarmcommon import clients
 from swarmcommon.errors import SwarmError
 
@@ -47,8 +48,18 @@ class LeaseLost(Exception):
 class TicketingClient:
     """One agent's view of ticketing: its tenant, its id, its lease length."""
 
-    def __init__(self, target: str, tenant_id: str, agent_id: str, *, lease: timedelta | None = None) -> None:
-        self._service = clients.TicketingClient(target)
+    def __init__(
+        self,
+        target: str,
+        tenant_id: str,
+        agent_id: str,
+        *,
+        lease: timedelta | None = None,
+        credentials: AgentCredentials | None = None,
+    ) -> None:
+        # With credentials: TLS to ticketing's agent port, the current token on every call.
+        channel = credentials.channel("ticketing") if credentials is not None else {}
+        self._service = clients.TicketingClient(target, **channel)
         self.stub = self._service.stub
         self.tenant_id = tenant_id
         self.agent_id = agent_id

@@ -2,10 +2,13 @@
 
 Its configuration comes from the environment vmhost gives it
 (SWARM_AGENT_ID, SWARM_TENANT_ID, SWARM_AGENT_ROLE, SWARM_VMHOST_TARGET,
-SWARM_TICKETING_TARGET, SWARM_AGENT_WORK=module:function). It heartbeats
-vmhost (READY, or BUSY with the ticket it works on) at the interval vmhost
-answers with, and works tickets with the agent loop. When vmhost says the
-agent is gone (FAILED_PRECONDITION: its leases were released) it stops.
+SWARM_TICKETING_TARGET, SWARM_AGENT_WORK=module:function, and its
+credentials SWARM_AGENT_TOKEN and SWARM_AGENT_CA_FILE: see
+swarmagent.credentials). It heartbeats vmhost (READY, or BUSY with the
+ticket it works on) at the interval vmhost answers with, takes the renewed
+token each answer carries, and works tickets with the agent loop. When
+vmhost says the agent is gone (FAILED_PRECONDITION: its leases were
+released; UNAUTHENTICATED: its token was revoked or expired) it stops.
 Without SWARM_AGENT_WORK it only heartbeats (an idle sandbox).
 """
 
@@ -23,6 +26,8 @@ from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm.vmhost.v1 import vmhost_pb2 as vpb
 from swarmagent.agent import close_work, load_work
 from swarmagent.client import ClaimedTicket, TicketingClient
+from swarmagent.credentials import AgentCredentials, export_spans
+from swarmagent.credentials import current as agent_credentials
 from swarmagent.loop import AgentLoop
 from swarmcommon.clients import VmHostClient
 from swarmcommon.errors import SwarmError
@@ -32,8 +37,9 @@ from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("swarmagent.guest")
 
-# vmhost's answers meaning "this agent no longer exists here": stop.
-GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+# vmhost's answers meaning "this agent no longer exists here": stop. A
+# refused token cannot be renewed either (only a heartbeat renews it).
+GONE = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED)
 
 
 class Heartbeat(Periodic):
@@ -41,9 +47,17 @@ class Heartbeat(Periodic):
 
     name = "heartbeat"
 
-    def __init__(self, target: str, tenant_id: str, agent_id: str, interval: float) -> None:
+    def __init__(
+        self,
+        target: str,
+        tenant_id: str,
+        agent_id: str,
+        interval: float,
+        credentials: AgentCredentials | None = None,
+    ) -> None:
         super().__init__(interval)
-        self.vmhost = VmHostClient(target)
+        self.credentials = credentials or AgentCredentials()
+        self.vmhost = VmHostClient(target, **self.credentials.channel("vmhost"))
         self.tenant_id, self.agent_id = tenant_id, agent_id
         self.ticket_id = ""
         self.gone = threading.Event()
@@ -60,6 +74,7 @@ class Heartbeat(Periodic):
                 # Not a backoff: a guest silent for a few intervals is replaced.
                 log.warning("heartbeat failed; retrying", extra={"code": exc.code.name})
             return
+        self.credentials.renew(reply.agent_token)
         self.interval = max(0.1, reply.heartbeat_interval.ToTimedelta().total_seconds())
 
     def run_once(self) -> None:
@@ -79,11 +94,16 @@ def main() -> int:
         "OTEL_RESOURCE_ATTRIBUTES", f"swarm.agent_id={agent_id},swarm.tenant_id={tenant_id}"
     )
     configure_logging("swarm-agent", env.get("SWARM_AGENT_LOG_LEVEL", "INFO"))
-    setup_tracing("swarm-agent")
+    credentials = agent_credentials()
+    export_spans(setup_tracing("swarm-agent"), env.get("SWARM_TELEMETRY_TARGET", ""), credentials)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     heart = Heartbeat(
-        env["SWARM_VMHOST_TARGET"], tenant_id, agent_id, float(env.get("SWARM_AGENT_HEARTBEAT_SECONDS", "5"))
+        env["SWARM_VMHOST_TARGET"],
+        tenant_id,
+        agent_id,
+        float(env.get("SWARM_AGENT_HEARTBEAT_SECONDS", "5")),
+        credentials,
     )
     heart.beat()  # READY as soon as the guest runs
     heart.start()
@@ -106,7 +126,7 @@ def main() -> int:
                 heart.beat()  # BUSY now, not at the next interval
 
         role = tpb.AgentRole.Value("AGENT_ROLE_" + env.get("SWARM_AGENT_ROLE", "coder").upper())
-        client = TicketingClient(env["SWARM_TICKETING_TARGET"], tenant_id, agent_id)
+        client = TicketingClient(env["SWARM_TICKETING_TARGET"], tenant_id, agent_id, credentials=credentials)
         loop = AgentLoop(client, work, role=role, heartbeat_interval=20, idle_wait=0.3, on_event=on_event)
         try:
             loop.run(stop)

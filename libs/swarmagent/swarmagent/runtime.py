@@ -35,6 +35,7 @@ from opentelemetry import trace
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket
+from swarmagent.credentials import current as agent_credentials
 from swarmagent.gitops import Author, GitError, Workspace
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import WorkFailed
@@ -216,7 +217,10 @@ class FromEnvironment:
             api_key=env.get("ANTHROPIC_API_KEY", "unset"),
             max_retries=2,
         )
-        self._telemetry = TelemetryClient(env["SWARM_TELEMETRY_TARGET"])
+        # The guest's credentials (its token, renewed by the heartbeat) on every call.
+        self._telemetry = TelemetryClient(
+            env["SWARM_TELEMETRY_TARGET"], **agent_credentials().channel("telemetry")
+        )
         llm = TrackedLLM(client, self._telemetry, Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"]))
         return Runtime(
             llm,

@@ -1,7 +1,7 @@
 """How a service listens and dials: mutual TLS and per-method authorization
 by default, plaintext only when explicitly in insecure dev mode.
 
-    security = ServerSecurity.from_settings(settings, verifier=None)
+    security = ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revocations.revoked)
     start_server([...], listen_address=..., security=security)
     ServiceChannel(target, tls=client_tls(settings))
 """
@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmcommon.agenttoken import TokenVerifier
+from swarmcommon.agenttoken import Revoked, TokenVerifier
+from swarmcommon.clock import Clock
 from swarmcommon.settings import ServiceSettings
 from swarmcommon.tls import ClientTls, TlsFiles
 
@@ -35,13 +36,22 @@ class ServerSecurity:
         return self.tls is None
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings, *, agent_tokens: bool = False) -> ServerSecurity:
+    def from_settings(
+        cls,
+        settings: ServiceSettings,
+        *,
+        agent_tokens: bool = False,
+        revoked: Revoked | None = None,
+        clock: Clock | None = None,
+    ) -> ServerSecurity:
         """`agent_tokens`: this service serves guests, so it verifies their
-        tokens with the keys in `agent_token_public_keys`."""
+        tokens with the keys in `agent_token_public_keys`; `revoked` says
+        whether a valid token's agent was terminated since (vmhost's own
+        agent store, or a `swarmcommon.revocation.RevocationList`)."""
         verifier = None
         if agent_tokens and settings.agent_token_public_keys:
-            paths = [Path(p) for p in settings.agent_token_public_keys.split(",") if p.strip()]
-            verifier = TokenVerifier.from_files(paths)
+            paths = [Path(p.strip()) for p in settings.agent_token_public_keys.split(",") if p.strip()]
+            verifier = TokenVerifier.from_files(paths, revoked=revoked, clock=clock)
         elif agent_tokens and not settings.insecure_dev:
             raise InsecureConfig(
                 f"{settings.env_prefix()}AGENT_TOKEN_PUBLIC_KEYS is required: guests call this service "

@@ -11,12 +11,13 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otl
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from swarm.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 from swarm_telemetry import wire
+from swarm_telemetry.domain import AGENT_KEY, TENANT_KEY
 from swarm_telemetry.forwarder import OtlpForwarder
 from swarm_telemetry.ledger import UsageLedger
 from swarm_telemetry.stores.spans import SpanStore
 from swarm_telemetry.trace_tree import ticket_trace
 from swarmcommon import validation as v
-from swarmcommon.authz import Access, allow
+from swarmcommon.authz import Access, Caller, allow, current_caller
 from swarmcommon.pki import SERVICES
 
 # Who may call what (swarmcommon.authz). Agents report usage and spans for
@@ -54,7 +55,11 @@ class TelemetryServicer(pb_grpc.TelemetryServiceServicer):  # type: ignore[misc]
     def RecordUsage(
         self, request: pb.RecordUsageRequest, context: grpc.ServicerContext
     ) -> pb.RecordUsageResponse:
-        record = self.ledger.record(wire.usage_request_from_proto(request))
+        caller = current_caller()  # an agent records only its own usage, in its token's tenant
+        usage = wire.usage_request_from_proto(
+            request, caller.tenant(request.tenant_id), caller.require_agent(request.agent_id)
+        )
+        record = self.ledger.record(usage)
         return pb.RecordUsageResponse(record=wire.usage_record_to_proto(record))
 
     def GetUsageSummary(
@@ -66,7 +71,7 @@ class TelemetryServicer(pb_grpc.TelemetryServiceServicer):  # type: ignore[misc]
         self, request: pb.CheckBudgetRequest, context: grpc.ServicerContext
     ) -> pb.CheckBudgetResponse:
         estimated = wire.estimated_cost(request)
-        tenant_id = v.name_id("tenant_id", request.tenant_id)
+        tenant_id = v.name_id("tenant_id", current_caller().tenant(request.tenant_id))
         return wire.budget_to_proto(self.ledger.check_budget(tenant_id, estimated))
 
 
@@ -82,8 +87,16 @@ class OtlpTraceServicer(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
     def Export(
         self, request: otlp.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> otlp.ExportTraceServiceResponse:
-        result = wire.spans_from_export(request)
+        result = wire.spans_from_export(request, _span_owner(current_caller()))
         self.spans.ingest(result.accepted)
         if self.forwarder is not None:
             self.forwarder.submit(request)
         return wire.export_response(result)
+
+
+def _span_owner(caller: Caller) -> dict[str, str] | None:
+    """An agent's spans are its token's tenant's and its own, whatever their
+    attributes claim; a workload's say whose they are themselves."""
+    if caller.agent is None:
+        return None
+    return {TENANT_KEY: caller.agent.tenant_id, AGENT_KEY: caller.agent.agent_id}

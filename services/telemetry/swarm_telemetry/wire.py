@@ -93,9 +93,13 @@ def _otlp_id(field: str, raw: bytes, size: int) -> str:
     return raw.hex()
 
 
-def span_from_otlp(span: trace_pb2.Span, resource: dict[str, Any]) -> Span:
-    """One OTLP span as ours; InvalidArgument names what is wrong with it."""
-    merged = {**resource, **_attributes(span.attributes)}
+def span_from_otlp(
+    span: trace_pb2.Span, resource: dict[str, Any], owner: dict[str, str] | None = None
+) -> Span:
+    """One OTLP span as ours; InvalidArgument names what is wrong with it.
+    `owner`: the `swarm.*` ids of the credential that sent it (an agent's
+    tenant and id), which win over whatever the span says."""
+    merged = {**resource, **_attributes(span.attributes), **(owner or {})}
     service = resource.get(SERVICE_NAME_KEY)
     return Span(
         trace_id=_otlp_id("trace_id", span.trace_id, 16),
@@ -122,15 +126,18 @@ def span_from_otlp(span: trace_pb2.Span, resource: dict[str, Any]) -> Span:
     )
 
 
-def spans_from_export(request: otlp.ExportTraceServiceRequest) -> IntakeResult:
-    """Every span of an export, checked on its own (OTLP partial success)."""
+def spans_from_export(
+    request: otlp.ExportTraceServiceRequest, owner: dict[str, str] | None = None
+) -> IntakeResult:
+    """Every span of an export, checked on its own (OTLP partial success).
+    With `owner` (an agent's export), every span is that agent's tenant's."""
     result = IntakeResult()
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 try:
-                    ours = span_from_otlp(span, resource)
+                    ours = span_from_otlp(span, resource, owner)
                     check_span(ours)
                 except InvalidArgument as exc:
                     result.rejected.append(Rejection(span.trace_id.hex(), span.span_id.hex(), exc.message))
@@ -248,13 +255,14 @@ def _time(ts: Timestamp) -> datetime:
     return value
 
 
-def usage_request_from_proto(request: pb.RecordUsageRequest) -> UsageRequest:
+def usage_request_from_proto(request: pb.RecordUsageRequest, tenant_id: str, agent_id: str) -> UsageRequest:
+    """`tenant_id`, `agent_id`: the request's, or an agent caller's own."""
     return UsageRequest(
         request_id=v.required_text("request_id", request.request_id, 200),
-        tenant_id=v.name_id("tenant_id", request.tenant_id),
+        tenant_id=v.name_id("tenant_id", tenant_id),
         project_id=v.bounded_text("project_id", request.project_id, 64),
         ticket_id=v.bounded_text("ticket_id", request.ticket_id, 64),
-        agent_id=v.bounded_text("agent_id", request.agent_id, 128),
+        agent_id=v.bounded_text("agent_id", agent_id, 128),
         request_type=_request_type(request.request_type),
         provider=v.required_text("provider", request.provider or "anthropic", 32),
         model=v.required_text("model", request.model, 128),

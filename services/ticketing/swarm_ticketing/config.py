@@ -23,6 +23,10 @@ class Settings(ServiceSettings):
     # The events service (host:port) the outbox relay ships to. Empty: events
     # stay in the outbox table.
     events_target: str = ""
+    # vmhost (host:port), whose ListRevokedAgents is polled every second so
+    # a terminated agent's token stops working before it expires
+    # (swarmcommon.revocation). Empty: tokens work until they expire.
+    vmhost_target: str = ""
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)
     # How long a request_id is remembered (AIP-155): a retry arrives within

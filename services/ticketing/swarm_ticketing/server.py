@@ -26,6 +26,7 @@ from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
 from swarmcommon.outbox import OutboxRelay
+from swarmcommon.revocation import RevocationList, revocation_list, revoked, start_revocations
 from swarmcommon.security import ServerSecurity, client_tls
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,6 +45,7 @@ class Ticketing:
     reaper: Reaper
     relay: OutboxRelay | None = None
     quota: TicketQuota | None = None
+    revocations: RevocationList | None = None
 
     @property
     def port(self) -> int:
@@ -53,6 +55,8 @@ class Ticketing:
         self.reaper.stop()
         if self.relay is not None:
             self.relay.stop()
+        if self.revocations is not None:
+            self.revocations.stop()
 
     def close(self) -> None:
         self.db.dispose()
@@ -88,6 +92,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
     servicer = TicketingServicer(stores)
+    revocations = revocation_list(settings.vmhost_target, settings)
     handle = start_server(
         [
             GrpcService(
@@ -98,7 +103,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
             )
         ],
         listen_address=settings.listen_address,
-        security=ServerSecurity.from_settings(settings, agent_tokens=True),
+        security=ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked(revocations)),
         agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
@@ -116,4 +121,5 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     )
     if relay is not None:
         relay.start()
-    return Ticketing(handle, db, stores, reaper, relay, quota)
+    start_revocations(revocations)
+    return Ticketing(handle, db, stores, reaper, relay, quota, revocations)

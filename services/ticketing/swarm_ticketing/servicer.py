@@ -22,7 +22,7 @@ from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
 from swarm_ticketing.stores.tickets import Tickets
 from swarmcommon import validation as v
-from swarmcommon.authz import Access, allow
+from swarmcommon.authz import Access, allow, current_caller
 from swarmcommon.idempotency import fingerprint, request_key
 from swarmcommon.pagination import page_size
 
@@ -114,11 +114,15 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         )
 
     def GetTicket(self, request: pb.GetTicketRequest, context: grpc.ServicerContext) -> pb.GetTicketResponse:
+        caller = current_caller()
         ticket = self.s.tickets.get(
-            v.name_id("tenant_id", request.tenant_id),
+            v.name_id("tenant_id", caller.tenant(request.tenant_id)),
             v.uuid_id("ticket_id", request.ticket_id),
         )
-        return pb.GetTicketResponse(ticket=wire.ticket_to_proto(ticket))
+        reply = pb.GetTicketResponse(ticket=wire.ticket_to_proto(ticket))
+        if caller.agent is not None and ticket.lease is not None and ticket.lease.agent_id != caller.name:
+            reply.ticket.lease.claim_token = ""  # another agent's lease: its token is not ours to see
+        return reply
 
     def ListTickets(
         self, request: pb.ListTicketsRequest, context: grpc.ServicerContext
@@ -156,10 +160,11 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         self, request: pb.ClaimTicketRequest, context: grpc.ServicerContext
     ) -> pb.ClaimTicketResponse:
         request_id = v.optional_request_id(request.request_id)
+        caller = current_caller()  # an agent claims for itself, in its token's tenant
         claim = self.s.claims.claim(
             ClaimRequest(
-                tenant_id=v.name_id("tenant_id", request.tenant_id),
-                agent_id=v.name_id("agent_id", request.agent_id),
+                tenant_id=v.name_id("tenant_id", caller.tenant(request.tenant_id)),
+                agent_id=v.name_id("agent_id", caller.require_agent(request.agent_id)),
                 role=wire.ROLE.from_proto("role", request.role),
                 project_id=_optional_uuid("project_id", request.project_id),
                 request_id=request_id,
@@ -176,43 +181,51 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         )
 
     @staticmethod
-    def _lease_args(request: LeaseRequest) -> tuple[str, str, str]:
+    def _lease_args(request: LeaseRequest) -> tuple[str, str, str, str | None]:
+        """(tenant, ticket, claim token, holder): an agent acts in its token's
+        tenant and only on leases it holds (`holder`); others on any lease."""
+        caller = current_caller()
         return (
-            v.name_id("tenant_id", request.tenant_id),
+            v.name_id("tenant_id", caller.tenant(request.tenant_id)),
             v.uuid_id("ticket_id", request.ticket_id),
             v.uuid_id("claim_token", request.claim_token),
+            caller.agent.agent_id if caller.agent is not None else None,
         )
 
     def RenewLease(
         self, request: pb.RenewLeaseRequest, context: grpc.ServicerContext
     ) -> pb.RenewLeaseResponse:
-        tenant, ticket_id, token = self._lease_args(request)
+        tenant, ticket_id, token, holder = self._lease_args(request)
         requested = lease_duration(wire.duration_from_proto(request), self.s.leases.policy.default_lease)
-        lease = self.s.leases.renew(tenant, ticket_id, token, requested, request_key(tenant, request))
+        lease = self.s.leases.renew(
+            tenant, ticket_id, token, requested, request_key(tenant, request), holder=holder
+        )
         return pb.RenewLeaseResponse(lease=wire.lease_to_proto(lease))
 
     def StartWork(self, request: pb.StartWorkRequest, context: grpc.ServicerContext) -> pb.StartWorkResponse:
-        tenant, ticket_id, token = self._lease_args(request)
-        ticket = self.s.leases.start(tenant, ticket_id, token, request_key(tenant, request))
+        tenant, ticket_id, token, holder = self._lease_args(request)
+        ticket = self.s.leases.start(tenant, ticket_id, token, request_key(tenant, request), holder=holder)
         return pb.StartWorkResponse(ticket=wire.ticket_to_proto(ticket))
 
     def SubmitWork(
         self, request: pb.SubmitWorkRequest, context: grpc.ServicerContext
     ) -> pb.SubmitWorkResponse:
-        tenant, ticket_id, token = self._lease_args(request)
+        tenant, ticket_id, token, holder = self._lease_args(request)
         result = wire.json_object("result_json", request.result_json)
         ticket, unblocked = self.s.leases.submit(
-            tenant, ticket_id, token, result, request_key(tenant, request)
+            tenant, ticket_id, token, result, request_key(tenant, request), holder=holder
         )
         return pb.SubmitWorkResponse(ticket=wire.ticket_to_proto(ticket), unblocked_ticket_ids=unblocked)
 
     def ReportFailure(
         self, request: pb.ReportFailureRequest, context: grpc.ServicerContext
     ) -> pb.ReportFailureResponse:
-        tenant, ticket_id, token = self._lease_args(request)
+        tenant, ticket_id, token, holder = self._lease_args(request)
         reason = v.required_text("reason", request.reason, MAX_REASON)
         details = wire.json_object("details_json", request.details_json)
-        outcome = self.s.leases.fail(tenant, ticket_id, token, reason, details, request_key(tenant, request))
+        outcome = self.s.leases.fail(
+            tenant, ticket_id, token, reason, details, request_key(tenant, request), holder=holder
+        )
         return pb.ReportFailureResponse(
             ticket=wire.ticket_to_proto(outcome.ticket), quarantined=outcome.quarantined
         )
@@ -220,8 +233,8 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     def ReleaseClaim(
         self, request: pb.ReleaseClaimRequest, context: grpc.ServicerContext
     ) -> pb.ReleaseClaimResponse:
-        tenant, ticket_id, token = self._lease_args(request)
-        ticket = self.s.leases.release(tenant, ticket_id, token, request_key(tenant, request))
+        tenant, ticket_id, token, holder = self._lease_args(request)
+        ticket = self.s.leases.release(tenant, ticket_id, token, request_key(tenant, request), holder=holder)
         return pb.ReleaseClaimResponse(ticket=wire.ticket_to_proto(ticket))
 
     def ReleaseAgentClaims(
@@ -274,7 +287,8 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         self, request: pb.GetMergeRequestRequest, context: grpc.ServicerContext
     ) -> pb.GetMergeRequestResponse:
         mr = self.s.merge_requests.get(
-            v.name_id("tenant_id", request.tenant_id), v.uuid_id("merge_request_id", request.merge_request_id)
+            v.name_id("tenant_id", current_caller().tenant(request.tenant_id)),
+            v.uuid_id("merge_request_id", request.merge_request_id),
         )
         return pb.GetMergeRequestResponse(merge_request=wire.merge_request_to_proto(mr))
 

@@ -27,6 +27,23 @@ class Settings(ServiceSettings):
     ticketing_target: str = ""
     events_target: str = ""
     telemetry_target: str = ""
+    # Agent credentials (swarmcommon.agenttoken): the Ed25519 key vmhost signs
+    # each guest's token with (`key.pem` of swarmcommon.agenttoken.write_signing_key;
+    # its public.pem goes in every service's AGENT_TOKEN_PUBLIC_KEYS), and how
+    # long a token lives (renewed by every heartbeat). Required unless in
+    # insecure dev mode, where guests get no token.
+    agent_token_signing_key: str = ""
+    agent_token_ttl_seconds: float = Field(default=900.0, ge=30, le=86400)
+    # The ports guests call (TLS without client certificates, a token per
+    # call), as the *host* sees them: the services' AGENT_LISTEN_ADDRESS.
+    # They are other processes' settings, so vmhost is told rather than
+    # guessing. Guests with a token are given only these; in insecure dev
+    # mode an empty one falls back to the mesh target above.
+    ticketing_agent_target: str = ""
+    telemetry_agent_target: str = ""
+    # The CA certificate guests verify the services with, as a path the guest
+    # can read. Empty: `ca.crt` in TLS_DIR.
+    guest_ca_file: str = ""
     # Heartbeats: guests send one every interval; after `missed_heartbeats`
     # intervals of silence the agent is failed, its leases released and, when
     # the tenant is below its target, a replacement spawned.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 
 from swarm_vmhost.config import Settings
 from swarm_vmhost.domain import Agent
@@ -32,12 +33,38 @@ def guest_command(settings: Settings) -> list[str]:
     return [sys.executable, *parts[1:]] if parts and parts[0] == "python" else parts
 
 
+def service_targets(settings: Settings, own_target: str, with_tokens: bool) -> dict[str, str]:
+    """Where a guest calls each service, as the host sees it: the services'
+    agent ports (TLS, a token per call; the mesh ports ask for a client
+    certificate no guest holds). A guest without a token (insecure dev mode)
+    falls back to a mesh port where no agent port is configured, as before."""
+
+    def pick(agent_target: str, mesh_target: str) -> str:
+        return agent_target if agent_target or with_tokens else mesh_target
+
+    return {
+        "SWARM_VMHOST_TARGET": own_target,
+        "SWARM_TICKETING_TARGET": pick(settings.ticketing_agent_target, settings.ticketing_target),
+        "SWARM_TELEMETRY_TARGET": pick(settings.telemetry_agent_target, settings.telemetry_target),
+    }
+
+
 def guest_env(
-    settings: Settings, agent: Agent, bridge: Bridge, isolated: bool, own_target: str
+    settings: Settings,
+    agent: Agent,
+    bridge: Bridge,
+    isolated: bool,
+    own_target: str,
+    credentials: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
+    """`own_target`: vmhost's port for guests; `credentials`: the guest's
+    token and CA file (swarm_vmhost.credentials), none in insecure dev mode."""
+
     def t(target: str) -> str:
         return guest_target(target, bridge, isolated)
 
+    credentials = dict(credentials or {})
+    targets = {k: t(v) for k, v in service_targets(settings, own_target, bool(credentials)).items()}
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONUNBUFFERED": "1",
@@ -46,15 +73,17 @@ def guest_env(
         "SWARM_AGENT_ROLE": agent.role,
         "SWARM_AGENT_TEMPLATE": agent.template,
         "SWARM_AGENT_ADDRESS": agent.address or "",
-        "SWARM_VMHOST_TARGET": t(own_target),
-        "SWARM_TICKETING_TARGET": t(settings.ticketing_target),
-        "SWARM_TELEMETRY_TARGET": t(settings.telemetry_target),
+        **targets,
         "SWARM_AGENT_WORK": settings.guest_work,
         "SWARM_AGENT_HEARTBEAT_SECONDS": str(settings.heartbeat_interval_seconds),
     }
-    if settings.telemetry_target:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{t(settings.telemetry_target)}"
+    telemetry = targets["SWARM_TELEMETRY_TARGET"]
+    if telemetry and not credentials:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{telemetry}"
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+    # With a token, the guest runtime sets up its own OTLP exporter (TLS, the
+    # current token on every export) to SWARM_TELEMETRY_TARGET: the stock
+    # environment variables can carry neither a renewed token nor a server name.
     # "{host}" in a value is the host as this guest reaches it.
     host_address = bridge.address if isolated else "127.0.0.1"
     for item in settings.guest_env.split(";"):
@@ -64,4 +93,5 @@ def guest_env(
     for key in INHERITED:
         if key in os.environ:
             env[key] = os.environ[key]
+    env.update(credentials)  # last: nothing configured can replace the guest's own token
     return env

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm_vmhost.config import Settings
+from swarm_vmhost.credentials import AgentCredentials
 from swarm_vmhost.domain import (
     Agent,
     AgentState,
@@ -59,6 +60,7 @@ class VmHost:
         quota: QuotaClient | None,
         ticketing: TicketingClient | None,
         own_target: str = "",
+        credentials: AgentCredentials | None = None,
     ) -> None:
         self.settings = settings
         self.agents = agents
@@ -66,7 +68,9 @@ class VmHost:
         self.bridge = bridge
         self.quota = quota
         self.ticketing = ticketing
+        # vmhost's own port for guests (its agent port; its mesh port in insecure dev mode).
         self.own_target = own_target
+        self.credentials = credentials or AgentCredentials(None)
         self.default_driver = self._default_driver()
 
     def _default_driver(self) -> DriverName:
@@ -139,7 +143,14 @@ class VmHost:
             prefix_len=self.bridge.prefix_len,
             gateway=self.bridge.address,
             bridge=self.bridge.name,
-            env=guest_env(self.settings, agent, self.bridge, driver.isolated, self.own_target),
+            env=guest_env(
+                self.settings,
+                agent,
+                self.bridge,
+                driver.isolated,
+                self.own_target,
+                self.credentials.guest_env(agent),
+            ),
             command=guest_command(self.settings),
             workdir=str((Path(self.settings.workroot) / "guests" / agent.id).resolve()),
         )

@@ -14,6 +14,7 @@ from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
 from swarm_vmhost import network
 from swarm_vmhost.cgroups import CgroupTree, Limits
 from swarm_vmhost.config import Settings
+from swarm_vmhost.credentials import AgentCredentials, revoked_by
 from swarm_vmhost.domain import DriverName, HealthPolicy
 from swarm_vmhost.drivers.base import GuestDriver
 from swarm_vmhost.drivers.netns import NetnsDriver
@@ -48,6 +49,17 @@ def _zygote(settings: Settings) -> Zygote | None:
     except (OSError, RuntimeError) as exc:
         log.warning("no guest zygote; guests start cold", extra={"error": str(exc)})
         return None
+
+
+def _guest_target(settings: Settings, handle: ServerHandle, with_tokens: bool) -> str:
+    """vmhost's port for guests: its agent port; in insecure dev mode without
+    one, its mesh port (as before)."""
+    if handle.agent_port is not None:
+        return f"{settings.agent_listen_address.rsplit(':', 1)[0]}:{handle.agent_port}"
+    if with_tokens:
+        log.warning("no agent_listen_address: guests cannot reach vmhost to heartbeat")
+        return ""
+    return f"{settings.listen_address.rsplit(':', 1)[0]}:{handle.port}"
 
 
 def migrate(database_url: str) -> None:
@@ -122,6 +134,7 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     if settings.migrate_on_start:
         migrate(settings.database_url)
     clock = clock or SystemClock()
+    credentials = AgentCredentials.from_settings(settings, clock)  # refuses to start without a key
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     bridge = network.Bridge(settings.bridge_name, ipaddress.IPv4Network(settings.bridge_cidr))
     if network.probe() is None:
@@ -137,6 +150,7 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         TicketingClient(settings.ticketing_target, tls=client_tls(settings))
         if settings.ticketing_target
         else None,
+        credentials=credentials,
     )
     healer = Healer(host, HealingLog(db, clock))
     monitor = Monitor(host, healer, health_policy(settings), settings.monitor_interval_seconds)
@@ -157,12 +171,13 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
             )
         ],
         listen_address=settings.listen_address,
-        security=ServerSecurity.from_settings(settings, agent_tokens=True),
+        # vmhost checks its own agents: a token works only while its agent is live.
+        security=ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked_by(agents)),
         agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
-    host.own_target = f"{settings.listen_address.rsplit(':', 1)[0]}:{handle.port}"
+    host.own_target = _guest_target(settings, handle, host.credentials.enabled)
     relay = (
         OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target, tls=client_tls(settings))
         if settings.events_target

@@ -12,7 +12,7 @@ from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
 from swarmcommon import validation as v
-from swarmcommon.authz import Access, allow
+from swarmcommon.authz import Access, allow, current_caller
 from swarmcommon.pagination import page_size
 
 # Newest actions shown in a healing report.
@@ -20,7 +20,8 @@ RECENT_ACTIONS = 10
 
 
 # Who may call what (swarmcommon.authz). Agents only heartbeat (as
-# themselves); spawning, terminating and reading the fleet is the gateway's.
+# themselves); spawning, terminating and reading the fleet is the gateway's;
+# the services that accept agent tokens read the revocations.
 ADMIN = allow("gateway", operators=True)
 ACCESS: Access = {
     "SpawnAgent": ADMIN,
@@ -31,6 +32,7 @@ ACCESS: Access = {
     "ListDrivers": ADMIN,
     "GetHealingReport": ADMIN,
     "ListHealingActions": ADMIN,
+    "ListRevokedAgents": allow("ticketing", "telemetry", operators=True),
 }
 
 
@@ -61,15 +63,31 @@ class VmHostServicer(pb_grpc.VmHostServiceServicer):  # type: ignore[misc]
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
-        beat = wire.heartbeat_from_proto(request)
+        # An agent heartbeats only as itself, in its token's tenant.
+        caller = current_caller()
+        beat = wire.heartbeat_from_proto(
+            request, caller.tenant(request.tenant_id), caller.require_agent(request.agent_id)
+        )
         if beat.state == AgentState.FAILED:
             agent = self.healer.guest_failed(beat.tenant_id, beat.agent_id)
         else:
             agent = self.host.agents.heartbeat(beat)
-        return pb.HeartbeatResponse(
+        reply = pb.HeartbeatResponse(
             agent=wire.agent_to_proto(agent),
             heartbeat_interval=wire.duration(self.host.settings.heartbeat_interval_seconds),
         )
+        minted = self.host.credentials.mint(agent) if caller.is_agent and agent.is_live else None
+        if minted is not None:  # the guest's renewed token
+            reply.agent_token = minted[0]
+            reply.agent_token_expire_time.FromDatetime(minted[1])
+        return reply
+
+    def ListRevokedAgents(
+        self, request: pb.ListRevokedAgentsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRevokedAgentsResponse:
+        retention = self.host.credentials.retention
+        since = wire.revoked_since_from_proto(request, self.host.agents.clock.now(), retention)
+        return wire.revoked_to_proto(self.host.agents.revoked_since(since), retention)
 
     def TerminateAgent(
         self, request: pb.TerminateAgentRequest, context: grpc.ServicerContext

@@ -39,6 +39,8 @@ agents = sa.Table(
     sa.Column("terminated_at", UTCDateTime, nullable=True),
     sa.Index("ix_agents_tenant", "tenant_id", "created_at", "id"),
     sa.Index("ix_agents_state", "state"),
+    # ListRevokedAgents: agents that left the live states recently.
+    sa.Index("ix_agents_updated", "updated_at"),
     sa.Index(
         "ux_agents_request",
         "tenant_id",

@@ -93,16 +93,26 @@ def terminate_from_proto(r: pb.TerminateAgentRequest) -> TerminateRequest:
     )
 
 
-def heartbeat_from_proto(r: pb.HeartbeatRequest) -> Heartbeat:
+def heartbeat_from_proto(r: pb.HeartbeatRequest, tenant_id: str, agent_id: str) -> Heartbeat:
+    """`tenant_id` and `agent_id`: the request's, or an agent caller's own
+    (swarmcommon.authz.Caller.tenant / require_agent)."""
     state = STATE.from_proto("state", r.state) or AgentState.READY
     if state not in REPORTABLE_STATES:
         raise InvalidArgument("state", "a guest reports READY, BUSY or FAILED")
     return Heartbeat(
-        tenant_id=_tenant(r.tenant_id),
-        agent_id=v.uuid_id("agent_id", r.agent_id),
+        tenant_id=_tenant(tenant_id),
+        agent_id=v.uuid_id("agent_id", agent_id),
         state=state,
         ticket_id=v.bounded_text("ticket_id", r.ticket_id, MAX_TICKET_ID) or None,
     )
+
+
+def revoked_since_from_proto(r: pb.ListRevokedAgentsRequest, now: datetime, retention: timedelta) -> datetime:
+    """From when to list revocations: the request's start, but never before
+    the oldest one a still-valid token could need."""
+    oldest = now - retention
+    start = _time(r.start_time, r.HasField("start_time"))
+    return max(start, oldest) if start is not None else oldest
 
 
 def agent_query_from_proto(r: pb.ListAgentsRequest) -> AgentQuery:
@@ -157,6 +167,18 @@ def agent_to_proto(a: Agent) -> pb.Agent:
         terminate_time=timestamp(a.terminated_at),
         ticket_start_time=timestamp(a.ticket_since),
         unenforced_limits=[LIMIT.to_proto(x) for x in a.unenforced_limits],  # type: ignore[misc]
+    )
+
+
+def revoked_to_proto(agents: Sequence[Agent], retention: timedelta) -> pb.ListRevokedAgentsResponse:
+    keep = Duration()
+    keep.FromTimedelta(retention)
+    return pb.ListRevokedAgentsResponse(
+        agents=[
+            pb.RevokedAgent(agent_id=a.id, tenant_id=a.tenant_id, revoke_time=timestamp(a.updated_at))
+            for a in agents
+        ],
+        retention=keep,
     )
 
 

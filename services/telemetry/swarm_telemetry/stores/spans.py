@@ -100,9 +100,15 @@ class SpanStore:
         return int(self.db.transaction(tx))
 
     def traces_of_ticket(self, tenant_id: str, ticket_id: str) -> list[Span]:
-        """Every span of the traces the ticket's spans are in, by start time."""
+        """Every span of the traces the ticket's spans are in, by start time:
+        the tenant's and those no tenant owns (a service's), never another
+        tenant's (an agent exporting into a trace id it learnt)."""
         trace_ids = sa.select(S.c.trace_id).where(S.c.tenant_id == tenant_id, S.c.ticket_id == ticket_id)
-        query = sa.select(S).where(S.c.trace_id.in_(trace_ids.distinct())).order_by(S.c.start_ns)
+        query = (
+            sa.select(S)
+            .where(S.c.trace_id.in_(trace_ids.distinct()), S.c.tenant_id.in_([tenant_id, ""]))
+            .order_by(S.c.start_ns)
+        )
         rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
         return [_from_row(r) for r in rows]
 

@@ -5,6 +5,8 @@ agent, the reaper) in `lost.py`, failure accounting in `failures.py`.
 Every transition here needs the ticket's current claim token: it locks the
 ticket row only if the token is current and the lease unexpired, and
 otherwise explains why in a FAILED_PRECONDITION without writing anything.
+An agent caller names itself as `holder`: the current token in the hands of
+any other agent is PERMISSION_DENIED, again with nothing written.
 With a request_id, a retry answers as the first call did (see `requests.py`).
 """
 
@@ -35,7 +37,7 @@ from swarm_ticketing.stores.tickets import load_ticket, ticket_not_found
 from swarm_ticketing.tables import tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.errors import FailedPrecondition
+from swarmcommon.errors import FailedPrecondition, PermissionDenied
 from swarmcommon.idempotency import Answer, RequestKey
 
 T = tickets
@@ -56,6 +58,7 @@ class LeaseManager:
         token: str,
         now: datetime,
         resubmit_ok: bool = False,
+        holder: str | None = None,
     ) -> Row[Any]:
         """The ticket row, locked, if `token` holds its live lease; else explain.
 
@@ -81,6 +84,12 @@ class LeaseManager:
                 reason="STALE_CLAIM_TOKEN",
                 ticket_id=ticket_id,
             )
+        if holder is not None and row.claimed_by_agent_id != holder:
+            raise PermissionDenied(
+                f"the lease on ticket {ticket_id} is held by another agent; an agent acts only on its own",
+                reason="LEASE_HELD_BY_ANOTHER_AGENT",
+                ticket_id=ticket_id,
+            )
         if row.claim_expires_at <= now:
             raise FailedPrecondition(
                 f"lease on ticket {ticket_id} expired at {row.claim_expires_at:%Y-%m-%dT%H:%M:%SZ}",
@@ -96,9 +105,11 @@ class LeaseManager:
         token: str,
         lease: timedelta | None,
         key: RequestKey | None = None,
+        *,
+        holder: str | None = None,
     ) -> Lease:
         def work(conn: Connection, now: datetime) -> tuple[Lease, Answer]:
-            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, holder=holder)
             expires = now + (lease or self.policy.default_lease)
             # Heartbeats are not transitions: no audit row, no event.
             conn.execute(sa.update(T).where(T.c.id == ticket_id).values(claim_expires_at=expires))
@@ -110,9 +121,17 @@ class LeaseManager:
 
         return requests.LOG.run(self.db, key, self.clock.now, work, replay)
 
-    def start(self, tenant_id: str, ticket_id: str, token: str, key: RequestKey | None = None) -> Ticket:
+    def start(
+        self,
+        tenant_id: str,
+        ticket_id: str,
+        token: str,
+        key: RequestKey | None = None,
+        *,
+        holder: str | None = None,
+    ) -> Ticket:
         def work(conn: Connection, now: datetime) -> tuple[Ticket, Answer]:
-            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, holder=holder)
             if row.state == TicketState.IN_PROGRESS:
                 return to_ticket(row), {}  # a retried StartWork without a request_id
             ticket = stmt.update_ticket(
@@ -138,10 +157,17 @@ class LeaseManager:
         return lambda conn, outcome: load_ticket(conn, tenant_id, ticket_id)
 
     def submit(
-        self, tenant_id: str, ticket_id: str, token: str, result_json: str, key: RequestKey | None = None
+        self,
+        tenant_id: str,
+        ticket_id: str,
+        token: str,
+        result_json: str,
+        key: RequestKey | None = None,
+        *,
+        holder: str | None = None,
     ) -> tuple[Ticket, list[str]]:
         def work(conn: Connection, now: datetime) -> tuple[tuple[Ticket, list[str]], Answer]:
-            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, resubmit_ok=True)
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, resubmit_ok=True, holder=holder)
             if row.last_submitted_token == token:
                 return (to_ticket(row), []), {}  # a retried SubmitWork without a request_id
             stages = row.stages.split(",")
@@ -243,11 +269,12 @@ class LeaseManager:
         reason: str,
         details_json: str,
         key: RequestKey | None = None,
+        *,
+        holder: str | None = None,
     ) -> FailureOutcome:
         def work(conn: Connection, now: datetime) -> tuple[FailureOutcome, Answer]:
-            outcome = self._fail(
-                conn, self._lock_leased(conn, tenant_id, ticket_id, token, now), reason, details_json, now
-            )
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, holder=holder)
+            outcome = self._fail(conn, row, reason, details_json, now)
             return outcome, {"quarantined": outcome.quarantined}
 
         def replay(conn: Connection, outcome: Answer) -> FailureOutcome:
@@ -277,9 +304,17 @@ class LeaseManager:
             return FailureOutcome(ticket, False)
         return outcome
 
-    def release(self, tenant_id: str, ticket_id: str, token: str, key: RequestKey | None = None) -> Ticket:
+    def release(
+        self,
+        tenant_id: str,
+        ticket_id: str,
+        token: str,
+        key: RequestKey | None = None,
+        *,
+        holder: str | None = None,
+    ) -> Ticket:
         def work(conn: Connection, now: datetime) -> tuple[Ticket, Answer]:
-            row = self._lock_leased(conn, tenant_id, ticket_id, token, now)
+            row = self._lock_leased(conn, tenant_id, ticket_id, token, now, holder=holder)
             ticket = stmt.update_ticket(
                 conn, ticket_id, {**CLEARED_LEASE, "state": TicketState.READY.value, "updated_at": now}
             )

@@ -111,6 +111,26 @@ class AgentStore:
     def get_any(self, agent_id: str) -> Agent:
         return self.db.transaction(lambda conn: self._one(conn, agent_id), write=False)
 
+    def find(self, agent_id: str) -> Agent | None:
+        row = self.db.transaction(
+            lambda conn: conn.execute(sa.select(A).where(A.c.id == agent_id)).first(), write=False
+        )
+        return _agent(row) if row is not None else None
+
+    def revoked_since(self, since: datetime) -> list[Agent]:
+        """Agents that left the live states at or after `since` (their tokens
+        are revoked), oldest first. An agent's row changes only on its way
+        out once it is no longer live, so `updated_at` is when it left (or later)."""
+        rows = self.db.transaction(
+            lambda conn: conn.execute(
+                sa.select(A)
+                .where(A.c.state.not_in(LIVE), A.c.updated_at >= since)
+                .order_by(A.c.updated_at, A.c.id)
+            ).all(),
+            write=False,
+        )
+        return [_agent(r) for r in rows]
+
     def by_request(self, tenant_id: str, request_id: str) -> Agent | None:
         row = self.db.transaction(
             lambda conn: conn.execute(
