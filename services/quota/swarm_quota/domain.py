@@ -38,6 +38,9 @@ PLAN_LIMITS: dict[Plan, dict[Resource, int]] = {
 
 GAUGES = (Resource.VMS,)
 WINDOWED = (Resource.TICKETS_PER_DAY, Resource.API_CALLS_PER_HOUR, Resource.COST_USD_MONTH)
+# What Reserve may hold: gauges, and estimated spend settled by Release's consume_amount.
+SETTLED = (Resource.COST_USD_MONTH,)
+RESERVABLE = GAUGES + SETTLED
 # Gauges have one everlasting "window".
 GAUGE_WINDOW = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_AMOUNT = 10**12
@@ -121,6 +124,19 @@ def check_amount(amount: int) -> int:
         raise InvalidArgument("amount", f"must be positive (got {amount})")
     if amount > MAX_AMOUNT:
         raise InvalidArgument("amount", f"is too large (> {MAX_AMOUNT})")
+    return amount
+
+
+def check_consume_amount(resource: Resource, amount: int) -> int:
+    """Release's consume_amount: the actual spend settling a reservation, 0 for none."""
+    if amount < 0:
+        raise InvalidArgument("consume_amount", f"must not be negative (got {amount})")
+    if amount > MAX_AMOUNT:
+        raise InvalidArgument("consume_amount", f"is too large (> {MAX_AMOUNT})")
+    if amount and resource not in SETTLED:
+        raise InvalidArgument(
+            "consume_amount", f"only a {Resource.COST_USD_MONTH} reservation settles spend, not {resource}"
+        )
     return amount
 
 

@@ -10,14 +10,14 @@ import grpc
 from swarm.quota.v1 import quota_pb2 as pb
 from swarm.quota.v1 import quota_pb2_grpc as pb_grpc
 from swarm_quota import wire
-from swarm_quota.domain import Plan
+from swarm_quota.domain import Plan, Resource
 from swarm_quota.stores.api_keys import ApiKeys
 from swarm_quota.stores.counters import Counters
 from swarm_quota.stores.reservations import Reservations
 from swarm_quota.stores.tenants import TenantStore
 from swarmcommon import validation as v
-from swarmcommon.authz import Access, allow
-from swarmcommon.errors import InvalidArgument
+from swarmcommon.authz import Access, Caller, CallerKind, allow, current_caller
+from swarmcommon.errors import InvalidArgument, PermissionDenied
 from swarmcommon.idempotency import request_key
 from swarmcommon.pagination import page_size
 
@@ -26,6 +26,8 @@ MAX_SECRET = 256
 
 # Who may call what (swarmcommon.authz). Tenant and key administration is the
 # gateway's (its admin routes) and operators'; VM reservations are vmhost's.
+# Cost reservations (held while an LLM call runs, settled by Release with
+# consume_amount) are telemetry's LLM proxy's.
 ADMIN = allow("gateway", operators=True)
 ACCESS: Access = {
     "CreateTenant": ADMIN,
@@ -37,11 +39,26 @@ ACCESS: Access = {
     "RevokeApiKey": ADMIN,
     "Authenticate": allow("gateway"),
     "Consume": allow("ticketing", "gateway", "telemetry"),
-    "Reserve": allow("vmhost"),
-    "Release": allow("vmhost"),
+    "Reserve": allow("vmhost", "telemetry"),
+    "Release": allow("vmhost", "telemetry"),
     "ListReservations": allow("vmhost", "gateway", operators=True),
     "GetUsage": allow("gateway", "telemetry", "vmhost", "ticketing", operators=True),
 }
+
+
+# Which resources each service holds reservations of: vmhost its VMs, the
+# LLM proxy in telemetry estimated spend. Neither can touch the other's.
+RESERVATION_OWNERS: dict[str, frozenset[Resource]] = {
+    "vmhost": frozenset({Resource.VMS}),
+    "telemetry": frozenset({Resource.COST_USD_MONTH}),
+}
+
+
+def _reservable(caller: Caller) -> frozenset[Resource] | None:
+    """What `caller` may reserve and release; None: anything (operators, dev mode)."""
+    if caller.kind is CallerKind.SERVICE:
+        return RESERVATION_OWNERS.get(caller.name, frozenset())
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,9 +176,15 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
 
     def Reserve(self, request: pb.ReserveRequest, context: grpc.ServicerContext) -> pb.ReserveResponse:
         tenant_id = v.name_id("tenant_id", request.tenant_id)
+        resource = wire.RESOURCE.required("resource", request.resource)
+        allowed = _reservable(current_caller())
+        if allowed is not None and resource not in allowed:
+            raise PermissionDenied(
+                f"{current_caller()} may not reserve {resource}", reason="RESOURCE_NOT_ALLOWED"
+            )
         reservation, usage = self.s.reservations.reserve(
             tenant_id,
-            wire.RESOURCE.required("resource", request.resource),
+            resource,
             request.amount,
             v.required_text("owner", request.owner, 200),
             request_key(tenant_id, request),
@@ -172,15 +195,18 @@ class QuotaServicer(pb_grpc.QuotaServiceServicer):  # type: ignore[misc]
 
     def Release(self, request: pb.ReleaseRequest, context: grpc.ServicerContext) -> pb.ReleaseResponse:
         tenant_id = v.name_id("tenant_id", request.tenant_id)
-        reservation, released, usage = self.s.reservations.release(
+        reservation, outcome, usage = self.s.reservations.release(
             tenant_id,
             v.uuid_id("reservation_id", request.reservation_id),
+            request.consume_amount,
             request_key(tenant_id, request),
+            _reservable(current_caller()),
         )
         return pb.ReleaseResponse(
             reservation=wire.reservation_to_proto(reservation),
-            released=released,
+            released=outcome.released,
             usage=wire.usage_to_proto(usage),
+            consumed_amount=outcome.consumed,
         )
 
     def ListReservations(

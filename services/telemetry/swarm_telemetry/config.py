@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 
 from swarmcommon.settings import ServiceSettings, service_config
 
@@ -19,6 +21,9 @@ class Settings(ServiceSettings):
     # and recorded cost is charged to it. Empty: no budgets (every tenant is
     # unlimited), as in a single-tenant install.
     quota_target: str = ""
+    # vmhost (host:port): its revoked agents are polled so a terminated
+    # agent's token stops working before it expires (swarmcommon.revocation).
+    vmhost_target: str = ""
     # A downstream OTLP/gRPC receiver (host:port, e.g. Jaeger's 4317) that
     # gets a copy of every span received. Empty: no forwarding.
     forward_otlp_target: str = ""
@@ -30,3 +35,30 @@ class Settings(ServiceSettings):
     retention_batch: int = Field(default=5000, ge=1)
     # Exports waiting to be forwarded; beyond it the oldest are dropped (counted).
     forward_queue_size: int = Field(default=1000, ge=1)
+    # The LLM proxy (swarm_telemetry.proxy): an Anthropic Messages API endpoint
+    # (host:port, HTTP; HTTPS with tls_dir's certificate outside insecure dev
+    # mode) guests call with their agent token as the API key. It holds the
+    # provider key and reserves each call's estimated cost in quota before
+    # forwarding it. Empty: no proxy.
+    llm_proxy_listen_address: str = ""
+    # Where calls go, and the platform's provider key they go with (from a
+    # Secret; never sent to guests).
+    llm_proxy_upstream_url: str = "https://api.anthropic.com"
+    llm_proxy_upstream_api_key: SecretStr = SecretStr("")
+    llm_proxy_upstream_timeout_seconds: float = Field(default=600, gt=0)
+    # The output estimate is the p90 of the tenant's last N calls to the model.
+    llm_proxy_history_calls: int = Field(default=100, ge=1, le=10_000)
+    # Blocking work (token checks, quota, the ledger) runs on this many threads.
+    llm_proxy_threads: int = Field(default=64, ge=1, le=1024)
+    # A settlement that fails (quota or the database down) is retried this
+    # long before the call is logged for manual reconciliation.
+    llm_proxy_settle_retry_seconds: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _proxy_has_a_key(self) -> Self:
+        if self.llm_proxy_listen_address and not self.llm_proxy_upstream_api_key.get_secret_value():
+            raise ValueError(
+                "SWARM_TELEMETRY_LLM_PROXY_UPSTREAM_API_KEY is required when the LLM proxy is on "
+                "(SWARM_TELEMETRY_LLM_PROXY_LISTEN_ADDRESS is set): the proxy forwards with it"
+            )
+        return self

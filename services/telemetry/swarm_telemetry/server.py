@@ -13,6 +13,7 @@ from swarm_telemetry.budgets import QuotaBudgets
 from swarm_telemetry.config import Settings
 from swarm_telemetry.forwarder import OtlpForwarder
 from swarm_telemetry.ledger import UsageLedger
+from swarm_telemetry.proxy.serve import ProxyServer, start_llm_proxy
 from swarm_telemetry.retention import SpanRetention
 from swarm_telemetry.servicer import ACCESS, OTLP_ACCESS, OtlpTraceServicer, TelemetryServicer
 from swarm_telemetry.stores.spans import SpanStore
@@ -22,6 +23,7 @@ from swarmcommon import migrations
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
 from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.revocation import RevocationList, revocation_list, revoked, start_revocations
 from swarmcommon.security import ServerSecurity, client_tls
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,6 +44,8 @@ class Telemetry:
     retention: SpanRetention
     forwarder: OtlpForwarder | None
     budgets: QuotaBudgets | None
+    revocations: RevocationList | None = None
+    llm_proxy: ProxyServer | None = None
 
     @property
     def port(self) -> int:
@@ -49,6 +53,10 @@ class Telemetry:
 
     def before_drain(self) -> None:
         self.retention.stop()
+        if self.llm_proxy is not None:
+            self.llm_proxy.stop()  # running LLM calls finish and settle first
+        if self.revocations is not None:
+            self.revocations.stop()
 
     def close(self) -> None:
         """After the server stopped: nothing submits to the forwarder any more."""
@@ -86,6 +94,8 @@ def start(settings: Settings, clock: Clock | None = None) -> Telemetry:
     )
     telemetry = TelemetryServicer(spans, ledger)
     otlp = OtlpTraceServicer(spans, forwarder)
+    revocations = revocation_list(settings.vmhost_target, settings)
+    security = ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked(revocations))
     handle = start_server(
         [
             GrpcService(
@@ -103,7 +113,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Telemetry:
             ),
         ],
         listen_address=settings.listen_address,
-        security=ServerSecurity.from_settings(settings, agent_tokens=True),
+        security=security,
         agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
@@ -111,4 +121,6 @@ def start(settings: Settings, clock: Clock | None = None) -> Telemetry:
     if forwarder is not None:
         forwarder.start()
     retention.start()  # does nothing when retention_interval_seconds is 0
-    return Telemetry(handle, db, spans, ledger, retention, forwarder, budgets)
+    start_revocations(revocations)
+    llm_proxy = start_llm_proxy(settings, security, ledger, db, clock)
+    return Telemetry(handle, db, spans, ledger, retention, forwarder, budgets, revocations, llm_proxy)

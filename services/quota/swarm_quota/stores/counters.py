@@ -73,15 +73,15 @@ class Counters:
         return Usage(resource, row.used, tenant.limit(resource), start if end else None, end)
 
     def give_back(
-        self, conn: Connection, tenant_id: str, resource: Resource, amount: int, now: datetime
+        self, conn: Connection, tenant_id: str, resource: Resource, amount: int, reserved_at: datetime
     ) -> None:
-        """Return `amount` of a gauge (a released reservation)."""
+        """Return a released reservation's `amount` to the window it was taken from."""
         conn.execute(
             sa.update(C)
             .where(
                 C.c.tenant_id == tenant_id,
                 C.c.resource == resource.value,
-                C.c.window_start == window(resource, now)[0],
+                C.c.window_start == window(resource, reserved_at)[0],
             )
             .values(used=C.c.used - amount)
         )
