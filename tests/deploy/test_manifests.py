@@ -166,8 +166,24 @@ def _defined_keys(kind: str, generator_field: str) -> dict[str, set[str]]:
     return defined
 
 
+# Secrets no manifest defines: the operator creates them before the first
+# apply (deploy/k8s/README.md, "Mesh security"; tests/deploy/test_mesh_security.py
+# checks the README says how).
+OPERATOR_SECRETS = {"agent-token-public-key": {"public.pem"}}
+# What cert-manager writes into a Certificate's Secret.
+CERTIFICATE_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+
+
 def base_secrets() -> dict[str, set[str]]:
-    return _defined_keys("Secret", "secretGenerator")
+    """Secrets the base defines, generates, has cert-manager issue, or
+    expects the operator to create."""
+    defined = _defined_keys("Secret", "secretGenerator")
+    for m in base_resources():
+        if m.kind == "Certificate":
+            defined.setdefault(m.doc["spec"]["secretName"], set()).update(CERTIFICATE_SECRET_KEYS)
+    for name, keys in OPERATOR_SECRETS.items():
+        defined.setdefault(name, set()).update(keys)
+    return defined
 
 
 def base_config_maps() -> dict[str, set[str]]:
@@ -530,17 +546,34 @@ def test_every_service_runs_its_own_python_module(service: Manifest) -> None:
     assert (SERVICES / service.name / module / "__main__.py").is_file(), f"no module {module} to run"
 
 
-@pytest.mark.parametrize("service", _params(grpc_services()))
-def test_every_service_has_grpc_health_probes(service: Manifest) -> None:
-    container = swarm_container(service)
+HEALTHCHECK_MODULE = "swarmcommon.healthcheck"
+
+
+def assert_mtls_health_probes(service: Manifest, container: dict[str, Any]) -> None:
+    """The mesh port takes only mutual TLS, which the kubelet's native grpc
+    probe cannot speak: every probe runs swarmcommon.healthcheck with the
+    pod's own certificate (its TLS_DIR) against its gRPC port."""
     grpc_ports = {p["containerPort"] for p in container.get("ports", []) if p.get("name") == "grpc"}
     assert grpc_ports == {GRPC_PORT}, f"{service.label}: needs one container port named grpc = {GRPC_PORT}"
+    tls_dir = env_values(container).get(f"SWARM_{service.name.upper()}_TLS_DIR")
+    assert tls_dir, f"{service.label}: no SWARM_{service.name.upper()}_TLS_DIR for the probe to use"
+    expected = ["python", "-m", HEALTHCHECK_MODULE, "--tls-dir", tls_dir, f"127.0.0.1:{GRPC_PORT}"]
     for probe_name in ("readinessProbe", "livenessProbe", "startupProbe"):
         if probe_name == "startupProbe" and probe_name not in container:
             continue
         probe = container.get(probe_name, {})
-        assert "grpc" in probe, f"{service.label}: {probe_name} must be a native grpc probe"
-        assert probe["grpc"]["port"] == GRPC_PORT, f"{service.label}: {probe_name} probes the wrong port"
+        assert "grpc" not in probe, f"{service.label}: a native grpc probe cannot pass mutual TLS"
+        assert probe.get("exec", {}).get("command") == expected, (
+            f"{service.label}: {probe_name} must run {' '.join(expected)}"
+        )
+        # Each run starts Python: give it time under a CPU limit.
+        assert probe.get("timeoutSeconds", 1) >= 3, f"{service.label}: {probe_name} timeout too short"
+    assert (REPO / "libs/swarmcommon/swarmcommon/healthcheck.py").is_file()
+
+
+@pytest.mark.parametrize("service", _params(grpc_services()))
+def test_every_service_has_mtls_health_probes(service: Manifest) -> None:
+    assert_mtls_health_probes(service, swarm_container(service))
 
 
 @pytest.mark.parametrize("service", _params(grpc_services()))
@@ -731,7 +764,6 @@ def test_node_agents_add_only_the_capabilities_sandboxes_need(agent: Manifest) -
     env = env_values(container)
     assert env[f"SWARM_{agent.name.upper()}_LISTEN_ADDRESS"] == f"0.0.0.0:{GRPC_PORT}"
     assert env["OTEL_SERVICE_NAME"] == agent.name
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == GRPC_PORT
+    assert_mtls_health_probes(agent, container)
     mounts = {m["name"] for m in container["volumeMounts"]}
     assert mounts == {v["name"] for v in spec["volumes"]}
