@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 
 from swarmcommon.grpcserver import ServerHandle, run_until_signal
 from swarmcommon.logs import configure_logging
+from swarmcommon.security import client_tls
 from swarmcommon.settings import ServiceSettings
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 from swarmcommon.workers import supervise
@@ -47,7 +48,7 @@ def serve(
         if settings.migrate_on_start:
             migrate(settings.database_url)  # once, before the workers race for it
         return supervise(f"swarm_{name}", settings.workers, prefix, extra_env=worker_env)
-    setup_tracing(name)
+    setup_tracing(name, client_tls(settings))
     app = start(settings)
     try:
         run_until_signal(app.handle, settings.shutdown_grace_seconds, on_stop=[app.before_drain])

@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from swarmcommon.tls import ClientTls
 
 _lock = threading.Lock()
 _configured = False
 
 
-def setup_tracing(service_name: str) -> trace.TracerProvider:
-    """Install the SDK tracer provider once per process; later calls reuse it."""
+def setup_tracing(service_name: str, tls: ClientTls | None = None) -> trace.TracerProvider:
+    """Install the SDK tracer provider once per process; later calls reuse it.
+
+    `tls`: the workload's certificate, presented to telemetry's OTLP intake
+    (mutual TLS like every other call in the mesh)."""
     global _configured
     with _lock:
         if _configured:
@@ -34,10 +40,39 @@ def setup_tracing(service_name: str) -> trace.TracerProvider:
                 OTLPSpanExporter,
             )
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            exporter: SpanExporter = OTLPSpanExporter() if tls is None else RotatingExporter(tls)
+            provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
         _configured = True
         return provider
+
+
+class RotatingExporter(SpanExporter):
+    """OTLP export over mutual TLS that moves to a new connection when the
+    workload's certificate files change (the exporter reads them only once)."""
+
+    def __init__(self, tls: ClientTls) -> None:
+        self._tls = tls
+        self._exporter, self._generation = self._connect()
+
+    def _connect(self) -> tuple[SpanExporter, int]:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        credentials, generation = self._tls.credentials()
+        return OTLPSpanExporter(insecure=False, credentials=credentials), generation
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._tls.generation() != self._generation:
+            old = self._exporter
+            self._exporter, self._generation = self._connect()
+            old.shutdown()
+        return self._exporter.export(spans)
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
 
 
 def shutdown_tracing() -> None:
