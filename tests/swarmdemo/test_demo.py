@@ -20,6 +20,12 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
         env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stderr
+    # The whole mesh ran on mutual TLS with agent tokens; plaintext was refused everywhere.
+    assert "mesh security: mutual TLS everywhere (CA var/demo/pki/ca.pem), agents hold only signed" in out.stdout
+    assert "plaintext refused on 7 ports" in out.stdout
+    demo = tmp_path / "var" / "demo"
+    for log in demo.glob("*.log"):
+        assert "INSECURE DEV MODE" not in log.read_text(), log.name
     assert "6/6 tickets done, 0 dead-lettered" in out.stdout
     assert "POST /api/projects → 201" in out.stdout
     assert "tickets_per_day      6/500" in out.stdout

@@ -10,14 +10,16 @@ work) and `close()` (release resources once the server stopped).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from swarmcommon.grpcserver import ServerHandle, run_until_signal
 from swarmcommon.logs import configure_logging
-from swarmcommon.security import client_tls
+from swarmcommon.security import InsecureConfig, client_tls
 from swarmcommon.settings import ServiceSettings
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
+from swarmcommon.tls import TlsConfigError
 from swarmcommon.workers import supervise
 
 
@@ -48,8 +50,13 @@ def serve(
         if settings.migrate_on_start:
             migrate(settings.database_url)  # once, before the workers race for it
         return supervise(f"swarm_{name}", settings.workers, prefix, extra_env=worker_env)
-    setup_tracing(name, client_tls(settings))
-    app = start(settings)
+    try:
+        setup_tracing(name, client_tls(settings))
+        app = start(settings)
+    except (InsecureConfig, TlsConfigError) as exc:
+        # No certificates and no explicit dev mode: refuse, saying what to set.
+        print(f"swarm_{name}: refusing to start: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     try:
         run_until_signal(app.handle, settings.shutdown_grace_seconds, on_stop=[app.before_drain])
     finally:

@@ -10,6 +10,7 @@ import httpx
 
 from swarm.vmhost.v1 import vmhost_pb2 as vpb
 from swarmcommon.clients import VmHostClient
+from swarmcommon.tls import ClientTls
 from swarmdemo.console import console, poll
 from swarmdemo.model import DemoModel
 
@@ -72,11 +73,17 @@ class Progress:
 
 
 def run_agents(
-    vmhost_target: str, tenant: str, api: httpx.Client, names: dict[str, str], model: DemoModel
+    vmhost_target: str,
+    operator: ClientTls,
+    tenant: str,
+    api: httpx.Client,
+    names: dict[str, str],
+    model: DemoModel,
 ) -> None:
-    """Spawn agents, show the tickets' progress until none is left to do
-    (redriving the dead letters once, as an operator would), then stop them."""
-    with VmHostClient(vmhost_target) as vmhost:
+    """Spawn agents (as the operator), show the tickets' progress until none
+    is left to do (redriving the dead letters once, as an operator would),
+    then stop them."""
+    with VmHostClient(vmhost_target, tls=operator) as vmhost:
         _show_drivers(vmhost)
         agents = _spawn(vmhost, tenant)
         progress = Progress(names)

@@ -34,7 +34,7 @@ from swarmcommon.localproc import free_port
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 from swarmdemo.agents import run_agents
 from swarmdemo.console import console
-from swarmdemo.mesh import Mesh, start_mesh, start_vmhost
+from swarmdemo.mesh import Mesh, MeshPki, report_security, start_mesh, start_vmhost
 from swarmdemo.messages_server import MessagesServer
 from swarmdemo.model import POISON, DemoModel
 from swarmdemo.receiver import WebhookReceiver
@@ -69,17 +69,17 @@ PROJECT = {
 }
 
 
-def _trace_everything() -> str:
+def _trace_everything(pki: MeshPki) -> str:
     """Every process, this one and the services it starts, sends its spans
-    to telemetry; returns the address telemetry is to listen on (every
-    address, so guests on the bridge reach it too)."""
-    telemetry = f"0.0.0.0:{free_port()}"
-    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{telemetry}"
-    os.environ["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+    to telemetry over mutual TLS with its own certificate; returns the
+    address telemetry is to listen on."""
+    port = free_port()
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"https://127.0.0.1:{port}"
+    os.environ.pop("OTEL_EXPORTER_OTLP_INSECURE", None)
     os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "500"
     os.environ["OTEL_RESOURCE_ATTRIBUTES"] = f"swarm.tenant_id={TENANT}"
-    setup_tracing("swarm-demo")
-    return telemetry
+    setup_tracing("swarm-demo", pki.operator)
+    return f"127.0.0.1:{port}"
 
 
 def _tenant_api(stack: ExitStack, mesh: Mesh, admin_token: str) -> httpx.Client:
@@ -141,10 +141,11 @@ def main() -> None:
     repository = (WORKDIR / "repos" / "webapp.git").resolve()
     init_repository(repository, {"README.md": "# webapp\n", "src/__init__.py": ""}, AUTHOR)
     console.print(f"git repository {repository} (branch main)")
-    telemetry = _trace_everything()
+    pki = MeshPki.create(WORKDIR / "pki")
+    telemetry = _trace_everything(pki)
     with ExitStack() as stack:
         stack.callback(shutdown_tracing)
-        mesh = start_mesh(stack, WORKDIR, admin_token, telemetry)
+        mesh = start_mesh(stack, WORKDIR, pki, admin_token, telemetry)
         console.print(
             " · ".join(f"{k} {v}" for k, v in mesh.targets.items())
             + f" · gateway {mesh.gateway} (docs {mesh.gateway}/docs)"
@@ -154,7 +155,8 @@ def main() -> None:
         created = _submit(api, repository)
         model = DemoModel()
         vmhost = start_vmhost(stack, WORKDIR, mesh, _serve_model(stack, model))
-        run_agents(vmhost, TENANT, api, {t["id"]: t["name"] for t in created["tickets"]}, model)
+        report_security(mesh)
+        run_agents(vmhost, pki.operator, TENANT, api, {t["id"]: t["name"] for t in created["tickets"]}, model)
         report_tickets(api, created["project"]["id"])
         report_cost(api)
         report_trace(api, created["tickets"])

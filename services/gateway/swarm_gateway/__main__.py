@@ -29,7 +29,13 @@ def _settings() -> Settings:
 def main() -> None:
     settings = _settings()
     configure_logging("gateway", settings.log_level)
-    setup_tracing("gateway")
+    try:
+        tls = settings.client_tls()
+    except ValueError as exc:
+        print(f"swarm_gateway: refusing to start: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    # Its spans go to telemetry over mutual TLS, like its calls.
+    setup_tracing("gateway", tls)
     # uvicorn drains on SIGTERM, restores the handler it found, then raises
     # the signal again; this one turns that into a clean exit status.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

@@ -30,7 +30,8 @@ ACCESS: Access = {
     "GetUsageSummary": ADMIN,
     "CheckBudget": allow("gateway", operators=True, agents=True),
 }
-OTLP_ACCESS: Access = {"Export": allow(*SERVICES, agents=True)}
+# Operators' tools (the demo, say) are traced too.
+OTLP_ACCESS: Access = {"Export": allow(*SERVICES, operators=True, agents=True)}
 
 
 class TelemetryServicer(pb_grpc.TelemetryServiceServicer):  # type: ignore[misc]
