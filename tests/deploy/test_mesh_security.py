@@ -509,3 +509,21 @@ def test_the_agent_host_component_admits_node_addresses_only_to_what_vmhost_and_
     (rule,) = policy.doc["spec"]["ingress"]
     assert {p["port"] for p in rule["ports"]} == {"grpc", "agent"}
     assert [set(peer) for peer in rule["from"]] == [{"ipBlock"}]
+
+
+def test_only_guests_reach_the_llm_proxy_and_only_telemetry_holds_the_provider_key() -> None:
+    (telemetry,) = [w for w, _ in mesh_workloads() if w.name == "telemetry"]
+    container = swarm_container(telemetry)
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    address = env_values(container)["SWARM_TELEMETRY_LLM_PROXY_LISTEN_ADDRESS"]
+    assert address.endswith(f":{ports['llm-proxy']}")
+    rules = list(rules_for_port(policies_selecting(pod_labels(telemetry), BASE_NS), {"llm-proxy"}))
+    assert sources(iter(rules), BASE_NS, "telemetry llm-proxy port") == {"vmhost"}
+    holders = {
+        w.name
+        for w, _ in mesh_workloads()
+        for c in containers(w)
+        for e in c.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "llm-provider-key"
+    }
+    assert holders == {"telemetry"}

@@ -24,7 +24,8 @@ def setup_tracing(service_name: str, tls: ClientTls | None = None) -> trace.Trac
     """Install the SDK tracer provider once per process; later calls reuse it.
 
     `tls`: the workload's certificate, presented to telemetry's OTLP intake
-    (mutual TLS like every other call in the mesh)."""
+    when the endpoint is https:// (mutual TLS like every other call in the
+    mesh)."""
     global _configured
     with _lock:
         if _configured:
@@ -40,7 +41,16 @@ def setup_tracing(service_name: str, tls: ClientTls | None = None) -> trace.Trac
                 OTLPSpanExporter,
             )
 
-            exporter: SpanExporter = OTLPSpanExporter() if tls is None else RotatingExporter(tls)
+            endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+                "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+            )
+            # https: the mesh's telemetry intake (mutual TLS, our certificate);
+            # anything else (a plaintext collector such as Jaeger) as configured.
+            exporter: SpanExporter = (
+                RotatingExporter(tls)
+                if tls is not None and endpoint.startswith("https://")
+                else OTLPSpanExporter()
+            )
             provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
         _configured = True
