@@ -21,7 +21,7 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     # The whole mesh ran on mutual TLS with agent tokens; plaintext was refused everywhere.
-    assert "mesh security: mutual TLS everywhere (CA var/demo/pki/ca.pem), agents hold only signed" in out.stdout
+    assert "mesh security: mutual TLS everywhere (CA var/demo/pki/ca.pem)" in out.stdout
     assert "plaintext refused on 7 ports" in out.stdout
     demo = tmp_path / "var" / "demo"
     for log in demo.glob("*.log"):
