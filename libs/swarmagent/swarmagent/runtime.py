@@ -11,7 +11,10 @@
 Each step is a span with the seed's names (git.clone, llm.generate_code,
 file.write, git.commit, git.push, llm.review, git.merge) inside the agent's
 `agent.work` span, so it lands in the ticket's trace. The LLM is reached
-through the tracked client: budget first, cost recorded after.
+through the tracked client: with an agent token, through the platform's LLM
+proxy (which owns the budget and the cost ledger; the guest holds no
+provider key); without one (insecure dev mode), budget first, cost recorded
+after.
 
 The model answers in JSON (a `files` list, or a review verdict); an answer
 that is not valid JSON of that shape fails the stage with a clear reason.
@@ -38,6 +41,7 @@ from swarmagent.client import ClaimedTicket
 from swarmagent.credentials import current as agent_credentials
 from swarmagent.gitops import Author, GitError, Workspace
 from swarmagent.llm import Attribution, TrackedLLM
+from swarmagent.llmproxy import NoProxy, proxy_client
 from swarmagent.loop import WorkFailed
 from swarmcommon.clients import TelemetryClient
 
@@ -192,8 +196,12 @@ class FromEnvironment:
     SWARM_BASE_BRANCH, SWARM_LLM_BASE_URL, SWARM_LLM_MODEL,
     SWARM_TELEMETRY_TARGET, SWARM_TENANT_ID, SWARM_AGENT_ID.
 
-    The LLM endpoint is configuration: a provider proxy in production, a
-    local Messages-API server in tests and the offline demo. The runtime is
+    With an agent token (SWARM_AGENT_TOKEN) the LLM endpoint is the
+    platform's LLM proxy, called with the current token as the API key
+    (swarmagent.llmproxy); the proxy owns budgets and the cost ledger.
+    Without one (insecure dev mode) it is whatever SWARM_LLM_BASE_URL names
+    (a local Messages-API server in tests and the offline demo) with
+    ANTHROPIC_API_KEY, and usage is recorded through telemetry. The runtime is
     built at the first ticket, not at import: the zygote imports this module
     before forking and must hold no threads or connections."""
 
@@ -211,19 +219,28 @@ class FromEnvironment:
                 self._runtime = self._build(os.environ)
             return self._runtime
 
-    def _build(self, env: Mapping[str, str]) -> Runtime:
+    def llm(self, env: Mapping[str, str]) -> TrackedLLM:
+        """The agent's tracked LLM client, as its environment configures it."""
+        attribution = Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"])
+        credentials = agent_credentials()
+        if credentials.token:
+            try:
+                client = proxy_client(env, credentials)
+            except NoProxy as exc:
+                raise WorkFailed(str(exc)) from exc
+            # The token renewed by the heartbeat, read at every call.
+            return TrackedLLM(client, None, attribution, api_key=lambda: credentials.token)
         client = anthropic.Anthropic(
             base_url=env.get("SWARM_LLM_BASE_URL") or None,
             api_key=env.get("ANTHROPIC_API_KEY", "unset"),
             max_retries=2,
         )
-        # The guest's credentials (its token, renewed by the heartbeat) on every call.
-        self._telemetry = TelemetryClient(
-            env["SWARM_TELEMETRY_TARGET"], **agent_credentials().channel("telemetry")
-        )
-        llm = TrackedLLM(client, self._telemetry, Attribution(env["SWARM_TENANT_ID"], env["SWARM_AGENT_ID"]))
+        self._telemetry = TelemetryClient(env["SWARM_TELEMETRY_TARGET"], **credentials.channel("telemetry"))
+        return TrackedLLM(client, self._telemetry, attribution)
+
+    def _build(self, env: Mapping[str, str]) -> Runtime:
         return Runtime(
-            llm,
+            self.llm(env),
             env.get("SWARM_REPOSITORY", ""),  # the ticket's project usually names it
             env.get("SWARM_BASE_BRANCH", "main"),
             Path.cwd() / "work",

@@ -41,6 +41,14 @@ class Settings(ServiceSettings):
     # mode an empty one falls back to the mesh target above.
     ticketing_agent_target: str = ""
     telemetry_agent_target: str = ""
+    # The LLM proxy (telemetry's LLM_PROXY_LISTEN_ADDRESS) as a URL the *host*
+    # reaches, e.g. "https://127.0.0.1:8443": given to every guest as
+    # SWARM_LLM_BASE_URL, a loopback or any-address host becoming the bridge
+    # address for guests in their own namespace ("{host}" works as in
+    # guest_env). It replaces any SWARM_LLM_BASE_URL in guest_env. Guests call
+    # the LLM only through it, with their agent token as the API key: no
+    # provider key (*_API_KEY) is ever passed to a guest.
+    llm_proxy_url: str = Field(default="", pattern=r"^(|https?://\S+)$")
     # The CA certificate guests verify the services with, as a path the guest
     # can read. Empty: `ca.crt` in TLS_DIR.
     guest_ca_file: str = ""

@@ -3,18 +3,28 @@ the control plane from inside its sandbox."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from swarm_vmhost.config import Settings
 from swarm_vmhost.domain import Agent
 from swarm_vmhost.network import Bridge
 
+log = logging.getLogger(__name__)
+
 LOCAL_HOSTS = ("127.0.0.1", "0.0.0.0", "localhost", "[::1]", "[::]")
 # Passed through from vmhost's own environment, so guests find the same Python packages.
 INHERITED = ("PYTHONPATH", "VIRTUAL_ENV", "HOME", "LANG")
+# Never given to a guest, whoever configures it: the model provider's keys
+# (the LLM proxy holds them; guests hold only their agent token) and anything
+# named like one. A value holding one of vmhost's own such secrets is dropped too.
+PROVIDER_SECRET = re.compile(r"^ANTHROPIC_|_API_KEY$|_AUTH_TOKEN$", re.IGNORECASE)
+LLM_BASE_URL_ENV = "SWARM_LLM_BASE_URL"
 
 
 def guest_target(target: str, bridge: Bridge, isolated: bool) -> str:
@@ -25,6 +35,44 @@ def guest_target(target: str, bridge: Bridge, isolated: bool) -> str:
         return target
     host, _, port = target.rpartition(":")
     return f"{bridge.address}:{port}" if host in LOCAL_HOSTS else target
+
+
+def guest_url(url: str, bridge: Bridge, isolated: bool) -> str:
+    """A URL as a guest reaches it: a host on this machine (loopback or every
+    address) becomes the bridge address when the guest has its own namespace."""
+    parts = urlsplit(url)
+    local = {h.strip("[]") for h in LOCAL_HOSTS}
+    if not url or not isolated or parts.hostname not in local:
+        return url
+    netloc = f"{bridge.address}:{parts.port}" if parts.port else bridge.address
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def host_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The provider keys (and the like) in vmhost's own environment."""
+    return [value for key, value in environ.items() if PROVIDER_SECRET.search(key) and len(value) >= 8]
+
+
+def without_secrets(env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` without provider keys: none named like one, none holding one of vmhost's."""
+    secrets = host_secrets(os.environ if environ is None else environ)
+    dropped = sorted(k for k, v in env.items() if PROVIDER_SECRET.search(k) or any(s in v for s in secrets))
+    if dropped:
+        log.warning(
+            "provider keys are never given to guests (they call the LLM proxy with their agent token); "
+            "not passed: %s",
+            ", ".join(dropped),
+        )
+    return {k: v for k, v in env.items() if k not in dropped}
+
+
+def zygote_env() -> dict[str, str]:
+    """The warm interpreter's environment: only what finds Python and its
+    packages. Guests forked from it keep its initial environment in memory
+    (and /proc/<pid>/environ), so it must hold none of vmhost's secrets."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env.update({key: os.environ[key] for key in INHERITED if key in os.environ})
+    return without_secrets(env)
 
 
 def guest_command(settings: Settings) -> list[str]:
@@ -90,8 +138,13 @@ def guest_env(
         key, sep, value = item.partition("=")
         if sep and key.strip():
             env[key.strip()] = value.replace("{host}", host_address)
+    if settings.llm_proxy_url:  # the only LLM endpoint a guest with a token may use
+        env[LLM_BASE_URL_ENV] = guest_url(settings.llm_proxy_url, bridge, isolated).replace(
+            "{host}", host_address
+        )
     for key in INHERITED:
         if key in os.environ:
             env[key] = os.environ[key]
+    env = without_secrets(env)
     env.update(credentials)  # last: nothing configured can replace the guest's own token
     return env

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from swarm_vmhost.drivers.base import stop_guest
+from swarm_vmhost.guests import zygote_env
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ class Zygote:
         self.path = Path(tempfile.mkdtemp(prefix="swarm-zygote-")) / "sock"
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "swarmagent.zygote", str(self.path)],
+            # Not vmhost's environment: the guests forked from it keep this one.
+            env=zygote_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
