@@ -23,6 +23,7 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
     # The whole mesh ran on mutual TLS with agent tokens; plaintext was refused everywhere.
     assert "mesh security: mutual TLS everywhere (CA var/demo/pki/ca.pem)" in out.stdout
     assert "plaintext refused on 7 ports" in out.stdout
+    assert "LLM: agents' anthropic SDK → telemetry's LLM proxy (their token as API key)" in out.stdout
     demo = tmp_path / "var" / "demo"
     for log in demo.glob("*.log"):
         assert "INSECURE DEV MODE" not in log.read_text(), log.name

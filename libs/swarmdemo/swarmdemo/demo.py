@@ -120,17 +120,18 @@ def _submit(api: httpx.Client, repository: Path) -> dict[str, Any]:
     return body
 
 
-def _serve_model(stack: ExitStack, model: DemoModel) -> dict[str, str]:
-    """The LLM endpoint, and the guest configuration that points agents at it."""
-    server = stack.enter_context(MessagesServer(model, host="0.0.0.0"))
+def _serve_model(stack: ExitStack, model: DemoModel) -> str:
+    """The model's Messages API, which only telemetry's LLM proxy calls."""
+    server = stack.enter_context(MessagesServer(model))
     port = server.base_url.rsplit(":", 1)[1]
-    console.print(f"LLM: the anthropic SDK against a local Messages API on port {port}")
-    # "{host}": vmhost puts the host's address as each guest sees it.
-    return {
-        "SWARM_LLM_BASE_URL": f"http://{{host}}:{port}",
-        "SWARM_LLM_MODEL": MODEL,
-        "OTEL_BSP_SCHEDULE_DELAY": "500",
-    }
+    console.print(
+        f"LLM: agents' anthropic SDK → telemetry's LLM proxy (their token as API key) → "
+        f"a local Messages API on port {port}"
+    )
+    return str(server.base_url)
+
+
+GUEST_ENV = {"SWARM_LLM_MODEL": MODEL, "OTEL_BSP_SCHEDULE_DELAY": "500"}
 
 
 def main() -> None:
@@ -145,7 +146,8 @@ def main() -> None:
     telemetry = _trace_everything(pki)
     with ExitStack() as stack:
         stack.callback(shutdown_tracing)
-        mesh = start_mesh(stack, WORKDIR, pki, admin_token, telemetry)
+        model = DemoModel()
+        mesh = start_mesh(stack, WORKDIR, pki, admin_token, telemetry, _serve_model(stack, model))
         console.print(
             " · ".join(f"{k} {v}" for k, v in mesh.targets.items())
             + f" · gateway {mesh.gateway} (docs {mesh.gateway}/docs)"
@@ -153,8 +155,7 @@ def main() -> None:
         api = _tenant_api(stack, mesh, admin_token)
         receiver, hook_id = _subscribe(stack, api)
         created = _submit(api, repository)
-        model = DemoModel()
-        vmhost = start_vmhost(stack, WORKDIR, mesh, _serve_model(stack, model))
+        vmhost = start_vmhost(stack, WORKDIR, mesh, GUEST_ENV)
         report_security(mesh)
         run_agents(vmhost, pki.operator, TENANT, api, {t["id"]: t["name"] for t in created["tickets"]}, model)
         report_tickets(api, created["project"]["id"])

@@ -69,6 +69,7 @@ class Mesh:
     # The ports agents use (TLS without client certificates, a token per call).
     ticketing_agents: str = ""
     telemetry_agents: str = ""
+    llm_proxy: str = ""  # the LLM proxy's URL as this host reaches it
     vmhost: str = ""  # chosen up front: ticketing and telemetry ask it for revoked tokens
 
     @property
@@ -129,21 +130,34 @@ def _everywhere() -> str:
     return f"0.0.0.0:{free_port()}"
 
 
-def start_mesh(stack: ExitStack, workdir: Path, pki: MeshPki, admin_token: str, telemetry: str) -> Mesh:
-    """Quota, telemetry (on `telemetry`), events, ticketing and the gateway, each serving."""
+def start_mesh(
+    stack: ExitStack, workdir: Path, pki: MeshPki, admin_token: str, telemetry: str, llm_upstream: str
+) -> Mesh:
+    """Quota, telemetry (on `telemetry`, with the LLM proxy in front of
+    `llm_upstream`), events, ticketing and the gateway, each serving."""
     vmhost = f"127.0.0.1:{free_port()}"
     agents = {"AGENT_TOKEN_PUBLIC_KEYS": pki.public_key, "VMHOST_TARGET": vmhost}
     # A fresh database each run, so a fresh secret pepper for its API key hashes.
     quota = _service(stack, workdir, pki, "quota", {"API_KEY_PEPPER": secrets.token_hex(32)})
-    telemetry_agents = _everywhere()
+    telemetry_agents, proxy_port = _everywhere(), free_port()
     telemetry = _service(
         stack,
         workdir,
         pki,
         "telemetry",
-        {"QUOTA_TARGET": quota, "AGENT_LISTEN_ADDRESS": telemetry_agents, **agents},
+        {
+            "QUOTA_TARGET": quota,
+            "AGENT_LISTEN_ADDRESS": telemetry_agents,
+            **agents,
+            # Guests call the model only through this proxy; the provider key
+            # (here a made-up one the local model ignores) stays in telemetry.
+            "LLM_PROXY_LISTEN_ADDRESS": f"0.0.0.0:{proxy_port}",
+            "LLM_PROXY_UPSTREAM_URL": llm_upstream,
+            "LLM_PROXY_UPSTREAM_API_KEY": f"sk-demo-{secrets.token_hex(16)}",
+        },
         target=telemetry,
     )
+    llm_proxy = f"https://127.0.0.1:{proxy_port}"
     # The demo's receiver is on this machine; a real install allows only
     # public addresses (or its own on-prem ranges).
     events = _service(stack, workdir, pki, "events", {"WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8"})
@@ -164,7 +178,18 @@ def start_mesh(stack: ExitStack, workdir: Path, pki: MeshPki, admin_token: str, 
     )
     partial = Mesh(quota, telemetry, events, ticketing, "", pki, vmhost=vmhost)
     gateway = _start_gateway(stack, workdir, partial, admin_token)
-    return Mesh(quota, telemetry, events, ticketing, gateway, pki, ticketing_agents, telemetry_agents, vmhost)
+    return Mesh(
+        quota,
+        telemetry,
+        events,
+        ticketing,
+        gateway,
+        pki,
+        ticketing_agents=ticketing_agents,
+        telemetry_agents=telemetry_agents,
+        llm_proxy=llm_proxy,
+        vmhost=vmhost,
+    )
 
 
 def _start_gateway(stack: ExitStack, workdir: Path, mesh: Mesh, admin_token: str) -> str:
@@ -215,6 +240,7 @@ def start_vmhost(stack: ExitStack, workdir: Path, mesh: Mesh, guest_env: Mapping
             "AGENT_LISTEN_ADDRESS": _everywhere(),
             "TICKETING_AGENT_TARGET": mesh.ticketing_agents,
             "TELEMETRY_AGENT_TARGET": mesh.telemetry_agents,
+            "LLM_PROXY_URL": mesh.llm_proxy,
             "AGENT_TOKEN_SIGNING_KEY": mesh.pki.signing_key,
             "AGENT_TOKEN_PUBLIC_KEYS": mesh.pki.public_key,
             "GUEST_WORK": "swarmagent.runtime:work",
