@@ -36,6 +36,21 @@ EVENT_TYPE_RE = re.compile(r"^[a-z][a-z_]*(\.[a-z_]+)+$")
 ALL_TYPES = "*"
 TEST_EVENT_TYPE = "webhook.test"
 WEBHOOK_DISABLED_EVENT = "webhook.disabled"
+# Which service's outbox may publish which event types (by prefix); an event
+# type nobody owns (webhook.*, which only events itself emits) is nobody's.
+EVENT_OWNERS: dict[str, tuple[str, ...]] = {
+    "ticketing": ("ticket.", "pr.", "collaboration.", "project."),
+    "vmhost": ("agent.",),
+}
+# Every relaying outbox emits these about itself.
+SHARED_EVENT_TYPES = frozenset({"outbox.dead_lettered"})
+
+
+def publishable(service: str, event_type: str) -> bool:
+    """May `service` publish events of `event_type`?"""
+    if event_type in SHARED_EVENT_TYPES:
+        return service in EVENT_OWNERS
+    return event_type.startswith(EVENT_OWNERS.get(service, ()))
 # The first characters of a secret ("whsec_" + 6), enough to tell two apart.
 SECRET_PREFIX_LENGTH = 12
 

@@ -9,7 +9,7 @@ import grpc
 from swarm.events.v1 import events_pb2 as pb
 from swarm.events.v1 import events_pb2_grpc as pb_grpc
 from swarm_events import wire
-from swarm_events.domain import MAX_DESCRIPTION, TEST_EVENT_TYPE, check_event_type
+from swarm_events.domain import MAX_DESCRIPTION, TEST_EVENT_TYPE, check_event_type, publishable
 from swarm_events.probes import Probes
 from swarm_events.stores.attempts import AttemptStore
 from swarm_events.stores.deliveries import DeliveryStore
@@ -17,8 +17,8 @@ from swarm_events.stores.events import EventLog
 from swarm_events.stores.webhooks import WebhookStore
 from swarm_events.stream import LiveFeed
 from swarmcommon import validation as v
-from swarmcommon.authz import Access, allow
-from swarmcommon.errors import InvalidArgument
+from swarmcommon.authz import Access, CallerKind, allow, current_caller
+from swarmcommon.errors import InvalidArgument, PermissionDenied
 from swarmcommon.idempotency import request_key
 from swarmcommon.pagination import page_size
 from swarmcommon.protos import timestamp
@@ -63,7 +63,16 @@ class EventsServicer(pb_grpc.EventsServiceServicer):  # type: ignore[misc]
     # -- the event log --------------------------------------------------------------------------
 
     def Publish(self, request: pb.PublishRequest, context: grpc.ServicerContext) -> pb.PublishResponse:
-        accepted, duplicates = self.log.publish(wire.publish_batch(request, self.log.clock.now()))
+        batch = wire.publish_batch(request, self.log.clock.now())
+        caller = current_caller()
+        if caller.kind is CallerKind.SERVICE:
+            foreign = sorted({e.type for e in batch if not publishable(caller.name, e.type)})
+            if foreign:  # the whole batch is refused: nothing is stored
+                raise PermissionDenied(
+                    f"{caller} may not publish {', '.join(foreign)}: those events are not its own",
+                    reason="EVENT_TYPE_NOT_OWNED",
+                )
+        accepted, duplicates = self.log.publish(batch)
         return pb.PublishResponse(accepted_event_ids=accepted, duplicate_event_ids=duplicates)
 
     def ListEvents(
