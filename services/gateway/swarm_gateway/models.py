@@ -13,13 +13,22 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
-from swarm_gateway.enums import AGENT_ROLE, MERGE_REQUEST_STATE, PLAN, RESOURCE, TICKET_STATE, TICKET_TYPE
+from swarm_gateway.enums import (
+    AGENT_ROLE,
+    MERGE_REQUEST_STATE,
+    PLAN,
+    QUARANTINE_CAUSE,
+    RESOURCE,
+    TICKET_STATE,
+    TICKET_TYPE,
+)
 
 TicketType = Literal["feature", "bug", "chore", "docs", "test", "refactor", "design"]
 Role = Literal["coder", "reviewer", "security", "tests", "judge", "clarifier", "decomposer"]
 TicketState = Literal["blocked", "ready", "assigned", "in_progress", "done", "quarantined"]
 Plan = Literal["free", "pro", "enterprise"]
-Resource = Literal["vms", "tickets_per_day", "api_calls_per_hour", "cost_usd_month"]
+Resource = Literal["vms", "tickets_per_day", "api_calls_per_hour", "cost_usd_month", "cost_usd_per_ticket"]
+QuarantineCause = Literal["failures", "budget_exceeded"]
 
 
 def _utf8(value: str) -> str:
@@ -36,6 +45,8 @@ def _utf8(value: str) -> str:
 Text = Annotated[str, AfterValidator(_utf8)]
 # A quota limit: what the quota service accepts (and what fits its int64).
 Limit = Annotated[int, Field(ge=0, le=10**15)]
+# An LLM cost cap per ticket in micro-dollars (1 USD = 1,000,000); 0 admits no spend.
+CostCap = Annotated[int, Field(ge=0, le=10**15, description="Micro-dollars; null: inherit")]
 
 
 class Request(BaseModel):
@@ -70,9 +81,11 @@ class TicketCreate(Request):
     priority: int = Field(default=0, ge=-1000, le=1000)
     stages: list[Role] = Field(default=["coder"], min_length=1, max_length=10)
     depends_on: list[Text] = Field(default_factory=list, max_length=100)
+    cost_cap_usd_micros: CostCap | None = None
 
     def to_proto(self) -> tpb.TicketSpec:
         return tpb.TicketSpec(
+            cost_cap_usd_micros=self.cost_cap_usd_micros,
             key=self.key,
             name=self.name,
             description=self.description,
@@ -91,6 +104,12 @@ class ProjectCreate(Request):
         default="", max_length=2048, description="Git URL or absolute path agents clone; empty: agents' own"
     )
     base_branch: Text = Field(default="main", min_length=1, max_length=250)
+    ticket_cost_cap_usd_micros: CostCap | None = None
+
+
+class CostCapUpdate(Request):
+    cost_cap_usd_micros: CostCap | None = Field(description="null: the project's or tenant's cap applies")
+    reason: Text = Field(default="", max_length=2000)
 
 
 class LeasePublic(BaseModel):
@@ -116,6 +135,8 @@ class TicketPublic(BaseModel):
     last_failure_at: datetime | None
     quarantine_reason: str | None
     quarantined_at: datetime | None
+    quarantine_cause: QuarantineCause | None
+    cost_cap_usd_micros: int | None
     result: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
@@ -143,6 +164,8 @@ class TicketPublic(BaseModel):
             last_failure_at=ts(t.last_failure_time, t.HasField("last_failure_time")),
             quarantine_reason=t.quarantine_reason or None,
             quarantined_at=ts(t.quarantine_time, t.HasField("quarantine_time")),
+            quarantine_cause=QUARANTINE_CAUSE.name(t.quarantine_cause) or None,  # type: ignore[arg-type]
+            cost_cap_usd_micros=t.cost_cap_usd_micros if t.HasField("cost_cap_usd_micros") else None,
             result=json.loads(t.result_json) if t.result_json else None,
             created_at=t.create_time.ToDatetime(tzinfo=UTC),
             updated_at=t.update_time.ToDatetime(tzinfo=UTC),
@@ -158,6 +181,7 @@ class ProjectPublic(BaseModel):
     created_at: datetime
     repository: str | None
     base_branch: str
+    ticket_cost_cap_usd_micros: int | None
 
     @classmethod
     def from_proto(cls, p: tpb.Project) -> ProjectPublic:
@@ -170,6 +194,9 @@ class ProjectPublic(BaseModel):
             created_at=p.create_time.ToDatetime(tzinfo=UTC),
             repository=p.repository or None,
             base_branch=p.base_branch or "main",
+            ticket_cost_cap_usd_micros=(
+                p.ticket_cost_cap_usd_micros if p.HasField("ticket_cost_cap_usd_micros") else None
+            ),
         )
 
 

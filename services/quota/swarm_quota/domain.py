@@ -23,9 +23,12 @@ class Resource(enum.StrEnum):
     TICKETS_PER_DAY = "tickets_per_day"
     API_CALLS_PER_HOUR = "api_calls_per_hour"
     COST_USD_MONTH = "cost_usd_month"
+    # A limit only: the default LLM cost cap of each ticket (ticketing's
+    # projects and tickets may set their own); nothing is counted.
+    COST_USD_PER_TICKET = "cost_usd_per_ticket"
 
 
-# Seed §4's table. COST_USD_MONTH (micro-dollars) has no plan default.
+# Seed §4's table. COST_USD_MONTH and COST_USD_PER_TICKET (micro-dollars) have no plan default.
 PLAN_LIMITS: dict[Plan, dict[Resource, int]] = {
     Plan.FREE: {Resource.VMS: 2, Resource.TICKETS_PER_DAY: 10, Resource.API_CALLS_PER_HOUR: 100},
     Plan.PRO: {Resource.VMS: 20, Resource.TICKETS_PER_DAY: 500, Resource.API_CALLS_PER_HOUR: 5000},
@@ -41,6 +44,9 @@ WINDOWED = (Resource.TICKETS_PER_DAY, Resource.API_CALLS_PER_HOUR, Resource.COST
 # What Reserve may hold: gauges, and estimated spend settled by Release's consume_amount.
 SETTLED = (Resource.COST_USD_MONTH,)
 RESERVABLE = GAUGES + SETTLED
+# Limits read by other services, never consumed or held (and not in GetUsage).
+LIMIT_ONLY = (Resource.COST_USD_PER_TICKET,)
+COUNTED = tuple(r for r in Resource if r not in LIMIT_ONLY)
 # Gauges have one everlasting "window".
 GAUGE_WINDOW = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_AMOUNT = 10**12
@@ -117,6 +123,14 @@ def window(resource: Resource, now: datetime) -> tuple[datetime, datetime | None
         )
         return start, nxt
     return GAUGE_WINDOW, None
+
+
+def check_counted(resource: Resource) -> Resource:
+    if resource in LIMIT_ONLY:
+        raise InvalidArgument(
+            "resource", f"{resource} is a limit other services read; nothing consumes or holds it"
+        )
+    return resource
 
 
 def check_amount(amount: int) -> int:

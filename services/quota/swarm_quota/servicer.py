@@ -31,7 +31,8 @@ MAX_SECRET = 256
 ADMIN = allow("gateway", operators=True)
 ACCESS: Access = {
     "CreateTenant": ADMIN,
-    "GetTenant": ADMIN,
+    # Telemetry's LLM proxy reads the tenant's default ticket cost cap.
+    "GetTenant": allow("gateway", "telemetry", operators=True),
     "ListTenants": ADMIN,
     "UpdateTenant": ADMIN,
     "CreateApiKey": ADMIN,

@@ -21,6 +21,11 @@ class Settings(ServiceSettings):
     # and recorded cost is charged to it. Empty: no budgets (every tenant is
     # unlimited), as in a single-tenant install.
     quota_target: str = ""
+    # Ticketing (host:port): the LLM proxy checks that a call tagged with a
+    # ticket comes from the agent holding its lease, and enforces the ticket's
+    # cost cap (releasing it for review when reached). Empty: the ticket
+    # header only attributes calls, and no ticket caps apply.
+    ticketing_target: str = ""
     # vmhost (host:port): its revoked agents are polled so a terminated
     # agent's token stops working before it expires (swarmcommon.revocation).
     vmhost_target: str = ""

@@ -36,6 +36,9 @@ MAX_JSON = 64 * 1024
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 
 LEASE_EXPIRED_REASON = "lease expired"
+BUDGET_EXCEEDED_REASON = "budget exceeded"
+# A cost cap in micro-dollars: at most $1,000,000,000 (as quota's limits).
+MAX_COST_CAP = 10**15
 
 
 class TicketState(enum.StrEnum):
@@ -49,6 +52,16 @@ class TicketState(enum.StrEnum):
 
 # States in which a ticket holds a lease.
 LEASED_STATES = (TicketState.ASSIGNED, TicketState.IN_PROGRESS)
+
+
+class QuarantineCause(enum.StrEnum):
+    FAILURES = "failures"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+class CostCapSource(enum.StrEnum):
+    TICKET = "ticket"
+    PROJECT = "project"
 
 
 class AgentRole(enum.StrEnum):
@@ -80,6 +93,7 @@ class EventType(enum.StrEnum):
     COMPLETED = "ticket.completed"
     FAILED = "ticket.failed"
     QUARANTINED = "ticket.quarantined"
+    BUDGET_EXCEEDED = "ticket.budget_exceeded"
     STAGE_COMPLETE = "collaboration.stage_complete"
     PR_OPENED = "pr.opened"
     PR_MERGED = "pr.merged"
@@ -99,6 +113,8 @@ class AuditEvent(enum.StrEnum):
     QUARANTINED = "quarantined"
     RELEASED = "released"
     REDRIVEN = "redriven"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    COST_CAP_CHANGED = "cost_cap_changed"
 
 
 class ActorType(enum.StrEnum):
@@ -130,6 +146,7 @@ class TicketSpec:
     priority: int = 0
     stages: tuple[AgentRole, ...] = (AgentRole.CODER,)
     depends_on: tuple[str, ...] = ()
+    cost_cap_usd_micros: int | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,7 @@ class ProjectSpec:
     tickets: tuple[TicketSpec, ...]
     repository: str = ""
     base_branch: str = "main"
+    ticket_cost_cap_usd_micros: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +192,8 @@ class Ticket:
     traceparent: str | None = None
     repository: str = ""
     base_branch: str = "main"
+    cost_cap_usd_micros: int | None = None
+    quarantine_cause: QuarantineCause | None = None
 
     @property
     def current_role(self) -> AgentRole:
@@ -191,6 +211,7 @@ class Project:
     created_at: datetime
     repository: str = ""
     base_branch: str = "main"
+    ticket_cost_cap_usd_micros: int | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +254,20 @@ class Claim:
     @property
     def stage(self) -> AgentRole:
         return self.ticket.current_role
+
+
+@dataclass(frozen=True)
+class SpendGrant:
+    """What AuthorizeTicketSpend answers: the ticket, and the cap ticketing knows."""
+
+    ticket_id: str
+    project_id: str
+    cost_cap_usd_micros: int | None
+    source: CostCapSource | None
+
+
+def budget_reason(spent: int, cap: int) -> str:
+    return f"{BUDGET_EXCEEDED_REASON}: ${spent / 1e6:.4f} spent of a ${cap / 1e6:.4f} cost cap"
 
 
 @dataclass(frozen=True)

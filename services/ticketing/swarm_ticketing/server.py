@@ -14,6 +14,7 @@ from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
 from swarm_ticketing.stores.claims import Claims
+from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
 from swarm_ticketing.stores.leases import LeaseManager
 from swarm_ticketing.stores.lost import LostLeases
@@ -81,6 +82,7 @@ def build_stores(db: Database, clock: Clock, settings: Settings, quota: TicketQu
         leases=LeaseManager(db, clock, policy),
         lost=LostLeases(db, clock, policy),
         merge_requests=MergeRequests(db),
+        cost_caps=CostCaps(db, clock),
     )
 
 

@@ -15,6 +15,7 @@ from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing import wire
 from swarm_ticketing.domain import MAX_REASON, lease_duration
 from swarm_ticketing.stores.claims import ClaimRequest, Claims
+from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
 from swarm_ticketing.stores.leases import LeaseManager
 from swarm_ticketing.stores.lost import LostLeases
@@ -55,6 +56,11 @@ ACCESS: Access = {
     "ReportFailure": AGENT_WORK,
     "ReleaseClaim": AGENT_WORK,
     "ReleaseAgentClaims": allow("vmhost", operators=True),
+    # The LLM proxy (in telemetry) checks a ticket's lease and cap before a
+    # call, and holds a ticket whose spend reached its cap.
+    "AuthorizeTicketSpend": allow("telemetry"),
+    "ReleaseForBudget": allow("telemetry"),
+    "SetTicketCostCap": ADMIN,
     "ListDeadLetters": ADMIN,
     "RedriveTickets": ADMIN,
     "GetMergeRequest": allow("gateway", operators=True, agents=True),
@@ -71,6 +77,7 @@ class Stores:
     leases: LeaseManager
     lost: LostLeases
     merge_requests: MergeRequests
+    cost_caps: CostCaps
 
 
 def _optional_uuid(field: str, value: str) -> str | None:
@@ -251,6 +258,46 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             released_ticket_ids=released.released,
             quarantined_ticket_ids=released.quarantined,
         )
+
+    # -- cost caps ---------------------------------------------------------------
+
+    def AuthorizeTicketSpend(
+        self, request: pb.AuthorizeTicketSpendRequest, context: grpc.ServicerContext
+    ) -> pb.AuthorizeTicketSpendResponse:
+        grant = self.s.cost_caps.authorize(
+            v.name_id("tenant_id", request.tenant_id),
+            v.uuid_id("ticket_id", request.ticket_id),
+            v.name_id("agent_id", request.agent_id),
+        )
+        return wire.grant_to_proto(grant)
+
+    def ReleaseForBudget(
+        self, request: pb.ReleaseForBudgetRequest, context: grpc.ServicerContext
+    ) -> pb.ReleaseForBudgetResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        ticket = self.s.cost_caps.release_for_budget(
+            tenant,
+            v.uuid_id("ticket_id", request.ticket_id),
+            v.name_id("agent_id", request.agent_id),
+            wire.cost_cap("spent_usd_micros", request.spent_usd_micros),
+            wire.cost_cap("cost_cap_usd_micros", request.cost_cap_usd_micros),
+            request_key(tenant, request),
+        )
+        return pb.ReleaseForBudgetResponse(ticket=wire.ticket_to_proto(ticket))
+
+    def SetTicketCostCap(
+        self, request: pb.SetTicketCostCapRequest, context: grpc.ServicerContext
+    ) -> pb.SetTicketCostCapResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        ticket = self.s.cost_caps.set_cap(
+            tenant,
+            v.uuid_id("ticket_id", request.ticket_id),
+            wire.optional_cap(request, "cost_cap_usd_micros", "cost_cap_usd_micros"),
+            v.name_id("operator", request.operator),
+            v.bounded_text("reason", request.reason, MAX_REASON),
+            request_key(tenant, request),
+        )
+        return pb.SetTicketCostCapResponse(ticket=wire.ticket_to_proto(ticket))
 
     # -- dead-letter queue --------------------------------------------------------
 

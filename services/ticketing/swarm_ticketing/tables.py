@@ -24,6 +24,8 @@ projects = sa.Table(
     sa.Column("ticket_count", sa.Integer, nullable=False),
     sa.Column("repository", sa.String(2048), nullable=False, server_default=""),
     sa.Column("base_branch", sa.String(250), nullable=False, server_default="main"),
+    # The LLM cost cap (micro-dollars) of its tickets that set none; NULL: the tenant's.
+    sa.Column("ticket_cost_cap_usd_micros", sa.BigInteger, nullable=True),
     # The CreateProject request that made it (its outcome is in request_log).
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -66,6 +68,10 @@ tickets = sa.Table(
     sa.Column("last_failure_reason", sa.Text, nullable=True),
     sa.Column("quarantined_at", UTCDateTime, nullable=True),
     sa.Column("quarantine_reason", sa.Text, nullable=True),
+    # Why it is quarantined: a QuarantineCause value (NULL before 0007: failures).
+    sa.Column("quarantine_cause", sa.String(32), nullable=True),
+    # The ticket's own LLM cost cap (micro-dollars); NULL: its project's.
+    sa.Column("cost_cap_usd_micros", sa.BigInteger, nullable=True),
     sa.Column("claim_token", sa.String(36), nullable=True),
     sa.Column("claim_expires_at", UTCDateTime, nullable=True),
     sa.Column("claimed_by_agent_id", sa.String(128), nullable=True),

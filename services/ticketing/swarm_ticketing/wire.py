@@ -14,6 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import (
+    MAX_COST_CAP,
     MAX_DESCRIPTION,
     MAX_JSON,
     MAX_KEY,
@@ -22,11 +23,14 @@ from swarm_ticketing.domain import (
     MAX_STAGES,
     MIN_PRIORITY,
     AgentRole,
+    CostCapSource,
     Lease,
     MergeRequest,
     MergeRequestState,
     Project,
     ProjectSpec,
+    QuarantineCause,
+    SpendGrant,
     Ticket,
     TicketEvent,
     TicketSpec,
@@ -42,6 +46,8 @@ ROLE = EnumCodec(pb.AgentRole, AgentRole)
 STATE = EnumCodec(pb.TicketState, TicketState)
 TYPE = EnumCodec(pb.TicketType, TicketType)
 MERGE_REQUEST_STATE = EnumCodec(pb.MergeRequestState, MergeRequestState)
+QUARANTINE_CAUSE = EnumCodec(pb.QuarantineCause, QuarantineCause)
+COST_CAP_SOURCE = EnumCodec(pb.CostCapSource, CostCapSource)
 
 
 # Every mutating call that carries a request_id (ClaimTicket's is keyed per agent; see stores/claims.py).
@@ -54,6 +60,8 @@ MutatingRequest = (
     | pb.ReleaseClaimRequest
     | pb.ReleaseAgentClaimsRequest
     | pb.RedriveTicketsRequest
+    | pb.ReleaseForBudgetRequest
+    | pb.SetTicketCostCapRequest
 )
 
 
@@ -103,6 +111,7 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
                 priority=t.priority,
                 stages=stages or (AgentRole.CODER,),
                 depends_on=tuple(t.depends_on),
+                cost_cap_usd_micros=optional_cap(t, "cost_cap_usd_micros", f"{f}.cost_cap_usd_micros"),
             )
         )
     return ProjectSpec(
@@ -112,7 +121,26 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
         tickets=tuple(specs),
         repository=_repository(req.repository),
         base_branch=_branch(req.base_branch or "main"),
+        ticket_cost_cap_usd_micros=optional_cap(
+            req, "ticket_cost_cap_usd_micros", "ticket_cost_cap_usd_micros"
+        ),
     )
+
+
+CapMessage = pb.TicketSpec | pb.CreateProjectRequest | pb.SetTicketCostCapRequest
+
+
+def optional_cap(msg: CapMessage, name: str, field: str) -> int | None:
+    """A cost cap in micro-dollars if the message sets one (0 admits no spend)."""
+    if not msg.HasField(name):
+        return None
+    return cost_cap(field, int(getattr(msg, name)))
+
+
+def cost_cap(field: str, value: int) -> int:
+    if not 0 <= value <= MAX_COST_CAP:
+        raise InvalidArgument(field, f"must be between 0 and {MAX_COST_CAP} micro-dollars (got {value})")
+    return value
 
 
 def _repository(value: str) -> str:
@@ -172,6 +200,8 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
         traceparent=t.traceparent or "",
         repository=t.repository,
         base_branch=t.base_branch,
+        cost_cap_usd_micros=t.cost_cap_usd_micros,
+        quarantine_cause=QUARANTINE_CAUSE.to_proto(t.quarantine_cause),  # type: ignore[arg-type]
         create_time=_ts(t.created_at),
         update_time=_ts(t.updated_at),
     )
@@ -191,6 +221,16 @@ def project_to_proto(p: Project) -> pb.Project:
         create_time=_ts(p.created_at),
         repository=p.repository,
         base_branch=p.base_branch,
+        ticket_cost_cap_usd_micros=p.ticket_cost_cap_usd_micros,
+    )
+
+
+def grant_to_proto(g: SpendGrant) -> pb.AuthorizeTicketSpendResponse:
+    return pb.AuthorizeTicketSpendResponse(
+        ticket_id=g.ticket_id,
+        project_id=g.project_id,
+        cost_cap_usd_micros=g.cost_cap_usd_micros,
+        cost_cap_source=COST_CAP_SOURCE.to_proto(g.source),  # type: ignore[arg-type]
     )
 
 

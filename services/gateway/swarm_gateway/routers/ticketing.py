@@ -16,6 +16,7 @@ from swarm_gateway.enums import AGENT_ROLE, MERGE_REQUEST_STATE, TICKET_STATE
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import (
     UUID_PATTERN,
+    CostCapUpdate,
     MergeRequestPage,
     MergeRequestPublic,
     MergeRequestState,
@@ -53,6 +54,7 @@ def create_project(
             request_id=request_id,
             repository=body.repository,
             base_branch=body.base_branch,
+            ticket_cost_cap_usd_micros=body.ticket_cost_cap_usd_micros,
         )
     )
     return ProjectCreated(
@@ -106,6 +108,25 @@ def list_tickets(
 @router.get("/tickets/{ticket_id}", response_model=TicketPublic)
 def get_ticket(ticket_id: TicketId, caller: CurrentCaller, b: BackendsDep) -> TicketPublic:
     reply = b.ticketing.stub.GetTicket(tpb.GetTicketRequest(tenant_id=caller.tenant_id, ticket_id=ticket_id))
+    return TicketPublic.from_proto(reply.ticket)
+
+
+@router.put("/tickets/{ticket_id}/cost-cap", response_model=TicketPublic)
+def set_ticket_cost_cap(
+    ticket_id: TicketId, body: CostCapUpdate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> TicketPublic:
+    """Set (null: clear) the ticket's own LLM cost cap. A ticket held for its
+    budget (quarantine_cause budget_exceeded) is then redriven to run again."""
+    reply = b.ticketing.stub.SetTicketCostCap(
+        tpb.SetTicketCostCapRequest(
+            tenant_id=caller.tenant_id,
+            ticket_id=ticket_id,
+            cost_cap_usd_micros=body.cost_cap_usd_micros,
+            operator=f"api-key:{caller.api_key_id}",
+            reason=body.reason,
+            request_id=request_id,
+        )
+    )
     return TicketPublic.from_proto(reply.ticket)
 
 

@@ -22,7 +22,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from swarm_quota.domain import WINDOWED, Resource, Tenant, Usage, check_amount, refusal, window
+from swarm_quota.domain import (
+    COUNTED,
+    WINDOWED,
+    Resource,
+    Tenant,
+    Usage,
+    check_amount,
+    check_counted,
+    refusal,
+    window,
+)
 from swarm_quota.stores.requests import REQUEST_LOG
 from swarm_quota.stores.tenants import load_tenant
 from swarm_quota.tables import counters
@@ -91,7 +101,7 @@ class Counters:
     def consume(
         self, tenant_id: str, resource: Resource, amount: int, allow_overage: bool, key: RequestKey | None
     ) -> Usage:
-        if resource not in WINDOWED:
+        if check_counted(resource) not in WINDOWED:
             raise InvalidArgument("resource", f"{resource} is held, not consumed: use Reserve and Release")
         check_amount(amount)
 
@@ -149,7 +159,7 @@ class Counters:
     def usage(self, tenant_id: str) -> tuple[Tenant, list[Usage]]:
         def read(conn: Connection) -> tuple[Tenant, list[Usage]]:
             tenant = load_tenant(conn, tenant_id)
-            return tenant, [self.current(conn, tenant, r) for r in Resource]
+            return tenant, [self.current(conn, tenant, r) for r in COUNTED]
 
         result: tuple[Tenant, list[Usage]] = self.db.transaction(read, write=False)
         return result

@@ -26,6 +26,7 @@ from swarm_quota.domain import (
     Usage,
     check_amount,
     check_consume_amount,
+    check_counted,
 )
 from swarm_quota.stores.counters import Counters
 from swarm_quota.stores.requests import REQUEST_LOG
@@ -82,7 +83,7 @@ class Reservations:
     def reserve(
         self, tenant_id: str, resource: Resource, amount: int, owner: str, key: RequestKey | None
     ) -> tuple[Reservation, Usage]:
-        if resource not in RESERVABLE:
+        if check_counted(resource) not in RESERVABLE:
             raise InvalidArgument("resource", f"{resource} is consumed, not held: use Consume")
         check_amount(amount)
 

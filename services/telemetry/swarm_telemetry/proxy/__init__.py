@@ -5,7 +5,10 @@ enforces the tenant's monthly cost budget, so they cannot bypass it.
 
 Per call:
 1. authenticate the agent token (tenant and agent come from it);
-2. estimate the cost (`estimate.py`) and RESERVE it in quota
+2. estimate the cost (`estimate.py`); a call tagged with a ticket must
+   come from the agent holding its lease and fit the ticket's cost cap
+   (`tickets.py`: else 429 and the ticket is released for review); then
+   RESERVE the estimate in quota
    (COST_USD_MONTH): the admission check is quota's one atomic upsert, so
    concurrent calls cannot all squeeze under the same remaining budget; a
    reservation that does not fit is HTTP 429 and the upstream sees nothing;

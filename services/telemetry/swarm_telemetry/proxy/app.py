@@ -5,7 +5,10 @@ Anthropic API's shapes.
 
 Guests may attribute a call to a project and ticket of their tenant with
 the `x-swarm-project-id` / `x-swarm-ticket-id` headers (for cost
-summaries); tenant, agent and role always come from the token.
+summaries); tenant, agent and role always come from the token. With
+ticketing configured, a call tagged with a ticket is charged to it only if
+the token's agent holds the ticket's lease, and is held to the ticket's
+cost cap (`tickets.py`); the project is then the ticket's.
 """
 
 from __future__ import annotations

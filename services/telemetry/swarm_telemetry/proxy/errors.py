@@ -75,3 +75,33 @@ def over_budget(tenant_id: str, refused: QuotaExceeded, estimate: int, now: date
 
 def from_swarm(err: SwarmError, what: str) -> ProxyError:
     return ProxyError(STATUS_OF_CODE.get(err.code, 500), f"{what}: {err.message}")
+
+
+# What ticketing's answer to AuthorizeTicketSpend means for the guest: the
+# ticket is another agent's or nobody's (403), unknown in its tenant (404).
+TICKET_STATUS_OF_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.FAILED_PRECONDITION: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+}
+
+
+def from_ticketing(err: SwarmError, ticket_id: str) -> ProxyError:
+    status = TICKET_STATUS_OF_CODE.get(err.code, 500)
+    return ProxyError(status, f"this call may not be charged to ticket {ticket_id}: {err.message}")
+
+
+def ticket_over_budget(
+    ticket_id: str, spent: int, cap: int, source: str, estimate: int, held: str
+) -> ProxyError:
+    """429 naming the ticket's cost cap; `held` says what became of the ticket.
+    Retrying will not help until an operator raises the cap, so the SDKs are told not to."""
+    message = (
+        f"LLM cost cap of ticket {ticket_id} is exhausted: ${spent / 1e6:.4f} of its "
+        f"${cap / 1e6:.4f} cap (set on the {source}) spent or in flight, and this call needs an "
+        f"estimated ${estimate / 1e6:.4f}. {held}"
+    )
+    return ProxyError(429, message, {"x-should-retry": "false"})

@@ -11,6 +11,7 @@ done, so a guest that has the whole answer also has its usage recorded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -21,10 +22,17 @@ import httpx
 
 from swarm_telemetry.prices import ModelPrice
 from swarm_telemetry.proxy.budget import CostHolds
-from swarm_telemetry.proxy.errors import ProxyError, from_swarm, over_budget
+from swarm_telemetry.proxy.errors import (
+    ProxyError,
+    from_swarm,
+    from_ticketing,
+    over_budget,
+    ticket_over_budget,
+)
 from swarm_telemetry.proxy.estimate import estimate
 from swarm_telemetry.proxy.history import OutputHistory
 from swarm_telemetry.proxy.settle import Call, Settler
+from swarm_telemetry.proxy.tickets import TicketBudget, TicketGate
 from swarm_telemetry.proxy.usage import STOP_EVENT, EventSplitter, UsageReader
 from swarmcommon.clock import Clock
 from swarmcommon.errors import QuotaExceeded, SwarmError
@@ -55,6 +63,8 @@ class Services:
     run: Callable[..., Any]  # runs a blocking function on the proxy's thread pool
     # How long a failed settlement is retried before the call is logged as unsettled.
     settle_retry_seconds: float
+    # Per-ticket cost caps; None: no ticketing configured (the ticket header only attributes).
+    tickets: TicketGate | None = None
 
 
 class Exchange:
@@ -85,6 +95,7 @@ class Exchange:
         self.abandoned = False  # the guest hung up; the call still runs to its end
         self.usage = UsageReader()
         self.reservation_id: str | None = None
+        self._ticket_admitted = 0  # this call's estimate, admitted against its ticket's cap
         self._tail = b""  # the held-back message_stop event
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -94,6 +105,13 @@ class Exchange:
     # -- the call --------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._ticket_admitted and self.s.tickets is not None:
+                self.s.tickets.settled(self.call.tenant_id, self.call.ticket_id, self._ticket_admitted)
+
+    async def _run(self) -> None:
         try:
             await self._hold()
         except ProxyError as refused:
@@ -127,6 +145,8 @@ class Exchange:
             self.s.history.recent_output_tokens, self.call.tenant_id, self.call.model
         )
         guess = estimate(self.price, self.body, max_tokens, recent)
+        if self.call.ticket_id and self.s.tickets is not None:
+            await self._admit_to_ticket(self.s.tickets, guess.cost_usd_micros)
         if self.s.holds is None:
             return
         try:
@@ -139,6 +159,45 @@ class Exchange:
             ) from None
         except SwarmError as err:
             raise from_swarm(err, "the tenant's budget could not be checked") from None
+
+    async def _admit_to_ticket(self, gate: TicketGate, guess: int) -> None:
+        """The ticket's lease and cost cap (see tickets.py); refused: ProxyError."""
+        call = self.call
+        try:
+            budget: TicketBudget = await self._blocking(
+                gate.budget, call.tenant_id, call.ticket_id, call.agent_id
+            )
+        except SwarmError as err:
+            raise from_ticketing(err, call.ticket_id) from None
+        if call.project_id and call.project_id != budget.project_id:
+            raise ProxyError(
+                400,
+                f"x-swarm-project-id: ticket {call.ticket_id} belongs to project {budget.project_id}, "
+                f"not {call.project_id}",
+            )
+        self.call = dataclasses.replace(call, project_id=budget.project_id)
+        if budget.cap is None:
+            return
+        recorded = await self._blocking(gate.recorded, call.tenant_id, call.ticket_id)
+        spent = gate.admit(call.tenant_id, call.ticket_id, recorded, guess, budget.cap)
+        if spent is None:
+            self._ticket_admitted = guess
+            return
+        try:
+            await self._blocking(
+                gate.release, call.tenant_id, call.ticket_id, call.agent_id, spent, budget.cap, call.id
+            )
+            held = (
+                "The ticket was released for review (budget exceeded); an operator can raise its cap "
+                "and redrive it."
+            )
+        except SwarmError as err:
+            log.warning(
+                "ticket over its cost cap not released for review",
+                extra={"request_id": call.id, "ticket_id": call.ticket_id, "error": err.message},
+            )
+            held = f"The ticket could not be released for review: {err.message}"
+        raise ticket_over_budget(call.ticket_id, spent, budget.cap, budget.source, guess, held)
 
     async def _forward(self) -> None:
         up = self.s.upstream

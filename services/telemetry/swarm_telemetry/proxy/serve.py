@@ -27,6 +27,7 @@ from swarm_telemetry.proxy.budget import CostHolds
 from swarm_telemetry.proxy.exchange import Services, Upstream
 from swarm_telemetry.proxy.history import OutputHistory
 from swarm_telemetry.proxy.settle import Settler
+from swarm_telemetry.proxy.tickets import TicketGate
 from swarmcommon.agenttoken import TokenVerifier
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -74,9 +75,11 @@ class ProxyServer:
         db: Database,
         holds: CostHolds | None,
         clock: Clock,
+        tickets: TicketGate | None = None,
     ) -> None:
         self.settings = settings
         self.holds = holds
+        self.tickets = tickets
         self.pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="llm-proxy")
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
@@ -92,6 +95,7 @@ class ProxyServer:
             clock=clock,
             run=self._run,
             settle_retry_seconds=settings.settle_retry_seconds,
+            tickets=tickets,
         )
         self.proxy = LlmProxy(verifier, services, self.http.aclose, drain_seconds=settings.grace_seconds)
         self.socket = _bind(settings.listen_address, settings.reuse_port)
@@ -127,6 +131,8 @@ class ProxyServer:
         self.socket.close()
         if self.holds is not None:
             self.holds.close()
+        if self.tickets is not None:
+            self.tickets.close()
 
 
 def start_llm_proxy(
@@ -144,6 +150,11 @@ def start_llm_proxy(
             "it authenticates every call by the agent token vmhost signs"
         )
     holds = CostHolds(settings.quota_target, tls=client_tls(settings)) if settings.quota_target else None
+    tickets = (
+        TicketGate(settings.ticketing_target, settings.quota_target, db, tls=client_tls(settings))
+        if settings.ticketing_target
+        else None
+    )
     proxy = ProxySettings(
         listen_address=settings.llm_proxy_listen_address,
         upstream_url=settings.llm_proxy_upstream_url,
@@ -156,4 +167,4 @@ def start_llm_proxy(
         reuse_port=settings.reuse_port,
         tls=security.tls,
     )
-    return ProxyServer(proxy, security.verifier, ledger, db, holds, clock).start()
+    return ProxyServer(proxy, security.verifier, ledger, db, holds, clock, tickets).start()

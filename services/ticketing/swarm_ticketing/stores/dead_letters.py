@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_ticketing.domain import ActorType, AuditEvent, Ticket, TicketState
+from swarm_ticketing.domain import ActorType, AuditEvent, QuarantineCause, Ticket, TicketState
 from swarm_ticketing.stores import journal, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import load_tickets, to_ticket
@@ -28,6 +28,15 @@ T = tickets
 def _in_order(conn: Connection, ticket_ids: Sequence[str]) -> list[Ticket]:
     by_id = {t.id: t for t in load_tickets(conn.execute(sa.select(T).where(T.c.id.in_(ticket_ids))).all())}
     return [by_id[i] for i in ticket_ids]
+
+
+def _held_for_budget() -> sa.ColumnElement[bool]:
+    return T.c.quarantine_cause == QuarantineCause.BUDGET_EXCEEDED.value
+
+
+def _kept(row: Any) -> int:
+    """The failure count a redrive leaves."""
+    return int(row.failure_count) if row.quarantine_cause == QuarantineCause.BUDGET_EXCEEDED else 0
 
 
 class DeadLetters:
@@ -51,7 +60,8 @@ class DeadLetters:
         reason: str,
         key: RequestKey | None = None,
     ) -> list[Ticket]:
-        """Quarantined tickets back to READY with a fresh failure count.
+        """Quarantined tickets back to READY with a fresh failure count (a
+        ticket held for its budget keeps its count: none was counted for it).
 
         All or nothing: an unknown id is NOT_FOUND and a ticket that is not
         quarantined is FAILED_PRECONDITION, and then nothing changes.
@@ -64,9 +74,10 @@ class DeadLetters:
                 .where(T.c.id.in_(ticket_ids))
                 .values(
                     state=TicketState.READY.value,
-                    failure_count=0,
+                    failure_count=sa.case((_held_for_budget(), T.c.failure_count), else_=0),
                     quarantined_at=None,
                     quarantine_reason=None,
+                    quarantine_cause=None,
                     updated_at=now,
                 )
             )
@@ -84,7 +95,10 @@ class DeadLetters:
                             "state": TicketState.QUARANTINED.value,
                             "failure_count": found[ticket_id].failure_count,
                         },
-                        new_value={"state": TicketState.READY.value, "failure_count": 0},
+                        new_value={
+                            "state": TicketState.READY.value,
+                            "failure_count": _kept(found[ticket_id]),
+                        },
                         rationale=reason or None,
                     )
                     for ticket_id in ticket_ids
@@ -99,7 +113,7 @@ class DeadLetters:
     @staticmethod
     def _lock_quarantined(conn: Connection, tenant_id: str, ticket_ids: Sequence[str]) -> dict[str, Any]:
         rows = conn.execute(
-            sa.select(T.c.id, T.c.state, T.c.failure_count)
+            sa.select(T.c.id, T.c.state, T.c.failure_count, T.c.quarantine_cause)
             .where(T.c.tenant_id == tenant_id, T.c.id.in_(ticket_ids))
             .with_for_update()
         ).all()

@@ -17,6 +17,7 @@ from swarm_ticketing.domain import (
     AuditEvent,
     EventType,
     FailureOutcome,
+    QuarantineCause,
     TicketState,
     quarantine_reason,
 )
@@ -52,6 +53,7 @@ def record_failure(
     if quarantined:
         values["quarantined_at"] = now
         values["quarantine_reason"] = quarantine_reason(count, reason)
+        values["quarantine_cause"] = QuarantineCause.FAILURES.value
     ticket = stmt.update_ticket(conn, row.id, values)
     audit = [
         failure_audit(

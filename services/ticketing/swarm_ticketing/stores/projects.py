@@ -106,6 +106,7 @@ class Projects:
                 ticket_count=len(spec.tickets),
                 repository=spec.repository,
                 base_branch=spec.base_branch,
+                ticket_cost_cap_usd_micros=spec.ticket_cost_cap_usd_micros,
                 request_id=key.request_id if key else None,
                 created_at=now,
             )
@@ -133,6 +134,7 @@ class Projects:
                     "traceparent": carrier.get("traceparent"),
                     "repository": spec.repository,
                     "base_branch": spec.base_branch,
+                    "cost_cap_usd_micros": t.cost_cap_usd_micros,
                     "created_at": now,
                     "updated_at": now,
                 }

@@ -14,6 +14,7 @@ from swarm_ticketing.domain import (
     MergeRequest,
     MergeRequestState,
     Project,
+    QuarantineCause,
     Ticket,
     TicketEvent,
     TicketState,
@@ -66,9 +67,17 @@ def to_ticket(row: Row[Any]) -> Ticket:
         traceparent=m["traceparent"],
         repository=m["repository"],
         base_branch=m["base_branch"],
+        cost_cap_usd_micros=m["cost_cap_usd_micros"],
+        quarantine_cause=_cause(m["state"], m["quarantine_cause"]),
         created_at=m["created_at"],
         updated_at=m["updated_at"],
     )
+
+
+def _cause(state: str, raw: str | None) -> QuarantineCause | None:
+    if state != TicketState.QUARANTINED:
+        return None
+    return QuarantineCause(raw) if raw else QuarantineCause.FAILURES
 
 
 def load_tickets(rows: Sequence[Row[Any]]) -> list[Ticket]:
@@ -88,6 +97,7 @@ def to_project(row: Row[Any]) -> Project:
         m["created_at"],
         m["repository"],
         m["base_branch"],
+        m["ticket_cost_cap_usd_micros"],
     )
 
 
