@@ -135,7 +135,9 @@ def start_mesh(
 ) -> Mesh:
     """Quota, telemetry (on `telemetry`, with the LLM proxy in front of
     `llm_upstream`), events, ticketing and the gateway, each serving."""
-    vmhost = f"127.0.0.1:{free_port()}"
+    # Chosen up front: telemetry asks ticketing whether a guest holds the
+    # ticket it spends on, and both ask vmhost for revoked tokens.
+    vmhost, ticketing = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     agents = {"AGENT_TOKEN_PUBLIC_KEYS": pki.public_key, "VMHOST_TARGET": vmhost}
     # A fresh database each run, so a fresh secret pepper for its API key hashes.
     quota = _service(stack, workdir, pki, "quota", {"API_KEY_PEPPER": secrets.token_hex(32)})
@@ -147,6 +149,7 @@ def start_mesh(
         "telemetry",
         {
             "QUOTA_TARGET": quota,
+            "TICKETING_TARGET": ticketing,
             "AGENT_LISTEN_ADDRESS": telemetry_agents,
             **agents,
             # Guests call the model only through this proxy; the provider key
@@ -175,6 +178,7 @@ def start_mesh(
             "AGENT_LISTEN_ADDRESS": ticketing_agents,
             **agents,
         },
+        target=ticketing,
     )
     partial = Mesh(quota, telemetry, events, ticketing, "", pki, vmhost=vmhost)
     gateway = _start_gateway(stack, workdir, partial, admin_token)
