@@ -16,6 +16,7 @@ from pyroute2 import IPRoute, netns
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_vmhost import network
 from tests.support.harness import BACKENDS
+from tests.support.waiting import eventually
 from tests.vmhost.harness import REPO, VmHostHarness
 from tests.vmhost.listen import PORT
 
@@ -50,13 +51,18 @@ def _spawn(host: VmHostHarness, tenant: str = "acme", **kw: object) -> pb.Agent:
 
 
 def _reachable_from_host(address: str, port: int) -> bool:
-    for _ in range(50):  # the guest program may still be starting
+    """The guest program may still be starting (four start at once on a busy
+    machine): wait for its port up to 30 s."""
+
+    def listening() -> bool:
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex((address, port)) == 0:
-                return True
-        threading.Event().wait(0.1)
-    return False
+            return s.connect_ex((address, port)) == 0
+
+    try:
+        return eventually(listening, timeout=30, interval=0.1, what=f"{address}:{port} listening")
+    except AssertionError:
+        return False
 
 
 def test_guests_get_distinct_addresses_reach_the_control_plane_and_not_each_other(

@@ -34,7 +34,7 @@ from swarm_ticketing.stores import journal, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE
-from swarm_ticketing.stores.tickets import load_ticket, ticket_not_found
+from swarm_ticketing.stores.tickets import load_ticket, lock_ticket, ticket_not_found
 from swarm_ticketing.tables import projects, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -113,9 +113,7 @@ class CostCaps:
         """End `agent_id`'s lease and hold the ticket for review; no failure counted."""
 
         def work(conn: Connection, now: datetime) -> tuple[Ticket, Answer]:
-            row = conn.execute(stmt.LOCK_TICKET, {"tenant": tenant_id, "ticket_id": ticket_id}).first()
-            if row is None:
-                raise ticket_not_found(ticket_id)
+            row = lock_ticket(conn, tenant_id, ticket_id)
             # An expired lease the reaper has not taken yet is still the agent's to lose.
             _holder_check(row, ticket_id, agent_id, None)
             reason = budget_reason(spent, cap)
@@ -171,9 +169,7 @@ class CostCaps:
         """Set (None: clear) a ticket's own cap, audited with the operator and reason."""
 
         def work(conn: Connection, now: datetime) -> tuple[Ticket, Answer]:
-            row = conn.execute(stmt.LOCK_TICKET, {"tenant": tenant_id, "ticket_id": ticket_id}).first()
-            if row is None:
-                raise ticket_not_found(ticket_id)
+            row = lock_ticket(conn, tenant_id, ticket_id)
             ticket = stmt.update_ticket(conn, ticket_id, {"cost_cap_usd_micros": cap, "updated_at": now})
             journal.record(
                 conn,

@@ -33,7 +33,7 @@ from swarm_ticketing.stores import failures, journal, merge_requests, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE, to_ticket
-from swarm_ticketing.stores.tickets import load_ticket, ticket_not_found
+from swarm_ticketing.stores.tickets import load_ticket, lock_ticket
 from swarm_ticketing.tables import tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -65,9 +65,7 @@ class LeaseManager:
         With `resubmit_ok`, the row is also returned when `token` is the lease
         whose submission already succeeded, so a retried submit can be answered.
         """
-        row = conn.execute(stmt.LOCK_TICKET, {"tenant": tenant_id, "ticket_id": ticket_id}).first()
-        if row is None:
-            raise ticket_not_found(ticket_id)
+        row = lock_ticket(conn, tenant_id, ticket_id)
         if resubmit_ok and row.last_submitted_token == token:
             return row
         if row.state not in _LEASED:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from swarm_ticketing.domain import AgentRole, Ticket, TicketEvent, TicketState
+from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.rows import to_event, to_ticket
 from swarm_ticketing.tables import audit_events, tickets
 from swarmcommon import keyset
@@ -18,6 +21,14 @@ T = tickets
 
 def ticket_not_found(ticket_id: str) -> NotFound:
     return NotFound(f"ticket {ticket_id} not found", resource_type="ticket", resource_name=ticket_id)
+
+
+def lock_ticket(conn: Connection, tenant_id: str, ticket_id: str) -> Row[Any]:
+    """The ticket's row, locked for this transaction; NOT_FOUND when the tenant has none."""
+    row = conn.execute(stmt.LOCK_TICKET, {"tenant": tenant_id, "ticket_id": ticket_id}).first()
+    if row is None:
+        raise ticket_not_found(ticket_id)
+    return row
 
 
 def load_ticket(conn: Connection, tenant_id: str, ticket_id: str) -> Ticket:
