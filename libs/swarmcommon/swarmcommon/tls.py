@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -174,3 +175,33 @@ class ClientTls:
 
     def options(self) -> list[tuple[str, str]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def https_server_context(files: TlsFiles) -> ssl.SSLContext:
+    """An HTTPS server's TLS context (no client certificates) that follows
+    certificate rotation: each handshake moves to a context built from the
+    current files once they changed (an HTTP server loads its certificate
+    once otherwise)."""
+    watch = _Watch(files)
+
+    def build() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(files.cert, files.key)
+        context.sni_callback = on_handshake
+        return context
+
+    current: list[tuple[int, ssl.SSLContext]] = []
+
+    def on_handshake(sock: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        generation = watch.current()[1]
+        if generation != current[0][0]:
+            try:
+                current[0] = (generation, build())
+            except (OSError, ssl.SSLError) as exc:  # mid-rotation: keep the last good one
+                log.warning("HTTPS certificate not reloaded", extra={"error": str(exc)})
+        if sock.context is not current[0][1]:
+            sock.context = current[0][1]
+
+    current.append((watch.current()[1], build()))
+    return current[0][1]

@@ -3,8 +3,8 @@ process, on a socket bound before the thread starts (so the port is known
 at once, and shared between worker processes with SO_REUSEPORT).
 
 HTTPS with the workload's certificate (tls_dir) unless in insecure dev
-mode. uvicorn loads the certificate once: a rotated certificate needs a
-restart of the process (unlike the gRPC listeners, which reload it).
+mode; a rotated certificate is served from the next handshake on
+(swarmcommon.tls.https_server_context), like the gRPC listeners.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from swarmcommon.agenttoken import TokenVerifier
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.security import InsecureConfig, ServerSecurity, client_tls
-from swarmcommon.tls import TlsFiles
+from swarmcommon.tls import TlsFiles, https_server_context
 
 T = TypeVar("T")
 STARTUP_SECONDS = 30.0
@@ -100,10 +100,10 @@ class ProxyServer:
         self.proxy = LlmProxy(verifier, services, self.http.aclose, drain_seconds=settings.grace_seconds)
         self.socket = _bind(settings.listen_address, settings.reuse_port)
         self.port: int = self.socket.getsockname()[1]
+        files = settings.tls
+        # HTTPS with the workload's certificate, following its rotation.
         tls: dict[str, Any] = (
-            {"ssl_certfile": str(settings.tls.cert), "ssl_keyfile": str(settings.tls.key)}
-            if settings.tls
-            else {}
+            {"ssl_context_factory": lambda config, default: https_server_context(files)} if files else {}
         )
         config = uvicorn.Config(self.proxy.app, log_config=None, access_log=False, lifespan="on", **tls)
         self.server = uvicorn.Server(config)
