@@ -61,6 +61,8 @@ def run(driver: str, spawns: int, workdir: Path) -> dict[str, object]:
             monitor_interval_seconds=0,
             heartbeat_interval_seconds=0.2,
             log_level="WARNING",
+            # Spawn latency, not security: plaintext, guests without tokens.
+            insecure_dev=True,
         )
     )
     ch = channel(f"127.0.0.1:{app.port}")
