@@ -377,10 +377,11 @@ def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}", drop
 
 
-def run_backend(backend: str, agents: int, tickets: int, workers: int, workdir: Path) -> dict[str, Any]:
+def fresh_database(backend: str, workdir: Path, name: str) -> tuple[str, Callable[[], None]]:
+    """An empty, migrated database: each run starts from the same state."""
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
     if backend == "sqlite":
-        url = f"sqlite:///{workdir / 'bench.db'}"
+        url = f"sqlite:///{workdir / f'{name}.db'}"
     else:
         base = (
             os.environ.get("SWARM_BENCH_POSTGRES_URL")
@@ -388,13 +389,20 @@ def run_backend(backend: str, agents: int, tickets: int, workers: int, workdir: 
             or LOCAL_POSTGRES
         )
         url, cleanup = postgres_schema_url(base)
+    migrate(url)
+    return url, cleanup
+
+
+def run_backend(backend: str, agents: int, tickets: int, workers: int, workdir: Path) -> dict[str, Any]:
+    url, cleanup = fresh_database(backend, workdir, "bench")
+    mtls_url, mtls_cleanup = fresh_database(backend, workdir, "bench-mtls")
     try:
-        migrate(url)
         grpc_result = bench_grpc(url, agents, tickets, workers, Plaintext())
-        mtls_result = bench_grpc(url, agents, tickets, workers, MeshSecurity(workdir / backend))
+        mtls_result = bench_grpc(mtls_url, agents, tickets, workers, MeshSecurity(workdir / backend))
         raw_result = bench_raw(url, agents, tickets)
     finally:
         cleanup()
+        mtls_cleanup()
     return {
         "agents": agents,
         "server_processes": workers,

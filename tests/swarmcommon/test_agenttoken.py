@@ -325,3 +325,21 @@ def test_keys_of_another_kind_are_refused(tmp_path: Path) -> None:
         TokenVerifier.from_files([public])
     with pytest.raises(ValueError, match="at least one public key"):
         TokenVerifier([])
+
+
+def test_a_token_checked_before_is_still_revoked_and_expired_on_later_calls(
+    key: Ed25519PrivateKey, clock: ManualClock
+) -> None:
+    """Verified tokens are remembered (the signature is not checked again),
+    but revocation and expiry are decided on every call."""
+    terminated: set[str] = set()
+    verifier = _verifier(key, clock, revoked=lambda claims: claims.agent_id in terminated)
+    token, _ = TokenSigner(key, clock=clock).mint(AGENT)
+    assert verifier.verify(token).agent == AGENT
+    assert verifier.verify(token).agent == AGENT  # the remembered check
+    terminated.add(AGENT.agent_id)
+    _refused(verifier, token, "TOKEN_REVOKED")
+    # A token that differs in one character is its own text: checked, and refused.
+    head, payload, signature = token.split(".")
+    forged = ".".join([head, payload, ("A" if signature[0] != "A" else "B") + signature[1:]])
+    _refused(verifier, forged, "TOKEN_INVALID")

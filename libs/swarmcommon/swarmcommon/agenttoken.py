@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +42,8 @@ DEFAULT_TTL = timedelta(minutes=15)
 LEEWAY = timedelta(seconds=30)
 # A token longer than this is refused before any parsing.
 MAX_TOKEN_CHARS = 4096
+# How many checked tokens a verifier remembers (a few per live agent).
+CHECKED_TOKENS = 50_000
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,12 @@ class TokenVerifier:
             raise ValueError("a token verifier needs at least one public key")
         self.clock = clock or SystemClock()
         self.revoked = revoked
+        # Tokens whose signature and claims were checked, by their exact text:
+        # an agent presents the same token on every call until it is renewed,
+        # and checking an Ed25519 signature each time would cost more than the
+        # call. Expiry and revocation are still checked on every call.
+        self._checked: OrderedDict[str, AgentClaims] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_files(cls, paths: Iterable[Path | str], **kwargs: object) -> TokenVerifier:
@@ -161,6 +171,34 @@ class TokenVerifier:
     def verify(self, token: str) -> AgentClaims:
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthenticated("agent token is too long", reason="TOKEN_MALFORMED")
+        with self._lock:
+            parsed = self._checked.get(token)
+            if parsed is not None:
+                self._checked.move_to_end(token)
+        if parsed is None:
+            parsed = self._check_signature(token)
+            with self._lock:
+                self._checked[token] = parsed
+                while len(self._checked) > CHECKED_TOKENS:
+                    self._checked.popitem(last=False)
+        now = self.clock.now()
+        if parsed.issued_at > now + LEEWAY:
+            raise Unauthenticated(
+                f"agent token is issued in the future ({parsed.issued_at.isoformat()})",
+                reason="TOKEN_INVALID",
+            )
+        if now >= parsed.expires_at + LEEWAY:
+            raise Unauthenticated(
+                f"agent token expired at {parsed.expires_at.isoformat()}", reason="TOKEN_EXPIRED"
+            )
+        if self.revoked is not None and self.revoked(parsed):
+            raise Unauthenticated(
+                f"agent {parsed.agent_id} was terminated; its token is revoked", reason="TOKEN_REVOKED"
+            )
+        return parsed
+
+    def _check_signature(self, token: str) -> AgentClaims:
+        """Signature, issuer, audience and claim shapes (not time or revocation)."""
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:
@@ -186,22 +224,7 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"agent token rejected: {exc}", reason="TOKEN_INVALID") from None
-        parsed = _claims(claims)
-        now = self.clock.now()
-        if parsed.issued_at > now + LEEWAY:
-            raise Unauthenticated(
-                f"agent token is issued in the future ({parsed.issued_at.isoformat()})",
-                reason="TOKEN_INVALID",
-            )
-        if now >= parsed.expires_at + LEEWAY:
-            raise Unauthenticated(
-                f"agent token expired at {parsed.expires_at.isoformat()}", reason="TOKEN_EXPIRED"
-            )
-        if self.revoked is not None and self.revoked(parsed):
-            raise Unauthenticated(
-                f"agent {parsed.agent_id} was terminated; its token is revoked", reason="TOKEN_REVOKED"
-            )
-        return parsed
+        return _claims(claims)
 
 
 def _claims(raw: Mapping[str, object]) -> AgentClaims:
