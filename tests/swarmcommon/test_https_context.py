@@ -59,6 +59,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(served: tuple[int, Pa
     old_ca = (directory / "ca.crt").read_bytes()
     assert _handshake(port, old_ca)
     new = Authority.create()
-    new.issue(service_id(new.trust_domain, "telemetry"), dns_names=["telemetry"]).write(directory, new.cert_pem)
+    rotated = new.issue(service_id(new.trust_domain, "telemetry"), dns_names=["telemetry"])
+    rotated.write(directory, new.cert_pem)
     eventually(lambda: _handshake(port, new.cert_pem), timeout=10, what="the new certificate served")
     assert not _handshake(port, old_ca)  # the old one is gone
