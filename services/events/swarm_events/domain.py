@@ -51,6 +51,8 @@ def publishable(service: str, event_type: str) -> bool:
     if event_type in SHARED_EVENT_TYPES:
         return service in EVENT_OWNERS
     return event_type.startswith(EVENT_OWNERS.get(service, ()))
+
+
 # The first characters of a secret ("whsec_" + 6), enough to tell two apart.
 SECRET_PREFIX_LENGTH = 12
 
