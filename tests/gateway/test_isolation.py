@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from fastapi.routing import APIRoute
@@ -60,7 +61,7 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
                 tenant_id=a,
                 ticket_id=mr_ticket.ticket.id,
                 claim_token=mr_ticket.lease.claim_token,
-                result_json='{"branch": "swarm/secret", "commit": "c0ffee"}',
+                result_json=json.dumps({"branch": "swarm/secret", "commit": "c0ffee" + "0" * 34}),
             )
         )
 

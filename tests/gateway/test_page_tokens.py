@@ -117,7 +117,9 @@ def _fill_tenant(mesh: Mesh, tenant: str, client: httpx.Client, receiver: Receiv
                 tenant_id=tenant,
                 ticket_id=claim.ticket.id,
                 claim_token=claim.lease.claim_token,
-                result_json=json.dumps({"branch": f"swarm/b{n}", "commit": "c0ffee"}),
+                result_json=json.dumps(
+                    {"branch": f"swarm/b{n}", "commit": "c0ffee0000000000000000000000000000000000"}
+                ),
             )
         )
     # Two dead letters: every claim of these fails until both are quarantined.

@@ -90,7 +90,12 @@ def test_merge_requests_page_in_order(ticketing: TicketingHarness) -> None:
     for i in range(3):
         c = claim(ticketing.stub, t, "coder", role=CODER)
         branches.append(f"swarm/{i}")
-        submit(ticketing.stub, t, c, json.dumps({"branch": branches[-1], "commit": "c"}))
+        submit(
+            ticketing.stub,
+            t,
+            c,
+            json.dumps({"branch": branches[-1], "commit": "cccccccccccccccccccccccccccccccccccccccc"}),
+        )
 
     def fetch(token: str) -> tuple[list[str], str]:
         r = ticketing.stub.ListMergeRequests(

@@ -27,12 +27,17 @@ def test_open_reject_rework_merge(ticketing: TicketingHarness) -> None:
     branch = f"swarm/{ticket.id[:8]}-a"
 
     coder = claim(ticketing.stub, t, "coder-1", role=CODER)
-    submit(ticketing.stub, t, coder, json.dumps({"branch": branch, "commit": "c1"}))
+    submit(
+        ticketing.stub,
+        t,
+        coder,
+        json.dumps({"branch": branch, "commit": "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"}),
+    )
     (mr,) = _mrs(ticketing, t)
     assert (mr.state, mr.branch, mr.commit, mr.author_agent_id) == (
         pb.MERGE_REQUEST_STATE_OPEN,
         branch,
-        "c1",
+        "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1",
         "coder-1",
     )
 
@@ -54,15 +59,29 @@ def test_open_reject_rework_merge(ticketing: TicketingHarness) -> None:
 
     rework = claim(ticketing.stub, t, "coder-2", role=CODER)
     assert rework.ticket.id == ticket.id
-    submit(ticketing.stub, t, rework, json.dumps({"branch": branch, "commit": "c2"}))
+    submit(
+        ticketing.stub,
+        t,
+        rework,
+        json.dumps({"branch": branch, "commit": "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"}),
+    )
     (mr,) = _mrs(ticketing, t)
-    assert mr.state == pb.MERGE_REQUEST_STATE_OPEN and mr.commit == "c2" and mr.author_agent_id == "coder-2"
+    assert (
+        mr.state == pb.MERGE_REQUEST_STATE_OPEN
+        and mr.commit == "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
+        and mr.author_agent_id == "coder-2"
+    )
 
     reviewer = claim(ticketing.stub, t, "reviewer-1", role=REVIEWER)
-    result = {"review": "approved", "branch": branch, "merge_commit": "m1", "comments": "ship it"}
+    result = {
+        "review": "approved",
+        "branch": branch,
+        "merge_commit": "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "comments": "ship it",
+    }
     submit(ticketing.stub, t, reviewer, json.dumps(result))
     (mr,) = _mrs(ticketing, t, state=pb.MERGE_REQUEST_STATE_MERGED)
-    assert (mr.merge_commit, mr.review_comments, mr.reviewer_agent_id) == ("m1", "ship it", "reviewer-1")
+    assert (mr.merge_commit, mr.review_comments, mr.reviewer_agent_id) == ("a1" * 20, "ship it", "reviewer-1")
     assert get(ticketing.stub, t, ticket.id).state == pb.TICKET_STATE_DONE
 
     prs = [(kind, data["branch"]) for kind, data in outbox_events(ticketing, t) if kind.startswith("pr.")]
@@ -81,7 +100,7 @@ def test_no_branch_or_no_reviewer_means_no_merge_request(ticketing: TicketingHar
         ticketing.stub,
         t,
         claim(ticketing.stub, t, "c", role=CODER),
-        json.dumps({"branch": "x", "commit": "1"}),
+        json.dumps({"branch": "x", "commit": "1111111111111111111111111111111111111111"}),
     )
     submit(ticketing.stub, t, claim(ticketing.stub, t, "c", role=CODER), json.dumps({"summary": "no branch"}))
     assert _mrs(ticketing, t) == []
@@ -125,7 +144,7 @@ def test_merge_requests_are_tenant_scoped_and_validated(ticketing: TicketingHarn
         ticketing.stub,
         t,
         claim(ticketing.stub, t, "c", role=CODER),
-        json.dumps({"branch": "b", "commit": "1"}),
+        json.dumps({"branch": "b", "commit": "1111111111111111111111111111111111111111"}),
     )
     (mr,) = _mrs(ticketing, t, project_id=project.project.id)
     assert _mrs(ticketing, other) == []
@@ -137,3 +156,24 @@ def test_merge_requests_are_tenant_scoped_and_validated(ticketing: TicketingHarn
         _mrs(ticketing, t, project_id="nope")
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "merge_request_id"):
         ticketing.stub.GetMergeRequest(pb.GetMergeRequestRequest(tenant_id=t, merge_request_id="x"))
+
+
+def test_git_names_in_results_are_checked_before_anything_is_written(ticketing: TicketingHarness) -> None:
+    """A result's branch reaches the reviewer's `git fetch`: one that is a git
+    option (`--upload-pack=<cmd>` runs <cmd>) or a commit that is not a commit
+    id is refused, and the ticket keeps its lease."""
+    t = tenant()
+    ticket = create_project(ticketing.stub, t, [spec("a", stages=[CODER, REVIEWER])]).tickets[0]
+    coder = claim(ticketing.stub, t, "coder-1", role=CODER)
+    for result, field in (
+        ({"branch": "--upload-pack=touch /tmp/pwned", "commit": "c1" * 20}, "result_json.branch"),
+        ({"branch": "swarm/../../x", "commit": "c1" * 20}, "result_json.branch"),
+        ({"branch": "swarm/a", "commit": "HEAD; rm -rf /"}, "result_json.commit"),
+        ({"branch": ["swarm/a"]}, "result_json.branch"),
+    ):
+        with raises_status(grpc.StatusCode.INVALID_ARGUMENT, field):
+            submit(ticketing.stub, t, coder, json.dumps(result))
+    assert get(ticketing.stub, t, ticket.id).state == pb.TICKET_STATE_ASSIGNED
+    assert _mrs(ticketing, t) == []
+    submit(ticketing.stub, t, coder, json.dumps({"branch": "swarm/a", "commit": "c1" * 20}))
+    assert [mr.branch for mr in _mrs(ticketing, t)] == ["swarm/a"]

@@ -218,7 +218,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         self, request: pb.SubmitWorkRequest, context: grpc.ServicerContext
     ) -> pb.SubmitWorkResponse:
         tenant, ticket_id, token, holder = self._lease_args(request)
-        result = wire.json_object("result_json", request.result_json)
+        result = wire.git_refs("result_json", wire.json_object("result_json", request.result_json))
         ticket, unblocked = self.s.leases.submit(
             tenant, ticket_id, token, result, request_key(tenant, request), holder=holder
         )
@@ -229,7 +229,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     ) -> pb.ReportFailureResponse:
         tenant, ticket_id, token, holder = self._lease_args(request)
         reason = v.required_text("reason", request.reason, MAX_REASON)
-        details = wire.json_object("details_json", request.details_json)
+        details = wire.git_refs("details_json", wire.json_object("details_json", request.details_json))
         outcome = self.s.leases.fail(
             tenant, ticket_id, token, reason, details, request_key(tenant, request), holder=holder
         )

@@ -40,6 +40,7 @@ from swarm_ticketing.domain import (
 from swarmcommon import validation as v
 from swarmcommon.enums import EnumCodec
 from swarmcommon.errors import InvalidArgument
+from swarmcommon.gitnames import branch_problem, commit_problem
 from swarmcommon.protos import timestamp as _ts
 
 ROLE = EnumCodec(pb.AgentRole, AgentRole)
@@ -78,6 +79,25 @@ def json_object(field: str, raw: str) -> str:
     if not isinstance(value, dict):
         raise InvalidArgument(field, "must be a JSON object")
     return json.dumps(value, separators=(",", ":"))
+
+
+def git_refs(field: str, canonical: str) -> str:
+    """A result's or failure's git names checked (they reach git in other
+    agents' hands): `branch` a plain branch name, `commit` and `merge_commit`
+    full commit ids (or empty). Returns `canonical` unchanged."""
+    value = json.loads(canonical)
+    branch = value.get("branch")
+    if branch is not None:
+        problem = branch_problem(branch) if isinstance(branch, str) else "must be a string"
+        if problem:
+            raise InvalidArgument(f"{field}.branch", problem)
+    for key in ("commit", "merge_commit"):
+        commit = value.get(key)
+        if commit not in (None, ""):  # "": no commit (nothing changed)
+            problem = commit_problem(commit) if isinstance(commit, str) else "must be a string"
+            if problem:
+                raise InvalidArgument(f"{field}.{key}", problem)
+    return canonical
 
 
 def duration_from_proto(
