@@ -11,7 +11,6 @@ agent-token tests; plus the channels an operator and a guest use.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -43,42 +42,13 @@ from swarmcommon.agenttoken import (
 )
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.pki import CA_CERT, TLS_CERT, TLS_KEY, issue_mesh
+from swarmcommon.localproc import free_port
+from swarmcommon.pki import CA_CERT, issue_mesh
+from tests.support.pki import own_channel, tls_channel
 
 TEST_POOL = ipaddress.IPv4Network("10.213.0.0/16")
 # Shared with tests/vmhost: every test bridge on this host is claimed under it.
 BRIDGE_LOCK = Path(tempfile.gettempdir()) / "swarm-vmhost-test-bridges.lock"
-# Each channel its own connections: one made with good credentials never serves another.
-OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def mutual_tls_channel(target: str, identity: Path, server_name: str) -> grpc.Channel:
-    creds = grpc.ssl_channel_credentials(
-        (identity / CA_CERT).read_bytes(),
-        (identity / TLS_KEY).read_bytes(),
-        (identity / TLS_CERT).read_bytes(),
-    )
-    return grpc.secure_channel(
-        target, creds, options=[*OPTIONS, ("grpc.ssl_target_name_override", server_name)]
-    )
-
-
-def guest_channel(target: str, ca: Path, server_name: str) -> grpc.Channel:
-    """What a guest dials: TLS trusting the mesh CA, no client certificate."""
-    creds = grpc.ssl_channel_credentials(ca.read_bytes())
-    return grpc.secure_channel(
-        target, creds, options=[*OPTIONS, ("grpc.ssl_target_name_override", server_name)]
-    )
 
 
 @dataclass
@@ -107,20 +77,21 @@ class AgentMesh:
         return ch
 
     def operator_ticketing(self) -> tpb_grpc.TicketingServiceStub:
-        ch = mutual_tls_channel(f"127.0.0.1:{self.ticketing.port}", self.pki / "operator-admin", "ticketing")
+        ch = own_channel(f"127.0.0.1:{self.ticketing.port}", self.pki / "operator-admin")
         return tpb_grpc.TicketingServiceStub(self._keep(ch))
 
     def operator_telemetry(self) -> tel_grpc.TelemetryServiceStub:
-        ch = mutual_tls_channel(f"127.0.0.1:{self.telemetry.port}", self.pki / "operator-admin", "telemetry")
+        ch = own_channel(f"127.0.0.1:{self.telemetry.port}", self.pki / "operator-admin")
         return tel_grpc.TelemetryServiceStub(self._keep(ch))
 
     def operator_vmhost(self) -> vpb_grpc.VmHostServiceStub:
-        ch = mutual_tls_channel(f"127.0.0.1:{self.vmhost.port}", self.pki / "operator-admin", "vmhost")
+        ch = own_channel(f"127.0.0.1:{self.vmhost.port}", self.pki / "operator-admin")
         return vpb_grpc.VmHostServiceStub(self._keep(ch))
 
     def agent_channel(self, service: str) -> grpc.Channel:
         app = {"ticketing": self.ticketing, "telemetry": self.telemetry, "vmhost": self.vmhost}[service]
-        return self._keep(guest_channel(f"127.0.0.1:{app.handle.agent_port}", self.ca, service))
+        # What a guest dials: TLS trusting the mesh CA, no client certificate.
+        return self._keep(tls_channel(f"127.0.0.1:{app.handle.agent_port}", self.ca.read_bytes()))
 
     def agent_ticketing(self) -> tpb_grpc.TicketingServiceStub:
         return tpb_grpc.TicketingServiceStub(self.agent_channel("ticketing"))

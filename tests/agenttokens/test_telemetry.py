@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from swarm.telemetry.v1 import telemetry_pb2 as pb
 from swarmagent.credentials import AgentCredentials, export_spans
-from tests.agenttokens.mesh import AgentMesh, bearer
+from tests.agenttokens.mesh import AgentMesh
+from tests.support.pki import bearer
 from tests.support.status import error_info, raises_status
 from tests.support.waiting import eventually
 

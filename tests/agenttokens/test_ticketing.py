@@ -12,7 +12,8 @@ import pytest
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import TicketingClient
 from swarmagent.credentials import AgentCredentials
-from tests.agenttokens.mesh import AgentMesh, bearer
+from tests.agenttokens.mesh import AgentMesh
+from tests.support.pki import bearer
 from tests.support.status import error_info, raises_status
 
 pytestmark = pytest.mark.parametrize("urls", ["sqlite", "postgres"], indirect=True)

@@ -23,7 +23,8 @@ from swarmagent.guest import Heartbeat
 from swarmcommon.agenttoken import PUBLIC_KEY_FILE, TokenVerifier
 from swarmcommon.clock import ManualClock
 from swarmcommon.security import InsecureConfig
-from tests.agenttokens.mesh import AgentMesh, bearer, start_mesh
+from tests.agenttokens.mesh import AgentMesh, start_mesh
+from tests.support.pki import bearer
 from tests.support.status import error_info, raises_status
 from tests.support.waiting import eventually
 
