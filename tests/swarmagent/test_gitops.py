@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmagent.gitops import Author, GitError, Workspace, init_repository, safe_path
+from swarmagent.gitops import Author, GitError, GitPolicy, Workspace, init_repository, safe_path
 
 ME = Author("Swarm Agent", "agent@swarm.invalid")
 
@@ -27,14 +27,20 @@ def _show(repo: Path, ref: str) -> str:
 
 
 @pytest.fixture
+def policy(tmp_path: Path) -> GitPolicy:
+    """Local repositories under the test's directory allowed."""
+    return GitPolicy(tmp_path / "home", local_root=tmp_path)
+
+
+@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     bare = tmp_path / "project.git"
     init_repository(bare, {"README.md": "# demo\n", "src/app.py": "print('v1')\n"}, ME)
     return bare
 
 
-def test_branch_commit_push_then_merge(repo: Path, tmp_path: Path) -> None:
-    coder = Workspace.clone(str(repo), tmp_path / "coder")
+def test_branch_commit_push_then_merge(repo: Path, tmp_path: Path, policy: GitPolicy) -> None:
+    coder = Workspace.clone(str(repo), tmp_path / "coder", policy)
     coder.start_branch("swarm/t1-api", "main")
     assert coder.write_files({"src/api.py": "def hello():\n    return 'hi'\n"}) == ["src/api.py"]
     commit = coder.commit("Add the API", ME)
@@ -42,7 +48,7 @@ def test_branch_commit_push_then_merge(repo: Path, tmp_path: Path) -> None:
     assert "return 'hi'" in _show(repo, "swarm/t1-api:src/api.py")
     assert _log(repo, "main") == ["Initial commit"]  # main untouched until review
 
-    reviewer = Workspace.clone(str(repo), tmp_path / "reviewer")
+    reviewer = Workspace.clone(str(repo), tmp_path / "reviewer", policy)
     diff = reviewer.diff("main", "swarm/t1-api")
     assert "+def hello():" in diff
     assert reviewer.changed_files("main", "swarm/t1-api") == ["src/api.py"]
@@ -62,13 +68,13 @@ def test_branch_commit_push_then_merge(repo: Path, tmp_path: Path) -> None:
     )
 
 
-def test_retried_ticket_continues_its_pushed_branch(repo: Path, tmp_path: Path) -> None:
-    first = Workspace.clone(str(repo), tmp_path / "first")
+def test_retried_ticket_continues_its_pushed_branch(repo: Path, tmp_path: Path, policy: GitPolicy) -> None:
+    first = Workspace.clone(str(repo), tmp_path / "first", policy)
     first.start_branch("swarm/t2", "main")
     first.write_files({"a.txt": "one\n"})
     first.commit("one", ME)
     first.push("swarm/t2")
-    second = Workspace.clone(str(repo), tmp_path / "second")
+    second = Workspace.clone(str(repo), tmp_path / "second", policy)
     second.start_branch("swarm/t2", "main")
     assert (second.path / "a.txt").read_text() == "one\n"
     second.write_files({"b.txt": "two\n"})
@@ -77,10 +83,10 @@ def test_retried_ticket_continues_its_pushed_branch(repo: Path, tmp_path: Path) 
     assert _log(repo, "swarm/t2")[:2] == ["two", "one"]
 
 
-def test_concurrent_merges_all_land(repo: Path, tmp_path: Path) -> None:
+def test_concurrent_merges_all_land(repo: Path, tmp_path: Path, policy: GitPolicy) -> None:
     branches = [f"swarm/t{i}" for i in range(4)]
     for i, name in enumerate(branches):
-        ws = Workspace.clone(str(repo), tmp_path / f"c{i}")
+        ws = Workspace.clone(str(repo), tmp_path / f"c{i}", policy)
         ws.start_branch(name, "main")
         ws.write_files({f"feature_{i}.py": f"N = {i}\n"})
         ws.commit(f"feature {i}", ME)
@@ -89,7 +95,7 @@ def test_concurrent_merges_all_land(repo: Path, tmp_path: Path) -> None:
 
     def review(i: int) -> None:
         try:
-            Workspace.clone(str(repo), tmp_path / f"r{i}").merge(
+            Workspace.clone(str(repo), tmp_path / f"r{i}", policy).merge(
                 branches[i], "main", f"Merge {branches[i]}", ME
             )
         except Exception as exc:  # noqa: BLE001 - collected for the assertion
@@ -105,14 +111,14 @@ def test_concurrent_merges_all_land(repo: Path, tmp_path: Path) -> None:
     assert sorted(m for m in log if m.startswith("Merge")) == sorted(f"Merge {b}" for b in branches)
 
 
-def test_conflicting_branches_fail_the_merge_cleanly(repo: Path, tmp_path: Path) -> None:
+def test_conflicting_branches_fail_the_merge_cleanly(repo: Path, tmp_path: Path, policy: GitPolicy) -> None:
     for i in range(2):
-        ws = Workspace.clone(str(repo), tmp_path / f"c{i}")
+        ws = Workspace.clone(str(repo), tmp_path / f"c{i}", policy)
         ws.start_branch(f"swarm/c{i}", "main")
         ws.write_files({"src/app.py": f"print('v{i + 2}')\n"})
         ws.commit(f"edit {i}", ME)
         ws.push(f"swarm/c{i}")
-    reviewer = Workspace.clone(str(repo), tmp_path / "reviewer")
+    reviewer = Workspace.clone(str(repo), tmp_path / "reviewer", policy)
     reviewer.merge("swarm/c0", "main", "Merge c0", ME)
     with pytest.raises(GitError, match="merge"):
         reviewer.merge("swarm/c1", "main", "Merge c1", ME)
@@ -126,7 +132,7 @@ def test_conflicting_branches_fail_the_merge_cleanly(repo: Path, tmp_path: Path)
 def test_untrusted_paths_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
         safe_path(tmp_path, bad)
-    ws = Workspace.init(tmp_path / "w", "main")
+    ws = Workspace.init(tmp_path / "w", "main", GitPolicy(tmp_path / "home"))
     with pytest.raises(ValueError):
         ws.write_files({bad: "x"})
     assert not (tmp_path / "outside.txt").exists()

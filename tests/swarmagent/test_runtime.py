@@ -15,7 +15,7 @@ import pytest
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket
-from swarmagent.gitops import Author, init_repository
+from swarmagent.gitops import Author, GitPolicy, init_repository
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import WorkFailed
 from swarmagent.runtime import Runtime
@@ -49,7 +49,8 @@ def repo(tmp_path: Path) -> Path:
 def runtime(ledger: TelemetryClient, server: MessagesServer, repo: Path, tmp_path: Path) -> Runtime:
     client = anthropic.Anthropic(base_url=server.base_url, api_key="sk-test", max_retries=0)
     llm = TrackedLLM(client, ledger, Attribution("acme", "agent-1"))
-    return Runtime(llm, str(repo), "main", tmp_path / "work", ME, "claude-haiku-4-5")
+    local = GitPolicy(tmp_path / "git-home", local_root=tmp_path)  # the test's own repositories
+    return Runtime(llm, str(repo), "main", tmp_path / "work", ME, "claude-haiku-4-5", local)
 
 
 def claimed(name: str, stage: int, result: dict[str, Any] | None = None) -> ClaimedTicket:

@@ -18,7 +18,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_telemetry import server as telemetry_server
 from swarm_telemetry.config import Settings as TelemetrySettings
 from swarmagent.client import ClaimedTicket
-from swarmagent.gitops import Author, init_repository
+from swarmagent.gitops import Author, GitPolicy, init_repository
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.runtime import Runtime
 from swarmagent.usage import UsageBuffer
@@ -127,7 +127,8 @@ def test_usage_unrecorded_during_a_ticket_arrives_once_telemetry_is_back(
     usage = UsageBuffer(sender, interval=0.1, max_backoff=0.5)
     with MessagesServer(respond) as server:
         llm = TrackedLLM(_anthropic(server), ledger, Attribution(TENANT, "agent-1"), usage=usage)
-        rt = Runtime(llm, str(repo), "main", tmp_path / "work", ME, MODEL)
+        local = GitPolicy(tmp_path / "git-home", local_root=tmp_path)
+        rt = Runtime(llm, str(repo), "main", tmp_path / "work", ME, MODEL, local)
         down_ticket = coder_ticket("Add A")
         rt.work(down_ticket)  # the ticket ends; its usage is not in the ledger
         assert first_call and usage.pending == 1

@@ -34,7 +34,7 @@ def test_demo_command_works_a_project_to_completion(tmp_path: Path) -> None:
     assert "Failed 3 times: the model's answer is not JSON" in out.stdout
     assert "POST /api/dead-letters/redrive → 200" in out.stdout
     # Every reviewed ticket was merged into main of the repository the demo made.
-    repo = tmp_path / "var" / "demo" / "repos" / "webapp.git"
+    repo = tmp_path / "var" / "demo" / "repos" / "acme" / "webapp.git"  # the tenant's own directory
     log = subprocess.run(
         ["git", "-C", str(repo), "log", "--first-parent", "--format=%s", "main"],
         capture_output=True,

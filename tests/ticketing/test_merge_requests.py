@@ -106,37 +106,6 @@ def test_no_branch_or_no_reviewer_means_no_merge_request(ticketing: TicketingHar
     assert _mrs(ticketing, t) == []
 
 
-def test_the_project_repository_reaches_the_claim(ticketing: TicketingHarness) -> None:
-    t = tenant()
-    created = ticketing.stub.CreateProject(
-        pb.CreateProjectRequest(
-            tenant_id=t,
-            name="p",
-            tickets=[spec("a")],
-            repository="https://git.example.test/acme/webapp.git",
-            base_branch="trunk",
-        )
-    )
-    assert created.project.repository == "https://git.example.test/acme/webapp.git"
-    c = claim(ticketing.stub, t, "coder")
-    assert (c.ticket.repository, c.ticket.base_branch) == (
-        "https://git.example.test/acme/webapp.git",
-        "trunk",
-    )
-    plain = create_project(ticketing.stub, t, [spec("b")])
-    assert plain.project.repository == "" and plain.project.base_branch == "main"
-    for field, kw in (
-        ("repository", {"repository": "relative/path"}),
-        ("repository", {"repository": "--upload-pack=evil"}),
-        ("base_branch", {"base_branch": "bad..branch"}),
-        ("base_branch", {"base_branch": "-x"}),
-    ):
-        with raises_status(grpc.StatusCode.INVALID_ARGUMENT, field):
-            ticketing.stub.CreateProject(
-                pb.CreateProjectRequest(tenant_id=t, name="p", tickets=[spec("a")], **kw)
-            )  # type: ignore[arg-type]
-
-
 def test_merge_requests_are_tenant_scoped_and_validated(ticketing: TicketingHarness) -> None:
     t, other = tenant(), tenant()
     project = create_project(ticketing.stub, t, [spec("a", stages=[CODER, REVIEWER])])

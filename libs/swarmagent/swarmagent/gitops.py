@@ -2,19 +2,25 @@
 repository, branch, write files, commit, push, and (for reviewers) merge.
 
 Plain `git` through subprocess: the agent needs exactly what the CLI does
-(any URL git understands, its credential helpers, its merge machinery).
-File paths come from an LLM and are untrusted: they must stay inside the
-work tree and out of `.git`, and are written without following a symlink at
-any component (the tenant's repository may hold `docs -> /`). Branch names
-come from other agents' results: each is checked (swarmcommon.gitnames) and
-passed after `--end-of-options`, so none is ever read as an option. git runs
-without the host's or the user's configuration.
+(its transports, its merge machinery). File paths come from an LLM and are
+untrusted: they must stay inside the work tree and out of `.git`, and are
+written without following a symlink at any component (the tenant's
+repository may hold `docs -> /`). Branch names come from other agents'
+results: each is checked (swarmcommon.gitnames) and passed after
+`--end-of-options`, so none is ever read as an option.
+
+What git may reach and read is a GitPolicy: an environment built from
+scratch (no host HOME, configuration, ssh keys, known hosts or agent), only
+the https and ssh transports (no `ext::` command, no `file://` or local
+path), and local repositories only where an operator enabled them, under
+the tenant's own directory, and never through a submodule.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from swarmcommon.gitnames import check_branch
+from swarmcommon.gitrepos import is_under, local_segments, parse
 
 MAX_FILE_BYTES = 512 * 1024
 
@@ -30,22 +37,144 @@ class GitError(Exception):
     """A git command failed; the message carries git's own words."""
 
 
+class RepositoryRefused(GitError):
+    """A repository this agent may not clone (a transport or place it is not allowed)."""
+
+
 @dataclass(frozen=True)
 class Author:
     name: str
     email: str
 
 
-def _git(cwd: Path | None, *args: str, author: Author | None = None) -> str:
-    env = {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "LC_ALL": "C",
-        # No ~/.gitconfig or /etc/gitconfig: no credential helpers, hooks
-        # paths or aliases of whoever runs the guest.
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
+# From the guest's environment, what git still needs: an operator's egress
+# proxy and the CA bundle it trusts for its git host.
+PASSED_THROUGH = (
+    "PATH",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "GIT_SSL_CAINFO",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+
+
+# git's other transports (and the remote helpers Debian's git ships): ext
+# and fd run commands or use descriptors; git://, http:// and ftp(s):// are
+# unauthenticated. Unknown ones fall under protocol.allow=never.
+REFUSED_TRANSPORTS = ("ext", "fd", "git", "http", "ftp", "ftps")
+
+
+@dataclass(frozen=True)
+class GitPolicy:
+    """What git may reach and what it runs with.
+
+    `home`: git's HOME, a directory the agent owns (curl's ~/.netrc and
+    git's ~/.config/git are read from there, not the host's).
+    `local_root`: local repositories (paths, file://) are allowed only
+    strictly inside this directory; None refuses them, and git itself then
+    refuses the file transport.
+    `known_hosts`: the ssh host keys the operator trusts; without one, ssh
+    connects nowhere (no host key can be checked)."""
+
+    home: Path
+    local_root: Path | None = None
+    known_hosts: Path | None = None
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str], home: Path) -> GitPolicy:
+        """SWARM_GIT_LOCAL_ROOT (set by vmhost where local repositories are
+        enabled: the tenant's own directory) and SWARM_GIT_KNOWN_HOSTS."""
+        local, known = env.get("SWARM_GIT_LOCAL_ROOT", ""), env.get("SWARM_GIT_KNOWN_HOSTS", "")
+        return cls(home, Path(local) if local else None, Path(known) if known else None)
+
+    def environment(self) -> dict[str, str]:
+        """git's whole environment: nothing else of the guest's reaches it."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        known = str(self.known_hosts) if self.known_hosts else os.devnull
+        ssh = [
+            "ssh",
+            "-F",
+            os.devnull,  # no ~/.ssh/config (ssh reads the passwd home, not $HOME)
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityFile=none",  # no ~/.ssh/id_* of whoever runs the guest
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            f"GlobalKnownHostsFile={os.devnull}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ]
+        env = {key: os.environ[key] for key in PASSED_THROUGH if key in os.environ}
+        return env | {
+            "HOME": str(self.home),
+            "LC_ALL": "C",
+            "GIT_TERMINAL_PROMPT": "0",
+            # No ~/.gitconfig or /etc/gitconfig: no credential helpers, hooks
+            # paths or aliases of whoever runs the guest.
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_SSH_COMMAND": shlex.join(ssh),
+            "GIT_SSH_VARIANT": "ssh",
+            **_config(
+                ("protocol.allow", "never"),
+                # Each transport named: a repository's own protocol.<name>.allow
+                # would outrank protocol.allow, not these.
+                *((f"protocol.{name}.allow", "never") for name in REFUSED_TRANSPORTS),
+                ("protocol.https.allow", "always"),
+                ("protocol.ssh.allow", "always"),
+                # Local repositories only where enabled, and then only named
+                # by the agent itself ("user"): never by a submodule.
+                ("protocol.file.allow", "user" if self.local_root else "never"),
+            ),
+        }
+
+    def check(self, repository: str) -> None:
+        """RepositoryRefused unless this agent may clone `repository`."""
+        try:
+            parsed = parse(repository)
+        except ValueError as exc:
+            raise RepositoryRefused(f"repository {repository[:200]!r} {exc}") from exc
+        if not parsed.local:
+            return
+        if self.local_root is None:
+            raise RepositoryRefused(
+                f"repository {repository[:200]!r}: local repositories are not enabled for this agent"
+            )
+        # The path as written, and where it really leads (a symlink on the way).
+        written = is_under(parsed, local_segments(str(self.local_root)))
+        try:
+            real_root = local_segments(os.path.realpath(self.local_root))
+            real = is_under(parse(os.path.realpath(parsed.path)), real_root)
+        except ValueError:
+            real = False
+        if not (written and real):
+            raise RepositoryRefused(
+                f"repository {repository[:200]!r}: this agent's local repositories "
+                f"are under {self.local_root}/"
+            )
+
+
+def _config(*pairs: tuple[str, str]) -> dict[str, str]:
+    """git configuration in the environment (GIT_CONFIG_COUNT): it outranks
+    every configuration file, the repository's own included, and reaches
+    the git processes git itself starts (submodules)."""
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for i, (key, value) in enumerate(pairs):
+        env |= {f"GIT_CONFIG_KEY_{i}": key, f"GIT_CONFIG_VALUE_{i}": value}
+    return env
+
+
+def _git(policy: GitPolicy, cwd: Path | None, *args: str, author: Author | None = None) -> str:
+    env = policy.environment()
     if author is not None:
         env |= {
             "GIT_AUTHOR_NAME": author.name,
@@ -90,34 +219,40 @@ def _open_below(root: Path, parts: tuple[str, ...]) -> int:
 
 def init_repository(path: Path, files: Mapping[str, str], author: Author, branch: str = "main") -> str:
     """A bare repository at `path` whose `branch` holds `files` (a demo
-    project's starting point); returns the commit."""
+    project's or a test's starting point); returns the commit."""
     path.mkdir(parents=True, exist_ok=True)
-    _git(path, "init", "--bare", "--quiet", f"--initial-branch={branch}")
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace.init(Path(tmp) / "seed", branch)
+        policy = GitPolicy(Path(tmp) / "home", local_root=path.resolve().parent)
+        _git(policy, path, "init", "--bare", "--quiet", f"--initial-branch={branch}")
+        ws = Workspace.init(Path(tmp) / "seed", branch, policy)
         ws.write_files(files)
         commit = ws.commit("Initial commit", author)
-        ws.git("push", "--quiet", str(path.resolve()), f"{branch}:{branch}")
+        ws.git("push", "--quiet", "--end-of-options", str(path.resolve()), f"{branch}:{branch}")
     return commit
 
 
 @dataclass
 class Workspace:
     path: Path
+    policy: GitPolicy
 
     @classmethod
-    def init(cls, path: Path, branch: str) -> Workspace:
+    def init(cls, path: Path, branch: str, policy: GitPolicy) -> Workspace:
         path.mkdir(parents=True, exist_ok=True)
-        _git(path, "init", "--quiet", f"--initial-branch={branch}")
-        return cls(path)
+        _git(policy, path, "init", "--quiet", f"--initial-branch={branch}")
+        return cls(path, policy)
 
     @classmethod
-    def clone(cls, url: str, path: Path) -> Workspace:
-        _git(None, "clone", "--quiet", "--no-tags", url, str(path))
-        return cls(path)
+    def clone(cls, url: str, path: Path, policy: GitPolicy) -> Workspace:
+        """`url` cloned into `path` if `policy` allows it; a local one through
+        git's transport (--no-local: no hard links into, or copies of, the
+        source's object directory)."""
+        policy.check(url)
+        _git(policy, None, "clone", "--quiet", "--no-tags", "--no-local", "--", url, str(path))
+        return cls(path, policy)
 
     def git(self, *args: str, author: Author | None = None) -> str:
-        return _git(self.path, *args, author=author)
+        return _git(self.policy, self.path, *args, author=author)
 
     def head(self) -> str:
         return self.git("rev-parse", "HEAD")

@@ -88,6 +88,9 @@ class Heartbeat(Periodic):
 
 
 def main() -> int:
+    # HOME is the guest's own working directory, never the host's (vmhost
+    # passes none; without one, tools fall back to the passwd entry's).
+    os.environ["HOME"] = os.getcwd()
     env = os.environ
     agent_id, tenant_id = env["SWARM_AGENT_ID"], env["SWARM_TENANT_ID"]
     os.environ.setdefault(

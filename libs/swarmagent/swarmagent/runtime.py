@@ -39,7 +39,7 @@ from opentelemetry import trace
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket
 from swarmagent.credentials import current as agent_credentials
-from swarmagent.gitops import Author, GitError, Workspace
+from swarmagent.gitops import Author, GitError, GitPolicy, Workspace
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.llmproxy import NoProxy, proxy_client
 from swarmagent.loop import WorkFailed
@@ -87,6 +87,7 @@ class Runtime:
     workroot: Path
     author: Author
     model: str
+    git: GitPolicy  # what git may reach (swarmagent.gitops)
     max_tokens: int = 4096
 
     def work(self, claimed: ClaimedTicket) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class Runtime:
 
     def _clone(self, repository: str, workdir: Path) -> Workspace:
         with tracer.start_as_current_span("git.clone", attributes={"git.repository": repository}):
-            return Workspace.clone(repository, workdir)
+            return Workspace.clone(repository, workdir, self.git)
 
     def code(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
         t = claimed.ticket
@@ -194,7 +195,8 @@ class FromEnvironment:
     """The work function a guest runs (SWARM_AGENT_WORK=swarmagent.runtime:work),
     configured by the environment vmhost gives it: SWARM_REPOSITORY,
     SWARM_BASE_BRANCH, SWARM_LLM_BASE_URL, SWARM_LLM_MODEL,
-    SWARM_TELEMETRY_TARGET, SWARM_TENANT_ID, SWARM_AGENT_ID.
+    SWARM_TELEMETRY_TARGET, SWARM_TENANT_ID, SWARM_AGENT_ID, and for git
+    SWARM_GIT_LOCAL_ROOT and SWARM_GIT_KNOWN_HOSTS (GitPolicy).
 
     With an agent token (SWARM_AGENT_TOKEN) the LLM endpoint is the
     platform's LLM proxy, called with the current token as the API key
@@ -239,15 +241,18 @@ class FromEnvironment:
         return TrackedLLM(client, self._telemetry, attribution)
 
     def _build(self, env: Mapping[str, str]) -> Runtime:
+        workroot = Path.cwd() / "work"
         return Runtime(
             self.llm(env),
             env.get("SWARM_REPOSITORY", ""),  # the ticket's project usually names it
             env.get("SWARM_BASE_BRANCH", "main"),
-            Path.cwd() / "work",
+            workroot,
             Author(
                 env.get("SWARM_GIT_AUTHOR", "Swarm Agent"), env.get("SWARM_GIT_EMAIL", "agents@swarm.invalid")
             ),
             env.get("SWARM_LLM_MODEL", "claude-sonnet-4-6"),
+            # git's HOME is the agent's own (empty) directory, never the host's.
+            GitPolicy.from_environment(env, workroot / ".git-home"),
         )
 
     def close(self) -> None:

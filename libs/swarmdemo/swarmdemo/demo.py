@@ -34,7 +34,7 @@ from swarmcommon.localproc import free_port
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 from swarmdemo.agents import run_agents
 from swarmdemo.console import console
-from swarmdemo.mesh import Mesh, MeshPki, report_security, start_mesh, start_vmhost
+from swarmdemo.mesh import Mesh, MeshPki, report_security, repository_root, start_mesh, start_vmhost
 from swarmdemo.messages_server import MessagesServer
 from swarmdemo.model import POISON, DemoModel
 from swarmdemo.receiver import WebhookReceiver
@@ -139,7 +139,7 @@ def main() -> None:
     WORKDIR.mkdir(parents=True)
     console.rule("[bold]Swarm demo: the local mesh on embedded SQLite")
     admin_token = secrets.token_urlsafe(24)
-    repository = (WORKDIR / "repos" / "webapp.git").resolve()
+    repository = repository_root(WORKDIR) / TENANT / "webapp.git"
     init_repository(repository, {"README.md": "# webapp\n", "src/__init__.py": ""}, AUTHOR)
     console.print(f"git repository {repository} (branch main)")
     pki = MeshPki.create(WORKDIR / "pki")

@@ -125,6 +125,13 @@ def _service(
     return local_target(target)
 
 
+def repository_root(workdir: Path) -> Path:
+    """Where the demo's local git repositories live, one directory per
+    tenant: ticketing lets a tenant's projects name only its own, and
+    vmhost's guests clone only their tenant's (LOCAL_REPOSITORY_ROOT)."""
+    return (workdir / "repos").resolve()
+
+
 def _everywhere() -> str:
     """A listen address on every interface (guests reach it over the bridge)."""
     return f"0.0.0.0:{free_port()}"
@@ -177,6 +184,7 @@ def start_mesh(
             "LEASE_SECONDS": "60",
             "AGENT_LISTEN_ADDRESS": ticketing_agents,
             **agents,
+            "LOCAL_REPOSITORY_ROOT": str(repository_root(workdir)),
         },
         target=ticketing,
     )
@@ -236,6 +244,7 @@ def start_vmhost(stack: ExitStack, workdir: Path, mesh: Mesh, guest_env: Mapping
         "vmhost",
         {
             "WORKROOT": str((workdir / "vmhost").resolve()),
+            "LOCAL_REPOSITORY_ROOT": str(repository_root(workdir)),
             "QUOTA_TARGET": mesh.quota,
             "TICKETING_TARGET": mesh.ticketing,
             "EVENTS_TARGET": mesh.events,

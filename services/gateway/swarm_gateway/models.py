@@ -101,7 +101,13 @@ class ProjectCreate(Request):
     description: Text = Field(default="", max_length=20_000)
     tickets: list[TicketCreate] = Field(min_length=1, max_length=5000)
     repository: Text = Field(
-        default="", max_length=2048, description="Git URL or absolute path agents clone; empty: agents' own"
+        default="",
+        max_length=2048,
+        description=(
+            "Git repository agents clone: https://host/path, ssh://host/path or user@host:path under one "
+            "of the tenant's allowed prefixes (403 otherwise), or a local path where the operator enabled "
+            "them; empty: agents' own"
+        ),
     )
     base_branch: Text = Field(default="main", min_length=1, max_length=250)
     ticket_cost_cap_usd_micros: CostCap | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from swarm_ticketing.repositories import parse_prefixes
+from swarmcommon.gitrepos import local_segments
 from swarmcommon.settings import ServiceSettings, service_config
 
 
@@ -32,3 +34,27 @@ class Settings(ServiceSettings):
     # How long a request_id is remembered (AIP-155): a retry arrives within
     # seconds or minutes; a day also covers a client's own slow retry loop.
     request_retention_seconds: float = Field(default=86400.0, ge=60)
+    # Which git repositories each tenant's projects may name (checked when a
+    # project is created; swarm_ticketing.repositories):
+    # "tenant=prefix,prefix;tenant=prefix", a prefix being host[:port]/path/,
+    # e.g. "acme=github.com/acme/,git.acme.example/". A tenant not listed may
+    # name no remote repository.
+    repository_prefixes: str = ""
+    # Local repositories (an absolute path or file:// URL): refused when empty;
+    # with a directory, a tenant's projects may name only repositories under
+    # <this>/<tenant_id>/ (a single-host install, the demo). vmhost's setting
+    # of the same name lets guests clone them.
+    local_repository_root: str = ""
+
+    @field_validator("repository_prefixes")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        parse_prefixes(value)
+        return value
+
+    @field_validator("local_repository_root")
+    @classmethod
+    def _local_root(cls, value: str) -> str:
+        if value:
+            local_segments(value)
+        return value

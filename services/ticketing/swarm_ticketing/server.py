@@ -12,6 +12,7 @@ from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
 from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
+from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
 from swarm_ticketing.stores.claims import Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
@@ -93,7 +94,9 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
-    servicer = TicketingServicer(stores)
+    servicer = TicketingServicer(
+        stores, RepositoryPolicy.from_settings(settings.repository_prefixes, settings.local_repository_root)
+    )
     revocations = revocation_list(settings.vmhost_target, settings)
     handle = start_server(
         [

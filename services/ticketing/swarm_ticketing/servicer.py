@@ -14,6 +14,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing import wire
 from swarm_ticketing.domain import MAX_REASON, lease_duration
+from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.stores.claims import ClaimRequest, Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
@@ -85,8 +86,9 @@ def _optional_uuid(field: str, value: str) -> str | None:
 
 
 class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, repositories: RepositoryPolicy) -> None:
         self.s = stores
+        self.repositories = repositories
 
     # -- projects & reads ------------------------------------------------------
 
@@ -94,6 +96,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         self, request: pb.CreateProjectRequest, context: grpc.ServicerContext
     ) -> pb.CreateProjectResponse:
         spec = wire.project_spec_from_proto(request)
+        self.repositories.check(spec.tenant_id, spec.repository)
         project, tickets = self.s.projects.create(spec, request_key(spec.tenant_id, request))
         return pb.CreateProjectResponse(
             project=wire.project_to_proto(project),

@@ -67,6 +67,11 @@ class Settings(ServiceSettings):
     # The program each guest runs, and the work function it runs tickets with.
     guest_command: str = "python -m swarmagent.guest"
     guest_work: str = ""
+    # Local git repositories (paths, file://): empty, guests' git refuses them
+    # (only https and ssh); with a directory, each guest may clone only under
+    # <this>/<tenant_id>/ (SWARM_GIT_LOCAL_ROOT). Ticketing's setting of the
+    # same name decides which projects may name them.
+    local_repository_root: str = ""
     # Extra environment for every guest, "KEY=value;KEY=value" (e.g. the
     # project repository and the LLM endpoint for swarmagent.runtime:work);
     # "{host}" in a value becomes the host's address as the guest sees it.

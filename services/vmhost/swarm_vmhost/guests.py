@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "0.0.0.0", "localhost", "[::1]", "[::]")
 # Passed through from vmhost's own environment, so guests find the same Python packages.
-INHERITED = ("PYTHONPATH", "VIRTUAL_ENV", "HOME", "LANG")
+# Never HOME: the host's holds git configuration, credentials and ssh keys; a
+# guest's HOME is its own working directory (swarmagent.guest sets it).
+INHERITED = ("PYTHONPATH", "VIRTUAL_ENV", "LANG")
 # Never given to a guest, whoever configures it: the model provider's keys
 # (the LLM proxy holds them; guests hold only their agent token) and anything
 # named like one. A value holding one of vmhost's own such secrets is dropped too.
@@ -145,6 +147,11 @@ def guest_env(
     for key in INHERITED:
         if key in os.environ:
             env[key] = os.environ[key]
+    # Local repositories: only the tenant's own directory, only where enabled.
+    env.pop("SWARM_GIT_LOCAL_ROOT", None)
+    if settings.local_repository_root:
+        root = os.path.abspath(settings.local_repository_root)
+        env["SWARM_GIT_LOCAL_ROOT"] = os.path.join(root, agent.tenant_id)
     env = without_secrets(env)
     env.update(credentials)  # last: nothing configured can replace the guest's own token
     return env

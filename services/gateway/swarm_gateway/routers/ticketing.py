@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query, status
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId
 from swarm_gateway.enums import AGENT_ROLE, MERGE_REQUEST_STATE, TICKET_STATE
-from swarm_gateway.errors import COMMON_ERRORS
+from swarm_gateway.errors import COMMON_ERRORS, ErrorBody
 from swarm_gateway.models import (
     UUID_PATTERN,
     CostCapUpdate,
@@ -41,7 +41,17 @@ TicketId = Annotated[str, Path(pattern=UUID_PATTERN)]
 ProjectFilter = Annotated[str | None, Query(pattern=UUID_PATTERN)]
 
 
-@router.post("/projects", status_code=status.HTTP_201_CREATED, response_model=ProjectCreated)
+@router.post(
+    "/projects",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProjectCreated,
+    responses={
+        403: {
+            "model": ErrorBody,
+            "description": "The repository is not one this tenant may name (reason REPOSITORY_NOT_ALLOWED)",
+        }
+    },
+)
 def create_project(
     body: ProjectCreate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> ProjectCreated:
