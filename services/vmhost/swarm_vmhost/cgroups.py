@@ -8,12 +8,23 @@ group and took the value: a controller the kernel does not offer there
 such file. `create` says which limits did not hold instead of carrying on
 silently; the netns driver then refuses the guest, or — when the host is
 set to allow it — runs it and reports those limits as unenforced.
+
+`kill` stops everything in an agent's group however it got there: a guest
+that calls setsid() or double-forks leaves its session and process group,
+but not its cgroup (children are born in their parent's, and only root can
+move them out). cgroup v2 has `cgroup.kill`; on v1 the group is frozen (the
+freezer hierarchy, joined like the others), every member is killed, and it
+is thawed so the signals land.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +35,10 @@ GROUP = "swarm"
 CPU_PERIOD_US = 100_000
 # cgroup v1 mounts one hierarchy per controller.
 V1_CONTROLLERS = {GuestLimit.MEMORY: "memory", GuestLimit.CPU: "cpu", GuestLimit.PIDS: "pids"}
+# Not a limit: what lets `kill` stop a v1 group's processes from forking while it kills them.
+V1_FREEZER = "freezer"
+KILL_TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,28 @@ def _write(directory: Path, files: dict[str, str]) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Freezer:
+    """A group's freezer: v1's freezer.state, or v2's cgroup.freeze."""
+
+    control: Path
+    freeze: str
+    thaw: str
+    state: Path  # where the frozen state is read
+    frozen: str  # what it says once the whole group is frozen
+
+    @staticmethod
+    def of(d: Path) -> _Freezer | None:
+        if (d / "freezer.state").is_file():
+            return _Freezer(d / "freezer.state", "FROZEN", "THAWED", d / "freezer.state", "FROZEN")
+        if (d / "cgroup.freeze").is_file():
+            return _Freezer(d / "cgroup.freeze", "1", "0", d / "cgroup.events", "frozen 1")
+        return None
+
+    def is_frozen(self) -> bool:
+        return self.frozen in self.state.read_text()
+
+
 class CgroupTree:
     """The cgroup hierarchy guests' groups live in (`<root>/<group>/<agent id>`)."""
 
@@ -91,7 +128,7 @@ class CgroupTree:
     def _dirs(self, agent_id: str) -> list[Path]:
         if self.version() == 2:
             return [self.top / agent_id]
-        return [self.root / c / self.group / agent_id for c in V1_CONTROLLERS.values()]
+        return [self.root / c / self.group / agent_id for c in (*V1_CONTROLLERS.values(), V1_FREEZER)]
 
     def create(self, agent_id: str, limits: Limits) -> Placement:
         """The agent's group(s) with every limit the tree allows written."""
@@ -128,6 +165,10 @@ class CgroupTree:
             dirs.append(d)
             if not _write(d, files):
                 unenforced.append(limit)
+        if (self.root / V1_FREEZER).is_dir():
+            d = self.root / V1_FREEZER / self.group / agent_id
+            d.mkdir(parents=True, exist_ok=True)
+            dirs.append(d)
         return Placement(dirs, tuple(unenforced))
 
     def unenforceable(self, limits: Limits) -> tuple[GuestLimit, ...]:
@@ -160,3 +201,75 @@ class CgroupTree:
             if d.is_dir():
                 found |= {c.name for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")}
         return found
+
+    # -- kill -------------------------------------------------------------------------------------
+
+    def members(self, agent_id: str) -> set[int]:
+        """Every process in the agent's group(s)."""
+        pids: set[int] = set()
+        for d in self._dirs(agent_id):
+            with contextlib.suppress(FileNotFoundError):
+                pids |= {int(p) for p in self.procs_file(d).read_text().split()}
+        return pids
+
+    def kill(self, agent_id: str, timeout: float = KILL_TIMEOUT_SECONDS) -> bool:
+        """SIGKILL every process in the agent's group(s), those that left the
+        guest's session or process group included; True once the groups are
+        empty (False after `timeout`). Idempotent: no group, nothing to do."""
+        dirs = [d for d in self._dirs(agent_id) if d.is_dir()]
+        if not dirs:
+            return True
+        kill_file = dirs[0] / "cgroup.kill"
+        deadline = time.monotonic() + timeout
+        while self.members(agent_id):
+            if time.monotonic() >= deadline:
+                return False
+            if kill_file.is_file():  # v2, kernel 5.14 and later
+                kill_file.write_text("1")
+            else:
+                with self._frozen(dirs, deadline):
+                    for pid in self.members(agent_id):
+                        self._kill_member(pid, agent_id)
+            time.sleep(POLL_SECONDS)
+        return True
+
+    @contextlib.contextmanager
+    def _frozen(self, dirs: list[Path], deadline: float) -> Iterator[None]:
+        """The group frozen (nothing in it runs, so nothing forks) while the
+        block signals its members; thawed after, so the SIGKILLs land (a
+        frozen v1 task does not die until thawed). Without a freezer the
+        caller's loop catches what forked meanwhile."""
+        freezer = next((f for f in map(_Freezer.of, dirs) if f is not None), None)
+        if freezer is None:
+            yield
+            return
+        freezer.control.write_text(freezer.freeze)
+        try:
+            while not freezer.is_frozen() and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            yield
+        finally:
+            freezer.control.write_text(freezer.thaw)
+
+    def _kill_member(self, pid: int, agent_id: str) -> None:
+        """SIGKILL `pid` through a pidfd opened before checking it is still in
+        the agent's group: a member that exited and whose pid went to another
+        process is never signalled."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            if self._in_group(pid, agent_id):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        finally:
+            os.close(pidfd)
+
+    def _in_group(self, pid: int, agent_id: str) -> bool:
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return any(line.endswith(f"/{self.group}/{agent_id}") for line in lines)

@@ -136,6 +136,9 @@ class GuestHandle:
     data: dict[str, str] = field(default_factory=dict)
     # Limits this guest runs without (reported honestly on the agent).
     unenforced_limits: list[GuestLimit] = field(default_factory=list)
+    # When `pid` started (drivers.base.process_start_time): with the pid, the
+    # guest's identity. A pid whose start time differs is another process.
+    pid_start_time: int | None = None
 
 
 # -- agents -------------------------------------------------------------------------------------
@@ -160,6 +163,8 @@ class Agent:
     created_at: datetime
     updated_at: datetime
     terminated_at: datetime | None
+    # When it stopped holding a max_vms reservation (None: it may hold one).
+    reservation_settled_at: datetime | None = None
 
     @property
     def is_live(self) -> bool:

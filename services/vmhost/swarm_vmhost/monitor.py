@@ -11,7 +11,8 @@
 - DISK: the workroot's filesystem is over the threshold -> purge the logs of
   finished guests.
 
-Every step is recorded in the healing log (see healing.py).
+Every step is recorded in the healing log (see healing.py). Before the
+checks, each pass finishes what a crash cut short (reconcile.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from swarm_vmhost.domain import (
 )
 from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
+from swarm_vmhost.reconcile import Reconciler
 from swarmcommon.errors import SwarmError
 from swarmcommon.periodic import Periodic
 
@@ -54,6 +56,7 @@ class Monitor(Periodic):
         self.host = host
         self.healer = healer
         self.policy = policy
+        self.reconciler = Reconciler(host, policy.start_timeout)
         self.status = {check: CheckStatus() for check in HealthCheck}
         # One pass at a time: the loop and a test (or an operator) may both run one.
         self._pass_lock = threading.Lock()
@@ -70,6 +73,10 @@ class Monitor(Periodic):
 
     def run_once(self) -> bool:
         with self._pass_lock:
+            try:
+                self.reconciler.run()
+            except Exception:  # the checks still run; the next pass retries
+                log.exception("reconciling failed")
             for check, run in self.checks():
                 try:
                     problem = run()
@@ -86,7 +93,11 @@ class Monitor(Periodic):
         found = []
         for agent in self.host.agents.live():
             driver = self.host.drivers.get(agent.driver)
-            if agent.handle is not None and driver is not None and not driver.alive(agent.handle):
+            if (
+                driver is not None
+                and agent.handle is not None
+                and not self.host.guest_alive(driver, agent.handle)
+            ):
                 reason: str | None = "guest process exited"
             elif driver is not None and not driver.guest_heartbeats:
                 continue  # a guest without a runtime: its live process is its heartbeat

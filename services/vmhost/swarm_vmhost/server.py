@@ -154,11 +154,12 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     )
     healer = Healer(host, HealingLog(db, clock))
     monitor = Monitor(host, healer, health_policy(settings), settings.monitor_interval_seconds)
-    # Nothing leaks across restarts: guests the database thinks alive are
-    # gone (their processes died with the old service), so the monitor fails
-    # and heals them like any silent guest; devices nobody owns are removed.
+    # Nothing leaks across restarts: what a crash cut short is finished
+    # (reconcile.py); guests that died meanwhile fail their heartbeat checks
+    # and are healed like any silent guest; devices nobody owns are removed.
+    reconciled = monitor.reconciler.run(at_start=True)
     live = {a.id for a in agents.live()}
-    reconciled = [item for driver in host.drivers.values() for item in driver.reconcile(live)]
+    reconciled += [item for driver in host.drivers.values() for item in driver.reconcile(live)]
     handle = start_server(
         [
             GrpcService(

@@ -37,10 +37,22 @@ agents = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("terminated_at", UTCDateTime, nullable=True),
+    # When vmhost knew the agent held no max_vms reservation any more (given
+    # back, or none taken). A terminated agent without it still owes quota one.
+    sa.Column("reservation_settled_at", UTCDateTime, nullable=True),
     sa.Index("ix_agents_tenant", "tenant_id", "created_at", "id"),
     sa.Index("ix_agents_state", "state"),
     # ListRevokedAgents: agents that left the live states recently.
     sa.Index("ix_agents_updated", "updated_at"),
+    # The reconciler's look-ups: agents that may still hold a reservation
+    # (live ones, and those whose release has not succeeded yet).
+    sa.Index(
+        "ix_agents_unsettled",
+        "state",
+        "updated_at",
+        sqlite_where=sa.text("reservation_settled_at IS NULL"),
+        postgresql_where=sa.text("reservation_settled_at IS NULL"),
+    ),
     sa.Index(
         "ux_agents_request",
         "tenant_id",

@@ -40,6 +40,22 @@ class QuotaClient(ServiceClient):
         )
         return str(reply.reservation.id)
 
+    def vm_reservations(self, tenant_id: str, owner: str) -> list[str]:
+        """The ids of the live VM reservations `owner` holds (for reconciling
+        one whose id the holder never recorded)."""
+        ids: list[str] = []
+        page_token = ""
+        while True:
+            reply = self.stub.ListReservations(
+                pb.ListReservationsRequest(
+                    tenant_id=tenant_id, resource=pb.RESOURCE_VMS, owner=owner, page_token=page_token
+                )
+            )
+            ids += [str(r.id) for r in reply.reservations]
+            page_token = reply.next_page_token
+            if not page_token:
+                return ids
+
     def release(self, tenant_id: str, reservation_id: str, request_id: str = "") -> bool:
         """Give a reservation back; False when it was already released."""
         reply = self.stub.Release(

@@ -71,6 +71,7 @@ def _agent(row: Any) -> Agent:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         terminated_at=m["terminated_at"],
+        reservation_settled_at=m["reservation_settled_at"],
     )
 
 
@@ -145,6 +146,33 @@ class AgentStore:
             lambda conn: conn.execute(sa.select(A).where(A.c.state.in_(LIVE))).all(), write=False
         )
         return [_agent(r) for r in rows]
+
+    def _select(self, *where: Any, limit: int | None = None) -> list[Agent]:
+        query = sa.select(A).where(*where).order_by(A.c.updated_at, A.c.id).limit(limit)
+        rows = self.db.transaction(lambda conn: conn.execute(query).all(), write=False)
+        return [_agent(r) for r in rows]
+
+    def unfinished(self, changed_before: datetime | None) -> list[Agent]:
+        """Agents on their way out (STOPPING, FAILED) whose row last changed
+        before `changed_before` (None: any): a terminate that did not finish."""
+        where: list[Any] = [A.c.state.in_((AgentState.STOPPING, AgentState.FAILED))]
+        if changed_before is not None:
+            where.append(A.c.updated_at < changed_before)
+        return self._select(*where)
+
+    def unstarted(self, created_before: datetime | None) -> list[Agent]:
+        """STARTING agents without a guest recorded, created before
+        `created_before` (None: any): a spawn that did not finish."""
+        where: list[Any] = [A.c.state == AgentState.STARTING, A.c.handle.is_(None)]
+        if created_before is not None:
+            where.append(A.c.created_at < created_before)
+        return self._select(*where)
+
+    def unsettled(self, limit: int) -> list[Agent]:
+        """Terminated agents that may still hold a max_vms reservation, oldest change first."""
+        return self._select(
+            A.c.state == AgentState.TERMINATED, A.c.reservation_settled_at.is_(None), limit=limit
+        )
 
     def list_agents(self, query: AgentQuery) -> Page[Agent]:
         q = sa.select(A).where(A.c.tenant_id == query.tenant_id)
@@ -232,13 +260,15 @@ class AgentStore:
 
         return self.db.transaction(tx)
 
-    def start_failed(self, agent_id: str, reason: str) -> Agent:
+    def start_failed(self, agent_id: str, reason: str, reservation_settled: bool) -> Agent:
         """TERMINATED at once, its address back in the pool and its request id
-        freed: the failed attempt is not an answer a retry should replay."""
+        freed: the failed attempt is not an answer a retry should replay.
+        `reservation_settled`: it holds no max_vms reservation any more."""
 
         def tx(conn: Connection) -> Agent:
             now = self.clock.now()
-            agent = self._end(conn, agent_id, reason, now, request_id=None)
+            settled = now if reservation_settled else None
+            agent = self._end(conn, agent_id, reason, now, request_id=None, reservation_settled_at=settled)
             WRITER.add(conn, [agent_event(EventType.FAILED, agent, reason=reason)], now)
             return agent
 
@@ -310,9 +340,18 @@ class AgentStore:
             )
         )
 
-    def terminated(self, agent_id: str, reason: str, request: TerminateRequest | None = None) -> Agent:
+    def terminated(
+        self,
+        agent_id: str,
+        reason: str,
+        request: TerminateRequest | None = None,
+        *,
+        reservation_settled: bool = False,
+    ) -> Agent:
         """TERMINATED, its address back in the pool; idempotent. The request
-        that asked for it is remembered with it, so its retries replay."""
+        that asked for it is remembered with it, so its retries replay.
+        Unless `reservation_settled`, the reconciler makes sure its max_vms
+        reservation is given back."""
 
         def tx(conn: Connection) -> Agent:
             now = self.clock.now()
@@ -321,12 +360,28 @@ class AgentStore:
             agent = self._one(conn, agent_id)
             if agent.state == AgentState.TERMINATED:
                 return agent
-            done = self._end(conn, agent_id, final_reason(agent.state, agent.state_reason, reason), now)
+            done = self._end(
+                conn,
+                agent_id,
+                final_reason(agent.state, agent.state_reason, reason),
+                now,
+                reservation_settled_at=now if reservation_settled else None,
+            )
             if agent.state != AgentState.FAILED:  # a failure was announced when it happened
                 WRITER.add(conn, [agent_event(EventType.COMPLETED, done, reason=reason)], now)
             return done
 
         return self.db.transaction(tx)
+
+    def reservation_settled(self, agent_id: str) -> None:
+        """The agent holds no max_vms reservation any more."""
+        self.db.transaction(
+            lambda conn: conn.execute(
+                sa.update(A)
+                .where(A.c.id == agent_id, A.c.reservation_settled_at.is_(None))
+                .values(reservation_settled_at=self.clock.now())
+            )
+        )
 
     def _end(self, conn: Connection, agent_id: str, reason: str, now: datetime, **extra: Any) -> Agent:
         """TERMINATED with `reason`; its address goes back to the pool."""
