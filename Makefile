@@ -12,9 +12,14 @@ PYTEST_ARGS ?=
 # tests share its fixtures and never race each other.
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup protos demo test lint bench postgres guest-image clean
+.PHONY: setup host-packages protos demo test lint bench postgres guest-image clean
 
-setup: $(VENV)/.installed $(GEN_STAMP)
+setup: $(VENV)/.installed $(GEN_STAMP) host-packages
+
+# Debian packages whose tools the services run (nftables for vmhost's bridge
+# filter); only what is missing is installed.
+host-packages:
+	scripts/host-packages.sh
 
 $(VENV)/.deps: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

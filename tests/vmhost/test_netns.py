@@ -14,7 +14,7 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
-from swarm_vmhost import network
+from swarm_vmhost import firewall, network
 from tests.support.harness import BACKENDS
 from tests.support.waiting import eventually
 from tests.vmhost.harness import REPO, VmHostHarness
@@ -27,11 +27,12 @@ LISTEN = f"{sys.executable} {REPO / 'tests' / 'vmhost' / 'listen.py'}"
 
 @pytest.fixture
 def bridge_server(make_vmhost: Callable[..., VmHostHarness]) -> Iterator[tuple[VmHostHarness, int]]:
-    """vmhost running listening guests, and a TCP server on the bridge address
-    standing in for the control plane."""
-    host = make_vmhost(guest_command=LISTEN, default_driver="netns")
-    server = socket.create_server((host.bridge.address, 0))
+    """vmhost running listening guests, and a TCP server guests reach on the
+    bridge address, standing in for the control plane (the bridge's filter
+    lets guests reach its port: an extra host port)."""
+    server = socket.create_server(("0.0.0.0", 0))
     port = server.getsockname()[1]
+    host = make_vmhost(guest_command=LISTEN, default_driver="netns", guest_host_ports_extra=str(port))
 
     def accept() -> None:
         while True:
@@ -128,6 +129,7 @@ def test_restart_removes_what_no_agent_owns(make_vmhost: Callable[..., VmHostHar
     kept = _spawn(first)
     second = make_vmhost(guest_command=LISTEN, default_driver="netns")
     assert second.app.reconciled == [network.short_id(orphan)]
+    assert set(firewall.pins(first.bridge)) == {kept.id}  # the orphan's pin went with it
     assert network.netns_name(first.bridge, orphan) not in netns.listnetns()
     assert network.netns_name(first.bridge, kept.id) in netns.listnetns()  # a live agent is kept
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from swarm_vmhost import firewall
 from swarmcommon.settings import ServiceSettings, service_config
 
 
@@ -49,6 +50,15 @@ class Settings(ServiceSettings):
     # the LLM only through it, with their agent token as the API key: no
     # provider key (*_API_KEY) is ever passed to a guest.
     llm_proxy_url: str = Field(default="", pattern=r"^(|https?://\S+)$")
+    # The bridge's filter (swarm_vmhost.firewall). On the host, guests reach
+    # only the ports they are told to call (vmhost's, ticketing's and
+    # telemetry's agent ports, the LLM proxy) on the bridge address, plus
+    # these TCP ports, "7000,7001". Beyond the host, only the allow-list:
+    # "CIDR:PORT" (TCP) or "CIDR:PORT/udp", comma-separated, IPv4, e.g. the
+    # git host "10.1.2.3/32:443"; link-local, 100.64.0.0/10 and metadata
+    # addresses stay unreachable even when listed. Empty: no egress.
+    guest_host_ports_extra: str = ""
+    guest_egress_allow: str = ""
     # The CA certificate guests verify the services with, as a path the guest
     # can read. Empty: `ca.crt` in TLS_DIR.
     guest_ca_file: str = ""
@@ -94,3 +104,15 @@ class Settings(ServiceSettings):
     # driver refuses guests; true runs them unlimited instead, and every such
     # agent (and ListDrivers) reports the limits it runs without.
     allow_unlimited_guests: bool = False
+
+    @field_validator("guest_host_ports_extra")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        firewall.parse_ports(value)
+        return value
+
+    @field_validator("guest_egress_allow")
+    @classmethod
+    def _egress(cls, value: str) -> str:
+        firewall.parse_egress(value)
+        return value

@@ -5,8 +5,12 @@ joined to the bridge by a veth pair.
 Bridge ports are *isolated* (the kernel's `isolated on` bridge-port flag):
 isolated ports can talk to the bridge itself (the host, where the control
 plane listens) but not to each other, so no guest reaches another guest's
-ports. Device and namespace names derive from the agent id with fixed
-prefixes, so leftovers of a crash can be found and removed.
+ports. That is not enough against a hostile guest (spoofing, routing
+through the host, host listeners): swarm_vmhost.firewall filters the
+bridge, and each guest's port is pinned to its MAC and address when it is
+plugged and unpinned when it is detached. Device and namespace names derive
+from the agent id with fixed prefixes, so leftovers of a crash can be found
+and removed.
 
 Devices in the host namespace (bridge, veth pairs, port flags) are managed
 with pyroute2. Steps inside a guest's namespace run iproute2 (`ip netns add`,
@@ -18,6 +22,7 @@ by another thread), while exec'ing a binary is.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import logging
 import os
@@ -31,6 +36,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from swarm_vmhost import firewall
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,13 @@ def netns_name(bridge: Bridge, agent_id: str) -> str:
 
 def host_veth(agent_id: str) -> str:
     return f"{HOST_PREFIX}{short_id(agent_id)}"  # 13 characters, under IFNAMSIZ
+
+
+def guest_mac(agent_id: str) -> str:
+    """The guest's MAC, derived from its id so the host knows it before the
+    guest exists (swarm_vmhost.firewall pins it): locally administered, unicast."""
+    digest = hashlib.sha256(agent_id.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (digest[0] & 0xFC | 0x02, *digest[1:6]))
 
 
 @dataclass(frozen=True)
@@ -98,10 +112,12 @@ def ensure_bridge(bridge: Bridge) -> None:
 
 
 def remove_bridge(bridge: Bridge) -> None:
+    """The bridge and its filter (swarm_vmhost.firewall) go together."""
     with IPRoute() as ip:
         found = ip.link_lookup(ifname=bridge.name)
         if found:
             ip.link("del", index=found[0])
+    firewall.remove(bridge)
 
 
 def attach(agent_id: str, bridge: Bridge, address: str) -> tuple[str, str]:
@@ -120,13 +136,20 @@ def attach(agent_id: str, bridge: Bridge, address: str) -> tuple[str, str]:
 
 def plug(agent_id: str, bridge: Bridge, address: str) -> None:
     """The veth pair between the guest's namespace and the bridge, configured.
-    Replaces a pair that is there already (how a cut-off guest is repaired)."""
-    ns, veth = netns_name(bridge, agent_id), host_veth(agent_id)
+    Replaces a pair that is there already (how a cut-off guest is repaired).
+    The port is pinned to the guest's MAC and address before it exists, so
+    no frame of the guest's ever passes unfiltered."""
+    ns, veth, mac = netns_name(bridge, agent_id), host_veth(agent_id), guest_mac(agent_id)
+    try:
+        firewall.pin(bridge, agent_id, mac, address, veth)
+    except firewall.FirewallError as exc:
+        raise NetworkError(str(exc)) from exc
     with IPRoute() as ip:
         for index in ip.link_lookup(ifname=veth):
             ip.link("del", index=index)
         bridge_index = ip.link_lookup(ifname=bridge.name)[0]
-        ip.link("add", ifname=veth, kind="veth", peer={"ifname": GUEST_IFNAME, "net_ns_fd": ns})
+        peer = {"ifname": GUEST_IFNAME, "net_ns_fd": ns, "address": mac}
+        ip.link("add", ifname=veth, kind="veth", peer=peer)
         index = ip.link_lookup(ifname=veth)[0]
         ip.link("set", index=index, master=bridge_index, state="up")
         ip.brport("set", index=index, isolated=1)
@@ -146,7 +169,7 @@ def _ip(*args: str) -> None:
 
 
 def detach(bridge: Bridge, agent_id: str) -> None:
-    """Remove the guest's veth pair and namespace. Idempotent."""
+    """Remove the guest's veth pair and namespace, then its pin. Idempotent."""
     with IPRoute() as ip:
         found = ip.link_lookup(ifname=host_veth(agent_id))
         if found:
@@ -156,6 +179,10 @@ def detach(bridge: Bridge, agent_id: str) -> None:
                 log.warning("veth removal failed", extra={"agent_id": agent_id, "error": str(exc)})
     if netns_name(bridge, agent_id) in netns.listnetns():
         _ip("netns", "del", netns_name(bridge, agent_id))
+    try:
+        firewall.unpin(bridge, agent_id)
+    except firewall.FirewallError as exc:
+        raise NetworkError(str(exc)) from exc
 
 
 def link_up(agent_id: str) -> bool:

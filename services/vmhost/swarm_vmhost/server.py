@@ -9,9 +9,10 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
-from swarm_vmhost import network
+from swarm_vmhost import firewall, network
 from swarm_vmhost.cgroups import CgroupTree, Limits
 from swarm_vmhost.config import Settings
 from swarm_vmhost.credentials import AgentCredentials, revoked_by
@@ -20,6 +21,7 @@ from swarm_vmhost.drivers.base import GuestDriver
 from swarm_vmhost.drivers.netns import NetnsDriver
 from swarm_vmhost.drivers.process import ProcessDriver
 from swarm_vmhost.drivers.qemu import QemuDriver
+from swarm_vmhost.guests import guest_target, guest_url, service_targets
 from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
@@ -60,6 +62,24 @@ def _guest_target(settings: Settings, handle: ServerHandle, with_tokens: bool) -
         log.warning("no agent_listen_address: guests cannot reach vmhost to heartbeat")
         return ""
     return f"{settings.listen_address.rsplit(':', 1)[0]}:{handle.port}"
+
+
+def guest_policy(
+    settings: Settings, bridge: network.Bridge, own_target: str, with_tokens: bool
+) -> firewall.Policy:
+    """The bridge's filter: on the host, guests reach the ports they are told
+    to call on the bridge address (and the configured extra ones); beyond
+    it, only the operator's allow-list."""
+    targets = service_targets(settings, own_target, with_tokens).values()
+    told = [guest_target(t, bridge, True) for t in targets]
+    ports = {int(port) for host, _, port in (t.rpartition(":") for t in told) if host == bridge.address}
+    llm = urlsplit(guest_url(settings.llm_proxy_url.replace("{host}", bridge.address), bridge, True))
+    if llm.hostname == bridge.address:
+        ports.add(llm.port or (443 if llm.scheme == "https" else 80))
+    return firewall.Policy(
+        frozenset(ports) | firewall.parse_ports(settings.guest_host_ports_extra),
+        firewall.parse_egress(settings.guest_egress_allow),
+    )
 
 
 def migrate(database_url: str) -> None:
@@ -139,6 +159,8 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     bridge = network.Bridge(settings.bridge_name, ipaddress.IPv4Network(settings.bridge_cidr))
     if network.probe() is None:
         network.ensure_bridge(bridge)
+        if (why := firewall.probe()) is not None:  # guests are never on an unfiltered bridge
+            raise firewall.FirewallError(f"cannot filter bridge {bridge.name}: {why}")
     zygote = _zygote(settings)
     agents = AgentStore(db, clock, AddressPool(bridge.guest_addresses()))
     host = VmHost(
@@ -160,6 +182,8 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     reconciled = monitor.reconciler.run(at_start=True)
     live = {a.id for a in agents.live()}
     reconciled += [item for driver in host.drivers.values() for item in driver.reconcile(live)]
+    if network.probe() is None:
+        firewall.reconcile(bridge, live)  # pins of guests that are gone
     handle = start_server(
         [
             GrpcService(
@@ -179,6 +203,8 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         reuse_port=settings.reuse_port,
     )
     host.own_target = _guest_target(settings, handle, host.credentials.enabled)
+    if network.probe() is None:  # vmhost's own port for guests is known only now
+        firewall.install(bridge, guest_policy(settings, bridge, host.own_target, host.credentials.enabled))
     relay = (
         OutboxRelay(db, outbox, outbox_dead_letters, settings.events_target, tls=client_tls(settings))
         if settings.events_target
