@@ -3,9 +3,14 @@
 # when missing (root + apt-get). Quiet and idempotent: nothing happens when
 # every tool is there. Never fails by itself: where a tool cannot be
 # installed, the service that needs it says so when it starts.
-#   nft  (nftables)  vmhost filters the guests' bridge (swarm_vmhost.firewall)
+#   nft      (nftables)    vmhost filters the guests' bridge (swarm_vmhost.firewall)
+#   bwrap    (bubblewrap)  netns guests run in a bubblewrap sandbox (swarm_vmhost.sandbox)
+#   setpriv  (util-linux)  ... started as the guests' unprivileged uid
+#   runsc    (runsc)       gvisor guests (swarm_vmhost.drivers.gvisor)
+# The guests' seccomp filter is built with the system's libseccomp (a
+# dependency of util-linux, so always there on Debian).
 set -u
-TOOLS="nft:nftables"
+TOOLS="nft:nftables bwrap:bubblewrap setpriv:util-linux runsc:runsc"
 
 missing=""
 for pair in $TOOLS; do

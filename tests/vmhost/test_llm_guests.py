@@ -25,7 +25,8 @@ from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_telemetry import server as telemetry_server
 from swarm_telemetry.config import Settings as TelemetrySettings
 from swarm_telemetry.tables import usage_records
-from swarm_vmhost.domain import Agent
+from swarm_vmhost.domain import Agent, DriverName
+from swarm_vmhost.drivers.netns import NetnsDriver
 from swarmcommon.agenttoken import SIGNING_KEY_FILE
 from swarmcommon.pki import CA_CERT
 from swarmdemo.messages_server import MessagesServer, Reply
@@ -140,6 +141,16 @@ def _environ_of(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
+def _process_tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for children in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in children.read_text().split()]
+    return found
+
+
 def _assert_no_provider_key(env: dict[str, str]) -> None:
     names = [k for k in env if k.upper().endswith("_API_KEY") or k.upper().startswith("ANTHROPIC_")]
     assert names == [], f"provider key variables reached the guest: {names}"
@@ -148,11 +159,15 @@ def _assert_no_provider_key(env: dict[str, str]) -> None:
 
 
 def _killed_by(pid: int) -> int | None:
-    """The signal that ended our child `pid` (vmhost runs in this process), without reaping it."""
+    """The signal that ended the guest under our child `pid` (vmhost runs in
+    this process), without reaping it. A sandbox (bubblewrap) reports its
+    guest's death by a signal as exit status 128 + the signal, as shells do."""
     result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
     if result is None:
         return None
-    return result.si_status if result.si_code == os.CLD_KILLED else -1
+    if result.si_code == os.CLD_KILLED:
+        return result.si_status
+    return result.si_status - 128 if result.si_status > 128 else -1
 
 
 @BACKENDS
@@ -165,7 +180,9 @@ def test_a_netns_guest_calls_through_the_proxy_with_its_token_and_no_provider_ke
     host = bench.vmhost(make_vmhost, guest_env=LEAKY_GUEST_ENV)
     tenant = bench.tenant("acme-llm")
     agent = _spawn(host, tenant)
-    answer_file = Path(host.settings.workroot) / "guests" / agent.id / "answer.json"
+    driver = host.app.host.drivers[DriverName.NETNS]
+    assert isinstance(driver, NetnsDriver)
+    answer_file = driver.homes / agent.id / "answer.json"  # the guest's work directory
     try:
         eventually(answer_file.exists, timeout=60, what="the guest's answer through the proxy")
         answer = json.loads(answer_file.read_text())
@@ -216,18 +233,23 @@ def test_a_guest_killed_right_after_its_reply_has_the_usage_recorded_once(
     assert len(bench.ledger_rows(tenant)) == 1 and len(bench.upstream.requests) == 1
 
 
-def test_guests_forked_from_the_warm_interpreter_hold_none_of_vmhosts_keys(
+def test_warm_sandboxes_hold_none_of_vmhosts_keys(
     make_vmhost: Callable[..., VmHostHarness], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The standard guest is forked from the zygote, whose initial environment
-    every guest keeps (in memory and in /proc/<pid>/environ)."""
+    """The standard guest is taken from a warm sandbox started before it had
+    an agent; every process of it keeps that start's environment (in
+    /proc/<pid>/environ), which must hold none of vmhost's keys."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", PLATFORM_KEY)
     monkeypatch.setenv("OPENAI_API_KEY", OTHER_KEY)
     host = make_vmhost(default_driver="netns", llm_proxy_url="http://{host}:8443/", guest_env=LEAKY_GUEST_ENV)
-    assert host.app.zygote is not None
+    driver = host.app.host.drivers[DriverName.NETNS]
+    assert isinstance(driver, NetnsDriver) and driver.wait_warm(timeout=60)
     agent = _spawn(host, "acme")
     handle = _agent(host, agent.id).handle
-    assert handle is not None and handle.pid is not None and handle.data.get("zygote") == "1"
-    env = _environ_of(handle.pid)
-    _assert_no_provider_key(env)
-    assert "SWARM_AGENT_TOKEN" not in env  # this vmhost is in insecure dev mode
+    assert handle is not None and handle.pid is not None and handle.data.get("warm") == "1"
+    processes = _process_tree(handle.pid)
+    assert len(processes) >= 2  # bubblewrap and the guest's Python at least
+    for pid in processes:
+        env = _environ_of(pid)
+        _assert_no_provider_key(env)
+        assert "SWARM_AGENT_TOKEN" not in env  # this vmhost is in insecure dev mode

@@ -29,12 +29,20 @@ def _show_drivers(vmhost: VmHostClient) -> None:
     console.print(
         "vmhost drivers: "
         + ", ".join(
-            f"{_name(vpb.Driver, d.driver, 'DRIVER_')}"
+            f"{_name(vpb.Driver, d.driver, 'DRIVER_')} [{_name(vpb.Isolation, d.isolation, 'ISOLATION_')}]"
             f"{' (default)' if d.is_default else ''}{'' if d.available else ' — ' + d.reason}"
             for d in drivers
         ),
         highlight=False,
     )
+    chosen = next((d for d in drivers if d.is_default), None)
+    if chosen is not None:
+        console.print(
+            f"agents run in the {_name(vpb.Driver, chosen.driver, 'DRIVER_')} driver "
+            f"({_name(vpb.Isolation, chosen.isolation, 'ISOLATION_').replace('_', ' ')} isolation), "
+            "the strongest this machine allows",
+            highlight=False,
+        )
 
 
 def _spawn(vmhost: VmHostClient, tenant: str) -> list[vpb.Agent]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from swarm_vmhost.sandbox import GUEST_GID, GUEST_UID
 from swarmagent.gitops import Author, init_repository
 from swarmcommon.localproc import free_port
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
@@ -134,6 +135,16 @@ def _serve_model(stack: ExitStack, model: DemoModel) -> str:
 GUEST_ENV = {"SWARM_LLM_MODEL": MODEL, "OTEL_BSP_SCHEDULE_DELAY": "500"}
 
 
+def _give_to_guests(tenant_root: Path) -> None:
+    """Sandboxed agents run as an unprivileged uid of their own
+    (swarm_vmhost.sandbox.GUEST_UID), not as the user running the demo: the
+    tenant's repositories become theirs, so they can push to them."""
+    if os.geteuid() != 0:
+        return  # without root, guests run as this user (process driver)
+    for path in [tenant_root, *tenant_root.rglob("*")]:
+        os.chown(path, GUEST_UID, GUEST_GID, follow_symlinks=False)
+
+
 def main() -> None:
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
@@ -141,6 +152,7 @@ def main() -> None:
     admin_token = secrets.token_urlsafe(24)
     repository = repository_root(WORKDIR) / TENANT / "webapp.git"
     init_repository(repository, {"README.md": "# webapp\n", "src/__init__.py": ""}, AUTHOR)
+    _give_to_guests(repository.parent)
     console.print(f"git repository {repository} (branch main)")
     pki = MeshPki.create(WORKDIR / "pki")
     telemetry = _trace_everything(pki)

@@ -20,8 +20,9 @@ class Settings(ServiceSettings):
     # and is where guests reach the control plane.
     bridge_name: str = Field(default="swarm0", min_length=1, max_length=15)
     bridge_cidr: str = "10.88.0.0/24"
-    # "netns", "qemu", "process", or empty for the best one this host can run.
-    default_driver: str = Field(default="", pattern="^(|netns|qemu|process)$")
+    # "gvisor", "netns", "qemu", "process", or empty for the strongest one
+    # this host can run (gvisor, then netns, then process).
+    default_driver: str = Field(default="", pattern="^(|gvisor|netns|qemu|process)$")
     # Services the guests and the monitor talk to (host:port as the *host*
     # sees them; guests are told the same ports on the bridge address).
     quota_target: str = ""
@@ -76,6 +77,10 @@ class Settings(ServiceSettings):
     monitor_interval_seconds: float = Field(default=2.0, ge=0)
     # The program each guest runs, and the work function it runs tickets with.
     guest_command: str = "python -m swarmagent.guest"
+    # How many sandboxes of the standard guest program each hardened driver
+    # keeps started ahead of demand (swarm_vmhost.warmpool): a spawn takes
+    # one instead of starting Python. 0: every guest starts cold.
+    warm_guests: int = Field(default=2, ge=0, le=64)
     guest_work: str = ""
     # Local git repositories (paths, file://): empty, guests' git refuses them
     # (only https and ssh); with a directory, each guest may clone only under

@@ -58,6 +58,24 @@ class DriverName(enum.StrEnum):
     NETNS = "netns"
     QEMU = "qemu"
     PROCESS = "process"
+    GVISOR = "gvisor"
+
+
+class Isolation(enum.StrEnum):
+    """What stands between a driver's guests and the host, weakest first."""
+
+    NONE = "none"
+    NAMESPACES = "namespaces"
+    USER_KERNEL = "user_kernel"
+    VIRTUAL_MACHINE = "virtual_machine"
+
+
+ISOLATION = {
+    DriverName.PROCESS: Isolation.NONE,
+    DriverName.NETNS: Isolation.NAMESPACES,
+    DriverName.GVISOR: Isolation.USER_KERNEL,
+    DriverName.QEMU: Isolation.VIRTUAL_MACHINE,
+}
 
 
 class GuestLimit(enum.StrEnum):

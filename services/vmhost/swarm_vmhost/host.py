@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 # Tried in this order when no default driver is configured: the strongest
 # isolation this host can run.
-PREFERRED_DRIVERS = (DriverName.NETNS, DriverName.PROCESS)
+PREFERRED_DRIVERS = (DriverName.GVISOR, DriverName.NETNS, DriverName.PROCESS)
 # Quota's answers to a Reserve it refused outright: nothing was reserved.
 # Any other failure (no answer, a deadline) may come after quota committed.
 REFUSALS = frozenset(

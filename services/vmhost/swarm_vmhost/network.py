@@ -134,6 +134,21 @@ def attach(agent_id: str, bridge: Bridge, address: str) -> tuple[str, str]:
     return ns, host_veth(agent_id)
 
 
+def adopt(agent_id: str, bridge: Bridge, address: str, pid: int) -> str:
+    """Like `attach`, for a guest already running in a network namespace of
+    its own (a warm sandbox, process `pid`): the namespace takes the agent's
+    name and is plugged into the bridge. Returns the namespace's name."""
+    ns = netns_name(bridge, agent_id)
+    try:
+        _ip("netns", "attach", ns, str(pid))
+        _ip("-n", ns, "link", "set", "lo", "up")
+        plug(agent_id, bridge, address)
+    except Exception:
+        detach(bridge, agent_id)
+        raise
+    return ns
+
+
 def plug(agent_id: str, bridge: Bridge, address: str) -> None:
     """The veth pair between the guest's namespace and the bridge, configured.
     Replaces a pair that is there already (how a cut-off guest is repaired).

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
 
 from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
 from swarm_vmhost import firewall, network
@@ -28,7 +29,6 @@ from swarm_vmhost.monitor import Monitor
 from swarm_vmhost.servicer import ACCESS, VmHostServicer
 from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog
 from swarm_vmhost.tables import VERSION_TABLE, outbox, outbox_dead_letters
-from swarm_vmhost.zygote import Zygote
 from swarmcommon import migrations
 from swarmcommon.clients import QuotaClient, TicketingClient
 from swarmcommon.clock import Clock, SystemClock
@@ -40,17 +40,6 @@ from swarmcommon.security import ServerSecurity, client_tls
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE_NAME = "swarm.vmhost.v1.VmHostService"
-
-
-def _zygote(settings: Settings) -> Zygote | None:
-    """A warm interpreter for the standard guest program, where guests run it."""
-    if settings.guest_command != "python -m swarmagent.guest" or os.geteuid() != 0:
-        return None
-    try:
-        return Zygote()
-    except (OSError, RuntimeError) as exc:
-        log.warning("no guest zygote; guests start cold", extra={"error": str(exc)})
-        return None
 
 
 def _guest_target(settings: Settings, handle: ServerHandle, with_tokens: bool) -> str:
@@ -95,13 +84,31 @@ def health_policy(settings: Settings) -> HealthPolicy:
     )
 
 
-def drivers(
-    settings: Settings, bridge: network.Bridge, zygote: Zygote | None
-) -> dict[DriverName, GuestDriver]:
+def hidden_from_guests(settings: Settings) -> list[str]:
+    """Host directories no guest may see, even where a path it reads holds them:
+    the database's, the TLS keys', the workroot (every guest's directory)."""
+    hidden = [settings.workroot]
+    if settings.tls_dir:
+        hidden.append(settings.tls_dir)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        hidden.append(str(Path(url.database).resolve().parent))
+    return hidden
+
+
+def drivers(settings: Settings, bridge: network.Bridge, ca_file: str = "") -> dict[DriverName, GuestDriver]:
     limits = Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
+    standard = settings.guest_command == "python -m swarmagent.guest"
     return {
         DriverName.NETNS: NetnsDriver(
-            bridge, limits, zygote, CgroupTree(Path(settings.cgroup_root)), settings.allow_unlimited_guests
+            bridge,
+            Path(settings.workroot).resolve(),
+            limits,
+            CgroupTree(Path(settings.cgroup_root)),
+            settings.allow_unlimited_guests,
+            warm=settings.warm_guests if standard else 0,
+            hidden=hidden_from_guests(settings),
+            ca_file=ca_file,
         ),
         DriverName.PROCESS: ProcessDriver(),
         DriverName.QEMU: QemuDriver(
@@ -119,7 +126,6 @@ class VmHostApp:
     monitor: Monitor
     relay: OutboxRelay | None
     reconciled: list[str]
-    zygote: Zygote | None = None
 
     @property
     def port(self) -> int:
@@ -139,8 +145,9 @@ class VmHostApp:
             network.remove_bridge(self.host.bridge)
         if self.relay is not None:
             self.relay.stop()
-        if self.zygote is not None:
-            self.zygote.close()
+        for driver in self.host.drivers.values():
+            if hasattr(driver, "close"):
+                driver.close()  # its warm sandboxes
         self.host.close()
         self.db.dispose()
 
@@ -161,12 +168,11 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         network.ensure_bridge(bridge)
         if (why := firewall.probe()) is not None:  # guests are never on an unfiltered bridge
             raise firewall.FirewallError(f"cannot filter bridge {bridge.name}: {why}")
-    zygote = _zygote(settings)
     agents = AgentStore(db, clock, AddressPool(bridge.guest_addresses()))
     host = VmHost(
         settings,
         agents,
-        drivers(settings, bridge, zygote),
+        drivers(settings, bridge, credentials.ca_file),
         bridge,
         QuotaClient(settings.quota_target, tls=client_tls(settings)) if settings.quota_target else None,
         TicketingClient(settings.ticketing_target, tls=client_tls(settings))
@@ -184,6 +190,9 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     reconciled += [item for driver in host.drivers.values() for item in driver.reconcile(live)]
     if network.probe() is None:
         firewall.reconcile(bridge, live)  # pins of guests that are gone
+    for driver in host.drivers.values():
+        if hasattr(driver, "start_pool"):
+            driver.start_pool()  # warm sandboxes, once leftovers are gone
     handle = start_server(
         [
             GrpcService(
@@ -213,4 +222,4 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     if relay is not None:
         relay.start()
     monitor.start()
-    return VmHostApp(handle, db, host, healer, monitor, relay, reconciled, zygote)
+    return VmHostApp(handle, db, host, healer, monitor, relay, reconciled)

@@ -16,6 +16,7 @@ from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_vmhost.domain import (
     DEFAULT_TEMPLATE,
     DEFAULT_TERMINATE_REASON,
+    ISOLATION,
     MAX_REASON,
     MAX_TEMPLATE,
     MAX_TICKET_ID,
@@ -34,6 +35,7 @@ from swarm_vmhost.domain import (
     HealingOutcome,
     HealthCheck,
     Heartbeat,
+    Isolation,
     SpawnRequest,
     TerminateRequest,
 )
@@ -46,6 +48,7 @@ from swarmcommon.protos import timestamp
 ROLE = EnumCodec(pb.AgentRole, AgentRole)
 STATE = EnumCodec(pb.AgentState, AgentState)
 DRIVER = EnumCodec(pb.Driver, DriverName)
+ISOLATION_CODEC = EnumCodec(pb.Isolation, Isolation)
 LIMIT = EnumCodec(pb.GuestLimit, GuestLimit)
 CHECK = EnumCodec(pb.HealthCheck, HealthCheck)
 ACTION = EnumCodec(pb.HealingActionType, HealingActionType)
@@ -191,6 +194,7 @@ def driver_info_to_proto(
         reason=reason or "",
         is_default=is_default,
         unenforced_limits=[LIMIT.to_proto(x) for x in unenforced],  # type: ignore[misc]
+        isolation=ISOLATION_CODEC.to_proto(ISOLATION[name]),  # type: ignore[arg-type]
     )
 
 
