@@ -1,157 +1,115 @@
-"""`qemu`: each guest is a QEMU microVM restored from a snapshot.
+"""`qemu`: each guest is a QEMU microVM restored from a snapshot, running the
+agent runtime.
 
-The guest image (`make guest-image`: the Debian cloud kernel's vmlinux and a
-busybox initramfs) boots once per host into a template that waits, on its
-serial console, for its network settings; that moment is saved with QEMU's
-migration stream. Every spawn restores the template (TCG where KVM does not
-work, as under nested paravirtualisation), attaches the guest's NIC to a tap
-device on the bridge, and sends "swarm ip=... gw=... mac=..." to its console:
-only then does the guest configure eth0 (its own MAC, so restored copies never
-collide) and start answering on the bridge. Each guest has private RAM.
-
-These guests are network sandboxes: the initramfs has no Python, so they do
-not run the agent runtime or heartbeat; vmhost takes the QEMU process being
-alive as their heartbeat.
+Every spawn restores the template of the guest image (qemu_image: built
+once per image and work module, TCG where KVM does not work, as under
+nested paravirtualisation), attaches the guest's NIC to a tap device on the
+bridge, and tells the guest on its console (swarmcommon.vmconsole) its
+address and MAC (restored copies never collide), the host's clock, fresh
+entropy, and the agent's environment as guests.guest_env made it, turned
+into the VM's terms: the CA certificate's contents written inside the VM
+where SWARM_AGENT_CA_FILE now points, no host paths. The guest then runs
+`swarmagent.guest`: it heartbeats vmhost across the bridge and works
+tickets, and the first ticket it works gets a `vm.restore` span with the
+restore's times as measured here. Each guest has private RAM; what it
+writes lives in its memory (tmpfs); its console output is kept in its work
+directory (console.log; the settings are never echoed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
-import tempfile
-import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from swarm_vmhost import network
+from swarm_vmhost import firewall, network
+from swarm_vmhost.credentials import CA_FILE_ENV
 from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec
 from swarm_vmhost.drivers.base import guest_alive, stop_guest
+from swarm_vmhost.drivers.qemu_image import (
+    QEMU,
+    TAP_PREFIX,
+    GuestImage,
+    connect,
+    read_until,
+    remove_tap,
+    socket_path,
+)
+from swarmcommon import vmconsole
 from swarmcommon.errors import FailedPrecondition, Unavailable
 
-QEMU = "qemu-system-x86_64"
-TAP_PREFIX = "sq"
-BOOT_TIMEOUT = 60.0
-RESTORE_TIMEOUT = 30.0
-MEMORY_MB = 128
-
-
-# Unix socket paths are limited to about 100 bytes: consoles live here.
-SOCKETS = Path(tempfile.gettempdir()) / "swarm-vmhost"
-
-
-def socket_path(name: str) -> Path:
-    SOCKETS.mkdir(mode=0o700, exist_ok=True)
-    return SOCKETS / name
+RESTORE_TIMEOUT = 60.0
+HELLO_EVERY = 0.05
+# Where the guest finds what the host hands it (a tmpfs in the VM).
+GUEST_CA_FILE = "/run/swarm/ca.crt"
+GUEST_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The host's interpreter, packages and home mean nothing inside the VM.
+HOST_ONLY_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "HOME", "LANG")
+STANDARD_GUEST = ("-m", "swarmagent.guest")
+# Imported by the guest's own program: warm in every template.
+GUEST_PROGRAM_MODULES = frozenset({"swarmagent.vm", "swarmagent.guest", "swarmagent.agent"})
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
 def tap_name(agent_id: str) -> str:
     return f"{TAP_PREFIX}{network.short_id(agent_id)}"
 
 
-def mac_of(agent_id: str) -> str:
-    digest = hashlib.sha256(agent_id.encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+def work_module(env: Mapping[str, str]) -> str:
+    """The module of the guest's work function, to warm in its template; ""
+    for an idle guest, a module the guest program imports anyway, or a name
+    that cannot be a module."""
+    module = env.get("SWARM_AGENT_WORK", "").partition(":")[0]
+    return module if MODULE_NAME.match(module) and module not in GUEST_PROGRAM_MODULES else ""
 
 
-def _read_until(sock: socket.socket, marker: bytes, timeout: float) -> bytes:
-    sock.settimeout(0.5)
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while marker not in buf:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {marker.decode()} on the console after {timeout:.0f}s")
+def vm_environment(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The guest's environment and files as the VM sees them: host-only
+    variables dropped, the CA file's contents handed over and the variable
+    pointed at where the guest writes them."""
+    out = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
+    out["PATH"] = GUEST_PATH
+    files = {}
+    if out.get(CA_FILE_ENV):
         try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        if not chunk:
-            raise ConnectionError("the guest's console closed")
-        buf += chunk
-    return buf
+            files[GUEST_CA_FILE] = Path(out[CA_FILE_ENV]).read_text()
+        except OSError as exc:
+            raise Unavailable(f"cannot read the guests' CA file: {exc}") from exc
+        out[CA_FILE_ENV] = GUEST_CA_FILE
+    return out, files
 
 
-def host_tsc_khz() -> int | None:
-    """The host CPU's clock in kHz, from /proc/cpuinfo (None when it says nothing)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "cpu MHz":
-                return int(float(value) * 1000)
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def kernel_args() -> str:
-    """The guest kernel's command line.
-
-    Under TCG the guest's TSC is the host's, and on a busy host the kernel
-    cannot calibrate it against the emulated PIT: it marks the TSC unstable
-    and the boot stalls in timer set-up (seen at load 8 on 2 cores). Telling
-    it the TSC's rate (tsc_early_khz) and skipping the IO-APIC timer check
-    (no_timer_check) makes the boot take seconds whatever the load."""
-    args = "console=ttyS0 tsc=reliable no_timer_check panic=-1 quiet"
-    khz = host_tsc_khz()
-    return f"{args} tsc_early_khz={khz}" if khz else args
-
-
-def _connect(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"qemu exited ({proc.returncode})")
-        try:
-            sock = socket.socket(socket.AF_UNIX)
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+def _line_after(buf: bytes, marker: bytes) -> str:
+    start = buf.index(marker) + len(marker)
+    return buf[start : buf.index(b"\n", start)].decode(errors="replace").strip()
 
 
 class QemuDriver:
     name = DriverName.QEMU
     isolated = True
-    # The guest has no runtime to heartbeat with; a live QEMU process counts.
-    guest_heartbeats = False
+    guest_heartbeats = True  # the guest runs the agent runtime
 
     def __init__(self, bridge: network.Bridge, image_dir: Path, state_dir: Path, accel: str = "tcg") -> None:
         self.bridge = bridge
-        self.image_dir = image_dir
-        self.state_dir = state_dir
+        self.image = GuestImage(image_dir, state_dir, accel)
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._template_lock = threading.Lock()
-        self._accel = accel
-        self._kernel_args = kernel_args()
-
-    @property
-    def kernel(self) -> Path:
-        return self.image_dir / "vmlinux"
-
-    @property
-    def initrd(self) -> Path:
-        return self.image_dir / "initrd.gz"
-
-    @property
-    def template(self) -> Path:
-        return self.state_dir / "template.snap"
 
     def probe(self) -> str | None:
         if shutil.which(QEMU) is None:
             return f"{QEMU} is not installed; `make guest-image` installs it"
-        if not (self.kernel.exists() and self.initrd.exists()):
-            return f"no guest image in {self.image_dir}; build it with `make guest-image`"
+        if not self.image.built():
+            return f"no guest image in {self.image.image_dir}; build it with `make guest-image`"
         if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
             return "needs root and /dev/net/tun for tap devices on the bridge"
-        if self._accel == "kvm" and not os.path.exists("/dev/kvm"):
+        if self.accel() == "kvm" and not os.path.exists("/dev/kvm"):
             return "qemu_accel is kvm but /dev/kvm is missing"
         return None
 
@@ -161,182 +119,156 @@ class QemuDriver:
         return ()
 
     def accel(self) -> str:
-        return self._accel
+        return self.image.accel
 
-    def _command(self, serial: Path, netdev: str, incoming: str | None) -> list[str]:
-        cmd = [
-            QEMU,
-            "-M",
-            "microvm,x-option-roms=off,isa-serial=on,pit=on,pic=on,rtc=on",
-            "-accel",
-            self.accel(),
-            "-m",
-            str(MEMORY_MB),
-            "-kernel",
-            str(self.kernel),
-            "-initrd",
-            str(self.initrd),
-            "-append",
-            self._kernel_args,
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            # wait=on: QEMU starts the guest only once vmhost is connected,
-            # so nothing the console says is lost.
-            "-serial",
-            f"unix:{serial},server=on,wait=on",
-            "-device",
-            "virtio-net-device,netdev=n0,mac=52:54:00:00:00:01",
-            "-netdev",
-            netdev,
-        ]
-        if incoming:
-            cmd += ["-incoming", incoming]
-        return cmd
+    def ensure_template(self, warm: str = "") -> Path:
+        """The image's template warming `warm` (made once per image: minutes under TCG)."""
+        return self.image.ensure_template(warm)
 
-    def ensure_template(self) -> Path:
-        """Boot the image once and save it waiting for its settings (a
-        second boot if the first one stalls, as TCG boots rarely do)."""
-        with self._template_lock:
-            if self.template.exists():
-                return self.template
-            try:
-                return self._build_template()
-            except (TimeoutError, OSError, RuntimeError):
-                return self._build_template()
-
-    def _build_template(self) -> Path:
-        """One boot of the image into the snapshot file."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        work = self.state_dir / "template-build"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        serial, qmp = (
-            socket_path(f"template-{os.getpid()}.serial"),
-            socket_path(f"template-{os.getpid()}.qmp"),
-        )
-        # A tap like the guests' (one on no bridge): a tap keeps no state
-        # in the snapshot, so restored copies can use their own.
-        tap = f"{TAP_PREFIX}template{os.getpid() % 1000:03d}"[:15]
-        self._remove_tap(tap)
-        with IPRoute() as ip:
-            ip.link("add", ifname=tap, kind="tuntap", mode="tap")
-        netdev = f"tap,id=n0,ifname={tap},script=no,downscript=no"
-        proc = subprocess.Popen(
-            [*self._command(serial, netdev, None), "-qmp", f"unix:{qmp},server=on,wait=off"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            console = _connect(serial, proc)
-            _read_until(console, b"SWARM-READY", BOOT_TIMEOUT)
-            partial = self.template.with_suffix(".partial")
-            _qmp(qmp, proc, "migrate", {"uri": f"exec:cat > {partial}"})
-            deadline = time.monotonic() + 120
-            while _qmp(qmp, proc, "query-migrate", {}).get("status") != "completed":
-                if time.monotonic() > deadline:
-                    raise TimeoutError("template snapshot did not complete")
-                time.sleep(0.05)
-            partial.rename(self.template)
-            console.close()
-        finally:
-            stop_guest(proc.pid, proc, grace=0.1)
-            self._remove_tap(tap)
-            shutil.rmtree(work, ignore_errors=True)
-            for path in (serial, qmp):
-                path.unlink(missing_ok=True)
-        return self.template
+    # -- guests -----------------------------------------------------------------------------------
 
     def start(self, spec: GuestSpec) -> GuestHandle:
         why = self.probe()
         if why is not None:
-            raise FailedPrecondition(f"qemu driver unavailable: {why}")
+            raise FailedPrecondition(f"qemu driver unavailable: {why}", reason="DRIVER_UNAVAILABLE")
+        if tuple(spec.command[-2:]) != STANDARD_GUEST:
+            raise FailedPrecondition(
+                "qemu guests run the image's agent runtime (python -m swarmagent.guest), "
+                f"not {' '.join(spec.command)!r}",
+                reason="GUEST_COMMAND_UNSUPPORTED",
+            )
+        env, files = vm_environment(spec.env)
+        warm = work_module(spec.env)
         try:
-            template = self.ensure_template()
+            template = self.image.ensure_template(warm)
         except (TimeoutError, OSError, RuntimeError, NetlinkError) as exc:
             raise Unavailable(f"could not make the guest template: {exc}") from exc
         workdir = Path(spec.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        tap = self._plug(spec)
+        serial = socket_path(f"{network.short_id(spec.agent_id)}.serial")
+        restore_start_ns, started = time.time_ns(), time.perf_counter()
+        try:
+            with open(workdir / "qemu.log", "ab") as log:
+                proc = subprocess.Popen(
+                    self.image.command(
+                        serial,
+                        workdir / "console.log",
+                        f"tap,id=n0,ifname={tap},script=no,downscript=no",
+                        warm,
+                        f"exec:cat {template}",
+                    ),
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            self._unplug(spec.agent_id)
+            raise Unavailable(f"could not start qemu: {exc}") from exc
+        try:
+            console = connect(serial, proc)
+            try:
+                restored_ns, restored_ms, buf = self._restore(console, proc, started)
+                settings = vmconsole.VmSettings(
+                    address=f"{spec.address}/{spec.prefix_len}",
+                    gateway=spec.gateway,
+                    mac=network.guest_mac(spec.agent_id),
+                    time_ns=time.time_ns(),
+                    entropy=os.urandom(32),
+                    env=env,
+                    files=files,
+                    restore=(restore_start_ns, restored_ns),
+                    driver=str(self.name),
+                )
+                self._configure(console, settings, buf)
+                up_ms = (time.perf_counter() - started) * 1000
+            finally:
+                console.close()
+        except (OSError, RuntimeError) as exc:
+            stop_guest(proc.pid, proc, grace=0.1)
+            self._unplug(spec.agent_id)
+            raise Unavailable(
+                f"could not restore the guest (its console: {workdir / 'console.log'}): {exc}"
+            ) from exc
+        self._children[spec.agent_id] = proc
+        data = {
+            "accel": self.accel(),
+            "serial": str(serial),
+            "template": template.name,
+            "restore_ms": f"{restored_ms:.1f}",  # until the restored guest runs
+            "up_ms": f"{up_ms:.1f}",  # until it has its settings and its network
+        }
+        return GuestHandle(spec.agent_id, self.name, pid=proc.pid, devices=[tap], data=data)
+
+    def _plug(self, spec: GuestSpec) -> str:
+        """The guest's tap on the bridge, its port pinned to the guest's MAC and
+        address before it exists (swarm_vmhost.firewall): no frame of the
+        guest's passes unfiltered, not even with the template's MAC."""
         tap = tap_name(spec.agent_id)
         try:
+            firewall.pin(self.bridge, spec.agent_id, network.guest_mac(spec.agent_id), spec.address, tap)
             with IPRoute() as ip:
                 ip.link("add", ifname=tap, kind="tuntap", mode="tap")
                 index = ip.link_lookup(ifname=tap)[0]
                 bridge_index = ip.link_lookup(ifname=self.bridge.name)[0]
                 ip.link("set", index=index, master=bridge_index, state="up")
                 ip.brport("set", index=index, isolated=1)
-        except (NetlinkError, IndexError) as exc:
-            self._remove_tap(tap)
-            raise Unavailable(f"could not create the guest's tap device: {exc}") from exc
-        serial = socket_path(f"{network.short_id(spec.agent_id)}.serial")
-        log = open(workdir / "qemu.log", "ab")  # noqa: SIM115 - the child keeps it
-        try:
-            proc = subprocess.Popen(
-                self._command(
-                    serial, f"tap,id=n0,ifname={tap},script=no,downscript=no", f"exec:cat {template}"
-                ),
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        started = time.perf_counter()
-        restored_ms = 0.0
-        try:
-            console = _connect(serial, proc)
-            line = (
-                f"swarm ip={spec.address}/{spec.prefix_len} gw={spec.gateway} mac={mac_of(spec.agent_id)}\n"
-            )
-            # Input sent while the snapshot still loads is lost: say the line
-            # until the guest's terminal echoes it, which marks the restore done.
-            deadline = time.monotonic() + RESTORE_TIMEOUT
-            console.settimeout(0.02)
-            buf = b""
-            while b"SWARM-UP" not in buf:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise TimeoutError("the restored guest did not come up")
-                if not buf:
-                    console.sendall(line.encode())
-                try:
-                    chunk = console.recv(65536)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    raise ConnectionError("the guest's console closed")
-                if not buf:
-                    restored_ms = (time.perf_counter() - started) * 1000
-                buf += chunk
-            up_ms = (time.perf_counter() - started) * 1000
-            console.close()
-        except (OSError, RuntimeError) as exc:
-            stop_guest(proc.pid, proc, grace=0.1)
-            self._remove_tap(tap)
-            raise Unavailable(f"could not restore the guest: {exc}") from exc
-        self._children[spec.agent_id] = proc
-        data = {
-            "accel": self.accel(),
-            "serial": str(serial),
-            "restore_ms": f"{restored_ms:.1f}",  # until the restored guest runs
-            "up_ms": f"{up_ms:.1f}",  # until it answers on the bridge
-        }
-        return GuestHandle(spec.agent_id, self.name, pid=proc.pid, devices=[tap], data=data)
+        except (NetlinkError, IndexError, firewall.FirewallError) as exc:
+            self._unplug(spec.agent_id)
+            raise Unavailable(f"could not put the guest's tap device on the bridge: {exc}") from exc
+        return tap
+
+    def _unplug(self, agent_id: str) -> None:
+        """The tap first, then its pin (a port without one is unfiltered)."""
+        remove_tap(tap_name(agent_id))
+        firewall.unpin(self.bridge, agent_id)
 
     @staticmethod
-    def _remove_tap(tap: str) -> None:
-        with IPRoute() as ip:
-            for index in ip.link_lookup(ifname=tap):
-                ip.link("del", index=index)
+    def _restore(
+        console: socket.socket, proc: subprocess.Popen[bytes], started: float
+    ) -> tuple[int, float, bytes]:
+        """Say hello until the restored guest listens. Input sent while the
+        snapshot still loads is lost, so the first thing the guest's terminal
+        says (the echo of a hello) marks the restore done: when (host clock,
+        ns), ms after `started`, and what the console said from LISTENING on."""
+        console.settimeout(0.02)
+        deadline, said = time.monotonic() + RESTORE_TIMEOUT, 0.0
+        buf, restored_ns, restored_ms = b"", 0, 0.0
+        listening = vmconsole.LISTENING.encode()
+        while listening not in buf:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise TimeoutError("the restored guest did not answer")
+            if time.monotonic() - said > HELLO_EVERY:
+                console.sendall(f"{vmconsole.HELLO}\n".encode())
+                said = time.monotonic()
+            try:
+                chunk = console.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise ConnectionError("the guest's console closed")
+            if not buf:
+                restored_ns, restored_ms = time.time_ns(), (time.perf_counter() - started) * 1000
+            buf += chunk
+        return restored_ns, restored_ms, buf[buf.index(listening) :]
+
+    @staticmethod
+    def _configure(console: socket.socket, settings: vmconsole.VmSettings, buf: bytes) -> None:
+        """Send the settings and wait until the guest has applied them."""
+        console.sendall("".join(f"{line}\n" for line in vmconsole.encode(settings)).encode())
+        up, bad = vmconsole.UP.encode(), vmconsole.BAD.encode()
+        buf = read_until(console, [up, bad], RESTORE_TIMEOUT, buf)
+        if bad in buf:
+            raise RuntimeError(f"the guest refused its settings: {_line_after(buf, bad)}")
 
     def stop(self, handle: GuestHandle) -> None:
-        stop_guest(handle.pid, self._children.pop(handle.agent_id, None), grace=0.5)
-        self._remove_tap(tap_name(handle.agent_id))
+        proc = self._children.pop(handle.agent_id, None)
+        stop_guest(handle.pid, proc, grace=0.5, start_time=handle.pid_start_time)
+        self._unplug(handle.agent_id)
         socket_path(f"{network.short_id(handle.agent_id)}.serial").unlink(missing_ok=True)
 
     def alive(self, handle: GuestHandle) -> bool:
-        return guest_alive(handle.pid, self._children.get(handle.agent_id))
+        return guest_alive(handle.pid, self._children.get(handle.agent_id), handle.pid_start_time)
 
     def reconcile(self, known_agent_ids: set[str]) -> list[str]:
         if network.probe() is not None:
@@ -356,28 +288,3 @@ class QemuDriver:
                     ip.link("del", index=link["index"])
                     removed.append(short)
         return removed
-
-
-def _qmp(
-    path: Path, proc: subprocess.Popen[bytes], command: str, arguments: dict[str, object]
-) -> dict[str, object]:
-    """One QMP command on a fresh connection (greeting, capabilities, command)."""
-    import json
-
-    sock = _connect(path, proc)
-    try:
-        f = sock.makefile("rwb")
-        json.loads(f.readline())
-        for message in ({"execute": "qmp_capabilities"}, {"execute": command, "arguments": arguments}):
-            f.write(json.dumps(message).encode() + b"\n")
-            f.flush()
-            while True:
-                reply = json.loads(f.readline())
-                if "return" in reply or "error" in reply:
-                    break
-        if "error" in reply:
-            raise RuntimeError(f"qmp {command}: {reply['error']}")
-        result = reply["return"]
-        return result if isinstance(result, dict) else {}
-    finally:
-        sock.close()
