@@ -47,9 +47,12 @@ demo: setup
 postgres:
 	scripts/ensure-postgres.sh
 
-# The qemu driver's kernel + initramfs (and qemu itself), from Debian
-# packages. Where that cannot be done the qemu tests skip with the reason.
-guest-image:
+# The qemu driver's guest image (and qemu itself), from Debian packages and
+# the project's wheels: the kernel, an initramfs and a root filesystem with the
+# agent runtime (its packages at the versions in .venv). A few minutes cold;
+# nothing when build/guest/image.stamp says it is up to date. Where it cannot
+# be built the qemu tests skip with the reason.
+guest-image: setup
 	scripts/build-guest-image.sh build/guest || echo "guest image not built: qemu driver tests will skip"
 
 test: setup postgres guest-image
