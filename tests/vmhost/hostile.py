@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 RESULTS: dict[str, Any] = {}
 
 
@@ -73,6 +74,21 @@ def other_guests() -> str:
                 if item.startswith(b"SWARM_AGENT_ID=") and item.split(b"=", 1)[1].decode() != own:
                     return f"another guest's environment in /proc/{entry}"
     raise LookupError("no other guest's environment is visible")
+
+
+def new_user_namespace() -> str:
+    """unshare(CLONE_NEWUSER): inside one, a guest is root again (and many kernel holes start there)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "a new user namespace"
+
+
+def mount_tmpfs() -> str:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return "mounted"
 
 
 def read_database() -> int:
@@ -156,6 +172,8 @@ def main() -> int:
     gateway = os.environ["HOSTILE_GATEWAY"]
     attempt("uid", os.getuid)
     attempt("nsenter_host_network", setns_host_net)
+    attempt("new_user_namespace", new_user_namespace)
+    attempt("mount", mount_tmpfs)
     attempt("read_host_environ", host_environ)
     attempt("read_other_guest_environ", other_guests)
     attempt("read_service_database", read_database)

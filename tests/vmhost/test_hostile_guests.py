@@ -157,6 +157,8 @@ def test_a_hostile_guest_gets_out_nowhere(
         assert report["uid"] == {"ok": True, "detail": str(sandbox.GUEST_UID)}, report["uid"]
         assert report["reach_vmhost"]["ok"], report["reach_vmhost"]
         assert not report["nsenter_host_network"]["ok"], report["nsenter_host_network"]
+        assert not report["new_user_namespace"]["ok"], report["new_user_namespace"]
+        assert not report["mount"]["ok"], report["mount"]
         assert not report["read_host_environ"]["ok"], report["read_host_environ"]
         assert not report["read_other_guest_environ"]["ok"], report["read_other_guest_environ"]
         assert not report["read_service_database"]["ok"], report["read_service_database"]

@@ -29,7 +29,7 @@ def _show_drivers(vmhost: VmHostClient) -> None:
     console.print(
         "vmhost drivers: "
         + ", ".join(
-            f"{_name(vpb.Driver, d.driver, 'DRIVER_')} [{_name(vpb.Isolation, d.isolation, 'ISOLATION_')}]"
+            f"{_name(vpb.Driver, d.driver, 'DRIVER_')} ({_name(vpb.Isolation, d.isolation, 'ISOLATION_')})"
             f"{' (default)' if d.is_default else ''}{'' if d.available else ' — ' + d.reason}"
             for d in drivers
         ),
