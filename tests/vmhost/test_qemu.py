@@ -1,8 +1,8 @@
 """qemu guests: restored from a snapshot onto the bridge, each with its own
 address and MAC, heartbeating vmhost across the bridge from the agent
-runtime inside the VM. Skips, with the driver's own reason, only where qemu
-or the guest image is missing (`make guest-image` builds it; `make test`
-does that first)."""
+runtime inside the VM, and still heartbeating when another is terminated.
+Skips, with the driver's own reason, only where qemu or the guest image is
+missing (`make guest-image` builds it; `make test` does that first)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pyroute2 import IPRoute
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_vmhost import firewall, network
 from swarm_vmhost.domain import DriverName
-from swarm_vmhost.drivers.qemu import tap_name
+from swarm_vmhost.drivers.qemu import TAP_MAC, tap_name
 from tests.support.status import error_info, raises_status
 from tests.support.waiting import eventually
 from tests.vmhost.harness import REPO, VmHostHarness
@@ -41,6 +41,11 @@ def _neighbour_mac(address: str) -> str | None:
             if mac:
                 return str(mac)
     return None
+
+
+def _link_mac(name: str) -> str:
+    with IPRoute() as ip:
+        return str(ip.get_links(ip.link_lookup(ifname=name)[0])[0].get_attr("IFLA_ADDRESS"))
 
 
 def test_guests_restored_from_a_snapshot_heartbeat_across_the_bridge(
@@ -80,8 +85,12 @@ def test_guests_restored_from_a_snapshot_heartbeat_across_the_bridge(
 
     host.app.monitor.run_once()
     assert all(_agent(host, a.id).state == pb.AGENT_STATE_READY for a in agents)
+    # The guests' gateway keeps its MAC while guests come and go (a bridge
+    # takes its lowest port's MAC: every tap has the same one).
+    assert _link_mac(host.bridge.name) == TAP_MAC
     gone = host.stub.TerminateAgent(pb.TerminateAgentRequest(tenant_id="acme", agent_id=agents[0].id)).agent
     assert gone.state == pb.AGENT_STATE_TERMINATED
+    assert _link_mac(host.bridge.name) == TAP_MAC
     first = host.app.host.agents.get_any(agents[0].id).handle
     assert first is not None and not qemu.alive(first)
     with IPRoute() as ip:

@@ -6,9 +6,12 @@ ticket's trace."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,3 +201,15 @@ def test_every_restored_copy_gets_its_own_randomness() -> None:
     random.setstate(state)
     vm.reseed(os.urandom(32))
     assert [random.getrandbits(64) for _ in range(3)] != first
+
+
+def test_the_guest_stops_as_on_sigterm_when_vmhost_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    got = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: got.set())
+    try:
+        vm.watch_for_stop(io.StringIO("SWARM-UP 10.88.0.5/24\nswarm-hello\n"))
+        assert not got.wait(0.3)  # anything else on the console is not a stop
+        vm.watch_for_stop(io.StringIO(f"swarm-hello\n{vmconsole.STOP}\n"))
+        assert got.wait(5)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -24,10 +24,12 @@ import importlib
 import logging
 import os
 import random
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +40,7 @@ from opentelemetry import propagate, trace
 from swarmagent.agent import close_work, load_work
 from swarmagent.client import ClaimedTicket
 from swarmagent.loop import Work
-from swarmcommon.vmconsole import BAD, HELLO, LISTENING, READY, UP, BadSettings, VmSettings, decode
+from swarmcommon.vmconsole import BAD, HELLO, LISTENING, READY, STOP, UP, BadSettings, VmSettings, decode
 
 # Files the host may hand a guest live here (a tmpfs): nowhere else.
 FILES_DIR = Path("/run/swarm")
@@ -78,6 +80,19 @@ def _echo_off(console: IO[str]) -> None:
     termios.tcsetattr(console.fileno(), termios.TCSANOW, attrs)
 
 
+def watch_for_stop(console: IO[str]) -> None:
+    """When vmhost says STOP on the console, stop as on SIGTERM (the guest
+    program's handler ends its loop and flushes its spans)."""
+
+    def watch() -> None:
+        for line in console:
+            if line.strip() == STOP:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="console", daemon=True).start()
+
+
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -94,7 +109,8 @@ def reseed(entropy: bytes) -> None:
 
 
 def configure_network(settings: VmSettings) -> None:
-    """eth0 with the guest's own MAC (restored copies never collide) and address."""
+    """eth0 with the guest's own MAC (restored copies never collide; the
+    bridge filter admits only this one) and address."""
     for args in (
         ["link", "set", "eth0", "address", settings.mac],
         ["addr", "add", settings.address, "dev", "eth0"],
@@ -208,7 +224,11 @@ def warm(modules: str) -> None:
 
 def main() -> int:
     """The VM's program: warm, wait for the settings, become the guest."""
-    import swarmagent.guest  # before the snapshot: restored guests start warm
+    # Before the snapshot, so restored guests start warm: the guest program,
+    # and the span exporter it sets up (swarmcommon.telemetry imports it late).
+    import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
+
+    import swarmagent.guest
 
     warm(os.environ.get(WARM_ENV, ""))
     _say(READY)
@@ -219,4 +239,5 @@ def main() -> int:
         _say(f"{BAD} {exc}")
         return 1
     _say(f"{UP} {settings.address}")
+    watch_for_stop(sys.stdin)
     return swarmagent.guest.main()

@@ -11,6 +11,8 @@ copy learns who it is there:
     host  -> guest  "SETTINGS <chunk>" lines of base64 JSON (a terminal line
                     holds at most 4095 characters), then "END <its sha256>"
     guest -> host   "UP <address>", or "BAD <why>" and it exits
+    host  -> guest  STOP, when vmhost ends the guest: it stops as on SIGTERM
+                    (flushes its spans) and the VM resets, which ends QEMU
 
 Both sides import this module: vmhost to write the settings, the guest to
 read them.
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 READY, LISTENING, UP, BAD, EXIT = "SWARM-READY", "SWARM-LISTENING", "SWARM-UP", "SWARM-BAD", "SWARM-EXIT"
-HELLO, SETTINGS, END = "swarm-hello", "swarm-settings", "swarm-end"
+HELLO, SETTINGS, END, STOP = "swarm-hello", "swarm-settings", "swarm-end", "swarm-stop"
 CHUNK = 1024  # base64 characters per settings line
 
 

@@ -33,7 +33,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from swarm_vmhost import firewall, network
 from swarm_vmhost.credentials import CA_FILE_ENV
 from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec
-from swarm_vmhost.drivers.base import guest_alive, stop_guest
+from swarm_vmhost.drivers.base import STOP_GRACE_SECONDS, guest_alive, stop_guest
 from swarm_vmhost.drivers.qemu_image import (
     QEMU,
     TAP_PREFIX,
@@ -46,6 +46,12 @@ from swarm_vmhost.drivers.qemu_image import (
 from swarmcommon import vmconsole
 from swarmcommon.errors import FailedPrecondition, Unavailable
 
+# Every tap's own (host-side) MAC. A bridge whose MAC nobody set takes its
+# lowest port's, and changes it when that port goes: the remaining guests'
+# gateway entry goes stale and they lose the host for tens of seconds (missed
+# heartbeats). One high MAC for every tap is never the lowest but when only
+# taps are on the bridge, and then the minimum never changes.
+TAP_MAC = "fe:ff:ff:ff:ff:fe"
 RESTORE_TIMEOUT = 60.0
 HELLO_EVERY = 0.05
 # Where the guest finds what the host hands it (a tmpfs in the VM).
@@ -211,7 +217,7 @@ class QemuDriver:
                 ip.link("add", ifname=tap, kind="tuntap", mode="tap")
                 index = ip.link_lookup(ifname=tap)[0]
                 bridge_index = ip.link_lookup(ifname=self.bridge.name)[0]
-                ip.link("set", index=index, master=bridge_index, state="up")
+                ip.link("set", index=index, address=TAP_MAC, master=bridge_index, state="up")
                 ip.brport("set", index=index, isolated=1)
         except (NetlinkError, IndexError, firewall.FirewallError) as exc:
             self._unplug(spec.agent_id)
@@ -262,10 +268,27 @@ class QemuDriver:
             raise RuntimeError(f"the guest refused its settings: {_line_after(buf, bad)}")
 
     def stop(self, handle: GuestHandle) -> None:
+        """Ask the guest to stop (it flushes its spans, then the VM resets and
+        QEMU exits), then stop QEMU as any guest's process: SIGTERM, SIGKILL."""
+        if self.alive(handle):
+            self._say_stop(handle)
         proc = self._children.pop(handle.agent_id, None)
         stop_guest(handle.pid, proc, grace=0.5, start_time=handle.pid_start_time)
         self._unplug(handle.agent_id)
         socket_path(f"{network.short_id(handle.agent_id)}.serial").unlink(missing_ok=True)
+
+    def _say_stop(self, handle: GuestHandle, grace: float = STOP_GRACE_SECONDS) -> None:
+        serial = Path(handle.data.get("serial", ""))
+        try:
+            with socket.socket(socket.AF_UNIX) as console:
+                console.settimeout(1)
+                console.connect(str(serial))
+                console.sendall(f"{vmconsole.STOP}\n".encode())
+        except OSError:
+            return  # no console to say it on: signals only
+        deadline = time.monotonic() + grace
+        while self.alive(handle) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def alive(self, handle: GuestHandle) -> bool:
         return guest_alive(handle.pid, self._children.get(handle.agent_id), handle.pid_start_time)
