@@ -14,8 +14,14 @@ heartbeating, no work). Two figures per driver, p50/p95 over --spawns:
 Variants: `netns` takes each guest from a warm sandbox (swarm_vmhost.warmpool;
 the benchmark waits for the pool to refill between spawns, so it measures a
 spawn with capacity ready), `netns_cold` starts every sandbox cold.
+`gvisor` restores each guest from the snapshot vmhost takes when it starts
+(restore_ms: the `runsc restore`; the guest has the runtime imported),
+`gvisor_cold` starts each sandbox cold (at most COLD_SPAWNS: Python under
+gVisor's ptrace platform is slow). A cold guest heartbeats before importing
+its work function; cold_runtime_imported_ms is how long the snapshot's own
+cold start took to import the runtime, the wait a restore saves.
 
-    python bench/spawn.py [--spawns 20] [--drivers netns,netns_cold,process,qemu]
+    python bench/spawn.py [--spawns 20] [--drivers netns,netns_cold,gvisor,gvisor_cold,process,qemu]
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from swarm_vmhost import network
 from swarm_vmhost import server as vmhost_server
 from swarm_vmhost.config import Settings
 from swarm_vmhost.domain import DriverName
+from swarm_vmhost.drivers.gvisor import GvisorDriver
 from swarm_vmhost.drivers.qemu import QemuDriver
 from swarmcommon.grpcclient import channel
 
@@ -53,9 +60,13 @@ LOCK = Path(tempfile.gettempdir()) / "swarm-vmhost-bench-bridges.lock"
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     "netns": ("netns", {"warm_guests": 2}),
     "netns_cold": ("netns", {"warm_guests": 0}),
+    "gvisor": ("gvisor", {"warm_guests": 1}),
+    "gvisor_cold": ("gvisor", {"warm_guests": 0}),
     "process": ("process", {}),
     "qemu": ("qemu", {}),
 }
+# Variants whose every spawn takes seconds: fewer of them.
+COLD_SPAWNS = {"gvisor_cold": 5}
 
 
 def run(variant: str, spawns: int, workdir: Path) -> dict[str, object]:
@@ -83,6 +94,7 @@ def run(variant: str, spawns: int, workdir: Path) -> dict[str, object]:
     ch = channel(f"127.0.0.1:{app.port}")
     stub = pb_grpc.VmHostServiceStub(ch)
     spawn_ms, ready_ms, restore_ms = [], [], []
+    extra: dict[str, object] = {}
     try:
         if driver == "qemu":
             qemu = app.host.drivers[DriverName.QEMU]
@@ -113,6 +125,7 @@ def run(variant: str, spawns: int, workdir: Path) -> dict[str, object]:
             if handle is not None and "restore_ms" in handle.data:
                 restore_ms.append(float(handle.data["restore_ms"]))
             stub.TerminateAgent(pb.TerminateAgentRequest(tenant_id="bench", agent_id=agent.id))
+        extra = snapshot_figures(driver_impl)
     finally:
         ch.close()
         app.stop(grace=1)
@@ -127,12 +140,21 @@ def run(variant: str, spawns: int, workdir: Path) -> dict[str, object]:
     )
     return {
         **restore,
+        **extra,
         "spawns": spawns,
         "spawn_p50_ms": round(statistics.median(spawn_ms), 1),
         "spawn_p95_ms": round(percentile(spawn_ms, 0.95), 1),
         "ready_p50_ms": round(statistics.median(ready_ms), 1),
         "ready_p95_ms": round(percentile(ready_ms, 0.95), 1),
     }
+
+
+def snapshot_figures(driver: object) -> dict[str, object]:
+    """gvisor: how long the snapshot's guest took to start cold until the
+    runtime was imported (what each restore saves; the guest measured above
+    heartbeats before it imports its work function)."""
+    template = driver.template if isinstance(driver, GvisorDriver) else None
+    return {"cold_runtime_imported_ms": round(template.cold_seconds * 1000, 1)} if template else {}
 
 
 def main() -> None:
@@ -148,7 +170,8 @@ def main() -> None:
             if VARIANTS[variant][0] != "process" and os.geteuid() != 0:
                 results[variant] = {"skipped": "needs root"}
                 continue
-            results[variant] = run(variant, args.spawns, Path(tmp))
+            spawns = min(args.spawns, COLD_SPAWNS.get(variant, args.spawns))
+            results[variant] = run(variant, spawns, Path(tmp))
     print(json.dumps(results, indent=2))
 
 

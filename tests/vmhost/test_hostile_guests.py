@@ -33,7 +33,7 @@ from tests.vmhost.harness import REPO, VmHostHarness
 HOSTILE = f"{sys.executable} {REPO / 'tests' / 'vmhost' / 'hostile.py'}"
 PEER_PORT = 7788
 METADATA = "169.254.169.254"
-DRIVERS = ["netns"]
+DRIVERS = ["netns", "gvisor"]
 
 
 def _listener(address: str, port: int = 0) -> tuple[socket.socket, int]:

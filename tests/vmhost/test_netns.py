@@ -141,7 +141,8 @@ def test_drivers_are_described_and_bad_input_refused(make_vmhost: Callable[..., 
 
     host = make_vmhost(guest_command=LISTEN, guest_image_dir="/nonexistent/guest-image")
     drivers = {d.driver: d for d in host.stub.ListDrivers(pb.ListDriversRequest()).drivers}
-    assert drivers[pb.DRIVER_NETNS].available and drivers[pb.DRIVER_NETNS].is_default
+    assert drivers[pb.DRIVER_NETNS].available and not drivers[pb.DRIVER_NETNS].is_default
+    assert drivers[pb.DRIVER_GVISOR].available and drivers[pb.DRIVER_GVISOR].is_default  # the strongest here
     assert drivers[pb.DRIVER_PROCESS].available
     assert not drivers[pb.DRIVER_QEMU].available and drivers[pb.DRIVER_QEMU].reason
     with raises_status(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id"):

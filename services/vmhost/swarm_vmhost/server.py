@@ -19,6 +19,7 @@ from swarm_vmhost.config import Settings
 from swarm_vmhost.credentials import AgentCredentials, revoked_by
 from swarm_vmhost.domain import DriverName, HealthPolicy
 from swarm_vmhost.drivers.base import GuestDriver
+from swarm_vmhost.drivers.gvisor import GvisorDriver
 from swarm_vmhost.drivers.netns import NetnsDriver
 from swarm_vmhost.drivers.process import ProcessDriver
 from swarm_vmhost.drivers.qemu import QemuDriver
@@ -107,6 +108,17 @@ def drivers(settings: Settings, bridge: network.Bridge, ca_file: str = "") -> di
             CgroupTree(Path(settings.cgroup_root)),
             settings.allow_unlimited_guests,
             warm=settings.warm_guests if standard else 0,
+            hidden=hidden_from_guests(settings),
+            ca_file=ca_file,
+        ),
+        DriverName.GVISOR: GvisorDriver(
+            bridge,
+            Path(settings.workroot).resolve(),
+            limits,
+            # A tree per bridge: another vmhost's reconcile never takes these groups for its leftovers.
+            CgroupTree(Path(settings.cgroup_root), f"swarm-{bridge.name}"),
+            settings.allow_unlimited_guests,
+            snapshot=standard and settings.warm_guests > 0,
             hidden=hidden_from_guests(settings),
             ca_file=ca_file,
         ),
