@@ -71,3 +71,28 @@ def test_concurrent_claims_never_share_a_subnet_or_a_name() -> None:
     finally:
         for name, subnet in claimed:
             network.remove_bridge(Bridge(name, ipaddress.IPv4Network(subnet)))
+
+
+def test_a_bridge_keeps_its_own_mac_whatever_ports_come_and_go() -> None:
+    """A bridge with no MAC of its own takes its lowest port's and changes it
+    when that port leaves (every guest's ARP entry for the host goes stale)."""
+    bridge = fresh_bridge()
+    try:
+        network.ensure_bridge(bridge)
+        with IPRoute() as ip:
+            index = ip.link_lookup(ifname=bridge.name)[0]
+
+            def mac() -> str:
+                return str(ip.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+
+            assert mac() == network.bridge_mac(bridge)
+            ip.link(
+                "add", ifname=f"{bridge.name[:11]}lo", kind="veth", peer={"ifname": f"{bridge.name[:11]}lp"}
+            )
+            port = ip.link_lookup(ifname=f"{bridge.name[:11]}lo")[0]
+            ip.link("set", index=port, address="02:00:00:00:00:01", master=index, state="up")
+            assert mac() == network.bridge_mac(bridge)  # not the lower port's
+            ip.link("del", index=port)
+            assert mac() == network.bridge_mac(bridge)
+    finally:
+        network.remove_bridge(bridge)

@@ -97,14 +97,23 @@ def probe() -> str | None:
     return None
 
 
+def bridge_mac(bridge: Bridge) -> str:
+    """The bridge's own MAC, fixed: a bridge without one takes its lowest
+    port's and changes it when that port leaves, cutting every other guest
+    off from the host until their ARP entries expire."""
+    return guest_mac(f"bridge:{bridge.name}")
+
+
 def ensure_bridge(bridge: Bridge) -> None:
-    """Create the bridge with its address, or accept it as it is. Idempotent."""
+    """Create the bridge with its address and MAC, or accept it as it is. Idempotent."""
     with IPRoute() as ip:
         found = ip.link_lookup(ifname=bridge.name)
         if not found:
             ip.link("add", ifname=bridge.name, kind="bridge")
             found = ip.link_lookup(ifname=bridge.name)
         index = found[0]
+        if ip.get_links(index)[0].get_attr("IFLA_ADDRESS") != bridge_mac(bridge):
+            ip.link("set", index=index, address=bridge_mac(bridge))
         addresses = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index, family=2)}
         if bridge.address not in addresses:
             ip.addr("add", index=index, address=bridge.address, prefixlen=bridge.prefix_len)
