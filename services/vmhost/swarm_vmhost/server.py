@@ -122,7 +122,9 @@ def drivers(settings: Settings, bridge: network.Bridge, ca_file: str = "") -> di
             hidden=hidden_from_guests(settings),
             ca_file=ca_file,
         ),
-        DriverName.PROCESS: ProcessDriver(),
+        DriverName.PROCESS: ProcessDriver(
+            allowed=settings.insecure_dev or settings.default_driver == "process"
+        ),
         DriverName.QEMU: QemuDriver(
             bridge, Path(settings.guest_image_dir), Path(settings.workroot) / "qemu", settings.qemu_accel
         ),

@@ -1,6 +1,8 @@
 """`process`: the guest is a plain child process of vmhost, with no isolation
 at all (no namespace, no limits). For development and machines without
-network-admin rights; ListDrivers says so."""
+network-admin rights; ListDrivers says so. Outside insecure dev mode it runs
+only when an operator chose it (SWARM_VMHOST_DEFAULT_DRIVER=process): a host
+whose sandboxes cannot run must not quietly fall back to none."""
 
 from __future__ import annotations
 
@@ -17,10 +19,16 @@ class ProcessDriver:
     isolated = False
     guest_heartbeats = True
 
-    def __init__(self) -> None:
+    def __init__(self, allowed: bool = True) -> None:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self.allowed = allowed
 
     def probe(self) -> str | None:
+        if not self.allowed:
+            return (
+                "guests without isolation run only in insecure dev mode or when chosen "
+                "(SWARM_VMHOST_DEFAULT_DRIVER=process); no sandbox driver can run here"
+            )
         return None
 
     def unenforced_limits(self) -> tuple[GuestLimit, ...]:
