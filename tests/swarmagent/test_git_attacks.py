@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from swarmagent.gitops import Author, GitError, GitPolicy, RepositoryRefused, Workspace, init_repository
+from swarmagent.gitops import (
+    DEFAULT_IDENTITY,
+    Author,
+    GitError,
+    GitPolicy,
+    RepositoryRefused,
+    Workspace,
+    init_repository,
+)
 
 ME = Author("Test Agent", "agent@example.invalid")
 
@@ -251,3 +259,18 @@ def test_git_runs_without_the_hosts_home_ssh_keys_or_environment(
     assert ours["identityfile"] == "none" and ours["identityagent"] == "none"
     assert (ours["userknownhostsfile"], ours["globalknownhostsfile"]) == (str(known), os.devnull)
     assert (ours["stricthostkeychecking"], ours["batchmode"]) == ("true", "yes")
+
+
+def test_git_never_looks_up_the_host_name_for_an_identity(tmp_path: Path) -> None:
+    """Without an identity, git makes one from the host name, resolved in DNS
+    (a guest's resolver is unreachable: each clone waited 10 s). With the
+    policy's environment git has one and says whose it is."""
+    policy = GitPolicy(tmp_path / "home")
+    env = policy.environment()
+    done = subprocess.run(
+        ["git", "var", "GIT_COMMITTER_IDENT"], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith(f"{DEFAULT_IDENTITY.name} <{DEFAULT_IDENTITY.email}>")
+    bare = {k: v for k, v in env.items() if not k.startswith(("GIT_COMMITTER_", "GIT_AUTHOR_"))}
+    made_up = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], env=bare, capture_output=True, text=True)
+    assert DEFAULT_IDENTITY.email not in made_up.stdout  # git would have made one up (from the host name)

@@ -47,6 +47,9 @@ class Author:
     email: str
 
 
+# Who git says did what no ticket's author did (reflog entries of clone, fetch, merge).
+DEFAULT_IDENTITY = Author("swarm-agent", "agent@swarm.invalid")
+
 # From the guest's environment, what git still needs: an operator's egress
 # proxy and the CA bundle it trusts for its git host.
 PASSED_THROUGH = (
@@ -118,6 +121,15 @@ class GitPolicy:
             "HOME": str(self.home),
             "LC_ALL": "C",
             "GIT_TERMINAL_PROMPT": "0",
+            # An identity for the reflog entries of clone, fetch and merge:
+            # without one git makes one up from the host name, looked up in
+            # DNS — which a sandboxed guest cannot reach, so every such step
+            # waited out the resolver's 10 s. Commits still carry the
+            # ticket's author (`_git(author=...)`).
+            "GIT_COMMITTER_NAME": DEFAULT_IDENTITY.name,
+            "GIT_COMMITTER_EMAIL": DEFAULT_IDENTITY.email,
+            "GIT_AUTHOR_NAME": DEFAULT_IDENTITY.name,
+            "GIT_AUTHOR_EMAIL": DEFAULT_IDENTITY.email,
             # No ~/.gitconfig or /etc/gitconfig: no credential helpers, hooks
             # paths or aliases of whoever runs the guest.
             "GIT_CONFIG_GLOBAL": os.devnull,

@@ -314,6 +314,10 @@ def launch(
             argv += ["--tmpfs", path]
     if ca_file:
         argv += ["--ro-bind", ca_file, GUEST_CA_FILE]
+    argv += [
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--bind", home, GUEST_HOME, "--chdir", GUEST_HOME,
+    ]  # fmt: skip
     local_root = env.get(LOCAL_ROOT_ENV, "")
     if local_root:
         if not os.path.isdir(local_root) or not walkable(local_root):
@@ -321,10 +325,6 @@ def launch(
                 f"the local repository directory {local_root} is missing or out of the guests' uid's reach"
             )
         argv += ["--bind", local_root, local_root]
-    argv += [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-        "--bind", home, GUEST_HOME, "--chdir", GUEST_HOME,
-        "--setenv", "HOME", GUEST_HOME, "--", *command,
-    ]  # fmt: skip
+    argv += ["--setenv", "HOME", GUEST_HOME, "--", *command]
     run.argv = argv
     return run
