@@ -383,8 +383,12 @@ def _devices(agent_id: str) -> list[str]:
     with IPRoute() as ip:
         if ip.link_lookup(ifname=network.host_veth(agent_id)):
             found.append(network.host_veth(agent_id))
-    if agent_id in CgroupTree().known():
-        found.append(f"cgroup {agent_id}")
+    # Whatever tree the driver keeps its groups in (one per bridge and driver).
+    groups = [
+        *Path("/sys/fs/cgroup").glob(f"swarm*/{agent_id}"),
+        *Path("/sys/fs/cgroup").glob(f"*/swarm*/{agent_id}"),
+    ]
+    found += [f"cgroup {g}" for g in groups if g.is_dir()]
     return found
 
 

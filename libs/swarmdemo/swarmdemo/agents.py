@@ -16,7 +16,7 @@ from swarmdemo.model import DemoModel
 
 TEMPLATE = "webapp-agent"
 ROLES = [vpb.AGENT_ROLE_CODER] * 3 + [vpb.AGENT_ROLE_REVIEWER]
-WORK_TIMEOUT_SECONDS = 240
+WORK_TIMEOUT_SECONDS = 600
 STATE_COLOURS = {"done": "green", "quarantined": "red", "in_progress": "cyan"}
 
 
@@ -37,10 +37,14 @@ def _show_drivers(vmhost: VmHostClient) -> None:
     )
     chosen = next((d for d in drivers if d.is_default), None)
     if chosen is not None:
+        # Isolation values grow with strength; qemu (a VM) is not offered for agents' work here.
+        strongest = max(
+            (d.isolation for d in drivers if d.available and d.driver != vpb.DRIVER_QEMU), default=0
+        )
+        why = "the strongest this machine allows" if chosen.isolation >= strongest else "as configured"
         console.print(
             f"agents run in the {_name(vpb.Driver, chosen.driver, 'DRIVER_')} driver "
-            f"({_name(vpb.Isolation, chosen.isolation, 'ISOLATION_').replace('_', ' ')} isolation), "
-            "the strongest this machine allows",
+            f"({_name(vpb.Isolation, chosen.isolation, 'ISOLATION_').replace('_', ' ')} isolation), {why}",
             highlight=False,
         )
 

@@ -88,7 +88,11 @@ def report_merges(api: httpx.Client, repository: Path) -> None:
 
 
 def _git(repository: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repository), *args], capture_output=True, text=True, check=False)
+    # The repository belongs to the guests' uid; reading it as this user is fine.
+    safe = f"safe.directory={repository}"
+    done = subprocess.run(
+        ["git", "-c", safe, "-C", str(repository), *args], capture_output=True, text=True, check=False
+    )
     return done.stdout
 
 

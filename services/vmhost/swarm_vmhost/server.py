@@ -105,7 +105,9 @@ def drivers(settings: Settings, bridge: network.Bridge, ca_file: str = "") -> di
             bridge,
             Path(settings.workroot).resolve(),
             limits,
-            CgroupTree(Path(settings.cgroup_root)),
+            # A tree per bridge and driver: another vmhost's (or the other
+            # driver's) reconcile never takes these groups for its leftovers.
+            CgroupTree(Path(settings.cgroup_root), f"swarm-{bridge.name}-netns"),
             settings.allow_unlimited_guests,
             warm=settings.warm_guests if standard else 0,
             hidden=hidden_from_guests(settings),
