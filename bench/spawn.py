@@ -7,9 +7,8 @@ heartbeating, no work). Two figures per driver, p50/p95 over --spawns:
 - spawn_ms: the SpawnAgent call: address, sandbox (namespace, veth on the
   bridge, cgroups) and the guest process started;
 - ready_ms: until vmhost has the guest's first heartbeat (Python starting
-  and importing the agent runtime dominates this); for qemu, whose guests
-  have no runtime, until the restored guest answers on the bridge;
-- restore_ms (qemu): until the microVM restored from the snapshot runs.
+  and importing the agent runtime dominates this where nothing is warm);
+- restore_ms (qemu, gvisor): until the guest restored from its snapshot runs.
 
 Variants: `netns` takes each guest from a warm sandbox (swarm_vmhost.warmpool;
 the benchmark waits for the pool to refill between spawns, so it measures a
