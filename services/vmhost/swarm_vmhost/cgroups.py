@@ -24,11 +24,12 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarm_vmhost.domain import ALL_LIMITS, GuestLimit
+from swarmcommon.errors import FailedPrecondition, Unavailable
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 GROUP = "swarm"
@@ -63,6 +64,14 @@ class Limits:
             },
             GuestLimit.PIDS: {"pids.max": str(self.pids)},
         }
+
+
+def unenforced_message(missing: Sequence[GuestLimit], top: Path) -> str:
+    names = ", ".join(missing)
+    return (
+        f"cgroup limits cannot be enforced for {names}: the {names} controller(s) cannot be enabled "
+        f"for groups under {top}; set SWARM_VMHOST_ALLOW_UNLIMITED_GUESTS=true to run guests without them"
+    )
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,23 @@ class CgroupTree:
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
         return Placement(dirs, tuple(unenforced))
+
+    def place(self, agent_id: str, limits: Limits, allow_unlimited: bool) -> Placement:
+        """The agent's group(s), refused (and nothing left behind) when a
+        limit did not hold, unless the host allows unlimited guests."""
+        try:
+            placement = self.create(agent_id, limits)
+        except OSError as exc:
+            self.remove(agent_id)
+            raise Unavailable(f"could not create the guest's cgroups: {exc}") from exc
+        if placement.unenforced and not allow_unlimited:
+            self.remove(agent_id)
+            raise FailedPrecondition(
+                unenforced_message(placement.unenforced, self.top),
+                reason="GUEST_LIMITS_UNENFORCED",
+                limits=",".join(placement.unenforced),
+            )
+        return placement
 
     def unenforceable(self, limits: Limits) -> tuple[GuestLimit, ...]:
         """The limits a guest's group would not get here (a trial group, removed again)."""

@@ -66,10 +66,10 @@ from pyroute2 import netns as namespaces
 from pyroute2.netlink.exceptions import NetlinkError
 
 from swarm_vmhost import network, sandbox
-from swarm_vmhost.cgroups import CgroupTree, Limits, Placement
+from swarm_vmhost.cgroups import CgroupTree, Limits, Placement, unenforced_message
 from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec, Isolation
 from swarm_vmhost.drivers.base import STOP_GRACE_SECONDS, guest_alive, process_start_time
-from swarm_vmhost.drivers.netns import is_standard_guest, unenforced_message
+from swarm_vmhost.drivers.netns import is_standard_guest
 from swarmcommon.errors import FailedPrecondition, Unavailable
 
 log = logging.getLogger(__name__)
@@ -300,26 +300,11 @@ class GvisorDriver:
 
     # -- guests -------------------------------------------------------------------------------------
 
-    def _place(self, spec: GuestSpec) -> Placement:
-        try:
-            placement = self.cgroups.create(spec.agent_id, self.limits)
-        except OSError as exc:
-            self.cgroups.remove(spec.agent_id)
-            raise Unavailable(f"could not create the guest's cgroups: {exc}") from exc
-        if placement.unenforced and not self.allow_unlimited:
-            self.cgroups.remove(spec.agent_id)
-            raise FailedPrecondition(
-                unenforced_message(placement.unenforced, self.cgroups.top),
-                reason="GUEST_LIMITS_UNENFORCED",
-                limits=",".join(placement.unenforced),
-            )
-        return placement
-
     def start(self, spec: GuestSpec) -> GuestHandle:
         why = self.probe()
         if why is not None:
             raise FailedPrecondition(f"gvisor driver unavailable: {why}", reason="DRIVER_UNAVAILABLE")
-        placement = self._place(spec)
+        placement = self.cgroups.place(spec.agent_id, self.limits, self.allow_unlimited)
         os.makedirs(spec.workdir, exist_ok=True)
         template = self._template if is_standard_guest(spec.command) else None
         try:

@@ -31,7 +31,7 @@ from pathlib import Path
 from pyroute2.netlink.exceptions import NetlinkError
 
 from swarm_vmhost import network, sandbox
-from swarm_vmhost.cgroups import CgroupTree, Limits, Placement
+from swarm_vmhost.cgroups import CgroupTree, Limits, Placement, unenforced_message
 from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec
 from swarm_vmhost.drivers.base import guest_alive, process_start_time, stop_guest
 from swarm_vmhost.warmpool import WarmPool, WarmSandbox, start_warm
@@ -47,14 +47,6 @@ WARM_COMMAND = (sys.executable, "-m", "swarmagent.warm")
 def is_standard_guest(command: Sequence[str]) -> bool:
     """The guest program the pool keeps warm (`python -m swarmagent.guest`)."""
     return list(command[-2:]) == ["-m", "swarmagent.guest"]
-
-
-def unenforced_message(missing: Sequence[GuestLimit], top: Path) -> str:
-    names = ", ".join(missing)
-    return (
-        f"cgroup limits cannot be enforced for {names}: the {names} controller(s) cannot be enabled "
-        f"for groups under {top}; set SWARM_VMHOST_ALLOW_UNLIMITED_GUESTS=true to run guests without them"
-    )
 
 
 class NetnsDriver:
@@ -143,27 +135,11 @@ class NetnsDriver:
 
     # -- guests -------------------------------------------------------------------------------------
 
-    def _place(self, spec: GuestSpec) -> Placement:
-        """The guest's cgroups; refused (and nothing left behind) when a limit did not hold."""
-        try:
-            placement = self.cgroups.create(spec.agent_id, self.limits)
-        except OSError as exc:
-            self.cgroups.remove(spec.agent_id)
-            raise Unavailable(f"could not create the guest's cgroups: {exc}") from exc
-        if placement.unenforced and not self.allow_unlimited:
-            self.cgroups.remove(spec.agent_id)
-            raise FailedPrecondition(
-                unenforced_message(placement.unenforced, self.cgroups.top),
-                reason="GUEST_LIMITS_UNENFORCED",
-                limits=",".join(placement.unenforced),
-            )
-        return placement
-
     def start(self, spec: GuestSpec) -> GuestHandle:
         why = self.probe()
         if why is not None:
             raise FailedPrecondition(f"netns driver unavailable: {why}", reason="DRIVER_UNAVAILABLE")
-        placement = self._place(spec)
+        placement = self.cgroups.place(spec.agent_id, self.limits, self.allow_unlimited)
         os.makedirs(spec.workdir, exist_ok=True)
         warm = self._pool.take() if self._pool is not None and self._warmable(spec) else None
         try:
