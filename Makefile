@@ -20,6 +20,10 @@ setup: $(VENV)/.installed $(GEN_STAMP) host-packages
 # filter); only what is missing is installed.
 host-packages:
 	scripts/host-packages.sh
+	@# Sandboxed guests run as an unprivileged uid and read the agent runtime
+	@# from this checkout: it must be traversable (not listable) by others,
+	@# also when it was cloned into a private directory (mktemp -d).
+	@[ "$$(id -u)" != 0 ] || chmod o+x "$(CURDIR)"
 
 $(VENV)/.deps: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -17,12 +17,10 @@ from swarm_vmhost.domain import (
     LIVE_STATES,
     Agent,
     AgentQuery,
-    AgentRole,
     AgentState,
     DriverName,
     EventType,
     GuestHandle,
-    GuestLimit,
     Heartbeat,
     SpawnRequest,
     TerminateRequest,
@@ -31,6 +29,7 @@ from swarm_vmhost.domain import (
 )
 from swarm_vmhost.stores.addresses import AddressPool
 from swarm_vmhost.stores.events import WRITER, agent_event
+from swarm_vmhost.stores.rows import agent_from_row as _agent
 from swarm_vmhost.tables import agents, terminate_requests
 from swarmcommon import keyset
 from swarmcommon.clock import Clock
@@ -41,38 +40,6 @@ from swarmcommon.pagination import Page
 A = agents
 T = terminate_requests
 LIVE = tuple(LIVE_STATES)
-
-
-def _handle(raw: str | None) -> GuestHandle | None:
-    if not raw:
-        return None
-    fields = json.loads(raw)
-    fields["unenforced_limits"] = [GuestLimit(x) for x in fields.get("unenforced_limits", [])]
-    return GuestHandle(**fields)
-
-
-def _agent(row: Any) -> Agent:
-    m = row._mapping
-    return Agent(
-        id=m["id"],
-        tenant_id=m["tenant_id"],
-        template=m["template"],
-        role=AgentRole(m["role"]),
-        driver=DriverName(m["driver"]),
-        state=AgentState(m["state"]),
-        address=m["address"],
-        reservation_id=m["reservation_id"],
-        ticket_id=m["ticket_id"],
-        ticket_since=m["ticket_since"],
-        state_reason=m["state_reason"],
-        replaces_agent_id=m["replaces_agent_id"],
-        handle=_handle(m["handle"]),
-        last_heartbeat_at=m["last_heartbeat_at"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        terminated_at=m["terminated_at"],
-        reservation_settled_at=m["reservation_settled_at"],
-    )
 
 
 def _not_found(agent_id: str) -> NotFound:
