@@ -68,7 +68,7 @@ DENIED_SYSCALLS = (
 CLONE_NEWUSER = 0x10000000
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(RuntimeError):
     """bubblewrap or the seccomp library is missing; the message says which."""
 
 
