@@ -290,6 +290,9 @@ def launch(
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
         run.fds.append(info_fd)
+    # First: a private /tmp and /proc, so that binds of paths under /tmp (a
+    # checkout cloned there) land on top of it rather than under it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for d in SYSTEM_DIRS:
         if os.path.isdir(d):
             argv += ["--ro-bind", d, d]
@@ -315,7 +318,6 @@ def launch(
     if ca_file:
         argv += ["--ro-bind", ca_file, GUEST_CA_FILE]
     argv += [
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--bind", home, GUEST_HOME, "--chdir", GUEST_HOME,
     ]  # fmt: skip
     local_root = env.get(LOCAL_ROOT_ENV, "")
