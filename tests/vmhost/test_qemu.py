@@ -16,7 +16,7 @@ from pyroute2 import IPRoute
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_vmhost import firewall, network
 from swarm_vmhost.domain import DriverName
-from swarm_vmhost.drivers.qemu import TAP_MAC, tap_name
+from swarm_vmhost.drivers.qemu import tap_name
 from tests.support.status import error_info, raises_status
 from tests.support.waiting import eventually
 from tests.vmhost.harness import REPO, VmHostHarness
@@ -85,12 +85,12 @@ def test_guests_restored_from_a_snapshot_heartbeat_across_the_bridge(
 
     host.app.monitor.run_once()
     assert all(_agent(host, a.id).state == pb.AGENT_STATE_READY for a in agents)
-    # The guests' gateway keeps its MAC while guests come and go (a bridge
-    # takes its lowest port's MAC: every tap has the same one).
-    assert _link_mac(host.bridge.name) == TAP_MAC
+    # The guests' gateway keeps its own fixed MAC while guests come and go
+    # (not a port's, which a bridge would otherwise take and drop with it).
+    assert _link_mac(host.bridge.name) == network.bridge_mac(host.bridge)
     gone = host.stub.TerminateAgent(pb.TerminateAgentRequest(tenant_id="acme", agent_id=agents[0].id)).agent
     assert gone.state == pb.AGENT_STATE_TERMINATED
-    assert _link_mac(host.bridge.name) == TAP_MAC
+    assert _link_mac(host.bridge.name) == network.bridge_mac(host.bridge)
     first = host.app.host.agents.get_any(agents[0].id).handle
     assert first is not None and not qemu.alive(first)
     with IPRoute() as ip:
