@@ -21,9 +21,10 @@ setup: $(VENV)/.installed $(GEN_STAMP) host-packages
 host-packages:
 	scripts/host-packages.sh
 	@# Sandboxed guests run as an unprivileged uid and read the agent runtime
-	@# from this checkout: it must be traversable (not listable) by others,
-	@# also when it was cloned into a private directory (mktemp -d).
-	@[ "$$(id -u)" != 0 ] || chmod o+x "$(CURDIR)"
+	@# from this checkout (the tests' guests import `tests.*` from its root): it
+	@# must be readable by others, also when it was cloned into a private
+	@# directory (mktemp -d makes it 0700).
+	@[ "$$(id -u)" != 0 ] || chmod o+rx "$(CURDIR)"
 
 $(VENV)/.deps: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib.util
+import logging
 import os
 import shutil
 import stat
@@ -29,6 +30,8 @@ from functools import cache
 from pathlib import Path
 
 import pyseccomp
+
+log = logging.getLogger(__name__)
 
 # The uid/gid guests run as, inside and on the host (no host account has
 # it). bubblewrap is started as that uid, not as root: its user namespace
@@ -174,8 +177,19 @@ def runtime_paths(env: Mapping[str, str]) -> list[str]:
         spec = importlib.util.find_spec(package)
         for location in (spec.submodule_search_locations or []) if spec else []:
             paths.add(str(Path(location).resolve().parent))
-    paths.update(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for p in extra:
+        if os.path.isdir(p) and not os.stat(p).st_mode & stat.S_IROTH:
+            _warn_unlistable(p)
+    paths.update(extra)
     return sorted(p for p in paths if os.path.isabs(p) and os.path.exists(p))
+
+
+@cache
+def _warn_unlistable(path: str) -> None:
+    # Python finds modules by listing a path entry's directory: one the guests'
+    # uid may enter but not list imports nothing, and silently so.
+    log.warning("PYTHONPATH entry %s is not readable by other users: guests import nothing from it", path)
 
 
 def home_root(preferred: Path, name: str) -> Path:
