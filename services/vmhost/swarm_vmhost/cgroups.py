@@ -20,6 +20,7 @@ is thawed so the signals land.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -234,8 +235,13 @@ class CgroupTree:
         """Every process in the agent's group(s)."""
         pids: set[int] = set()
         for d in self._dirs(agent_id):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 pids |= {int(p) for p in self.procs_file(d).read_text().split()}
+            except OSError as exc:
+                # A group removed meanwhile: gone (ENOENT), or its files
+                # already detached from it (ENODEV).
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
         return pids
 
     def kill(self, agent_id: str, timeout: float = KILL_TIMEOUT_SECONDS) -> bool:
