@@ -13,9 +13,11 @@ heartbeating, no work). Two figures per driver, p50/p95 over --spawns:
 Variants: `netns` takes each guest from a warm sandbox (swarm_vmhost.warmpool;
 the benchmark waits for the pool to refill between spawns, so it measures a
 spawn with capacity ready), `netns_cold` starts every sandbox cold.
-`gvisor` restores each guest from the snapshot vmhost takes when it starts
-(restore_ms: the `runsc restore`; the guest has the runtime imported),
-`gvisor_cold` starts each sandbox cold (at most COLD_SPAWNS: Python under
+`gvisor` takes each guest restored ahead from the snapshot vmhost takes
+when it starts (restore_ms: the `runsc restore`, done before the spawn,
+inside the guest's limits; the guest has the runtime imported; the
+benchmark waits for the pool to refill between spawns), `gvisor_cold`
+starts each sandbox cold (at most COLD_SPAWNS: Python under
 gVisor's ptrace platform is slow). A cold guest heartbeats before importing
 its work function; cold_runtime_imported_ms is how long the snapshot's own
 cold start took to import the runtime, the wait a restore saves.

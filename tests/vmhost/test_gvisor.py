@@ -16,13 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
+import sqlalchemy as sa
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pyroute2 import netns
 
+from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.vmhost.v1 import vmhost_pb2 as pb
-from swarm_vmhost import network, sandbox
+from swarm_vmhost import network, sandbox, tables
 from swarm_vmhost.domain import DriverName, GuestSpec
 from swarm_vmhost.drivers.gvisor import GvisorDriver
+from tests.support.harness import QuotaHarness
+from tests.support.status import raises_status
 from tests.support.waiting import eventually
 from tests.vmhost.harness import REPO, VmHostHarness
 
@@ -185,12 +190,14 @@ def test_the_standard_guest_heartbeats_cold_and_restored_from_the_snapshot_much_
     assert handle is not None and handle.data["restored"] == "0"
     assert driver.wait_warm(300), "the gVisor snapshot was never ready"
     assert driver.template is not None
-    restored_seconds = []
+    restored_seconds, ahead = [], []
     for _ in range(2):
         agent, seconds = _spawn_until_ready(host, timeout=60)
         restored_seconds.append(seconds)
         handle = host.app.host.agents.get_any(agent.id).handle
         assert handle is not None and handle.data["restored"] == "1" and float(handle.data["restore_ms"]) > 0
+        # Restored ahead of the spawn when the pool had one, else on demand.
+        ahead.append(handle.data.get("restored_ahead") == "1")
         restore = [s for s in spans.get_finished_spans() if s.name == "vm.restore"]
         assert any(s.attributes and s.attributes.get("swarm.agent_id") == agent.id for s in restore)
         assert not (driver.root / "homes" / agent.id / ".swarm-assignment").exists()  # read and deleted
@@ -200,8 +207,61 @@ def test_the_standard_guest_heartbeats_cold_and_restored_from_the_snapshot_much_
         restored_seconds,
         driver.template.cold_seconds,
     )
-    # A snapshot that no longer restores is dropped: the guest starts cold instead, and works.
+    assert ahead[0], "wait_warm waited for a guest restored ahead: the first spawn takes it"
+    # A snapshot that no longer restores is dropped: guests start cold instead, and work
+    # (a guest restored before it broke may go first).
     (driver.template.image / "checkpoint.img").write_bytes(b"not a checkpoint")
-    agent, _ = _spawn_until_ready(host, timeout=120)
+    for _ in range(3):
+        agent, _ = _spawn_until_ready(host, timeout=120)
+        handle = host.app.host.agents.get_any(agent.id).handle
+        assert handle is not None
+        if handle.data["restored"] == "0":
+            break
+    assert handle.data["restored"] == "0" and driver.template is None
+
+
+def _held(host: VmHostHarness) -> dict[str, str]:
+    """agent id -> address, for every address held (by agents, or for guests readied ahead)."""
+    with host.app.db.engine.connect() as conn:
+        return {r.agent_id: r.address for r in conn.execute(sa.select(tables.addresses))}
+
+
+def test_a_guest_restored_ahead_becomes_the_agent_survives_a_refusal_and_goes_after_a_crash(
+    make_vmhost: Callable[..., VmHostHarness], quota: QuotaHarness
+) -> None:
+    one_vm = qpb.QuotaOverride(resource=qpb.RESOURCE_VMS, limit=1)
+    quota.stub.CreateTenant(qpb.CreateTenantRequest(tenant_id="acme", plan=qpb.PLAN_PRO, overrides=[one_vm]))
+    host = make_vmhost(
+        default_driver="gvisor", warm_guests=1, quota_target=quota.target, start_timeout_seconds=120
+    )
+    driver = _driver(host)
+    assert driver.wait_warm(300) and driver.ahead is not None
+    [ready] = driver.ahead.ready_ids()
+    address = _held(host)[ready]  # held before any agent has it
+    assert ready in _containers(driver)
+
+    # The spawn names the agent after the ready guest: same id, same address, no restore to wait for.
+    agent = _spawn(host)
+    assert (agent.id, agent.address) == (ready, address)
     handle = host.app.host.agents.get_any(agent.id).handle
-    assert handle is not None and handle.data["restored"] == "0" and driver.template is None
+    assert handle is not None and handle.data["restored_ahead"] == "1"
+    eventually(lambda: _agent(host, agent.id).state in READY, timeout=30, interval=0.02, what="its heartbeat")
+
+    # Refused by quota: the next ready guest is not wasted, its address stays held.
+    nxt = eventually(driver.ahead.ready_ids, timeout=120, what="a guest restored ahead again")[0]
+    with raises_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "VM limit reached"):
+        _spawn(host)
+    assert driver.ahead.ready_ids() == [nxt] and nxt in _held(host) and nxt in _containers(driver)
+    assert [a.id for a in host.stub.ListAgents(pb.ListAgentsRequest(tenant_id="acme")).agents] == [agent.id]
+
+    # A crash leaves it without an agent: the next vmhost on this bridge removes the
+    # sandbox and gives its address back, once; the agent's own guest stays.
+    second = make_vmhost(default_driver="gvisor", warm_guests=0)
+    assert f"{nxt}: address held for a guest no agent took released" in second.app.reconciled
+    assert nxt not in _containers(driver) and agent.id in _containers(driver)
+    held = _held(second)
+    assert nxt not in held and held[agent.id] == address
+
+
+def _agent(host: VmHostHarness, agent_id: str) -> pb.Agent:
+    return host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=agent_id)).agent

@@ -78,8 +78,10 @@ class Settings(ServiceSettings):
     # The program each guest runs, and the work function it runs tickets with.
     guest_command: str = "python -m swarmagent.guest"
     # How many sandboxes of the standard guest program each hardened driver
-    # keeps started ahead of demand (swarm_vmhost.warmpool): a spawn takes
-    # one instead of starting Python. 0: every guest starts cold.
+    # keeps started ahead of demand (netns: swarm_vmhost.warmpool; gvisor:
+    # restored from its snapshot, drivers/gvisor_ahead.py): a spawn takes one
+    # instead of starting Python. 0: every guest starts cold (and gvisor
+    # takes no snapshot).
     warm_guests: int = Field(default=2, ge=0, le=64)
     guest_work: str = ""
     # Local git repositories (paths, file://): empty, guests' git refuses them

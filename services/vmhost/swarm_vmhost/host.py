@@ -41,7 +41,7 @@ from swarm_vmhost.domain import (
     spawn_conflict,
     terminate_conflict,
 )
-from swarm_vmhost.drivers.base import GuestDriver, guest_identity, recycled, with_start_time
+from swarm_vmhost.drivers.base import GuestDriver, ReadiesAhead, guest_identity, recycled, with_start_time
 from swarm_vmhost.guests import guest_command, guest_env
 from swarm_vmhost.network import Bridge
 from swarm_vmhost.stores import AgentStore
@@ -162,21 +162,33 @@ class VmHost:
                 spawn_conflict(prior, request, self.default_driver)
                 return prior
         driver = self.driver(request.driver)
-        agent_id = str(uuid.uuid4())
-        with self._working_on(self._spawning, agent_id):
-            # The row comes first: it claims the request id (a unique index), so a
-            # concurrent retry finds this agent before anything is reserved for it,
-            # and a reservation quota holds always names an agent vmhost knows.
-            agent, created = self.agents.create(agent_id, request, driver.name, replaces)
-            if not created:
-                spawn_conflict(agent, request, self.default_driver)
-                return agent
-            return self._start(self._reserve(agent), driver)
+        # A guest readied ahead names the agent: its address is held under that id.
+        ahead = driver if isinstance(driver, ReadiesAhead) else None
+        ready = ahead.take_ready() if ahead is not None else None
+        agent_id = ready or str(uuid.uuid4())
+        handed_over = False
+        try:
+            with self._working_on(self._spawning, agent_id):
+                # The row comes first: it claims the request id (a unique index), so a
+                # concurrent retry finds this agent before anything is reserved for it,
+                # and a reservation quota holds always names an agent vmhost knows.
+                agent, created = self.agents.create(agent_id, request, driver.name, replaces)
+                if not created:
+                    spawn_conflict(agent, request, self.default_driver)
+                    return agent
+                agent = self._reserve(agent, ahead if ready else None)
+                handed_over = True  # the driver starts (or removes) the ready guest
+                return self._start(agent, driver)
+        finally:
+            if ahead is not None and ready and not handed_over:
+                ahead.give_back_ready(ready)  # unless _reserve discarded it
 
-    def _reserve(self, agent: Agent) -> Agent:
+    def _reserve(self, agent: Agent, ready: ReadiesAhead | None = None) -> Agent:
         """One of the tenant's max_vms held for the agent. Refused: nothing is
-        left. Failed otherwise: the agent ends, and its reservation (if quota
-        made one) is given back now or by the reconciler."""
+        left (a guest readied ahead, `ready`'s, keeps its address for the next
+        spawn). Failed otherwise: the agent ends, its ready guest is removed,
+        and its reservation (if quota made one) is given back now or by the
+        reconciler."""
         if self.quota is None:
             return agent
         try:
@@ -185,14 +197,18 @@ class VmHost:
             )
         except SwarmError as exc:
             if exc.code in REFUSALS:
-                self.agents.discard(agent.id)
+                self.agents.discard(agent.id, keep_address=ready is not None)
             else:
+                if ready is not None:
+                    ready.discard_ready(agent.id)
                 settled = self.settle_reservation(agent)
                 self.agents.start_failed(agent.id, f"quota did not answer: {exc.message}", settled)
             raise
         try:
             return self.agents.reserved(agent.id, reservation)
         except BaseException:
+            if ready is not None:
+                ready.discard_ready(agent.id)
             # Unrecorded: give it back now, or leave the row for the reconciler to find it by owner.
             if self._release(agent.tenant_id, agent.id, reservation):
                 self.agents.discard(agent.id)

@@ -28,7 +28,7 @@ from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
 from swarm_vmhost.servicer import ACCESS, VmHostServicer
-from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog
+from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog, HeldAddresses
 from swarm_vmhost.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarmcommon import migrations
 from swarmcommon.clients import QuotaClient, TicketingClient
@@ -97,7 +97,9 @@ def hidden_from_guests(settings: Settings) -> list[str]:
     return hidden
 
 
-def drivers(settings: Settings, bridge: network.Bridge, ca_file: str = "") -> dict[DriverName, GuestDriver]:
+def drivers(
+    settings: Settings, bridge: network.Bridge, ca_file: str = "", addresses: HeldAddresses | None = None
+) -> dict[DriverName, GuestDriver]:
     limits = Limits(settings.guest_memory_mb * 1024 * 1024, settings.guest_cpus, settings.guest_pids)
     standard = settings.guest_command == "python -m swarmagent.guest"
     return {
@@ -123,6 +125,8 @@ def drivers(settings: Settings, bridge: network.Bridge, ca_file: str = "") -> di
             snapshot=standard and settings.warm_guests > 0,
             hidden=hidden_from_guests(settings),
             ca_file=ca_file,
+            ahead=settings.warm_guests,
+            addresses=addresses,
         ),
         DriverName.PROCESS: ProcessDriver(
             allowed=settings.insecure_dev or settings.default_driver == "process"
@@ -184,11 +188,13 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         network.ensure_bridge(bridge)
         if (why := firewall.probe()) is not None:  # guests are never on an unfiltered bridge
             raise firewall.FirewallError(f"cannot filter bridge {bridge.name}: {why}")
-    agents = AgentStore(db, clock, AddressPool(bridge.guest_addresses()))
+    pool = AddressPool(bridge.guest_addresses())
+    agents = AgentStore(db, clock, pool)
+    held = HeldAddresses(db, clock, pool)
     host = VmHost(
         settings,
         agents,
-        drivers(settings, bridge, credentials.ca_file),
+        drivers(settings, bridge, credentials.ca_file, held),
         bridge,
         QuotaClient(settings.quota_target, tls=client_tls(settings)) if settings.quota_target else None,
         TicketingClient(settings.ticketing_target, tls=client_tls(settings))
@@ -202,6 +208,7 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     # (reconcile.py); guests that died meanwhile fail their heartbeat checks
     # and are healed like any silent guest; devices nobody owns are removed.
     reconciled = monitor.reconciler.run(at_start=True)
+    reconciled += [f"{a}: address held for a guest no agent took released" for a in held.release_unowned()]
     live = {a.id for a in agents.live()}
     reconciled += [item for driver in host.drivers.values() for item in driver.reconcile(live)]
     if network.probe() is None:

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec
 
@@ -41,6 +41,7 @@ __all__ = [
     "GuestDriver",
     "GuestHandle",
     "GuestSpec",
+    "ReadiesAhead",
     "guest_alive",
     "guest_identity",
     "is_process",
@@ -78,6 +79,23 @@ class GuestDriver(Protocol):
     def reconcile(self, known_agent_ids: set[str]) -> list[str]:
         """Remove what guests not in `known_agent_ids` left behind; say what.
         Does nothing where the driver lacks the rights to look."""
+
+
+@runtime_checkable
+class ReadiesAhead(Protocol):
+    """A driver that keeps guests ready before any spawn asks: each has its
+    agent id and address already, so the spawn takes the id (VmHost.spawn)
+    and `start` with it finds the guest running."""
+
+    def take_ready(self) -> str | None:
+        """The id of a ready guest, now set aside for one spawn; None when
+        none is ready."""
+
+    def give_back_ready(self, agent_id: str) -> None:
+        """A guest set aside that its spawn did not start (it keeps its address)."""
+
+    def discard_ready(self, agent_id: str) -> None:
+        """A guest set aside whose spawn failed: removed, its address given back."""
 
 
 # -- identity -----------------------------------------------------------------------------------

@@ -16,13 +16,16 @@ standard guest, vmhost starts one sandbox per start of its own running
 assignment, holding nothing), checkpoints it (`runsc checkpoint`), and
 restores a copy for every agent (`runsc restore`), in the agent's
 namespace and cgroups, with its work directory in place of the
-template's (and its own mounts after the template's). The assignment (the
-guest's environment) is a file vmhost writes into the work directory once
-the copy runs, mode 0600 and owned by the guest; the guest deletes it once
+template's (and its own mounts after the template's). A restore takes
+about half a second, so `ahead` copies are restored before any spawn asks
+(drivers/gvisor_ahead.py): a spawn takes one, agent id and address
+included, and only writes its assignment. The assignment (the guest's
+environment) is a file vmhost writes into the work directory once the
+copy runs, mode 0600 and owned by the guest; the guest deletes it once
 read. Restores are timed (a `vm.restore` span on the spawn; the guest's
 first ticket gets one too, as with qemu). Any other program, or a spawn
 before the snapshot is ready, starts cold; a snapshot that fails to
-restore is dropped and the guest started cold. (`runsc state` is not asked
+restore is dropped and guests start cold. (`runsc state` is not asked
 whether a sandbox runs: it signals the sandbox and calls it stopped when
 a busy one is slow to answer. The sandbox's process says it.)
 """
@@ -49,6 +52,7 @@ from swarm_vmhost import network, sandbox
 from swarm_vmhost.cgroups import CgroupTree, Limits, Placement, unenforced_message
 from swarm_vmhost.domain import DriverName, GuestHandle, GuestLimit, GuestSpec, Isolation
 from swarm_vmhost.drivers.base import STOP_GRACE_SECONDS, guest_alive
+from swarm_vmhost.drivers.gvisor_ahead import AddressHolder, ReadyGuests, RestoredAhead, _log
 from swarm_vmhost.drivers.netns import is_standard_guest
 from swarm_vmhost.drivers.runsc import (
     PLATFORM,
@@ -57,7 +61,6 @@ from swarm_vmhost.drivers.runsc import (
     TEMPLATE_GROUP,
     TEMPLATE_NETNS,
     TEMPLATE_SECONDS,
-    RunscBundles,
     RunscError,
     Template,
     _assign,
@@ -72,7 +75,7 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 
-class GvisorDriver(RunscBundles):
+class GvisorDriver(ReadyGuests):
     name = DriverName.GVISOR
     isolated = True
     guest_heartbeats = True
@@ -88,12 +91,16 @@ class GvisorDriver(RunscBundles):
         snapshot: bool = False,
         hidden: Sequence[str] = (),
         ca_file: str = "",
+        ahead: int = 0,
+        addresses: AddressHolder | None = None,
     ) -> None:
         """`snapshot`: restore the standard guest from a checkpointed one
         instead of starting it cold; `hidden`: host directories no guest may
         see even where a bound path holds them; `ca_file`: the CA certificate
         guests verify the services with (bound read-only into every guest,
-        the snapshot's included)."""
+        the snapshot's included); `ahead`: how many standard guests to keep
+        restored before any spawn asks (gvisor_ahead), their addresses held
+        in `addresses`."""
         self.bridge = bridge
         self.limits = limits or Limits()
         self.cgroups = cgroups or CgroupTree()
@@ -110,6 +117,18 @@ class GvisorDriver(RunscBundles):
         self._template_done = threading.Event()  # made, or given up
         self._closed = threading.Event()
         self._builder: threading.Thread | None = None
+        self.ahead = (
+            RestoredAhead(
+                ahead,
+                addresses,
+                template=lambda: self._template,
+                restore=self._restore_ahead,
+                remove=self._remove,
+                drop_template=self._drop_template,
+            )
+            if snapshot and ahead > 0 and addresses is not None
+            else None
+        )
 
     # -- what this host allows ----------------------------------------------------------------------
 
@@ -164,6 +183,8 @@ class GvisorDriver(RunscBundles):
         if self._snapshot and self._builder is None and self.probe() is None:
             self._builder = threading.Thread(target=self._build_template, name="gvisor-template", daemon=True)
             self._builder.start()
+            if self.ahead is not None:
+                self.ahead.start()
 
     @property
     def template(self) -> Template | None:
@@ -171,12 +192,16 @@ class GvisorDriver(RunscBundles):
         return self._template
 
     def wait_warm(self, timeout: float) -> bool:
-        """Whether the snapshot is ready within `timeout` (benchmarks, tests);
-        False at once when none is being made."""
+        """Whether the snapshot (and a guest restored ahead, when there are
+        any) is ready within `timeout` (benchmarks, tests); False at once
+        when no snapshot is being made."""
         if self._builder is None:
             return False
+        started = time.monotonic()
         self._template_done.wait(timeout)
-        return self._template is not None
+        if self._template is None or self.ahead is None:
+            return self._template is not None
+        return self.ahead.wait_ready(max(0.0, timeout - (time.monotonic() - started)))
 
     def _build_template(self) -> None:
         try:
@@ -197,6 +222,11 @@ class GvisorDriver(RunscBundles):
         why = self.probe()
         if why is not None:
             raise FailedPrecondition(f"gvisor driver unavailable: {why}", reason="DRIVER_UNAVAILABLE")
+        ready = self.ahead.claim(spec.agent_id) if self.ahead is not None else None
+        if ready is not None:
+            handle = self._start_ready(spec, ready)
+            if handle is not None:
+                return handle
         placement = self.cgroups.place(spec.agent_id, self.limits, self.allow_unlimited)
         os.makedirs(spec.workdir, exist_ok=True)
         template = self._template if is_standard_guest(spec.command) else None
@@ -249,14 +279,19 @@ class GvisorDriver(RunscBundles):
         try:
             return self._restore(spec, placement, template, ns, home, env, extras)
         except Unavailable as exc:
-            log.warning("gVisor restore failed: guests start cold", extra={"error": exc.message})
-        if self._template is template:
-            self._template = None
+            log.warning("gVisor restore failed", extra={"error": exc.message})
+        self._drop_template(template)
         self._runsc_quiet("delete", "-force", spec.agent_id)
         self.cgroups.kill(spec.agent_id)
         network.detach(self.bridge, spec.agent_id)
         self._attach(spec)
         return None
+
+    def _drop_template(self, template: Template) -> None:
+        """A snapshot that does not restore: guests start cold from now on."""
+        if self._template is template:
+            log.warning("the gVisor snapshot does not restore: guests start cold")
+            self._template = None
 
     def _cold(
         self,
@@ -277,7 +312,7 @@ class GvisorDriver(RunscBundles):
         config = self._config(command, env, home, ns, bound)
         config["mounts"] += extras
         self._write_bundle(bundle, config)
-        self._start_container(placement, spec, "run", "--bundle", str(bundle))
+        self._start_container(placement, spec.agent_id, _log(spec), "run", "--bundle", str(bundle))
         return {"restored": "0"}
 
     def _restore(
@@ -300,29 +335,11 @@ class GvisorDriver(RunscBundles):
         }
         with tracer.start_as_current_span("vm.restore", attributes=attributes):
             start_ns, started = time.time_ns(), time.perf_counter()
-            self._start_container(
-                placement, spec, "restore", f"--image-path={template.image}", "--bundle", str(bundle)
-            )
+            args = ("restore", f"--image-path={template.image}", "--bundle", str(bundle))
+            self._start_container(placement, spec.agent_id, _log(spec), *args)
             end_ns, restore_ms = time.time_ns(), (time.perf_counter() - started) * 1000
         _assign(home, _restored_env(env, start_ns, end_ns))
         return {"restored": "1", "restore_ms": f"{restore_ms:.1f}"}
-
-    def _start_container(self, placement: Placement, spec: GuestSpec, *args: str) -> None:
-        """`runsc run|restore ... -detach <agent id>` in the agent's cgroups; the
-        guest's output goes to its log."""
-        pid_file = self._dir("bundles", spec.agent_id) / "pid"
-        try:
-            self._runsc_in(
-                placement.dirs,
-                Path(spec.workdir) / "guest.log",
-                *args,
-                "-detach",
-                "--pid-file",
-                str(pid_file),
-                spec.agent_id,
-            )
-        except (RunscError, subprocess.SubprocessError) as exc:
-            raise Unavailable(f"could not start the gVisor sandbox: {exc}") from exc
 
     def stop(self, handle: GuestHandle) -> None:
         """SIGTERM to the guest (its spans flushed), then the sandbox deleted
@@ -334,19 +351,6 @@ class GvisorDriver(RunscBundles):
             while self.alive(handle) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
         self._remove(handle.agent_id)
-
-    def _remove(self, agent_id: str) -> None:
-        """The guest's sandbox, cgroups, directories and network. Idempotent."""
-        self._remove_container(agent_id)
-        network.detach(self.bridge, agent_id)
-
-    def _remove_container(self, name: str) -> None:
-        """A sandbox by name, whatever is left in its cgroups, its directories."""
-        self._runsc_quiet("delete", "-force", name)
-        self.cgroups.kill(name)
-        self.cgroups.remove(name)
-        for kind in ("homes", "bundles"):
-            shutil.rmtree(self.root / kind / name, ignore_errors=True)
 
     def alive(self, handle: GuestHandle) -> bool:
         """The sandbox process runs (it exits with the guest's program)."""
@@ -381,9 +385,11 @@ class GvisorDriver(RunscBundles):
         return removed
 
     def close(self) -> None:
-        """Stop making the snapshot; remove it, and this driver's cgroup tree
-        once no group is left in it."""
+        """Stop making the snapshot and restoring guests ahead; remove them,
+        and this driver's cgroup tree once no group is left in it."""
         self._closed.set()
+        if self.ahead is not None:
+            self.ahead.close()
         if self._builder is not None:
             self._builder.join(timeout=TEMPLATE_SECONDS)
         if self._template is not None:

@@ -194,11 +194,13 @@ class AgentStore:
         )
         return self._one(conn, agent_id)
 
-    def discard(self, agent_id: str) -> None:
-        """Forget an agent that never started (quota refused it): no row, no address."""
+    def discard(self, agent_id: str, keep_address: bool = False) -> None:
+        """Forget an agent that never started (quota refused it): no row, and
+        no address unless `keep_address` (its guest, readied ahead, keeps it)."""
 
         def tx(conn: Connection) -> None:
-            self.addresses.give_back(conn, agent_id)
+            if not keep_address:
+                self.addresses.give_back(conn, agent_id)
             conn.execute(sa.delete(A).where(A.c.id == agent_id, A.c.state == AgentState.STARTING))
 
         self.db.transaction(tx)
