@@ -15,25 +15,20 @@ Environment (besides the guest's own):
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import json
 import os
 import socket
 import sys
-import threading
 import time
+from collections.abc import Callable
 from typing import Any
+
+from swarmagent import selfcheck
+from swarmagent.selfcheck import connect, listen, peers, reach_peers
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 RESULTS: dict[str, Any] = {}
-
-
-def attempt(name: str, fn: Any) -> None:
-    try:
-        RESULTS[name] = {"ok": True, "detail": str(fn())[:300]}
-    except Exception as exc:  # noqa: BLE001 - every failure is the answer
-        RESULTS[name] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def setns_host_net() -> str:
@@ -133,43 +128,16 @@ def set_address(peer: str) -> str:
     return f"now {peer}"
 
 
-def connect(host: str, port: int, timeout: float = 1.5) -> str:
-    with socket.create_connection((host, port), timeout=timeout):
-        return f"connected to {host}:{port}"
-
-
-def peers() -> list[str]:
-    own = os.environ.get("SWARM_AGENT_ADDRESS", "")
-    gateway = os.environ["HOSTILE_GATEWAY"]
-    net = ipaddress.ip_network(f"{gateway}/24", strict=False)
-    return [str(h) for h in list(net.hosts())[1:6] if str(h) != own]
-
-
-def reach_peers() -> str:
-    port = int(os.environ["HOSTILE_PEER_PORT"])
-    reached = []
-    for peer in peers():
-        try:
-            connect(peer, port, timeout=0.7)
-            reached.append(peer)
-        except OSError:
-            continue
-    if not reached:
-        raise ConnectionError("no other guest reached")
-    return ",".join(reached)
-
-
-def listen() -> None:
-    server = socket.create_server(("0.0.0.0", int(os.environ["HOSTILE_PEER_PORT"])))
-    while True:
-        conn, _ = server.accept()
-        conn.close()
+def attempt(name: str, fn: Callable[[], object]) -> None:
+    selfcheck.attempt(RESULTS, name, fn)
 
 
 def main() -> int:
-    threading.Thread(target=listen, daemon=True).start()
+    peer_port = int(os.environ["HOSTILE_PEER_PORT"])
+    listen(peer_port)
     time.sleep(float(os.environ.get("HOSTILE_SETTLE_SECONDS", "2")))  # the other guests listen too
     gateway = os.environ["HOSTILE_GATEWAY"]
+    own = os.environ.get("SWARM_AGENT_ADDRESS", "")
     attempt("uid", os.getuid)
     attempt("nsenter_host_network", setns_host_net)
     attempt("new_user_namespace", new_user_namespace)
@@ -179,8 +147,8 @@ def main() -> int:
     attempt("read_service_database", read_database)
     attempt("leave_cgroup", leave_cgroup)
     attempt("raw_socket", raw_socket)
-    attempt("take_peer_address", lambda: set_address(peers()[0]))
-    attempt("reach_other_guests", reach_peers)
+    attempt("take_peer_address", lambda: set_address(peers(own, gateway)[0]))
+    attempt("reach_other_guests", lambda: reach_peers(own, gateway, peer_port))
     for port in os.environ.get("HOSTILE_HOST_PORTS", "").split(","):
         if port:
             attempt(f"reach_host_port_{port}", lambda p=int(port): connect(gateway, p))

@@ -125,7 +125,7 @@ def test_a_hostile_guest_gets_out_nowhere(
         ]
     )
     # The metadata port is known once the bridge is: a first vmhost makes it.
-    metadata, metadata_port = _metadata_server(make_vmhost(default_driver="process"))
+    metadata, metadata_port = _metadata_server(make_vmhost(default_driver="process", warm_guests=0))
     stand_ins.append((metadata, metadata_port))
     host = make_vmhost(
         guest_command=HOSTILE,
