@@ -27,6 +27,8 @@ class ClaimedTicket:
     ticket: pb.Ticket
     lease: pb.Lease
     stage: int
+    # The ticket's repository's credential, when ticketing's store has one.
+    git_credential: pb.GitCredential | None = None
 
     @property
     def id(self) -> str:
@@ -88,7 +90,8 @@ class TicketingClient:
         )
         if not reply.HasField("ticket"):
             return None
-        return ClaimedTicket(reply.ticket, reply.lease, reply.stage)
+        credential = reply.git_credential if reply.HasField("git_credential") else None
+        return ClaimedTicket(reply.ticket, reply.lease, reply.stage, credential)
 
     def _guarded(self, call: Any, request: Any) -> Any:
         """A call on a held lease: a stale or released lease is LeaseLost."""

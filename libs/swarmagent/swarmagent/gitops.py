@@ -19,12 +19,13 @@ the tenant's own directory, and never through a submodule.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from swarmcommon.gitnames import check_branch
@@ -68,6 +69,16 @@ PASSED_THROUGH = (
 # and fd run commands or use descriptors; git://, http:// and ftp(s):// are
 # unauthenticated. Unknown ones fall under protocol.allow=never.
 REFUSED_TRANSPORTS = ("ext", "fd", "git", "http", "ftp", "ftps")
+# GIT_ASKPASS: git runs it with its prompt ("Username for 'https://…': ",
+# "Password for 'https://user@…': ") and reads the answer from its output.
+ASKPASS_USERNAME, ASKPASS_PASSWORD = "SWARM_GIT_USERNAME", "SWARM_GIT_PASSWORD"
+ASKPASS = f"""#!/bin/sh
+case "$1" in
+  Username*) printf '%s\n' "${ASKPASS_USERNAME}" ;;
+  Password*) printf '%s\n' "${ASKPASS_PASSWORD}" ;;
+  *) exit 1 ;;
+esac
+"""
 
 
 @dataclass(frozen=True)
@@ -80,11 +91,19 @@ class GitPolicy:
     strictly inside this directory; None refuses them, and git itself then
     refuses the file transport.
     `known_hosts`: the ssh host keys the operator trusts; without one, ssh
-    connects nowhere (no host key can be checked)."""
+    connects nowhere (no host key can be checked).
+    `credential`: (username, password) for the ticket's https repository,
+    answered to git's prompts by GIT_ASKPASS (never in a URL or a file);
+    without one git asks nobody and an https repository that wants one
+    fails."""
 
     home: Path
     local_root: Path | None = None
     known_hosts: Path | None = None
+    credential: tuple[str, str] | None = field(default=None, repr=False)
+
+    def with_credential(self, username: str, password: str) -> GitPolicy:
+        return dataclasses.replace(self, credential=(username, password))
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str], home: Path) -> GitPolicy:
@@ -117,6 +136,12 @@ class GitPolicy:
             "StrictHostKeyChecking=yes",
         ]
         env = {key: os.environ[key] for key in PASSED_THROUGH if key in os.environ}
+        if self.credential is not None:
+            env |= {
+                "GIT_ASKPASS": str(self._askpass()),
+                ASKPASS_USERNAME: self.credential[0],
+                ASKPASS_PASSWORD: self.credential[1],
+            }
         return env | {
             "HOME": str(self.home),
             "LC_ALL": "C",
@@ -148,6 +173,17 @@ class GitPolicy:
                 ("protocol.file.allow", "user" if self.local_root else "never"),
             ),
         }
+
+    def _askpass(self) -> Path:
+        """The program git asks for the credential: it answers from git's own
+        environment (the secret is never written down), in the agent's HOME."""
+        path = self.home / "askpass"
+        if not path.exists():
+            aside = self.home / f".askpass-{os.getpid()}"
+            aside.write_text(ASKPASS)
+            aside.chmod(0o700)
+            aside.replace(path)
+        return path
 
     def check(self, repository: str) -> None:
         """RepositoryRefused unless this agent may clone `repository`."""

@@ -112,15 +112,21 @@ class Runtime:
             raise WorkFailed("the ticket's project names no repository and this agent has none configured")
         return self.repository, self.base_branch
 
-    def _clone(self, repository: str, workdir: Path) -> Workspace:
+    def _clone(self, repository: str, workdir: Path, claimed: ClaimedTicket) -> Workspace:
+        """The repository, with the ticket's credential when ticketing gave one
+        (this workspace's git commands only: the next ticket starts without)."""
+        policy = self.git
+        credential = claimed.git_credential
+        if credential is not None and credential.username:
+            policy = policy.with_credential(credential.username, credential.password)
         with tracer.start_as_current_span("git.clone", attributes={"git.repository": repository}):
-            return Workspace.clone(repository, workdir, self.git)
+            return Workspace.clone(repository, workdir, policy)
 
     def code(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
         t = claimed.ticket
         branch = f"swarm/{claimed.id[:8]}-{slug(t.name)}"
         repository, base = self._where(claimed)
-        ws = self._clone(repository, workdir)
+        ws = self._clone(repository, workdir, claimed)
         ws.start_branch(branch, base)
         files_now = sorted(
             p.relative_to(ws.path).as_posix() for p in ws.path.rglob("*") if ".git" not in p.parts
@@ -165,7 +171,7 @@ class Runtime:
         if not branch:
             raise WorkFailed("nothing to review: the previous stage handed back no branch")
         repository, base = self._where(claimed)
-        ws = self._clone(repository, workdir)
+        ws = self._clone(repository, workdir, claimed)
         diff = ws.diff(base, branch)
         with tracer.start_as_current_span("llm.review", attributes={"gen_ai.request.model": self.model}):
             reply = llm.create(

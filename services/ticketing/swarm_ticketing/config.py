@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from swarm_ticketing.gitcredentials import FileCredentials
 from swarm_ticketing.repositories import parse_prefixes
 from swarmcommon.gitrepos import local_segments
 from swarmcommon.settings import ServiceSettings, service_config
@@ -45,11 +46,21 @@ class Settings(ServiceSettings):
     # <this>/<tenant_id>/ (a single-host install, the demo). vmhost's setting
     # of the same name lets guests clone them.
     local_repository_root: str = ""
+    # Credentials for tenants' https repositories, handed to the agent that
+    # claims a ticket of such a repository (swarm_ticketing.gitcredentials):
+    # a JSON file the operator writes. Empty: guests get none.
+    git_credentials_file: str = ""
 
     @field_validator("repository_prefixes")
     @classmethod
     def _prefixes(cls, value: str) -> str:
         parse_prefixes(value)
+        return value
+
+    @field_validator("git_credentials_file")
+    @classmethod
+    def _credentials(cls, value: str) -> str:
+        FileCredentials.load(value)  # refused at start, naming the bad entry
         return value
 
     @field_validator("local_repository_root")

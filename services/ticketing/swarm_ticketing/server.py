@@ -10,6 +10,7 @@ from pathlib import Path
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
+from swarm_ticketing.gitcredentials import FileCredentials
 from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.repositories import RepositoryPolicy
@@ -95,7 +96,9 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
     servicer = TicketingServicer(
-        stores, RepositoryPolicy.from_settings(settings.repository_prefixes, settings.local_repository_root)
+        stores,
+        RepositoryPolicy.from_settings(settings.repository_prefixes, settings.local_repository_root),
+        FileCredentials.load(settings.git_credentials_file),
     )
     revocations = revocation_list(settings.vmhost_target, settings)
     handle = start_server(

@@ -14,6 +14,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing import wire
 from swarm_ticketing.domain import MAX_REASON, lease_duration
+from swarm_ticketing.gitcredentials import CredentialStore, FileCredentials
 from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.stores.claims import ClaimRequest, Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
@@ -86,9 +87,12 @@ def _optional_uuid(field: str, value: str) -> str | None:
 
 
 class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
-    def __init__(self, stores: Stores, repositories: RepositoryPolicy) -> None:
+    def __init__(
+        self, stores: Stores, repositories: RepositoryPolicy, git_credentials: CredentialStore | None = None
+    ) -> None:
         self.s = stores
         self.repositories = repositories
+        self.git_credentials = git_credentials or FileCredentials()
 
     # -- projects & reads ------------------------------------------------------
 
@@ -184,10 +188,18 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         )
         if claim is None:
             return pb.ClaimTicketResponse()
+        lease = wire.lease_to_proto(claim.lease)
+        # Only the claimant, only for this ticket's repository, only as long as its lease.
+        secret = self.git_credentials.for_repository(claim.ticket.tenant_id, claim.ticket.repository)
         return pb.ClaimTicketResponse(
             ticket=wire.ticket_to_proto(claim.ticket),
-            lease=wire.lease_to_proto(claim.lease),
+            lease=lease,
             stage=wire.ROLE.to_proto(claim.stage),  # type: ignore[arg-type]
+            git_credential=pb.GitCredential(
+                username=secret.username, password=secret.password, expire_time=lease.expire_time
+            )
+            if secret
+            else None,
         )
 
     @staticmethod
