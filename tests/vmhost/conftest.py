@@ -11,8 +11,12 @@ from typing import Any
 import pytest
 from pyroute2 import netns
 
+from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
+from swarm_ticketing import server as ticketing_server
+from swarm_ticketing.config import Settings as TicketingSettings
 from swarm_vmhost import network
 from swarmcommon.clock import Clock
+from swarmcommon.grpcclient import channel
 from tests.vmhost.harness import REPO, VmHostHarness, fresh_bridge, start_vmhost
 
 if os.geteuid() != 0:  # pragma: no cover - CI runs as root
@@ -45,3 +49,19 @@ def make_vmhost(
             if name.startswith(f"{bridge.name}-"):
                 netns.remove(name)
         network.remove_bridge(bridge)
+
+
+@pytest.fixture
+def ticketing(tmp_path: Path) -> Iterator[tuple[ticketing_server.Ticketing, tpb_grpc.TicketingServiceStub]]:
+    """Ticketing on its own SQLite file, on every address: guests reach it through the bridge."""
+    app = ticketing_server.start(
+        TicketingSettings(
+            database_url=f"sqlite:///{tmp_path / 'ticketing.db'}",
+            listen_address="0.0.0.0:0",
+            reaper_interval_seconds=0,
+        )
+    )
+    ch = channel(f"127.0.0.1:{app.port}")
+    yield app, tpb_grpc.TicketingServiceStub(ch)
+    ch.close()
+    app.stop(grace=1)

@@ -30,10 +30,8 @@ from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
 from swarm_ticketing import server as ticketing_server
-from swarm_ticketing.config import Settings as TicketingSettings
 from swarm_vmhost.domain import DriverName
 from swarm_vmhost.drivers.qemu import tap_name
-from swarmcommon.grpcclient import channel
 from tests.support.harness import TelemetryHarness, start_telemetry
 from tests.support.pki import make_mesh_pki, own_channel, tls_channel
 from tests.support.secure import start_secure
@@ -43,22 +41,6 @@ from tests.vmhost.harness import REPO, VmHostHarness
 IMAGE = REPO / "build" / "guest"
 # Generous for TCG on two shared cores; the timings are printed (pytest -s).
 TICKET_TIMEOUT = 300.0
-
-
-@pytest.fixture
-def ticketing(tmp_path: Path) -> Iterator[tuple[ticketing_server.Ticketing, tpb_grpc.TicketingServiceStub]]:
-    # On every address: guests reach it through the bridge.
-    app = ticketing_server.start(
-        TicketingSettings(
-            database_url=f"sqlite:///{tmp_path / 'ticketing.db'}",
-            listen_address="0.0.0.0:0",
-            reaper_interval_seconds=0,
-        )
-    )
-    ch = channel(f"127.0.0.1:{app.port}")
-    yield app, tpb_grpc.TicketingServiceStub(ch)
-    ch.close()
-    app.stop(grace=1)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,8 @@ from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_ticketing import server as ticketing_server
-from swarm_ticketing.config import Settings as TicketingSettings
 from swarm_vmhost import network
 from swarm_vmhost.domain import DriverName
-from swarmcommon.grpcclient import channel
 from tests.support.waiting import eventually
 from tests.vmhost.harness import REPO, VmHostHarness
 from tests.vmhost.test_hostile_guests import METADATA, PEER_PORT, _connects, _listener, _metadata_server
@@ -37,21 +35,6 @@ from tests.vmhost.test_qemu import _neighbour_mac
 IMAGE = REPO / "build" / "guest"
 TIMEOUT = 300.0  # TCG on two shared cores
 TENANTS = ("tenant-a", "tenant-b")
-
-
-@pytest.fixture
-def ticketing(tmp_path: Path) -> Iterator[tuple[ticketing_server.Ticketing, tpb_grpc.TicketingServiceStub]]:
-    app = ticketing_server.start(
-        TicketingSettings(
-            database_url=f"sqlite:///{tmp_path / 'ticketing.db'}",
-            listen_address="0.0.0.0:0",  # guests reach it through the bridge
-            reaper_interval_seconds=0,
-        )
-    )
-    ch = channel(f"127.0.0.1:{app.port}")
-    yield app, tpb_grpc.TicketingServiceStub(ch)
-    ch.close()
-    app.stop(grace=1)
 
 
 def test_a_hostile_vm_gets_off_its_port_of_the_bridge_nowhere(

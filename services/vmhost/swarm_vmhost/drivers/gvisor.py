@@ -55,7 +55,6 @@ from swarm_vmhost.drivers.base import STOP_GRACE_SECONDS, guest_alive
 from swarm_vmhost.drivers.gvisor_ahead import AddressHolder, ReadyGuests, RestoredAhead, _log
 from swarm_vmhost.drivers.netns import is_standard_guest
 from swarm_vmhost.drivers.runsc import (
-    PLATFORM,
     POLL_SECONDS,
     RUNSC,
     TEMPLATE_GROUP,
@@ -245,15 +244,7 @@ class GvisorDriver(ReadyGuests):
         except BaseException:
             self._remove(spec.agent_id)
             raise
-        return GuestHandle(
-            spec.agent_id,
-            self.name,
-            pid=pid,
-            devices=[network.host_veth(spec.agent_id)],
-            netns=ns,
-            data={"sandbox": "gvisor", "platform": PLATFORM, "network": "netstack", **data},
-            unenforced_limits=list(placement.unenforced),
-        )
+        return self._handle(spec, pid, data, placement.unenforced)
 
     def _attach(self, spec: GuestSpec) -> str:
         """The guest's namespace on the bridge (netstack takes its interface over)."""

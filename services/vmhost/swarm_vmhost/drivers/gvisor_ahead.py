@@ -301,21 +301,21 @@ class ReadyGuests(RunscBundles):
         except BaseException:
             self._remove(spec.agent_id)
             raise
+        data = {"restored": "1", "restored_ahead": "1", "restore_ms": f"{ready.restore_ms:.1f}"}
+        return self._handle(spec, ready.pid, data, ready.unenforced)
+
+    def _handle(
+        self, spec: GuestSpec, pid: int, data: dict[str, str], unenforced: Sequence[GuestLimit]
+    ) -> GuestHandle:
+        """A running gVisor guest's handle."""
         return GuestHandle(
             spec.agent_id,
             self.name,
-            pid=ready.pid,
+            pid=pid,
             devices=[network.host_veth(spec.agent_id)],
             netns=network.netns_name(self.bridge, spec.agent_id),
-            data={
-                "sandbox": "gvisor",
-                "platform": PLATFORM,
-                "network": "netstack",
-                "restored": "1",
-                "restored_ahead": "1",
-                "restore_ms": f"{ready.restore_ms:.1f}",
-            },
-            unenforced_limits=list(ready.unenforced),
+            data={"sandbox": "gvisor", "platform": PLATFORM, "network": "netstack", **data},
+            unenforced_limits=list(unenforced),
         )
 
     # -- sandboxes by name ----------------------------------------------------------------------------
