@@ -27,7 +27,7 @@ class ProcessDriver:
         if not self.allowed:
             return (
                 "guests without isolation run only in insecure dev mode or when chosen "
-                "(SWARM_VMHOST_DEFAULT_DRIVER=process); no sandbox driver can run here"
+                "(SWARM_VMHOST_DEFAULT_DRIVER=process)"
             )
         return None
 
