@@ -265,3 +265,26 @@ def test_a_guest_restored_ahead_becomes_the_agent_survives_a_refusal_and_goes_af
 
 def _agent(host: VmHostHarness, agent_id: str) -> pb.Agent:
     return host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=agent_id)).agent
+
+
+def test_a_guest_that_needs_more_mounts_than_a_ready_one_has_is_restored_for_itself(
+    make_vmhost: Callable[..., VmHostHarness], tmp_path: Path
+) -> None:
+    # Local repositories: each guest binds its own tenant's directory, which
+    # no guest restored ahead (before its tenant was known) has.
+    repos = tmp_path / "repos"
+    (repos / "acme").mkdir(parents=True)
+    host = make_vmhost(
+        default_driver="gvisor", warm_guests=1, local_repository_root=str(repos), start_timeout_seconds=120
+    )
+    driver = _driver(host)
+    assert driver.wait_warm(300) and driver.ahead is not None
+    [ready] = driver.ahead.ready_ids()
+    address = _held(host)[ready]
+    agent = _spawn(host)
+    # The spawn took the ready guest's id and address, then restored a guest with its mounts.
+    assert (agent.id, agent.address) == (ready, address)
+    handle = host.app.host.agents.get_any(agent.id).handle
+    assert handle is not None and handle.data["restored"] == "1" and "restored_ahead" not in handle.data
+    eventually(lambda: _agent(host, agent.id).state in READY, timeout=60, interval=0.05, what="its heartbeat")
+    assert _containers(driver).count(agent.id) == 1
