@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.config import Settings
 from swarmagent.client import ClaimedTicket
-from swarmagent.gitops import Author, GitError, GitPolicy, Workspace, init_repository
+from swarmagent.gitops import Author, GitError, GitPolicy, RepositoryRefused, Workspace, init_repository
 from swarmagent.runtime import Runtime
 from tests.support.githttps import GitHttps, git_https
 from tests.support.harness import BACKENDS, start_ticketing
@@ -50,14 +50,15 @@ def test_without_the_credential_a_private_repository_is_refused(server: GitHttps
         _clone(server, tmp_path, GitPolicy(tmp_path / "home"))
     assert set(server.attempts) == {""}  # git presented nothing (no host credentials to find)
     with pytest.raises(GitError):
-        _clone(server, tmp_path, GitPolicy(tmp_path / "home").with_credential(USER, "wrong"), "ws2")
+        wrong = GitPolicy(tmp_path / "home").with_credential(server.url("acme/app.git"), USER, "wrong")
+        _clone(server, tmp_path, wrong, "ws2")
     assert USER in server.attempts
 
 
 def test_with_the_credential_the_agent_clones_and_pushes_and_writes_the_secret_nowhere(
     server: GitHttps, tmp_path: Path
 ) -> None:
-    policy = GitPolicy(tmp_path / "home").with_credential(USER, SECRET)
+    policy = GitPolicy(tmp_path / "home").with_credential(server.url("acme/app.git"), USER, SECRET)
     assert SECRET not in repr(policy)
     ws = _clone(server, tmp_path, policy)
     ws.start_branch("swarm/feature", "main")
@@ -131,3 +132,30 @@ def test_a_bad_credentials_file_stops_ticketing_naming_the_entry(tmp_path: Path)
     store.write_text(json.dumps({"tenant_id": "a"}))
     with pytest.raises(ValidationError, match="expected a JSON list"):
         Settings(database_url="sqlite://", git_credentials_file=str(store))
+
+
+def test_the_credential_is_answered_only_to_its_repositorys_host(tmp_path: Path) -> None:
+    """What git would ask after a redirect to another host (or for any other
+    URL the repository steers it to) gets nothing; over anything but https
+    no credential is ever set up."""
+    repository = "https://git.example.test/acme/app.git"
+    policy = GitPolicy(tmp_path / "home").with_credential(repository, USER, SECRET)
+    env = policy.environment()
+
+    def ask(prompt: str) -> subprocess.CompletedProcess[str]:
+        asked = [env["GIT_ASKPASS"], prompt]
+        return subprocess.run(asked, env=env, capture_output=True, text=True, check=False)
+
+    assert ask("Username for 'https://git.example.test': ").stdout == f"{USER}\n"
+    assert ask(f"Password for 'https://{USER}@git.example.test': ").stdout == f"{SECRET}\n"
+    for prompt in (
+        "Username for 'https://attacker.example': ",
+        f"Password for 'https://{USER}@attacker.example': ",
+        f"Password for 'https://{USER}@git.example.test.attacker.example': ",
+        "Password for 'https://someone@git.example.test': ",
+    ):
+        answer = ask(prompt)
+        assert answer.returncode != 0 and SECRET not in answer.stdout and USER not in answer.stdout, prompt
+    for repository in ("ssh://git@git.example.test/acme/app.git", "/srv/git/acme/app.git"):
+        with pytest.raises(RepositoryRefused):
+            GitPolicy(tmp_path / "home").with_credential(repository, USER, SECRET)

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote, urlsplit
 
 from swarmcommon.gitnames import check_branch
 from swarmcommon.gitrepos import is_under, local_segments, parse
@@ -69,13 +70,15 @@ PASSED_THROUGH = (
 # and fd run commands or use descriptors; git://, http:// and ftp(s):// are
 # unauthenticated. Unknown ones fall under protocol.allow=never.
 REFUSED_TRANSPORTS = ("ext", "fd", "git", "http", "ftp", "ftps")
-# GIT_ASKPASS: git runs it with its prompt ("Username for 'https://…': ",
-# "Password for 'https://user@…': ") and reads the answer from its output.
-ASKPASS_USERNAME, ASKPASS_PASSWORD = "SWARM_GIT_USERNAME", "SWARM_GIT_PASSWORD"
-ASKPASS = f"""#!/bin/sh
+# GIT_ASKPASS: git runs it with its prompt ("Username for 'https://host': ",
+# "Password for 'https://user@host': ") and reads the answer from its output.
+# It answers only for the ticket's repository's host: a redirect (or anything
+# else the repository steers) to another host gets nothing.
+ASKPASS_ENV = ("SWARM_GIT_USERNAME", "SWARM_GIT_PASSWORD", "SWARM_GIT_ORIGIN", "SWARM_GIT_PASSWORD_FOR")
+ASKPASS = """#!/bin/sh
 case "$1" in
-  Username*) printf '%s\n' "${ASKPASS_USERNAME}" ;;
-  Password*) printf '%s\n' "${ASKPASS_PASSWORD}" ;;
+  "Username for '$SWARM_GIT_ORIGIN': ") printf '%s\\n' "$SWARM_GIT_USERNAME" ;;
+  "Password for '$SWARM_GIT_PASSWORD_FOR': ") printf '%s\\n' "$SWARM_GIT_PASSWORD" ;;
   *) exit 1 ;;
 esac
 """
@@ -92,18 +95,23 @@ class GitPolicy:
     refuses the file transport.
     `known_hosts`: the ssh host keys the operator trusts; without one, ssh
     connects nowhere (no host key can be checked).
-    `credential`: (username, password) for the ticket's https repository,
-    answered to git's prompts by GIT_ASKPASS (never in a URL or a file);
-    without one git asks nobody and an https repository that wants one
-    fails."""
+    `credential`: (origin, username, password) for the ticket's https
+    repository, answered by GIT_ASKPASS to git's prompts for that origin
+    only (never in a URL or a file); without one git asks nobody and an
+    https repository that wants one fails."""
 
     home: Path
     local_root: Path | None = None
     known_hosts: Path | None = None
-    credential: tuple[str, str] | None = field(default=None, repr=False)
+    credential: tuple[str, str, str] | None = field(default=None, repr=False)
 
-    def with_credential(self, username: str, password: str) -> GitPolicy:
-        return dataclasses.replace(self, credential=(username, password))
+    def with_credential(self, repository: str, username: str, password: str) -> GitPolicy:
+        """This policy with a credential for `repository`'s https origin."""
+        url = urlsplit(repository)
+        if url.scheme != "https" or not url.hostname:
+            raise RepositoryRefused(f"credentials go over https only, not to {repository[:200]!r}")
+        origin = f"https://{url.netloc.rpartition('@')[2]}"
+        return dataclasses.replace(self, credential=(origin, username, password))
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str], home: Path) -> GitPolicy:
@@ -137,11 +145,10 @@ class GitPolicy:
         ]
         env = {key: os.environ[key] for key in PASSED_THROUGH if key in os.environ}
         if self.credential is not None:
-            env |= {
-                "GIT_ASKPASS": str(self._askpass()),
-                ASKPASS_USERNAME: self.credential[0],
-                ASKPASS_PASSWORD: self.credential[1],
-            }
+            origin, username, password = self.credential
+            for_password = f"https://{quote(username, safe='')}@{origin.removeprefix('https://')}"
+            env |= dict(zip(ASKPASS_ENV, (username, password, origin, for_password), strict=True))
+            env["GIT_ASKPASS"] = str(self._askpass())
         return env | {
             "HOME": str(self.home),
             "LC_ALL": "C",

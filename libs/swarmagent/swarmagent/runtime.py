@@ -118,7 +118,7 @@ class Runtime:
         policy = self.git
         credential = claimed.git_credential
         if credential is not None and credential.username:
-            policy = policy.with_credential(credential.username, credential.password)
+            policy = policy.with_credential(repository, credential.username, credential.password)
         with tracer.start_as_current_span("git.clone", attributes={"git.repository": repository}):
             return Workspace.clone(repository, workdir, policy)
 

@@ -161,13 +161,13 @@ class VmHostApp:
                 self.host.terminate(agent, "vmhost shut down")
             except Exception:  # keep stopping the others
                 log.exception("terminate on shutdown failed", extra={"agent_id": agent.id})
+        for driver in self.host.drivers.values():
+            if hasattr(driver, "close"):
+                driver.close()  # its warm and restored-ahead guests (on the bridge)
         if network.probe() is None:
             network.remove_bridge(self.host.bridge)
         if self.relay is not None:
             self.relay.stop()
-        for driver in self.host.drivers.values():
-            if hasattr(driver, "close"):
-                driver.close()  # its warm sandboxes
         self.host.close()
         self.db.dispose()
 
