@@ -72,10 +72,24 @@ def other_guests() -> str:
 
 
 def new_user_namespace() -> str:
-    """unshare(CLONE_NEWUSER): inside one, a guest is root again (and many kernel holes start there)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWUSER) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    """unshare(CLONE_NEWUSER): inside one, a guest is root again (and many
+    kernel holes start there). Tried in a forked, single-threaded child: the
+    kernel refuses a multi-threaded caller anyway, and the attempt must not
+    fail for that reason."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one thread
+        libc = ctypes.CDLL(None, use_errno=True)
+        err = 0 if libc.unshare(CLONE_NEWUSER) == 0 else ctypes.get_errno()
+        os.write(w, str(err).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    err = int(answer or b"-1")
+    if err != 0:
+        raise OSError(err, os.strerror(err) if err > 0 else "the child reported nothing")
     return "a new user namespace"
 
 
@@ -134,7 +148,9 @@ def attempt(name: str, fn: Callable[[], object]) -> None:
 
 def main() -> int:
     peer_port = int(os.environ["HOSTILE_PEER_PORT"])
-    listen(peer_port)
+    once = "--once" in sys.argv  # run by a guest's work function, which listens and returns the report
+    if not once:
+        listen(peer_port)
     time.sleep(float(os.environ.get("HOSTILE_SETTLE_SECONDS", "2")))  # the other guests listen too
     gateway = os.environ["HOSTILE_GATEWAY"]
     own = os.environ.get("SWARM_AGENT_ADDRESS", "")
@@ -159,7 +175,8 @@ def main() -> int:
     attempt("reach_metadata", lambda: connect(host, int(port)))
     sys.stdout.write("HOSTILE " + json.dumps(RESULTS) + "\n")
     sys.stdout.flush()
-    time.sleep(3600)  # stay up: the peers may still be probing
+    if not once:
+        time.sleep(3600)  # stay up: the peers may still be probing
     return 0
 
 

@@ -102,6 +102,42 @@ def _pid_of_guest(pid: int) -> int:
         pid = children[-1]
 
 
+def hostile_env(database: str, closed_ports: list[str], metadata_port: int, host_secret: str) -> str:
+    """The hostile program's settings (see hostile.py) as vmhost's guest_env."""
+    return ";".join(
+        [
+            f"HOSTILE_DB={database}",
+            f"HOSTILE_HOST_PORTS={','.join(['5432', *closed_ports])}",
+            f"HOSTILE_PEER_PORT={PEER_PORT}",
+            f"HOSTILE_METADATA={METADATA}:{metadata_port}",
+            f"HOSTILE_MARKER={host_secret[::-1]}",
+            "HOSTILE_GATEWAY={host}",
+        ]
+    )
+
+
+def assert_refused(report: dict[str, Any], closed_ports: list[str]) -> None:
+    """Every attempt failed, each asserted on its own; the controls worked."""
+    # The controls: the guest runs, as its unprivileged uid, and reaches
+    # what guests are for (so the failures below are refusals, not a
+    # guest without a network).
+    assert report["uid"] == {"ok": True, "detail": str(sandbox.GUEST_UID)}, report["uid"]
+    assert report["reach_vmhost"]["ok"], report["reach_vmhost"]
+    assert not report["nsenter_host_network"]["ok"], report["nsenter_host_network"]
+    assert not report["new_user_namespace"]["ok"], report["new_user_namespace"]
+    assert not report["mount"]["ok"], report["mount"]
+    assert not report["read_host_environ"]["ok"], report["read_host_environ"]
+    assert not report["read_other_guest_environ"]["ok"], report["read_other_guest_environ"]
+    assert not report["read_service_database"]["ok"], report["read_service_database"]
+    assert not report["leave_cgroup"]["ok"], report["leave_cgroup"]
+    assert not report["raw_socket"]["ok"], report["raw_socket"]
+    assert not report["take_peer_address"]["ok"], report["take_peer_address"]
+    assert not report["reach_other_guests"]["ok"], report["reach_other_guests"]
+    for port in ["5432", *closed_ports]:
+        assert not report[f"reach_host_port_{port}"]["ok"], (port, report[f"reach_host_port_{port}"])
+    assert not report["reach_metadata"]["ok"], report["reach_metadata"]
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_hostile_guest_gets_out_nowhere(
     driver: str,
@@ -114,23 +150,13 @@ def test_a_hostile_guest_gets_out_nowhere(
     stand_ins = [_listener("0.0.0.0") for _ in range(3)]
     closed_ports = [str(p) for _, p in stand_ins]
     database = db.removeprefix("sqlite:///")
-    guest_env = ";".join(
-        [
-            f"HOSTILE_DB={database}",
-            f"HOSTILE_HOST_PORTS={','.join(['5432', *closed_ports])}",
-            f"HOSTILE_PEER_PORT={PEER_PORT}",
-            f"HOSTILE_METADATA={METADATA}:{{metadata_port}}",
-            f"HOSTILE_MARKER={host_secret[::-1]}",
-            "HOSTILE_GATEWAY={host}",
-        ]
-    )
     # The metadata port is known once the bridge is: a first vmhost makes it.
     metadata, metadata_port = _metadata_server(make_vmhost(default_driver="process", warm_guests=0))
     stand_ins.append((metadata, metadata_port))
     host = make_vmhost(
         guest_command=HOSTILE,
         default_driver=driver,
-        guest_env=guest_env.replace("{metadata_port}", str(metadata_port)),
+        guest_env=hostile_env(database, closed_ports, metadata_port, host_secret),
     )
     assert os.path.isfile(database)
     try:
@@ -150,25 +176,7 @@ def test_a_hostile_guest_gets_out_nowhere(
             lambda a=agent: _connects(a.address, PEER_PORT), timeout=30, what=f"{agent.address} listening"
         )
     for agent in agents:
-        report = reports[agent.id]
-        # The controls: the guest runs, as its unprivileged uid, and reaches
-        # what guests are for (so the failures below are refusals, not a
-        # guest without a network).
-        assert report["uid"] == {"ok": True, "detail": str(sandbox.GUEST_UID)}, report["uid"]
-        assert report["reach_vmhost"]["ok"], report["reach_vmhost"]
-        assert not report["nsenter_host_network"]["ok"], report["nsenter_host_network"]
-        assert not report["new_user_namespace"]["ok"], report["new_user_namespace"]
-        assert not report["mount"]["ok"], report["mount"]
-        assert not report["read_host_environ"]["ok"], report["read_host_environ"]
-        assert not report["read_other_guest_environ"]["ok"], report["read_other_guest_environ"]
-        assert not report["read_service_database"]["ok"], report["read_service_database"]
-        assert not report["leave_cgroup"]["ok"], report["leave_cgroup"]
-        assert not report["raw_socket"]["ok"], report["raw_socket"]
-        assert not report["take_peer_address"]["ok"], report["take_peer_address"]
-        assert not report["reach_other_guests"]["ok"], report["reach_other_guests"]
-        for port in ["5432", *closed_ports]:
-            assert not report[f"reach_host_port_{port}"]["ok"], (port, report[f"reach_host_port_{port}"])
-        assert not report["reach_metadata"]["ok"], report["reach_metadata"]
+        assert_refused(reports[agent.id], closed_ports)
         # And as the kernel sees the guest from outside: still in its own
         # network namespace and in its agent's cgroup.
         handle = host.app.host.agents.get(agent.tenant_id, agent.id).handle

@@ -71,6 +71,25 @@ DENIED_SYSCALLS = (
 CLONE_NEWUSER = 0x10000000
 
 
+def oci_seccomp() -> dict[str, object]:
+    """The same filter as an OCI runtime spec's `linux.seccomp` (what the
+    gvisor driver gives runsc, which enforces it inside its own kernel).
+    Without clone3's ENOSYS: this runsc answers a refused call with EPERM
+    whatever the spec says, and libc then cannot start threads. clone3 with
+    CLONE_NEWUSER (raw syscall only) is thus not refused under gVisor; the
+    bridge filter still holds whatever such a guest sends."""
+    eperm = {"action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}
+    newuser = {"index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"}
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": list(DENIED_SYSCALLS), **eperm},
+            {"names": ["clone"], **eperm, "args": [newuser]},
+        ],
+    }
+
+
 class SandboxUnavailable(RuntimeError):
     """bubblewrap or the seccomp library is missing; the message says which."""
 

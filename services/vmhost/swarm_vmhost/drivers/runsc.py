@@ -220,7 +220,8 @@ class RunscBundles:
                     {"type": "uts"},
                     {"type": "mount"},
                     {"type": "network", "path": f"/run/netns/{ns}"},
-                ]
+                ],
+                "seccomp": sandbox.oci_seccomp(),
             },
         }
 
@@ -267,7 +268,10 @@ class RunscBundles:
 
     def _argv(self, *args: str) -> list[str]:
         """runsc with `args` after the global flags every command shares."""
-        flags = ["--root", str(self._dir("state")), "--ignore-cgroups", "--network=sandbox"]
+        # --oci-seccomp: the bundle's filter (sandbox.oci_seccomp) is enforced
+        # inside gVisor's kernel: no user namespaces (in which a guest would
+        # hold every capability of gVisor's, raw sockets included), no mounts.
+        flags = ["--root", str(self._dir("state")), "--ignore-cgroups", "--network=sandbox", "--oci-seccomp"]
         return [RUNSC, *flags, f"--platform={PLATFORM}", *args]
 
     def _runsc(self, *args: str) -> str:
