@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from swarm.ticketing.v1 import ticketing_pb2 as tpb
+from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
 from swarm_vmhost import network
 from swarm_vmhost import server as vmhost_server
 from swarm_vmhost.config import Settings
 from swarmcommon.clock import Clock
 from swarmcommon.grpcclient import channel
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 # Every test bridge takes a /24 of this range that nothing on the host uses.
@@ -62,3 +67,28 @@ def start_vmhost(
     app = vmhost_server.start(settings, clock)
     ch = channel(f"127.0.0.1:{app.port}")
     return VmHostHarness(app, ch, pb_grpc.VmHostServiceStub(ch), bridge, settings)
+
+
+def one_ticket_each(
+    tickets: tpb_grpc.TicketingServiceStub, tenants: Sequence[str], timeout: float, interval: float = 0.2
+) -> dict[str, dict[str, Any]]:
+    """A project of one ticket for each tenant, then each ticket's result
+    (its result_json) once it is done; a quarantined ticket fails at once."""
+    ticket_ids = {
+        t: tickets.CreateProject(
+            tpb.CreateProjectRequest(tenant_id=t, name="p", tickets=[tpb.TicketSpec(key="a", name="A")])
+        )
+        .tickets[0]
+        .id
+        for t in tenants
+    }
+
+    def result(tenant: str) -> dict[str, Any] | None:
+        t = tickets.GetTicket(tpb.GetTicketRequest(tenant_id=tenant, ticket_id=ticket_ids[tenant])).ticket
+        assert t.state != tpb.TICKET_STATE_QUARANTINED, f"{tenant}'s work failed: quarantined"
+        return dict(json.loads(t.result_json)) if t.state == tpb.TICKET_STATE_DONE else None
+
+    return {
+        t: eventually(lambda t=t: result(t), timeout=timeout, interval=interval, what=f"{t}'s result")
+        for t in tenants
+    }

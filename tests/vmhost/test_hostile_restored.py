@@ -6,19 +6,16 @@ two tenants side by side."""
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable
-from typing import Any
 
-from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_ticketing import server as ticketing_server
 from swarm_vmhost.domain import DriverName
 from swarm_vmhost.drivers.gvisor import GvisorDriver
 from tests.support.waiting import eventually
-from tests.vmhost.harness import VmHostHarness
+from tests.vmhost.harness import VmHostHarness, one_ticket_each
 from tests.vmhost.test_hostile_guests import (
     PEER_PORT,
     _connects,
@@ -60,26 +57,10 @@ def test_a_hostile_guest_restored_ahead_gets_out_nowhere(
         for agent in agents:
             handle = host.app.host.agents.get_any(agent.id).handle
             assert handle is not None and handle.data["restored_ahead"] == "1"
-        ticket_ids = {
-            t: tickets.CreateProject(
-                tpb.CreateProjectRequest(tenant_id=t, name="p", tickets=[tpb.TicketSpec(key="a", name="A")])
-            )
-            .tickets[0]
-            .id
-            for t in TENANTS
-        }
-
-        def result(tenant: str) -> dict[str, Any] | None:
-            t = tickets.GetTicket(tpb.GetTicketRequest(tenant_id=tenant, ticket_id=ticket_ids[tenant])).ticket
-            assert t.state != tpb.TICKET_STATE_QUARANTINED, "the hostile work failed"
-            return json.loads(t.result_json) if t.state == tpb.TICKET_STATE_DONE else None
-
-        reports = {
-            a.id: eventually(lambda a=a: result(a.tenant_id), timeout=120, what="a report") for a in agents
-        }
+        results = one_ticket_each(tickets, TENANTS, timeout=120)
     finally:
         for server, _ in stand_ins:
             server.close()
     for agent in agents:
         assert _connects(agent.address, PEER_PORT), agent.address  # the peers' control
-        assert_refused(reports[agent.id]["report"], closed_ports)
+        assert_refused(results[agent.tenant_id]["report"], closed_ports)

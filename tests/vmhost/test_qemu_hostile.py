@@ -14,21 +14,19 @@ or more on two shared cores. Skips only where qemu or the image is missing."""
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as tpb_grpc
 from swarm.vmhost.v1 import vmhost_pb2 as pb
 from swarm_ticketing import server as ticketing_server
 from swarm_vmhost import network
 from swarm_vmhost.domain import DriverName
 from tests.support.waiting import eventually
-from tests.vmhost.harness import REPO, VmHostHarness
+from tests.vmhost.harness import REPO, VmHostHarness, one_ticket_each
 from tests.vmhost.test_hostile_guests import METADATA, PEER_PORT, _connects, _listener, _metadata_server
 from tests.vmhost.test_qemu import _neighbour_mac
 
@@ -84,23 +82,8 @@ def test_a_hostile_vm_gets_off_its_port_of_the_bridge_nowhere(
                 what=f"a heartbeat from inside VM {agent.id}",
             )
         # Both ready, then a ticket each: their checks run side by side.
-        ticket_ids = {
-            t: tickets.CreateProject(
-                tpb.CreateProjectRequest(tenant_id=t, name="p", tickets=[tpb.TicketSpec(key="a", name="A")])
-            )
-            .tickets[0]
-            .id
-            for t in TENANTS
-        }
-
-        def result(tenant: str) -> dict[str, object] | None:
-            t = tickets.GetTicket(tpb.GetTicketRequest(tenant_id=tenant, ticket_id=ticket_ids[tenant])).ticket
-            return json.loads(t.result_json) if t.state == tpb.TICKET_STATE_DONE else None
-
-        reports = {
-            a.id: eventually(lambda a=a: result(a.tenant_id), timeout=TIMEOUT, interval=0.5, what="a report")
-            for a in agents
-        }
+        results = one_ticket_each(tickets, TENANTS, timeout=TIMEOUT, interval=0.5)
+        reports = {a.id: results[a.tenant_id] for a in agents}
         # The peers' control: each VM's listener is up (the host reaches it), so
         # "no other guest reached" is the filter refusing, not nobody listening.
         for agent in agents:
@@ -113,17 +96,17 @@ def test_a_hostile_vm_gets_off_its_port_of_the_bridge_nowhere(
     for agent in agents:
         report = reports[agent.id]
         assert report["address"] == agent.address
-        assert report["reach_vmhost"]["ok"], report["reach_vmhost"]  # type: ignore[index]
-        assert report["reach_vmhost_after"]["ok"], report["reach_vmhost_after"]  # type: ignore[index]
-        assert not report["reach_other_guests"]["ok"], report["reach_other_guests"]  # type: ignore[index]
+        assert report["reach_vmhost"]["ok"], report["reach_vmhost"]
+        assert report["reach_vmhost_after"]["ok"], report["reach_vmhost_after"]
+        assert not report["reach_other_guests"]["ok"], report["reach_other_guests"]
         for port in closed_ports:
             attempt = report[f"reach_host_port_{port}"]
-            assert not attempt["ok"], (port, attempt)  # type: ignore[index]
-        assert not report["reach_metadata"]["ok"], report["reach_metadata"]  # type: ignore[index]
-        assert not report["spoof_peer_address"]["ok"], report["spoof_peer_address"]  # type: ignore[index]
-        assert not report["spoof_mac"]["ok"], report["spoof_mac"]  # type: ignore[index]
+            assert not attempt["ok"], (port, attempt)
+        assert not report["reach_metadata"]["ok"], report["reach_metadata"]
+        assert not report["spoof_peer_address"]["ok"], report["spoof_peer_address"]
+        assert not report["spoof_mac"]["ok"], report["spoof_mac"]
         # The ARP replies left (the VM is root: nothing inside stops it) ...
-        assert report["arp_claim_peer"]["ok"], report["arp_claim_peer"]  # type: ignore[index]
+        assert report["arp_claim_peer"]["ok"], report["arp_claim_peer"]
         # ... and the bridge dropped them: the host still has the victim at its own MAC.
         victim = by_address[str(report["spoofed_peer"])]
         assert _neighbour_mac(victim.address) == network.guest_mac(victim.id)
