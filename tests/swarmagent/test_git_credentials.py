@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,33 @@ def test_the_credential_is_answered_only_to_its_repositorys_host(tmp_path: Path)
     for repository in ("ssh://git@git.example.test/acme/app.git", "/srv/git/acme/app.git"):
         with pytest.raises(RepositoryRefused):
             GitPolicy(tmp_path / "home").with_credential(repository, USER, SECRET)
+
+
+@BACKENDS
+def test_a_replayed_claim_gets_no_credential_once_its_lease_is_gone(tmp_path: Path, db: str) -> None:
+    """An agent whose lease expired and moved to another agent replays its
+    old ClaimTicket (same request id): the replay answers with the old claim,
+    but the repository's credential belongs to the lease holder only."""
+    a = tenant()
+    store = tmp_path / "git-credentials.json"
+    entry = {"tenant_id": a, "repository_prefix": "git.example.test/acme/"}
+    store.write_text(json.dumps([{**entry, "username": USER, "password": SECRET}]))
+    h = start_ticketing(db, repository_prefixes=f"{a}=git.example.test/", git_credentials_file=str(store))
+    try:
+        repository = "https://git.example.test/acme/app.git"
+        h.stub.CreateProject(
+            pb.CreateProjectRequest(tenant_id=a, name="p", tickets=[spec("x")], repository=repository)
+        )
+        first = claim(h.stub, a, "agent-1", request_id="r-1")
+        assert first.git_credential.password == SECRET
+        again = claim(h.stub, a, "agent-1", request_id="r-1")  # a retry while it holds the lease
+        assert again.git_credential.password == SECRET
+        h.clock.advance(timedelta(minutes=16))  # the lease expires (15 minutes by default) ...
+        stale = claim(h.stub, a, "agent-1", request_id="r-1")
+        assert stale.ticket.id == first.ticket.id and not stale.HasField("git_credential")
+        taken = claim(h.stub, a, "agent-2")  # ... and goes to another agent
+        assert taken.ticket.id == first.ticket.id and taken.git_credential.password == SECRET
+        replay = claim(h.stub, a, "agent-1", request_id="r-1")
+        assert replay.lease.claim_token == first.lease.claim_token and not replay.HasField("git_credential")
+    finally:
+        h.stop()

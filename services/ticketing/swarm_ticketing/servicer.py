@@ -189,8 +189,17 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
         if claim is None:
             return pb.ClaimTicketResponse()
         lease = wire.lease_to_proto(claim.lease)
-        # Only the claimant, only for this ticket's repository, only as long as its lease.
-        secret = self.git_credentials.for_repository(claim.ticket.tenant_id, claim.ticket.repository)
+        # Only the claimant, only for this ticket's repository, only while it
+        # holds the lease (a replayed claim whose lease expired or moved on
+        # answers as before, without it).
+        held = claim.ticket.lease
+        holds = (
+            held is not None
+            and held.claim_token == claim.lease.claim_token
+            and held.expires_at > self.s.claims.clock.now()
+        )
+        store = self.git_credentials
+        secret = store.for_repository(claim.ticket.tenant_id, claim.ticket.repository) if holds else None
         return pb.ClaimTicketResponse(
             ticket=wire.ticket_to_proto(claim.ticket),
             lease=lease,
