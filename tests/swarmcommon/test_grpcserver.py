@@ -128,7 +128,8 @@ def test_reflection_is_served_when_enabled(db: str) -> None:
 
 
 def test_draining_server_reports_not_serving(ticketing: TicketingHarness) -> None:
-    ticketing.app.handle.health.enter_graceful_shutdown()
+    handle = ticketing.app.handle  # ticketing serves on the asyncio server: its health servicer is async
+    handle.run(handle.health.enter_graceful_shutdown())
     reply = health_pb2_grpc.HealthStub(ticketing.channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 

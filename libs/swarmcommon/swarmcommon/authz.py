@@ -206,6 +206,42 @@ def _bearer(metadata: Iterable[Any] | None) -> str | None:
     return None
 
 
+class Gate:
+    """The access tables of a server and who is calling: the part of
+    authorization the thread-pool and the asyncio servers share."""
+
+    def __init__(self, tables: Mapping[str, Access], authenticator: Authenticator) -> None:
+        self._tables = tables
+        self._auth = authenticator
+
+    def rule(self, rpc_method: str) -> tuple[str, Rule | None] | None:
+        """("Service/Method", its rule) for "/Service/Method"; None for the
+        services anyone may call (health)."""
+        service, _, method = rpc_method.lstrip("/").partition("/")
+        if service in OPEN_SERVICES:
+            return None
+        return f"{service}/{method}", self._tables.get(service, {}).get(method)
+
+    def admit(self, context: Any, rule: Rule | None, method: str) -> Caller:
+        caller = self._auth.identify(context)
+        if rule is None:  # no entry: nobody (reflection when not enabled, say)
+            raise PermissionDenied(f"{method} is not open to any caller", reason="NOT_IN_ACCESS_TABLE")
+        if not rule.admits(caller):
+            raise PermissionDenied(
+                f"{caller} may not call {method} (allowed: {rule.describe()})", reason="METHOD_NOT_ALLOWED"
+            )
+        return caller
+
+
+def bind_caller(caller: Caller) -> contextvars.Token[Caller | None]:
+    """Make `caller` the current caller (undo with `unbind_caller`)."""
+    return _current.set(caller)
+
+
+def unbind_caller(token: contextvars.Token[Caller | None]) -> None:
+    _current.reset(token)
+
+
 class AuthzInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Authenticates every call and checks it against the method's rule.
 
@@ -213,18 +249,16 @@ class AuthzInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     any SwarmError."""
 
     def __init__(self, tables: Mapping[str, Access], authenticator: Authenticator) -> None:
-        self._tables = tables
-        self._auth = authenticator
+        self._gate = Gate(tables, authenticator)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
-        if service in OPEN_SERVICES:
+        found = self._gate.rule(handler_call_details.method)
+        if found is None:
             return handler
-        rule = self._tables.get(service, {}).get(method)
-        full = f"{service}/{method}"
+        full, rule = found
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, rule, full),
@@ -246,14 +280,7 @@ class AuthzInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         raise ValueError(f"{full}: client-streaming methods are not served")
 
     def _admit(self, context: grpc.ServicerContext, rule: Rule | None, method: str) -> Caller:
-        caller = self._auth.identify(context)
-        if rule is None:  # no entry: nobody (reflection when not enabled, say)
-            raise PermissionDenied(f"{method} is not open to any caller", reason="NOT_IN_ACCESS_TABLE")
-        if not rule.admits(caller):
-            raise PermissionDenied(
-                f"{caller} may not call {method} (allowed: {rule.describe()})", reason="METHOD_NOT_ALLOWED"
-            )
-        return caller
+        return self._gate.admit(context, rule, method)
 
     def _unary(self, fn: Callable[..., Any], rule: Rule | None, method: str) -> Callable[..., Any]:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:

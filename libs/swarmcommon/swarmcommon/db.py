@@ -13,6 +13,10 @@ Both: `Database.transaction(fn)` retries a whole transaction a bounded number
 of times, with jittered exponential backoff, on the transient errors each
 backend can raise (SQLITE_BUSY, serialization failure, deadlock). If the
 retries run out the caller gets `Unavailable`, which clients may retry.
+
+A transaction can leave notes (`notes(conn)`) for the database's commit hooks:
+ticketing notes the tickets that became claimable, and its hook sends one
+NOTIFY just before the commit and wakes the process's parked pollers after it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -149,6 +153,28 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+# What a transaction noted for after its commit (see `notes`), by topic.
+Notes = dict[str, Any]
+_NOTES = "swarm_transaction_notes"
+
+
+def notes(conn: Connection) -> Notes:
+    """The notes of the transaction `conn` is in: what its commit hooks act on
+    (a connection outside `Database.transaction` gets a dict nobody reads)."""
+    found: Notes | None = conn.info.get(_NOTES)
+    return found if found is not None else {}
+
+
+class CommitHook(Protocol):
+    """Acts on a transaction's notes: inside it just before its commit (on the
+    same connection, so what it writes commits or rolls back with the rest),
+    and once it committed."""
+
+    def before_commit(self, conn: Connection, notes: Notes) -> None: ...
+
+    def after_commit(self, notes: Notes) -> None: ...
+
+
 class Database:
     """An engine plus the transaction discipline every repository uses."""
 
@@ -158,6 +184,7 @@ class Database:
         # One writer at a time per process on SQLite: cheaper than letting
         # threads contend for the file lock through busy_timeout.
         self._writer = threading.Lock() if self.dialect == "sqlite" else None
+        self._hooks: list[CommitHook] = []
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 20) -> Database:
@@ -167,12 +194,26 @@ class Database:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    def add_commit_hook(self, hook: CommitHook) -> None:
+        """Run `hook` around the commit of every transaction that left notes."""
+        self._hooks.append(hook)
+
     def transaction(self, fn: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run `fn` in one transaction, retrying transient failures."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
+                notes: Notes = {}
                 with self._begin(write) as conn:
-                    return fn(conn)
+                    conn.info[_NOTES] = notes
+                    try:
+                        result = fn(conn)
+                        for hook in self._hooks if notes else ():
+                            hook.before_commit(conn, notes)
+                    finally:
+                        conn.info.pop(_NOTES, None)
+                for hook in self._hooks if notes else ():
+                    hook.after_commit(notes)
+                return result
             except DBAPIError as exc:
                 if not is_retryable(exc):
                     raise

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -79,6 +79,15 @@ def to_status(exc: SwarmError, domain: str) -> status_pb2.Status:
     return status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
 
 
+def status_of(exc: BaseException, domain: str) -> status_pb2.Status:
+    """The status a failed call answers with: a SwarmError's own, else INTERNAL
+    (logged here, with nothing of the internals told to the caller)."""
+    if isinstance(exc, SwarmError):
+        return to_status(exc, domain)
+    log.exception("unhandled error in RPC", exc_info=exc)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
 def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -116,11 +125,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     @staticmethod
     def _abort(context: grpc.ServicerContext, exc: BaseException, domain: str) -> None:
-        if isinstance(exc, SwarmError):
-            context.abort_with_status(rpc_status.to_status(to_status(exc, domain)))
-        log.exception("unhandled error in RPC", exc_info=exc)
-        internal = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
-        context.abort_with_status(rpc_status.to_status(internal))
+        context.abort_with_status(rpc_status.to_status(status_of(exc, domain)))
 
     def _wrap_unary(self, fn: Callable[..., Any], domain: str) -> Callable[..., Any]:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
@@ -150,6 +155,15 @@ def _is_abort(exc: BaseException) -> bool:
     return type(exc).__name__ == "_AbortError" or (type(exc) is Exception and not exc.args)
 
 
+class Serving(Protocol):
+    """A running server of either kind (this module's, swarmcommon.aioserver's)."""
+
+    @property
+    def port(self) -> int: ...
+
+    def stop(self, grace: float | None = 5.0) -> None: ...
+
+
 @dataclass
 class ServerHandle:
     server: grpc.Server
@@ -177,65 +191,86 @@ def start_server(
     max_workers: int = 128,
     reuse_port: bool = False,
 ) -> ServerHandle:
-    domains = {s.full_name: s.domain for s in services}
-    for s in services:
-        check_access(s.full_name, s.access)
-    tables: dict[str, Access] = {s.full_name: s.access for s in services}
-    if security.reflection:
-        tables[reflection.SERVICE_NAME] = {"ServerReflectionInfo": allow(*SERVICES, operators=True)}
-
-    def domain_of(method: str) -> str:
-        # method is "/package.Service/Method"
-        return domains.get(method.lstrip("/").split("/", 1)[0], "swarm")
-
-    untraced = [service_name(s.full_name) for s in services if not s.traced]
-    tracing = server_interceptor(filter_=negate(any_of(*untraced)) if untraced else None)  # type: ignore[no-untyped-call]
+    plan = ServerPlan(services, security)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[
-            tracing,
-            ErrorInterceptor(domain_of),
-            AuthzInterceptor(
-                tables, Authenticator(security.trust_domain, security.verifier, security.insecure_dev)
-            ),
+            server_interceptor(filter_=plan.trace_filter),  # type: ignore[no-untyped-call]
+            ErrorInterceptor(plan.domain_of),
+            AuthzInterceptor(plan.tables, plan.authenticator),
         ],
-        # Off by default so two services can never silently share a port.
-        options=[
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
-        ],
+        options=server_options(reuse_port),
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in services:
-        service.register(server)
-    names = [s.full_name for s in services]
-    if security.reflection:
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = _bind(server, listen_address, security, client_certs=True)
+    names = plan.register(server)
+    port = bind(server, listen_address, security, client_certs=True)
     agent_port = (
-        _bind(server, agent_listen_address, security, client_certs=False) if agent_listen_address else None
+        bind(server, agent_listen_address, security, client_certs=False) if agent_listen_address else None
     )
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "gRPC server listening",
-        extra={
-            "address": listen_address,
-            "port": port,
-            "agent_port": agent_port,
-            "services": names,
-            "transport": "plaintext (insecure dev)" if security.insecure_dev else "mutual TLS",
-        },
-    )
+    plan.announce(listen_address, port, agent_port)
     return ServerHandle(
         server=server, port=port, health=health_servicer, service_names=names, agent_port=agent_port
     )
 
 
-def _bind(server: grpc.Server, address: str, security: ServerSecurity, *, client_certs: bool) -> int:
+def server_options(reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        # Off by default so two services can never silently share a port.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+    ]
+
+
+class ServerPlan:
+    """What a server of these services checks and carries, whichever kind it
+    is (thread pool here, asyncio in swarmcommon.aioserver)."""
+
+    def __init__(self, services: Sequence[GrpcService], security: ServerSecurity) -> None:
+        self.services = services
+        self.security = security
+        self._domains = {s.full_name: s.domain for s in services}
+        for s in services:
+            check_access(s.full_name, s.access)
+        self.tables: dict[str, Access] = {s.full_name: s.access for s in services}
+        if security.reflection:
+            self.tables[reflection.SERVICE_NAME] = {"ServerReflectionInfo": allow(*SERVICES, operators=True)}
+        self.authenticator = Authenticator(security.trust_domain, security.verifier, security.insecure_dev)
+        untraced = [service_name(s.full_name) for s in services if not s.traced]
+        self.trace_filter = negate(any_of(*untraced)) if untraced else None
+        self.names = [s.full_name for s in services]
+
+    def domain_of(self, method: str) -> str:
+        # method is "/package.Service/Method"
+        return self._domains.get(method.lstrip("/").split("/", 1)[0], "swarm")
+
+    def register(self, server: Any) -> list[str]:
+        for service in self.services:
+            service.register(server)
+        if self.security.reflection:
+            reflection.enable_server_reflection(
+                [*self.names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
+        return self.names
+
+    def announce(self, address: str, port: int, agent_port: int | None) -> None:
+        log.info(
+            "gRPC server listening",
+            extra={
+                "address": address,
+                "port": port,
+                "agent_port": agent_port,
+                "services": self.names,
+                "transport": "plaintext (insecure dev)" if self.security.insecure_dev else "mutual TLS",
+            },
+        )
+
+
+def bind(server: Any, address: str, security: ServerSecurity, *, client_certs: bool) -> int:
     if security.tls is None:
         port = server.add_insecure_port(address)
     else:
@@ -245,7 +280,7 @@ def _bind(server: grpc.Server, address: str, security: ServerSecurity, *, client
     return int(port)
 
 
-def run_until_signal(handle: ServerHandle, grace: float, on_stop: Sequence[Callable[[], None]] = ()) -> None:
+def run_until_signal(handle: Serving, grace: float, on_stop: Sequence[Callable[[], None]] = ()) -> None:
     """Serve until SIGTERM or SIGINT, then drain gracefully."""
     stop = threading.Event()
 

@@ -59,11 +59,13 @@ class RequestKey:
     fingerprint: str
 
 
-def fingerprint(request: Message) -> str:
-    """A digest of a proto request without its request_id."""
+def fingerprint(request: Message, ignore: tuple[str, ...] = ()) -> str:
+    """A digest of a proto request without its request_id (nor the fields in
+    `ignore`: how to ask, not what is asked)."""
     rest = type(request)()
     rest.CopyFrom(request)
-    rest.ClearField("request_id")  # type: ignore[arg-type]
+    for name in ("request_id", *ignore):
+        rest.ClearField(name)  # type: ignore[arg-type]
     return hashlib.sha256(rest.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from swarmcommon.grpcserver import ServerHandle, run_until_signal
+from swarmcommon.grpcserver import Serving, run_until_signal
 from swarmcommon.logs import configure_logging
 from swarmcommon.security import InsecureConfig, client_tls
 from swarmcommon.settings import ServiceSettings
@@ -24,7 +24,8 @@ from swarmcommon.workers import supervise
 
 
 class RunningService(Protocol):
-    handle: ServerHandle
+    @property
+    def handle(self) -> Serving: ...
 
     def before_drain(self) -> None: ...
 

@@ -250,6 +250,9 @@ class Claim:
 
     ticket: Ticket
     lease: Lease
+    # When the ticket became claimable (ready, or its last lease expired);
+    # None for a replayed claim.
+    ready_since: datetime | None = None
 
     @property
     def stage(self) -> AgentRole:

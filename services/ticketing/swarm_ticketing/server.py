@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,9 @@ from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
 from swarm_ticketing.gitcredentials import FileCredentials
+from swarm_ticketing.longpoll import LongPollServicer
+from swarm_ticketing.matching import ParkedPollers
+from swarm_ticketing.notify import ReadyListener, ReadySignal, new_origin
 from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.repositories import RepositoryPolicy
@@ -25,9 +29,10 @@ from swarm_ticketing.stores.projects import Projects
 from swarm_ticketing.stores.tickets import Tickets
 from swarm_ticketing.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarmcommon import migrations
+from swarmcommon.aioserver import AioServerHandle, start_aio_server
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
-from swarmcommon.grpcserver import GrpcService, ServerHandle, start_server
+from swarmcommon.grpcserver import GrpcService
 from swarmcommon.outbox import OutboxRelay
 from swarmcommon.revocation import RevocationList, revocation_list, revoked, start_revocations
 from swarmcommon.security import ServerSecurity, client_tls
@@ -42,10 +47,13 @@ def migrate(database_url: str) -> None:
 
 @dataclass
 class Ticketing:
-    handle: ServerHandle
+    handle: AioServerHandle
     db: Database
     stores: Stores
     reaper: Reaper
+    pollers: ParkedPollers
+    executor: ThreadPoolExecutor
+    listener: ReadyListener | None = None
     relay: OutboxRelay | None = None
     quota: TicketQuota | None = None
     revocations: RevocationList | None = None
@@ -56,12 +64,15 @@ class Ticketing:
 
     def before_drain(self) -> None:
         self.reaper.stop()
+        if self.listener is not None:
+            self.listener.stop()
         if self.relay is not None:
             self.relay.stop()
         if self.revocations is not None:
             self.revocations.stop()
 
     def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
         self.db.dispose()
         if self.quota is not None:
             self.quota.close()
@@ -95,13 +106,24 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
-    servicer = TicketingServicer(
-        stores,
-        RepositoryPolicy.from_settings(settings.repository_prefixes, settings.local_repository_root),
-        FileCredentials.load(settings.git_credentials_file),
+    # Long polls park on the event loop; database work runs in these threads.
+    executor = ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="rpc")
+    pollers = ParkedPollers()
+    origin = new_origin()
+    db.add_commit_hook(ReadySignal(pollers, postgres=db.is_postgres, origin=origin))
+    listener = ReadyListener(settings.database_url, pollers, origin) if db.is_postgres else None
+    servicer = LongPollServicer(
+        TicketingServicer(
+            stores,
+            RepositoryPolicy.from_settings(settings.repository_prefixes, settings.local_repository_root),
+            FileCredentials.load(settings.git_credentials_file),
+        ),
+        pollers,
+        executor,
+        settings.claim_recheck_seconds,
     )
     revocations = revocation_list(settings.vmhost_target, settings)
-    handle = start_server(
+    handle = start_aio_server(
         [
             GrpcService(
                 SERVICE_NAME,
@@ -112,10 +134,12 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         ],
         listen_address=settings.listen_address,
         security=ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked(revocations)),
+        executor=executor,
         agent_listen_address=settings.agent_listen_address,
-        max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
     )
+    if listener is not None:
+        listener.start()
     reaper = Reaper(
         stores.lost,
         settings.reaper_interval_seconds,
@@ -130,4 +154,4 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     if relay is not None:
         relay.start()
     start_revocations(revocations)
-    return Ticketing(handle, db, stores, reaper, relay, quota, revocations)
+    return Ticketing(handle, db, stores, reaper, pollers, executor, listener, relay, quota, revocations)

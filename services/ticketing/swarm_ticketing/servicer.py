@@ -13,7 +13,7 @@ import grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing import wire
-from swarm_ticketing.domain import MAX_REASON, lease_duration
+from swarm_ticketing.domain import MAX_REASON, Claim, lease_duration
 from swarm_ticketing.gitcredentials import CredentialStore, FileCredentials
 from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.stores.claims import ClaimRequest, Claims
@@ -173,19 +173,25 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     def ClaimTicket(
         self, request: pb.ClaimTicketRequest, context: grpc.ServicerContext
     ) -> pb.ClaimTicketResponse:
+        """Without waiting (the asyncio server's ClaimTicket, in longpoll.py,
+        waits when asked to and calls the two halves below)."""
+        return self.claim_reply(self.s.claims.claim(self.claim_request(request)))
+
+    def claim_request(self, request: pb.ClaimTicketRequest) -> ClaimRequest:
         request_id = v.optional_request_id(request.request_id)
         caller = current_caller()  # an agent claims for itself, in its token's tenant
-        claim = self.s.claims.claim(
-            ClaimRequest(
-                tenant_id=v.name_id("tenant_id", caller.tenant(request.tenant_id)),
-                agent_id=v.name_id("agent_id", caller.require_agent(request.agent_id)),
-                role=wire.ROLE.from_proto("role", request.role),
-                project_id=_optional_uuid("project_id", request.project_id),
-                request_id=request_id,
-                lease=lease_duration(wire.duration_from_proto(request), self.s.claims.policy.default_lease),
-                fingerprint=fingerprint(request) if request_id else None,
-            )
+        return ClaimRequest(
+            tenant_id=v.name_id("tenant_id", caller.tenant(request.tenant_id)),
+            agent_id=v.name_id("agent_id", caller.require_agent(request.agent_id)),
+            role=wire.ROLE.from_proto("role", request.role),
+            project_id=_optional_uuid("project_id", request.project_id),
+            request_id=request_id,
+            lease=lease_duration(wire.duration_from_proto(request), self.s.claims.policy.default_lease),
+            # How long to wait is not part of what is claimed: a retry may wait longer.
+            fingerprint=fingerprint(request, ignore=("wait_duration",)) if request_id else None,
         )
+
+    def claim_reply(self, claim: Claim | None) -> pb.ClaimTicketResponse:
         if claim is None:
             return pb.ClaimTicketResponse()
         lease = wire.lease_to_proto(claim.lease)

@@ -14,12 +14,13 @@ ready work keeps the claim path from reaching.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from swarm_ticketing.domain import (
@@ -45,6 +46,10 @@ T = tickets
 _INSERT_CLAIM_REQUEST = sa.insert(claim_requests)
 
 
+class Abandoned(Exception):
+    """The long poll that made this claim has no caller any more: roll back."""
+
+
 @dataclass(frozen=True)
 class ClaimRequest:
     tenant_id: str
@@ -63,10 +68,15 @@ class Claims:
         self.clock = clock
         self.policy = policy
 
-    def claim(self, req: ClaimRequest) -> Claim | None:
-        """Lease the best claimable ticket to an agent, or None if there is none."""
+    def claim(self, req: ClaimRequest, wanted: Callable[[], bool] | None = None) -> Claim | None:
+        """Lease the best claimable ticket to an agent, or None if there is none.
+
+        `wanted` is asked just before the commit: a long poll whose caller
+        went away answers False, and the claim rolls back (None)."""
         try:
-            return self.db.transaction(lambda conn: self._claim(conn, req))
+            return self.db.transaction(lambda conn: self._claim(conn, req, wanted))
+        except Abandoned:
+            return None
         except IntegrityError:
             # Another call with the same (agent, request_id) committed first:
             # our claim rolled back; answer with the lease that call got.
@@ -75,7 +85,7 @@ class Claims:
                 raise
             return replay
 
-    def _claim(self, conn: Connection, req: ClaimRequest) -> Claim | None:
+    def _claim(self, conn: Connection, req: ClaimRequest, wanted: Callable[[], bool] | None) -> Claim | None:
         # Idempotency is optimistic, to keep the hot path short: a repeated
         # (agent, request_id) is caught by the claim_requests primary key at
         # insert time, this transaction rolls back, and claim() replays.
@@ -97,7 +107,7 @@ class Claims:
         audit: list[AuditEntry] = []
         events: list[OutboxEvent] = []
 
-        row = conn.execute(stmt.claim_ready(*shape), params).first()
+        row, ready_since = self._lease_ready(conn, shape, params)
         rescued = None
         if row is None:
             rescued = conn.execute(
@@ -105,6 +115,7 @@ class Claims:
             ).first()
             if rescued is None:
                 return self._replay(conn, req) if req.request_id else None
+            ready_since = rescued.claim_expires_at
             row = conn.execute(
                 stmt.RESCUE, {**params, "ticket_id": rescued.id, "reason": LEASE_EXPIRED_REASON}
             ).one()
@@ -166,7 +177,21 @@ class Claims:
             )
         )
         journal.record(conn, now, audit, events)
-        return Claim(ticket, lease)
+        if wanted is not None and not wanted():
+            raise Abandoned
+        return Claim(ticket, lease, ready_since)
+
+    def _lease_ready(
+        self, conn: Connection, shape: tuple[bool, bool], params: dict[str, Any]
+    ) -> tuple[Row[Any] | None, datetime | None]:
+        """The best ready ticket, leased, and since when it was ready."""
+        if self.db.is_postgres:
+            row = conn.execute(stmt.claim_ready(*shape), params).first()
+            return row, (row.ready_since if row is not None else None)
+        pick = conn.execute(stmt.ready_candidate(*shape), params).first()
+        if pick is None:
+            return None, None
+        return conn.execute(stmt.LEASE_TICKET, {**params, "ticket_id": pick.id}).one(), pick.ready_since
 
     def _replay(self, conn: Connection, req: ClaimRequest) -> Claim | None:
         c = claim_requests

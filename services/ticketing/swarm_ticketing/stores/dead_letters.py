@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import ActorType, AuditEvent, QuarantineCause, Ticket, TicketState
-from swarm_ticketing.stores import journal, requests
+from swarm_ticketing.stores import journal, ready, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import load_tickets, to_ticket
 from swarm_ticketing.stores.tickets import ticket_not_found
@@ -104,7 +104,10 @@ class DeadLetters:
                     for ticket_id in ticket_ids
                 ],
             )
-            return _in_order(conn, ticket_ids), {}
+            redriven = _in_order(conn, ticket_ids)
+            for t in redriven:
+                ready.changed(conn, t)
+            return redriven, {}
 
         return requests.LOG.run(
             self.db, key, self.clock.now, work, lambda conn, _: _in_order(conn, ticket_ids)

@@ -29,7 +29,7 @@ from swarm_ticketing.domain import (
     Ticket,
     TicketState,
 )
-from swarm_ticketing.stores import failures, journal, merge_requests, requests
+from swarm_ticketing.stores import failures, journal, merge_requests, ready, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE, to_ticket
@@ -257,6 +257,8 @@ class LeaseManager:
     def _unblock_dependents(conn: Connection, parent_id: str, now: datetime) -> list[str]:
         """Count one parent done on each child; children at zero become READY."""
         rows = conn.execute(stmt.UNBLOCK_CHILDREN, {"parent": parent_id, "now": now}).all()
+        for r in rows:
+            ready.noted(conn, r.id, ready.ReadyKey(r.tenant_id, r.project_id, r.role), r.state)
         return sorted(r.id for r in rows if r.state == TicketState.READY)
 
     def fail(

@@ -23,7 +23,7 @@ from swarm_ticketing.domain import (
     validate_project,
 )
 from swarm_ticketing.quota import TicketQuota
-from swarm_ticketing.stores import journal, requests
+from swarm_ticketing.stores import journal, ready, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import encode_stages, load_tickets, to_project
 from swarm_ticketing.tables import projects, ticket_dependencies, tickets
@@ -152,6 +152,8 @@ class Projects:
 
     @staticmethod
     def _announce(conn: Connection, created: list[Ticket], project_id: str, now: datetime) -> None:
+        for t in created:
+            ready.changed(conn, t)
         journal.record(
             conn,
             now,

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import LEASED_STATES, Ticket, TicketState
+from swarm_ticketing.stores import ready
 from swarm_ticketing.stores.rows import to_ticket
 from swarm_ticketing.tables import ticket_dependencies, tickets
 
@@ -44,17 +45,38 @@ _LEASE_VALUES = {
 
 
 @lru_cache(maxsize=8)
+def ready_candidate(has_role: bool, has_project: bool) -> sa.Select[Any]:
+    # `updated_at` of a ready ticket is when it became ready: every change
+    # that makes a ticket ready sets it.
+    return _candidates(has_role, has_project, T.c.updated_at.label("ready_since")).where(
+        T.c.state == TicketState.READY.value
+    )
+
+
+@lru_cache(maxsize=8)
 def claim_ready(has_role: bool, has_project: bool) -> sa.Update:
-    """The claim: one locking subquery feeding one UPDATE ... RETURNING."""
-    candidate = _candidates(has_role, has_project).where(T.c.state == TicketState.READY.value)
-    return sa.update(T).where(T.c.id == candidate.scalar_subquery()).values(_LEASE_VALUES).returning(*T.c)
+    """The claim on PostgreSQL: one locking subquery feeding one
+    UPDATE ... FROM ... RETURNING, which also returns when the ticket became
+    ready. (SQLite's RETURNING sees only the updated table: there the claim
+    selects its candidate first, inside its BEGIN IMMEDIATE transaction, and
+    leases it with LEASE_TICKET.)"""
+    candidate = ready_candidate(has_role, has_project).subquery("candidate")
+    return (
+        sa.update(T)
+        .where(T.c.id == candidate.c.id)
+        .values(_LEASE_VALUES)
+        .returning(*T.c, candidate.c.ready_since)
+    )
+
+
+LEASE_TICKET = sa.update(T).where(T.c.id == _b("ticket_id")).values(_LEASE_VALUES).returning(*T.c)
 
 
 @lru_cache(maxsize=8)
 def expired_candidate(has_role: bool, has_project: bool) -> sa.Select[Any]:
     # A lease whose loss would reach max_failures is left to the reaper,
     # which quarantines instead of handing the ticket out again.
-    return _candidates(has_role, has_project, T.c.claimed_by_agent_id, T.c.state).where(
+    return _candidates(has_role, has_project, T.c.claimed_by_agent_id, T.c.state, T.c.claim_expires_at).where(
         T.c.state.in_(LEASED),
         T.c.claim_expires_at < _b("now"),
         T.c.failure_count + 1 < _b("max_failures"),
@@ -92,7 +114,9 @@ def update_ticket(conn: Connection, ticket_id: str, values: dict[str, Any]) -> T
     """Set `values` on one ticket (a cached UPDATE ... RETURNING per column set)."""
     params = {f"v_{c}": v for c, v in values.items()}
     params["ticket_id"] = ticket_id
-    return to_ticket(conn.execute(_update(tuple(sorted(values))), params).one())
+    ticket = to_ticket(conn.execute(_update(tuple(sorted(values))), params).one())
+    ready.changed(conn, ticket)
+    return ticket
 
 
 UNBLOCK_CHILDREN = (
@@ -116,5 +140,5 @@ UNBLOCK_CHILDREN = (
         ),
         updated_at=_b("now"),
     )
-    .returning(T.c.id, T.c.state)
+    .returning(T.c.id, T.c.state, T.c.tenant_id, T.c.project_id, T.c.role)
 )
