@@ -18,6 +18,7 @@ from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.loop import AgentLoop, WorkFailed
 from tests.support.harness import TicketingHarness
 from tests.support.ticketing import create_project, get, spec, tenant
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,6 +61,33 @@ def test_loop_submits_work_results_and_reports_failures(ticketing: TicketingHarn
     poisoned = get(ticketing.stub, t, bad)
     assert poisoned.state == pb.TICKET_STATE_QUARANTINED
     assert poisoned.quarantine_reason == "Failed 3 times: tests do not compile"
+
+
+def test_an_idle_agent_waits_on_the_server_and_stops_at_once(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    client = TicketingClient(ticketing.target, t, "agent-1")
+    loop = AgentLoop(client, lambda claimed: {"branch": f"swarm/{claimed.id[:8]}"}, claim_wait=20)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,))
+    thread.start()
+    try:
+        pollers = ticketing.app.pollers
+        eventually(lambda: len(pollers) == 1, what="the agent parked on the server")
+        made = create_project(ticketing.stub, t, [spec("late")]).tickets[0].id
+        eventually(lambda: get(ticketing.stub, t, made).state == pb.TICKET_STATE_DONE, what="ticket done")
+        assert pollers.stats.sync == 1, "handed to the parked agent, not found by a later poll"
+        eventually(lambda: len(pollers) == 1, what="the agent parked again")
+        stopped = time.monotonic()
+        stop.set()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        assert time.monotonic() - stopped < 2, "stop hung up the long poll instead of waiting it out"
+        eventually(lambda: len(pollers) == 0, what="the server let the poller go")
+    finally:
+        stop.set()
+        thread.join()
+        client.close()
+    assert loop.stats.completed == [made]
 
 
 def test_unexpected_exceptions_are_reported_with_their_type(ticketing: TicketingHarness) -> None:

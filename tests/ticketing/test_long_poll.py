@@ -56,8 +56,10 @@ def test_a_parked_claim_takes_a_ticket_created_after_it_parked(ticketing: Ticket
     assert reply.lease.agent_id == "agent-a"
     assert time.monotonic() - started < 5, "woken by the ticket, not by the end of its wait"
     assert get(ticketing.stub, t, reply.ticket.id).state == pb.TICKET_STATE_ASSIGNED
-    assert ticketing.app.pollers.stats.sync == 1
-    assert len(ticketing.app.pollers) == 0
+    stats = ticketing.stub.GetClaimStats(pb.GetClaimStatsRequest())
+    assert (stats.parked_pollers, stats.sync_matched_claims, stats.backlog_claims) == (0, 1, 0)
+    assert stats.sync_match_rate == 1.0
+    assert 0 <= stats.ready_to_claimed_p50_ms <= stats.ready_to_claimed_p99_ms
 
 
 @BACKENDS
@@ -171,6 +173,9 @@ def test_a_submitted_parent_wakes_a_poller_for_its_child(ticketing: TicketingHar
     parked(ticketing, 1)
     submit(ticketing.stub, t, parent)
     assert waiting.result().ticket.id == created.tickets[1].id
+    stats = ticketing.stub.GetClaimStats(pb.GetClaimStatsRequest())
+    # The parent was waiting when agent-a asked (backlog); the child was handed over.
+    assert (stats.sync_matched_claims, stats.backlog_claims, stats.sync_match_rate) == (1, 1, 0.5)
 
 
 @BACKENDS

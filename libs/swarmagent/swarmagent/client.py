@@ -8,6 +8,7 @@ instead of grpc.RpcError); a lease the server no longer honours
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +42,29 @@ class ClaimedTicket:
     @property
     def stage_name(self) -> str:
         return str(pb.AgentRole.Name(self.stage)).removeprefix("AGENT_ROLE_").lower()
+
+
+# A long poll's deadline is its wait plus this: the server answers (empty)
+# when the wait ends, well before the call would time out.
+WAIT_SLACK = 10.0
+
+
+def _seconds(value: float) -> Duration:
+    d = Duration()
+    d.FromTimedelta(timedelta(seconds=value))
+    return d
+
+
+def _until_stopped(call: Any, stop: threading.Event | None) -> pb.ClaimTicketResponse | None:
+    """The call's answer; None when `stop` was set first (the call is cancelled)."""
+    done = threading.Event()
+    call.add_done_callback(lambda _: done.set())
+    while not done.wait(0.1):
+        if stop is not None and stop.is_set():
+            call.cancel()
+            return None
+    reply: pb.ClaimTicketResponse = call.result()
+    return reply
 
 
 class LeaseLost(Exception):
@@ -77,17 +101,32 @@ class TicketingClient:
         d.FromTimedelta(self.lease)
         return d
 
-    def claim(self, role: int = pb.AGENT_ROLE_UNSPECIFIED, project_id: str = "") -> ClaimedTicket | None:
-        reply = self.stub.ClaimTicket(
-            pb.ClaimTicketRequest(
-                tenant_id=self.tenant_id,
-                agent_id=self.agent_id,
-                role=role,  # type: ignore[arg-type]
-                project_id=project_id,
-                request_id=str(uuid.uuid4()),
-                lease_duration=self._lease_duration(),
-            )
+    def claim(
+        self,
+        role: int = pb.AGENT_ROLE_UNSPECIFIED,
+        project_id: str = "",
+        *,
+        wait: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> ClaimedTicket | None:
+        """The best claimable ticket, or None. With `wait` (seconds, the
+        server caps it at 30), a long poll: the call waits for a ticket to
+        become ready; setting `stop` hangs up, and the server then takes none."""
+        request = pb.ClaimTicketRequest(
+            tenant_id=self.tenant_id,
+            agent_id=self.agent_id,
+            role=role,  # type: ignore[arg-type]
+            project_id=project_id,
+            request_id=str(uuid.uuid4()),
+            lease_duration=self._lease_duration(),
+            wait_duration=_seconds(wait) if wait > 0 else None,
         )
+        if wait <= 0:
+            reply = self.stub.ClaimTicket(request)
+        else:
+            reply = _until_stopped(self.stub.ClaimTicket.future(request, timeout=wait + WAIT_SLACK), stop)
+            if reply is None:
+                return None
         if not reply.HasField("ticket"):
             return None
         credential = reply.git_credential if reply.HasField("git_credential") else None

@@ -50,6 +50,7 @@ class AgentLoop:
         role: int = 0,
         heartbeat_interval: float = 60.0,
         idle_wait: float = 0.5,
+        claim_wait: float = 20.0,
         on_event: Callable[[str, ClaimedTicket, str], None] | None = None,
     ) -> None:
         self.client = client
@@ -57,6 +58,7 @@ class AgentLoop:
         self.role = role
         self.heartbeat_interval = heartbeat_interval
         self.idle_wait = idle_wait
+        self.claim_wait = claim_wait
         self.on_event = on_event or (lambda kind, claimed, detail: None)
         self.stats = LoopStats()
 
@@ -66,9 +68,13 @@ class AgentLoop:
             # Empty polls are not traced (they would be most of the spans);
             # a successful claim is recorded in the ticket's trace below.
             started = time.time_ns()
-            claimed = self.client.claim(self.role)
+            # A long poll: the server answers when a ticket is ready for us.
+            claimed = self.client.claim(self.role, wait=self.claim_wait, stop=stop)
             if claimed is None:
-                stop.wait(self.idle_wait)
+                # An empty answer well before the wait's end (a server that
+                # does not long-poll): do not spin.
+                if time.time_ns() - started < self.idle_wait * 1e9:
+                    stop.wait(self.idle_wait)
                 continue
             self.run_one(claimed, claim_started_ns=started)
         return self.stats

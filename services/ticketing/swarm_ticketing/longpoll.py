@@ -7,10 +7,11 @@ small record, not a thread: the database work of each attempt runs in the
 server's thread pool. Every other method is the synchronous servicer's,
 which the server runs in that pool too.
 
-A parked poller looks at the database on its own only when it parks and
-every `recheck` seconds (the backstop for a wake that never came: a NOTIFY
-lost while the listener reconnected); the rest of the time only a wake
-makes it try.
+A parked poller looks at the database on its own when it parks (unless
+others of its filter are parked already: swarm_ticketing.matching) and every
+`recheck` seconds (the backstop for a wake that never came: a NOTIFY lost
+while the listener reconnected); the rest of the time only a wake makes it
+try.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ from swarm_ticketing.domain import Claim
 from swarm_ticketing.matching import ParkedPollers, PollFilter
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.stores.claims import ClaimRequest
+from swarm_ticketing.stores.ready import ReadyKey
 from swarmcommon.errors import InvalidArgument
 
 MAX_WAIT = timedelta(seconds=30)
 # An answer leaves this long before the caller's deadline, so that a wait
 # as long as the deadline ends in an empty answer, not DEADLINE_EXCEEDED.
 DEADLINE_MARGIN = 0.05
+
+
+def ready_key(claim: Claim | None) -> ReadyKey | None:
+    if claim is None:
+        return None
+    t = claim.ticket
+    return ReadyKey(t.tenant_id, t.project_id, t.current_role.value)
 
 
 def wait_from_proto(request: pb.ClaimTicketRequest) -> float:
@@ -90,15 +99,20 @@ class LongPollServicer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         role = req.role.value if req.role is not None else None
+        filter_ = PollFilter(req.tenant_id, role, req.project_id)
+        look = self._pollers.must_look(filter_)
         # Parked before the first look, so a ticket made ready while it looks wakes it.
-        poller = self._pollers.park(PollFilter(req.tenant_id, role, req.project_id))
+        poller = self._pollers.park(filter_)
         try:
             while True:
                 woken = poller.take_wake()
-                claim = await self._claim(req, poller.wanted)
-                if claim is not None:
-                    self._record(claim, sync=woken is not None)
-                    return claim
+                if look or woken is not None:
+                    claim = await self._claim(req, poller.wanted)
+                    self._pollers.looked(filter_, ready_key(claim))
+                    if claim is not None:
+                        self._record(claim, sync=woken is not None)
+                        return claim
+                look = True  # from now on: when woken, and at each recheck
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -112,6 +126,19 @@ class LongPollServicer:
             raise
         finally:
             self._pollers.leave(poller)
+
+    async def GetClaimStats(
+        self, request: pb.GetClaimStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetClaimStatsResponse:
+        stats = self._pollers.stats
+        return pb.GetClaimStatsResponse(
+            parked_pollers=len(self._pollers),
+            sync_matched_claims=stats.sync,
+            backlog_claims=stats.backlog,
+            sync_match_rate=stats.sync_match_rate or 0.0,
+            ready_to_claimed_p50_ms=(stats.percentile(0.5) or 0.0) * 1000,
+            ready_to_claimed_p99_ms=(stats.percentile(0.99) or 0.0) * 1000,
+        )
 
     def _record(self, claim: Claim, *, sync: bool) -> None:
         waited = None

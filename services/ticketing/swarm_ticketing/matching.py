@@ -9,6 +9,14 @@ gives each ticket once. A poller woken while it was already trying, or that
 leaves before acting on its wake (its caller went away, its wait ended),
 passes the wake on to the next one, so a wake is never lost with a poller.
 
+A poller that parks behind others of the same filter does not look at the
+database first: any ticket it could take would have woken one of them, so
+there is none, and a claim made by a newcomer would overtake the poller
+already woken for that ticket. It looks when it is the first of its filter,
+when wakes found no idle poller for a ticket it could take (`surplus`: those
+tickets wait in the database), and for a while after wakes may have been
+lost (`wake_all`).
+
 Everything here runs on the server's event loop; other threads (the commit
 hook, the PostgreSQL listener) call `wake_threadsafe`.
 """
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -40,6 +48,14 @@ class PollFilter(NamedTuple):
     tenant_id: str
     role: str | None
     project_id: str | None
+
+
+def admits(filter_: PollFilter, key: ReadyKey) -> bool:
+    return (
+        filter_.tenant_id == key.tenant_id
+        and filter_.role in (None, key.role)
+        and filter_.project_id in (None, key.project_id)
+    )
 
 
 def admitting(key: ReadyKey) -> tuple[PollFilter, ...]:
@@ -95,13 +111,48 @@ class MatchStats:
         total = self.sync + self.backlog
         return self.sync / total if total else None
 
+    def percentile(self, q: float) -> float | None:
+        """The q-quantile of the recent ready -> claimed latencies, seconds."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# More keys than this in `surplus` (tickets of many tenants nobody polls
+# for): forget them and let every newcomer look for a while.
+MAX_SURPLUS_KEYS = 10_000
+LOOK_AFTER_LOSS_SECONDS = 5.0
+
 
 class ParkedPollers:
     def __init__(self) -> None:
         self._queues: dict[PollFilter, dict[int, Poller]] = {}
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Tickets that became ready while no idle poller could take them.
+        self._surplus: Counter[ReadyKey] = Counter()
+        self._everyone_looks_until = 0.0
         self.stats = MatchStats()
+
+    def must_look(self, filter_: PollFilter) -> bool:
+        """Whether a poller about to park should look at the database first."""
+        if filter_ not in self._queues:
+            return True
+        if asyncio.get_running_loop().time() < self._everyone_looks_until:
+            return True
+        return any(admits(filter_, key) for key in self._surplus)
+
+    def looked(self, filter_: PollFilter, claimed: ReadyKey | None) -> None:
+        """A look at the database found `claimed` (None: nothing)."""
+        if claimed is not None:
+            if self._surplus.get(claimed, 0) > 0:
+                self._surplus[claimed] -= 1
+                if not self._surplus[claimed]:
+                    del self._surplus[claimed]
+            return
+        for key in [k for k in self._surplus if admits(filter_, k)]:
+            del self._surplus[key]
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -123,9 +174,13 @@ class ParkedPollers:
 
     def wake(self, ready: Mapping[ReadyKey, int]) -> None:
         for key, count in ready.items():
-            for _ in range(count):
+            for woken in range(count):
                 if not self._wake_one(key):
+                    self._surplus[key] += count - woken
                     break
+        if len(self._surplus) > MAX_SURPLUS_KEYS:
+            self._surplus.clear()
+            self._wake_all()
 
     def wake_threadsafe(self, ready: Mapping[ReadyKey, int]) -> None:
         loop = self._loop
@@ -139,6 +194,7 @@ class ParkedPollers:
             loop.call_soon_threadsafe(self._wake_all)
 
     def _wake_all(self) -> None:
+        self._everyone_looks_until = asyncio.get_running_loop().time() + LOOK_AFTER_LOSS_SECONDS
         for poller in self._all():
             poller.event.set()
 

@@ -67,6 +67,7 @@ ACCESS: Access = {
     "RedriveTickets": ADMIN,
     "GetMergeRequest": allow("gateway", operators=True, agents=True),
     "ListMergeRequests": ADMIN,
+    "GetClaimStats": ADMIN,
 }
 
 
