@@ -110,7 +110,7 @@ class TicketingClient:
         stop: threading.Event | None = None,
     ) -> ClaimedTicket | None:
         """The best claimable ticket, or None. With `wait` (seconds, the
-        server caps it at 30), a long poll: the call waits for a ticket to
+        server caps it at 60), a long poll: the call waits for a ticket to
         become ready; setting `stop` hangs up, and the server then takes none."""
         request = pb.ClaimTicketRequest(
             tenant_id=self.tenant_id,

@@ -50,7 +50,7 @@ class AgentLoop:
         role: int = 0,
         heartbeat_interval: float = 60.0,
         idle_wait: float = 0.5,
-        claim_wait: float = 20.0,
+        claim_wait: float = 60.0,
         on_event: Callable[[str, ClaimedTicket, str], None] | None = None,
     ) -> None:
         self.client = client

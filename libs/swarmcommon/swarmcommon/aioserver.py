@@ -37,6 +37,15 @@ from swarmcommon.security import ServerSecurity
 
 R = TypeVar("R")
 
+# A fleet that reconnects at once (the service restarted) sends thousands of
+# calls within milliseconds; the asyncio server takes them off gRPC's queue
+# one by one, and gRPC's defaults (1,000 waiting, 3,000 at most) would cancel
+# the rest (CANCELLED, which clients do not retry).
+PENDING_CALLS = [
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
+]
+
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authorization and error mapping in one: who may call, as whom the
@@ -160,7 +169,7 @@ def start_aio_server(
                 aio_server_interceptor(filter_=plan.trace_filter),  # type: ignore[no-untyped-call]
                 GuardInterceptor(plan, executor),
             ],
-            options=server_options(reuse_port),
+            options=[*server_options(reuse_port), *PENDING_CALLS],
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -34,7 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc import server_interceptor
-from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
+from opentelemetry.instrumentation.grpc.filters import any_of, full_method_name, negate, service_name
 
 from swarmcommon.authz import Access, Authenticator, AuthzInterceptor, allow, check_access
 from swarmcommon.errors import QuotaExceeded, SwarmError
@@ -60,6 +60,9 @@ class GrpcService:
     # False for a span sink (OTLP ingestion): tracing its own calls would
     # feed every export back into itself.
     traced: bool = True
+    # Methods the server does not trace by itself (a long poll that mostly
+    # waits and finds nothing: its servicer traces the calls worth a span).
+    untraced_methods: frozenset[str] = frozenset()
 
 
 def to_status(exc: SwarmError, domain: str) -> status_pb2.Status:
@@ -240,7 +243,9 @@ class ServerPlan:
         if security.reflection:
             self.tables[reflection.SERVICE_NAME] = {"ServerReflectionInfo": allow(*SERVICES, operators=True)}
         self.authenticator = Authenticator(security.trust_domain, security.verifier, security.insecure_dev)
-        untraced = [service_name(s.full_name) for s in services if not s.traced]
+        untraced = [service_name(s.full_name) for s in services if not s.traced] + [
+            full_method_name(f"/{s.full_name}/{m}") for s in services for m in s.untraced_methods
+        ]
         self.trace_filter = negate(any_of(*untraced)) if untraced else None
         self.names = [s.full_name for s in services]
 

@@ -30,10 +30,11 @@ class Settings(ServiceSettings):
     # a terminated agent's token stops working before it expires
     # (swarmcommon.revocation). Empty: tokens work until they expire.
     vmhost_target: str = ""
-    # A parked ClaimTicket (a long poll) looks at the database when it parks,
-    # when a ticket it may take becomes ready, and at least this often: the
-    # backstop for a wake that never came.
-    claim_recheck_seconds: float = Field(default=30.0, gt=0, le=300)
+    # Parked ClaimTickets (long polls) look at the database when a ticket
+    # they may take becomes ready and, those of one filter (tenant, role,
+    # project) together, at least this often: the backstop for a wake that
+    # never came (a NOTIFY lost while the listener reconnected).
+    claim_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)
     # How long a request_id is remembered (AIP-155): a retry arrives within

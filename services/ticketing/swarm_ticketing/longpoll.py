@@ -7,22 +7,23 @@ small record, not a thread: the database work of each attempt runs in the
 server's thread pool. Every other method is the synchronous servicer's,
 which the server runs in that pool too.
 
-A parked poller looks at the database on its own when it parks (unless
-others of its filter are parked already: swarm_ticketing.matching) and every
-`recheck` seconds (the backstop for a wake that never came: a NOTIFY lost
-while the listener reconnected); the rest of the time only a wake makes it
-try.
+A parked poller looks at the database on its own only when it parks first
+of its filter, or when none of its filter looked for a while (the backstop
+for a wake that never came: swarm_ticketing.matching); the rest of the time
+only a wake makes it try.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import timedelta
 from typing import Any
 
 import grpc
+from opentelemetry import propagate, trace
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import Claim
@@ -32,10 +33,40 @@ from swarm_ticketing.stores.claims import ClaimRequest
 from swarm_ticketing.stores.ready import ReadyKey
 from swarmcommon.errors import InvalidArgument
 
-MAX_WAIT = timedelta(seconds=30)
+MAX_WAIT = timedelta(seconds=60)
+# Temporal's long-poll length: at 5,000 idle agents the re-polls when waits
+# end are most of what an idle ticketing process does.
+# A claim span starts when its ticket became ready, but no earlier than this
+# (a ticket that waited a day for an agent is not a day-long claim).
+MAX_SPAN_NS = int(MAX_WAIT.total_seconds() * 1e9)
+tracer = trace.get_tracer("swarm.ticketing")
 # An answer leaves this long before the caller's deadline, so that a wait
 # as long as the deadline ends in an empty answer, not DEADLINE_EXCEEDED.
 DEADLINE_MARGIN = 0.05
+
+
+def _trace(context: grpc.aio.ServicerContext, claim: Claim) -> None:
+    """A server span for a claim that took a ticket, in the caller's trace,
+    from when the ticket was ready (empty polls get none, as on the agent's
+    side: they would be most of the spans)."""
+    carrier = {m.key: m.value for m in context.invocation_metadata() or () if isinstance(m.value, str)}
+    start = claim.ready_since or claim.ticket.updated_at
+    now = time.time_ns()
+    span = tracer.start_span(
+        "/swarm.ticketing.v1.TicketingService/ClaimTicket",
+        context=propagate.extract(carrier),
+        kind=trace.SpanKind.SERVER,
+        start_time=min(max(int(start.timestamp() * 1e9), now - MAX_SPAN_NS), now),
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": "swarm.ticketing.v1.TicketingService",
+            "rpc.method": "ClaimTicket",
+            "swarm.tenant_id": claim.ticket.tenant_id,
+            "swarm.ticket_id": claim.ticket.id,
+            "swarm.agent_id": claim.lease.agent_id,
+        },
+    )
+    span.end()
 
 
 def ready_key(claim: Claim | None) -> ReadyKey | None:
@@ -65,12 +96,10 @@ class LongPollServicer:
         servicer: TicketingServicer,
         pollers: ParkedPollers,
         executor: Executor,
-        recheck_seconds: float = MAX_WAIT.total_seconds(),
     ) -> None:
         self._servicer = servicer
         self._pollers = pollers
         self._executor = executor
-        self._recheck = recheck_seconds
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._servicer, name)
@@ -89,6 +118,8 @@ class LongPollServicer:
             claim = await self._claim(claim_request)
             if claim is not None:
                 self._record(claim, sync=False)
+        if claim is not None:
+            _trace(context, claim)
         return self._servicer.claim_reply(claim)
 
     async def _claim(self, req: ClaimRequest, wanted: Callable[[], bool] | None = None) -> Claim | None:
@@ -105,22 +136,25 @@ class LongPollServicer:
         poller = self._pollers.park(filter_)
         try:
             while True:
-                woken = poller.take_wake()
+                woken, ready_at = poller.take_wake(), poller.ready_at
                 if look or woken is not None:
                     claim = await self._claim(req, poller.wanted)
                     self._pollers.looked(filter_, ready_key(claim))
                     if claim is not None:
-                        self._record(claim, sync=woken is not None)
+                        if woken is not None:  # handed over: timed from the ready ticket's commit
+                            self._pollers.stats.record(True, time.monotonic() - ready_at)
+                        else:
+                            self._record(claim, sync=False)
                         return claim
-                look = True  # from now on: when woken, and at each recheck
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
                 try:
-                    async with asyncio.timeout(min(remaining, self._recheck)):
+                    async with asyncio.timeout(remaining):
                         await poller.event.wait()
                 except TimeoutError:
-                    pass
+                    return None  # the wait ended; the caller asks again
+                look = True  # woken: by a ticket, or to look (the backstop, wake_all)
         except asyncio.CancelledError:
             poller.gone = True  # the caller went away: a claim in flight rolls back
             raise
@@ -141,6 +175,7 @@ class LongPollServicer:
         )
 
     def _record(self, claim: Claim, *, sync: bool) -> None:
+        """A claim of a ticket that was waiting: timed from its `updated_at`."""
         waited = None
         if claim.ready_since is not None:
             waited = max((claim.ticket.updated_at - claim.ready_since).total_seconds(), 0.0)

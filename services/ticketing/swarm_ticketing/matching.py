@@ -14,8 +14,10 @@ database first: any ticket it could take would have woken one of them, so
 there is none, and a claim made by a newcomer would overtake the poller
 already woken for that ticket. It looks when it is the first of its filter,
 when wakes found no idle poller for a ticket it could take (`surplus`: those
-tickets wait in the database), and for a while after wakes may have been
-lost (`wake_all`).
+tickets wait in the database), for a while after wakes may have been lost
+(`wake_all`), and when no poller of its filter looked for `recheck` seconds:
+the slow backstop for a wake that never came, one look per filter, not one
+per poller.
 
 Everything here runs on the server's event loop; other threads (the commit
 hook, the PostgreSQL listener) call `wake_threadsafe`.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -65,7 +68,7 @@ def admitting(key: ReadyKey) -> tuple[PollFilter, ...]:
 
 
 class Poller:
-    __slots__ = ("seq", "filter", "event", "woken_by", "gone")
+    __slots__ = ("seq", "filter", "event", "woken_by", "ready_at", "gone")
 
     def __init__(self, seq: int, filter_: PollFilter) -> None:
         self.seq = seq
@@ -73,6 +76,9 @@ class Poller:
         self.event = asyncio.Event()
         # The ticket key of a wake not yet acted on.
         self.woken_by: ReadyKey | None = None
+        # When the ticket of that wake became ready (time.monotonic(): its
+        # commit here, or its NOTIFY's arrival from another process).
+        self.ready_at = 0.0
         # Its caller went away: a claim under way must not commit.
         self.gone = False
 
@@ -126,7 +132,9 @@ LOOK_AFTER_LOSS_SECONDS = 5.0
 
 
 class ParkedPollers:
-    def __init__(self) -> None:
+    def __init__(self, recheck_seconds: float = 5.0) -> None:
+        self.recheck = recheck_seconds
+        self._looked_at: dict[PollFilter, float] = {}
         self._queues: dict[PollFilter, dict[int, Poller]] = {}
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,14 +145,18 @@ class ParkedPollers:
 
     def must_look(self, filter_: PollFilter) -> bool:
         """Whether a poller about to park should look at the database first."""
-        if filter_ not in self._queues:
-            return True
-        if asyncio.get_running_loop().time() < self._everyone_looks_until:
+        return filter_ not in self._queues or self.due(filter_)
+
+    def due(self, filter_: PollFilter) -> bool:
+        """Whether a parked poller of `filter_` should look without a wake."""
+        now = asyncio.get_running_loop().time()
+        if now < self._everyone_looks_until or now - self._looked_at.get(filter_, 0.0) >= self.recheck:
             return True
         return any(admits(filter_, key) for key in self._surplus)
 
     def looked(self, filter_: PollFilter, claimed: ReadyKey | None) -> None:
         """A look at the database found `claimed` (None: nothing)."""
+        self._looked_at[filter_] = asyncio.get_running_loop().time()
         if claimed is not None:
             if self._surplus.get(claimed, 0) > 0:
                 self._surplus[claimed] -= 1
@@ -158,7 +170,9 @@ class ParkedPollers:
         return sum(len(q) for q in self._queues.values())
 
     def park(self, filter_: PollFilter) -> Poller:
-        self._loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.call_later(self.recheck, self._sweep)
         poller = Poller(next(self._seq), filter_)
         self._queues.setdefault(filter_, {})[poller.seq] = poller
         return poller
@@ -169,13 +183,16 @@ class ParkedPollers:
             queue.pop(poller.seq, None)
             if not queue:
                 del self._queues[poller.filter]
+                self._looked_at.pop(poller.filter, None)
         if poller.woken_by is not None:  # woken, but gone before acting on it
-            self._wake_one(poller.woken_by)
+            self._wake_one(poller.woken_by, poller.ready_at)
 
-    def wake(self, ready: Mapping[ReadyKey, int]) -> None:
+    def wake(self, ready: Mapping[ReadyKey, int], at: float | None = None) -> None:
+        """Wake a poller for each ticket that became ready (at `at`, monotonic)."""
+        at = time.monotonic() if at is None else at
         for key, count in ready.items():
             for woken in range(count):
-                if not self._wake_one(key):
+                if not self._wake_one(key, at):
                     self._surplus[key] += count - woken
                     break
         if len(self._surplus) > MAX_SURPLUS_KEYS:
@@ -185,13 +202,25 @@ class ParkedPollers:
     def wake_threadsafe(self, ready: Mapping[ReadyKey, int]) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.wake, dict(ready))
+            loop.call_soon_threadsafe(self.wake, dict(ready), time.monotonic())
 
     def wake_all_threadsafe(self) -> None:
         """Every parked poller looks again (wakes may have been missed)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake_all)
+
+    def _sweep(self) -> None:
+        """The backstop: in every filter no poller of which looked for
+        `recheck` seconds, the oldest idle poller looks (one timer for all
+        parked pollers, not one each)."""
+        assert self._loop is not None
+        for filter_, queue in list(self._queues.items()):
+            if self.due(filter_):
+                idle = next((p for p in queue.values() if not p.event.is_set()), None)
+                if idle is not None:
+                    idle.event.set()
+        self._loop.call_later(self.recheck, self._sweep)
 
     def _wake_all(self) -> None:
         self._everyone_looks_until = asyncio.get_running_loop().time() + LOOK_AFTER_LOSS_SECONDS
@@ -202,7 +231,7 @@ class ParkedPollers:
         for queue in list(self._queues.values()):
             yield from list(queue.values())
 
-    def _wake_one(self, key: ReadyKey) -> bool:
+    def _wake_one(self, key: ReadyKey, at: float) -> bool:
         """Wake the oldest idle poller a ticket of `key` passes."""
         oldest: Poller | None = None
         for filter_ in admitting(key):
@@ -214,6 +243,7 @@ class ParkedPollers:
         if oldest is None:
             return False
         oldest.woken_by = key
+        oldest.ready_at = at
         oldest.event.set()
         self.stats.wakes += 1
         return True
