@@ -74,6 +74,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup postgres guest-image
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/claims.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/spans.py

@@ -282,7 +282,9 @@ async def run(
     for n in sizes:
         tenant = f"bench-fleet-{n}-{uuid.uuid4().hex[:6]}"
 
-        async def at_size(admin: Any, pid: int, target: str, n: int = n, tenant: str = tenant) -> dict[str, Any]:
+        async def at_size(
+            admin: Any, pid: int, target: str, n: int = n, tenant: str = tenant
+        ) -> dict[str, Any]:
             return await measure(admin, pid, Fleet(target, tenant), n, window, hops)
 
         results.append(await with_ticketing(database_url, at_size))

@@ -142,6 +142,10 @@ def test_gateway_ticketing_and_agent_spans_form_one_trace(
     children = {s.name for s in trace.spans if s.parent_span_id == work.span_id}
     assert {"git.clone", "llm.generate_code", "git.push"} <= children
     assert any(n.endswith("TicketingService/SubmitWork") for n in children)
+    # Ticketing's side of the claim (a long poll, traced only when it took a
+    # ticket) is in the ticket's trace too.
+    claims = [s for s in trace.spans if s.name.endswith("TicketingService/ClaimTicket")]
+    assert [(s.service_name, s.kind) for s in claims] == [("ticketing", pb.SPAN_KIND_SERVER)]
 
     # The gateway serves the same tree (spans still arriving may have joined it).
     served = api.get(f"/api/tickets/{ticket}/trace").json()

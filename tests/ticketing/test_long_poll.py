@@ -10,11 +10,13 @@ from datetime import timedelta
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.longpoll import MAX_WAIT, wait_from_proto
+from swarmcommon.db import create_engine
 from swarmcommon.grpcclient import channel
 from tests.support.harness import BACKENDS, TicketingHarness, start_ticketing
 from tests.support.status import raises_status
@@ -223,3 +225,30 @@ def test_a_ticket_created_on_one_process_wakes_a_poller_parked_on_another(db: st
     finally:
         two.stop()
         one.stop()
+
+
+@BACKENDS
+def test_a_ticket_ready_without_a_wake_is_found_by_the_backstop(db: str) -> None:
+    """A wake can be lost (a NOTIFY while another process's listener was
+    reconnecting): parked pollers still look now and then."""
+    ticketing = start_ticketing(db, claim_recheck_seconds=0.5)
+    try:
+        t = tenant()
+        create_project(ticketing.stub, t, [spec("only")])
+        held = claim(ticketing.stub, t, "agent-a")
+        waiting = park(ticketing.stub, t, "agent-b", wait=20)
+        parked(ticketing, 1)
+        # Back to READY behind ticketing's back: no commit hook, no NOTIFY.
+        engine = create_engine(db, pool_size=1)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE tickets SET state = 'ready', claim_token = NULL WHERE id = :id"),
+                {"id": held.ticket.id},
+            )
+        engine.dispose()
+        reply = waiting.result(timeout=10)
+        assert reply.ticket.id == held.ticket.id
+        assert reply.lease.agent_id == "agent-b"
+        assert ticketing.app.pollers.stats.sync == 0, "found by looking, not handed over"
+    finally:
+        ticketing.stop()

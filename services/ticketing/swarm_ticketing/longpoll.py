@@ -45,11 +45,12 @@ tracer = trace.get_tracer("swarm.ticketing")
 DEADLINE_MARGIN = 0.05
 
 
-def _trace(context: grpc.aio.ServicerContext, claim: Claim) -> None:
-    """A server span for a claim that took a ticket, in the caller's trace,
-    from when the ticket was ready (empty polls get none, as on the agent's
-    side: they would be most of the spans)."""
-    carrier = {m.key: m.value for m in context.invocation_metadata() or () if isinstance(m.value, str)}
+def _trace(claim: Claim) -> None:
+    """A server span for a claim that took a ticket, in the ticket's trace
+    (as the agent's claim span: the poll itself belongs to no trace), from
+    when the ticket was ready. Empty polls get none: they would be most of
+    the spans."""
+    carrier = {"traceparent": claim.ticket.traceparent} if claim.ticket.traceparent else {}
     start = claim.ready_since or claim.ticket.updated_at
     now = time.time_ns()
     span = tracer.start_span(
@@ -119,7 +120,7 @@ class LongPollServicer:
             if claim is not None:
                 self._record(claim, sync=False)
         if claim is not None:
-            _trace(context, claim)
+            _trace(claim)
         return self._servicer.claim_reply(claim)
 
     async def _claim(self, req: ClaimRequest, wanted: Callable[[], bool] | None = None) -> Claim | None:
