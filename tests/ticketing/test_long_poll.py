@@ -16,6 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.longpoll import MAX_WAIT, wait_from_proto
+from swarm_ticketing.stores.claims import ClaimRequest
 from swarmcommon.db import create_engine
 from swarmcommon.grpcclient import channel
 from tests.support.harness import BACKENDS, TicketingHarness, start_ticketing
@@ -252,3 +253,19 @@ def test_a_ticket_ready_without_a_wake_is_found_by_the_backstop(db: str) -> None
         assert ticketing.app.pollers.stats.sync == 0, "found by looking, not handed over"
     finally:
         ticketing.stop()
+
+
+@BACKENDS
+def test_a_claim_whose_caller_went_away_rolls_back(ticketing: TicketingHarness) -> None:
+    """The race a cancelled long poll can lose: its claim already running in
+    the thread pool when the caller hangs up. Asked just before the commit,
+    the claim rolls back and the ticket stays ready, with nothing recorded."""
+    t = tenant()
+    created = create_project(ticketing.stub, t, [spec("only")]).tickets[0].id
+    claims = ticketing.app.stores.claims
+    assert claims.claim(ClaimRequest(tenant_id=t, agent_id="agent-gone"), wanted=lambda: False) is None
+    assert get(ticketing.stub, t, created).state == pb.TICKET_STATE_READY
+    events = ticketing.stub.ListTicketEvents(pb.ListTicketEventsRequest(tenant_id=t, ticket_id=created))
+    assert [e.event_type for e in events.events] == ["created"]
+    taken = claim(ticketing.stub, t, "agent-b")
+    assert (taken.ticket.id, taken.lease.agent_id) == (created, "agent-b")

@@ -1,6 +1,10 @@
 """OpenTelemetry for every process: one tracer provider, OTLP export when
 OTEL_EXPORTER_OTLP_ENDPOINT is set, and W3C trace context on every gRPC hop
 (the server and client interceptors come from opentelemetry-instrumentation-grpc).
+
+Metrics (ticketing's claims by how they matched, ready -> claimed latency)
+go out over OTLP only when OTEL_EXPORTER_OTLP_METRICS_ENDPOINT names a
+collector: the mesh's own intake (telemetry) and Jaeger take traces only.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -53,8 +57,22 @@ def setup_tracing(service_name: str, tls: ClientTls | None = None) -> trace.Trac
             )
             provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
+        if os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+            _setup_metrics(provider.resource)
         _configured = True
         return provider
+
+
+def _setup_metrics(resource: Resource) -> None:
+    # Imported lazily, as the span exporter. The exporter reads its endpoint,
+    # headers and credentials from OTEL_EXPORTER_OTLP_METRICS_*; the reader
+    # its interval from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
 
 class RotatingExporter(SpanExporter):
@@ -86,7 +104,8 @@ class RotatingExporter(SpanExporter):
 
 
 def shutdown_tracing() -> None:
-    provider = trace.get_tracer_provider()
-    shutdown = getattr(provider, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+    """Flush and stop span (and metric) export."""
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        shutdown = getattr(provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
