@@ -157,11 +157,15 @@ def start_aio_server(
     executor: Executor,
     agent_listen_address: str = "",
     reuse_port: bool = False,
+    on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
 ) -> AioServerHandle:
+    """`on_loop(loop)` runs before the server takes its first call."""
     plan = ServerPlan(services, security)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
     thread.start()
+    if on_loop is not None:
+        on_loop(loop)
 
     async def build() -> AioServerHandle:
         server = grpc.aio.server(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from swarm_ticketing.fairness import parse_weights
 from swarm_ticketing.gitcredentials import FileCredentials
 from swarm_ticketing.repositories import parse_prefixes
 from swarmcommon.gitrepos import local_segments
@@ -35,6 +36,13 @@ class Settings(ServiceSettings):
     # project) together, at least this often: the backstop for a wake that
     # never came (a NOTIFY lost while the listener reconnected).
     claim_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
+    # How many claims run at once (each holds a database connection); the
+    # rest wait, served by deficit round-robin over tenants
+    # (swarm_ticketing.fairness).
+    claim_slots: int = Field(default=8, ge=1, le=256)
+    # Tenants' shares of the claim slots, "tenant=weight,…" (1 to 1000;
+    # default 1): e.g. a paying plan's tenants 4.
+    tenant_weights: str = ""
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)
     # How long a request_id is remembered (AIP-155): a retry arrives within
@@ -60,6 +68,12 @@ class Settings(ServiceSettings):
     @classmethod
     def _prefixes(cls, value: str) -> str:
         parse_prefixes(value)
+        return value
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        parse_weights(value)
         return value
 
     @field_validator("git_credentials_file")

@@ -4,8 +4,9 @@ A claim that finds nothing and was asked to wait parks (swarm_ticketing.
 matching) until a ticket it may take becomes ready, then claims it; a wait
 that ends empty answers with no ticket. Parking costs a coroutine and a
 small record, not a thread: the database work of each attempt runs in the
-server's thread pool. Every other method is the synchronous servicer's,
-which the server runs in that pool too.
+server's thread pool, tenants taking turns (swarm_ticketing.fairness).
+Every other method is the synchronous servicer's, which the server runs in
+that pool too.
 
 A parked poller looks at the database on its own only when it parks first
 of its filter, or when none of its filter looked for a while (the backstop
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from opentelemetry import propagate, trace
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import Claim
+from swarm_ticketing.fairness import FairClaims
 from swarm_ticketing.matching import ParkedPollers, PollFilter
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.stores.claims import ClaimRequest
@@ -96,11 +97,11 @@ class LongPollServicer:
         self,
         servicer: TicketingServicer,
         pollers: ParkedPollers,
-        executor: Executor,
+        fair: FairClaims,
     ) -> None:
         self._servicer = servicer
         self._pollers = pollers
-        self._executor = executor
+        self._fair = fair
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._servicer, name)
@@ -124,8 +125,8 @@ class LongPollServicer:
         return self._servicer.claim_reply(claim)
 
     async def _claim(self, req: ClaimRequest, wanted: Callable[[], bool] | None = None) -> Claim | None:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._servicer.s.claims.claim, req, wanted)
+        """One attempt, when its tenant's turn comes (swarm_ticketing.fairness)."""
+        return await self._fair.run(req.tenant_id, self._servicer.s.claims.claim, req, wanted)
 
     async def _poll(self, req: ClaimRequest, wait: float) -> Claim | None:
         loop = asyncio.get_running_loop()
@@ -140,7 +141,7 @@ class LongPollServicer:
                 woken, ready_at = poller.take_wake(), poller.ready_at
                 if look or woken is not None:
                     claim = await self._claim(req, poller.wanted)
-                    self._pollers.looked(filter_, ready_key(claim))
+                    self._pollers.looked(filter_, ready_key(claim), woken=woken is not None)
                     if claim is not None:
                         if woken is not None:  # handed over: timed from the ready ticket's commit
                             self._pollers.stats.record(True, time.monotonic() - ready_at)

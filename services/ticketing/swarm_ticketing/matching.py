@@ -129,6 +129,8 @@ class MatchStats:
 # for): forget them and let every newcomer look for a while.
 MAX_SURPLUS_KEYS = 10_000
 LOOK_AFTER_LOSS_SECONDS = 5.0
+# How many more pollers look when a look of its own found a ticket.
+BACKLOG_FAN_OUT = 2
 
 
 class ParkedPollers:
@@ -154,9 +156,15 @@ class ParkedPollers:
             return True
         return any(admits(filter_, key) for key in self._surplus)
 
-    def looked(self, filter_: PollFilter, claimed: ReadyKey | None) -> None:
-        """A look at the database found `claimed` (None: nothing)."""
+    def looked(self, filter_: PollFilter, claimed: ReadyKey | None, *, woken: bool) -> None:
+        """A look at the database found `claimed` (None: nothing). A look of
+        its own that found a ticket found a backlog (tickets that were ready
+        before these pollers parked, or whose wakes went elsewhere): the two
+        oldest idle pollers of its filter look too, and so on while looks
+        find tickets, so a backlog drains at the pace of claims."""
         self._looked_at[filter_] = asyncio.get_running_loop().time()
+        if claimed is not None and not woken:
+            self._nudge(filter_, BACKLOG_FAN_OUT)
         if claimed is not None:
             if self._surplus.get(claimed, 0) > 0:
                 self._surplus[claimed] -= 1
@@ -169,10 +177,13 @@ class ParkedPollers:
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve on `loop` (before the server takes calls: a wake that comes
+        before any poller parked still counts as surplus)."""
+        self._loop = loop
+        loop.call_soon_threadsafe(loop.call_later, self.recheck, self._sweep)
+
     def park(self, filter_: PollFilter) -> Poller:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._loop.call_later(self.recheck, self._sweep)
         poller = Poller(next(self._seq), filter_)
         self._queues.setdefault(filter_, {})[poller.seq] = poller
         return poller
@@ -215,12 +226,19 @@ class ParkedPollers:
         `recheck` seconds, the oldest idle poller looks (one timer for all
         parked pollers, not one each)."""
         assert self._loop is not None
-        for filter_, queue in list(self._queues.items()):
+        for filter_ in list(self._queues):
             if self.due(filter_):
-                idle = next((p for p in queue.values() if not p.event.is_set()), None)
-                if idle is not None:
-                    idle.event.set()
+                self._nudge(filter_, 1)
         self._loop.call_later(self.recheck, self._sweep)
+
+    def _nudge(self, filter_: PollFilter, count: int) -> None:
+        """The `count` oldest idle pollers of `filter_` look (no ticket named)."""
+        for poller in self._queues.get(filter_, {}).values():
+            if count <= 0:
+                return
+            if not poller.event.is_set():
+                poller.event.set()
+                count -= 1
 
     def _wake_all(self) -> None:
         self._everyone_looks_until = asyncio.get_running_loop().time() + LOOK_AFTER_LOSS_SECONDS

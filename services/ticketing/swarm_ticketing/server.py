@@ -11,6 +11,7 @@ from pathlib import Path
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
 from swarm_ticketing.domain import LeasePolicy
+from swarm_ticketing.fairness import FairClaims, parse_weights
 from swarm_ticketing.gitcredentials import FileCredentials
 from swarm_ticketing.longpoll import LongPollServicer
 from swarm_ticketing.matching import ParkedPollers
@@ -119,7 +120,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
             FileCredentials.load(settings.git_credentials_file),
         ),
         pollers,
-        executor,
+        FairClaims(executor, settings.claim_slots, parse_weights(settings.tenant_weights)),
     )
     revocations = revocation_list(settings.vmhost_target, settings)
     handle = start_aio_server(
@@ -138,6 +139,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         executor=executor,
         agent_listen_address=settings.agent_listen_address,
         reuse_port=settings.reuse_port,
+        on_loop=pollers.bind,
     )
     if listener is not None:
         listener.start()
