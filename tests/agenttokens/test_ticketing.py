@@ -8,13 +8,16 @@ import uuid
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm_ticketing.matching import MAX_PARKED_PER_AGENT
 from swarmagent.client import TicketingClient
 from swarmagent.credentials import AgentCredentials
 from tests.agenttokens.mesh import AgentMesh
 from tests.support.pki import bearer
 from tests.support.status import error_info, raises_status
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.parametrize("urls", ["sqlite", "postgres"], indirect=True)
 
@@ -157,3 +160,33 @@ def test_another_agents_claim_token_is_not_shown_to_an_agent(mesh: AgentMesh) ->
     # An operator still sees the whole lease, naming the tenant itself.
     ops = mesh.operator_ticketing().GetTicket(pb.GetTicketRequest(tenant_id="acme", ticket_id=held.ticket.id))
     assert ops.ticket.lease.claim_token == held.lease.claim_token
+
+
+def test_a_guest_cannot_fill_ticketing_with_parked_claims(mesh: AgentMesh) -> None:
+    """A hostile guest opens long polls by the dozen to hold ticketing's
+    memory (each parked call costs tens of KiB): past an agent's share they
+    are refused, and another agent of the same tenant still parks."""
+    stub = mesh.agent_ticketing()
+    pollers = mesh.ticketing.pollers
+    wait = Duration(seconds=20)
+    hostile = bearer(mesh.token(_agent(), "acme"))
+    calls = [
+        stub.ClaimTicket.future(pb.ClaimTicketRequest(wait_duration=wait), metadata=hostile, timeout=30)
+        for _ in range(MAX_PARKED_PER_AGENT)
+    ]
+    try:
+        eventually(lambda: len(pollers) == MAX_PARKED_PER_AGENT, what="the guest's polls parked")
+        with raises_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "already has 4 ClaimTicket calls waiting"):
+            stub.ClaimTicket(pb.ClaimTicketRequest(wait_duration=wait), metadata=hostile, timeout=30)
+        assert len(pollers) == MAX_PARKED_PER_AGENT
+        honest = stub.ClaimTicket.future(
+            pb.ClaimTicketRequest(wait_duration=wait),
+            metadata=bearer(mesh.token(_agent(), "acme")),
+            timeout=30,
+        )
+        calls.append(honest)
+        eventually(lambda: len(pollers) == MAX_PARKED_PER_AGENT + 1, what="another agent's poll parked")
+    finally:
+        for call in calls:
+            call.cancel()
+    eventually(lambda: len(pollers) == 0, what="the cancelled polls gone")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -22,6 +21,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarmcommon.localproc import free_port, wait_until_serving
 from swarmcommon.logs import configure_logging
+from tests.support.otlp import otlp_receiver
 
 
 class _Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
@@ -48,12 +48,10 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[m
 @pytest.fixture
 def collector() -> Iterator[tuple[_Collector, int]]:
     servicer = _Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(0)
+    with otlp_receiver(
+        lambda server: trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    ) as port:
+        yield servicer, port
 
 
 def test_service_exports_spans_over_otlp_continuing_the_callers_trace(

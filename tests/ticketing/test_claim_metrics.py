@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -18,6 +17,7 @@ from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarmcommon.grpcclient import channel
 from swarmcommon.localproc import start_service
+from tests.support.otlp import otlp_receiver
 from tests.support.ticketing import create_project, spec, tenant
 from tests.support.waiting import eventually
 
@@ -42,12 +42,10 @@ class Receiver(mpb_grpc.MetricsServiceServicer):  # type: ignore[misc]
 @pytest.fixture
 def receiver() -> Iterator[tuple[Receiver, int]]:
     servicer = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    mpb_grpc.add_MetricsServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(0)
+    with otlp_receiver(
+        lambda server: mpb_grpc.add_MetricsServiceServicer_to_server(servicer, server)
+    ) as port:
+        yield servicer, port
 
 
 def test_claims_go_out_as_metrics_by_how_they_matched(

@@ -135,7 +135,7 @@ class LongPollServicer:
         filter_ = PollFilter(req.tenant_id, role, req.project_id)
         look = self._pollers.must_look(filter_)
         # Parked before the first look, so a ticket made ready while it looks wakes it.
-        poller = self._pollers.park(filter_)
+        poller = self._pollers.park(filter_, req.agent_id)
         try:
             while True:
                 woken, ready_at = poller.take_wake(), poller.ready_at

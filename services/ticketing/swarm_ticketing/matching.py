@@ -36,6 +36,7 @@ from typing import NamedTuple
 from opentelemetry import metrics
 
 from swarm_ticketing.stores.ready import ReadyKey
+from swarmcommon.errors import QuotaExceeded
 
 _meter = metrics.get_meter("swarm.ticketing")
 _CLAIMS = _meter.create_counter(
@@ -68,11 +69,12 @@ def admitting(key: ReadyKey) -> tuple[PollFilter, ...]:
 
 
 class Poller:
-    __slots__ = ("seq", "filter", "event", "woken_by", "ready_at", "gone")
+    __slots__ = ("seq", "filter", "agent_id", "event", "woken_by", "ready_at", "gone")
 
-    def __init__(self, seq: int, filter_: PollFilter) -> None:
+    def __init__(self, seq: int, filter_: PollFilter, agent_id: str) -> None:
         self.seq = seq
         self.filter = filter_
+        self.agent_id = agent_id
         self.event = asyncio.Event()
         # The ticket key of a wake not yet acted on.
         self.woken_by: ReadyKey | None = None
@@ -131,6 +133,9 @@ MAX_SURPLUS_KEYS = 10_000
 LOOK_AFTER_LOSS_SECONDS = 5.0
 # How many more pollers look when a look of its own found a ticket.
 BACKLOG_FAN_OUT = 2
+# An agent needs one waiting ClaimTicket; a few cover a retry overlapping a
+# call its side already gave up on.
+MAX_PARKED_PER_AGENT = 4
 
 
 class ParkedPollers:
@@ -143,6 +148,7 @@ class ParkedPollers:
         # Tickets that became ready while no idle poller could take them.
         self._surplus: Counter[ReadyKey] = Counter()
         self._everyone_looks_until = 0.0
+        self._per_agent: Counter[tuple[str, str]] = Counter()
         self.stats = MatchStats()
 
     def must_look(self, filter_: PollFilter) -> bool:
@@ -183,12 +189,29 @@ class ParkedPollers:
         self._loop = loop
         loop.call_soon_threadsafe(loop.call_later, self.recheck, self._sweep)
 
-    def park(self, filter_: PollFilter) -> Poller:
-        poller = Poller(next(self._seq), filter_)
+    def park(self, filter_: PollFilter, agent_id: str) -> Poller:
+        """Park a poller of `agent_id`; RESOURCE_EXHAUSTED past the agent's
+        share (a hostile guest opening calls by the thousand to fill memory)."""
+        agent = (filter_.tenant_id, agent_id)
+        if self._per_agent[agent] >= MAX_PARKED_PER_AGENT:
+            raise QuotaExceeded(
+                "parked_claims",
+                self._per_agent[agent],
+                MAX_PARKED_PER_AGENT,
+                None,
+                f"agent {agent_id} already has {self._per_agent[agent]} ClaimTicket calls waiting "
+                f"(at most {MAX_PARKED_PER_AGENT}): wait for one to answer",
+            )
+        self._per_agent[agent] += 1
+        poller = Poller(next(self._seq), filter_, agent_id)
         self._queues.setdefault(filter_, {})[poller.seq] = poller
         return poller
 
     def leave(self, poller: Poller) -> None:
+        agent = (poller.filter.tenant_id, poller.agent_id)
+        self._per_agent[agent] -= 1
+        if not self._per_agent[agent]:
+            del self._per_agent[agent]
         queue = self._queues.get(poller.filter)
         if queue is not None:
             queue.pop(poller.seq, None)
