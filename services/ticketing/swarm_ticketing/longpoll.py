@@ -119,7 +119,7 @@ class LongPollServicer:
         else:
             claim = await self._claim(claim_request)
             if claim is not None:
-                self._record(claim, sync=False)
+                self._record_found(claim)
         if claim is not None:
             _trace(claim)
         return self._servicer.claim_reply(claim)
@@ -146,7 +146,7 @@ class LongPollServicer:
                         if woken is not None:  # handed over: timed from the ready ticket's commit
                             self._pollers.stats.record(True, time.monotonic() - ready_at)
                         else:
-                            self._record(claim, sync=False)
+                            self._record_found(claim)
                         return claim
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -176,9 +176,10 @@ class LongPollServicer:
             ready_to_claimed_p99_ms=(stats.percentile(0.99) or 0.0) * 1000,
         )
 
-    def _record(self, claim: Claim, *, sync: bool) -> None:
-        """A claim of a ticket that was waiting: timed from its `updated_at`."""
+    def _record_found(self, claim: Claim) -> None:
+        """A claim that found its ticket waiting (backlog): timed from the
+        ticket's `updated_at` (None for a replayed claim)."""
         waited = None
         if claim.ready_since is not None:
             waited = max((claim.ticket.updated_at - claim.ready_since).total_seconds(), 0.0)
-        self._pollers.stats.record(sync, waited)
+        self._pollers.stats.record(False, waited)
