@@ -95,7 +95,8 @@ class Fleet:
     tenant: str
     claims: dict[str, float] = field(default_factory=dict)  # ticket name -> when its claim arrived
     submitted: dict[str, float] = field(default_factory=dict)  # ticket name -> when its submit was sent
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Ticket name -> the future `claimed` waits on.
+    expected: dict[str, asyncio.Future[float]] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
@@ -120,7 +121,9 @@ class Fleet:
                 continue
             name = reply.ticket.name
             self.claims[name] = time.perf_counter()
-            self.arrived.set()
+            waiting = self.expected.pop(name, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(self.claims[name])
             self.submitted[name] = time.perf_counter()
             await stub.SubmitWork(
                 pb.SubmitWorkRequest(
@@ -138,16 +141,14 @@ class Fleet:
         await asyncio.gather(*(ch.close() for ch in self.channels))
 
     async def claimed(self, name: str, timeout: float = 10) -> float:
-        deadline = time.monotonic() + timeout
-        while name not in self.claims:
-            self.arrived.clear()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ticket {name} not claimed within {timeout}s")
-            try:
-                await asyncio.wait_for(self.arrived.wait(), 0.5)
-            except TimeoutError:
-                pass
-        return self.claims[name]
+        """When the claim of ticket `name` reached its agent."""
+        if name in self.claims:
+            return self.claims[name]
+        arrival = self.expected.setdefault(name, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(arrival, timeout)
+        except TimeoutError:
+            raise RuntimeError(f"ticket {name} not claimed within {timeout}s") from None
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
