@@ -269,3 +269,31 @@ def test_a_claim_whose_caller_went_away_rolls_back(ticketing: TicketingHarness) 
     assert [e.event_type for e in events.events] == ["created"]
     taken = claim(ticketing.stub, t, "agent-b")
     assert (taken.ticket.id, taken.lease.agent_id) == (created, "agent-b")
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_a_malformed_notification_does_not_stop_the_listener(db: str) -> None:
+    """Anyone with the database can NOTIFY on the channel: junk is ignored and
+    the next real notification still wakes the poller."""
+    one, two = start_ticketing(db), start_ticketing(db, migrate_on_start=False)
+    try:
+        for app in (one.app, two.app):
+            assert app.listener is not None and app.listener.listening.wait(10)
+        engine = create_engine(db, pool_size=1)
+        with engine.begin() as conn:
+            for junk in ["not json", "[1, 2]", '{"ready": [["t"]]}', '{"ready": 5}']:
+                conn.execute(
+                    sa.text("SELECT pg_notify(left('swarm_ready:' || current_schema(), 63), :junk)"),
+                    {"junk": junk},
+                )
+        engine.dispose()
+        t = tenant()
+        call = park(two.stub, t, "agent-on-two", wait=20)
+        parked(two, 1)
+        created = create_project(one.stub, t, [spec("only")])
+        assert call.result().ticket.id == created.tickets[0].id
+        assert two.app.pollers.stats.sync == 1
+        assert two.app.listener is not None and two.app.listener.listening.is_set()
+    finally:
+        two.stop()
+        one.stop()

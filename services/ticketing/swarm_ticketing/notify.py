@@ -121,7 +121,7 @@ class ReadyListener:
                 self._pollers.wake_all_threadsafe()
                 return
             ready = Counter({ReadyKey(t, p, r): int(n) for t, p, r, n in message["ready"]})
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed ticket-ready notification", extra={"payload": text[:200]})
             return
         self._pollers.wake_threadsafe(ready)
