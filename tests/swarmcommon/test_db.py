@@ -127,6 +127,41 @@ def test_utc_datetimes_round_trip_on_both_backends(db: str) -> None:
     database.dispose()
 
 
+class _Hook:
+    """Writes inside the transaction, then fails after the commit."""
+
+    def __init__(self) -> None:
+        self.after: list[dict[str, object]] = []
+
+    def before_commit(self, conn: sa.engine.Connection, notes: dbmod.Notes) -> None:
+        conn.execute(sa.text("INSERT INTO hooked (note) VALUES (:n)"), {"n": str(notes["topic"])})
+
+    def after_commit(self, notes: dbmod.Notes) -> None:
+        self.after.append(dict(notes))
+        raise RuntimeError("event loop is closed")
+
+
+def test_commit_hooks_write_with_the_transaction_and_cannot_fail_it_after(tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite:///{tmp_path / 'h.db'}")
+    database.transaction(lambda c: c.execute(sa.text("CREATE TABLE hooked (note TEXT)")))
+    hook = _Hook()
+    database.add_commit_hook(hook)
+
+    def noted(conn: sa.engine.Connection) -> str:
+        dbmod.notes(conn)["topic"] = "ready"
+        return "done"
+
+    # The hook's after-commit failure is logged: the committed transaction's answer stands.
+    assert database.transaction(noted) == "done"
+    assert hook.after == [{"topic": "ready"}]
+    # A transaction that left no notes does not run the hooks.
+    assert database.transaction(lambda c: "quiet") == "quiet"
+    assert hook.after == [{"topic": "ready"}]
+    rows = database.transaction(lambda c: c.execute(sa.text("SELECT note FROM hooked")).all(), write=False)
+    assert [tuple(r) for r in rows] == [("ready",)]
+    database.dispose()
+
+
 def test_unsupported_database_url_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unsupported database URL"):
         dbmod.create_engine("mysql://x")

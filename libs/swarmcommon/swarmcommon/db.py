@@ -211,8 +211,7 @@ class Database:
                             hook.before_commit(conn, notes)
                     finally:
                         conn.info.pop(_NOTES, None)
-                for hook in self._hooks if notes else ():
-                    hook.after_commit(notes)
+                self._after_commit(notes)
                 return result
             except DBAPIError as exc:
                 if not is_retryable(exc):
@@ -237,6 +236,15 @@ class Database:
     def _connect(self, write: bool) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             yield conn.execution_options(swarm_write=write)
+
+    def _after_commit(self, notes: Notes) -> None:
+        """Committed: a hook that fails now (a server shutting down) is logged;
+        it cannot make the caller believe the transaction failed."""
+        for hook in self._hooks if notes else ():
+            try:
+                hook.after_commit(notes)
+            except Exception:  # noqa: BLE001 - the transaction's outcome is already decided
+                log.exception("commit hook failed after the commit", extra={"hook": type(hook).__name__})
 
     def dispose(self) -> None:
         self.engine.dispose()
