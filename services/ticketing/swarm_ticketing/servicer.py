@@ -171,12 +171,8 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
 
     # -- leases ----------------------------------------------------------------
 
-    def ClaimTicket(
-        self, request: pb.ClaimTicketRequest, context: grpc.ServicerContext
-    ) -> pb.ClaimTicketResponse:
-        """Without waiting (the asyncio server's ClaimTicket, in longpoll.py,
-        waits when asked to and calls the two halves below)."""
-        return self.claim_reply(self.s.claims.claim(self.claim_request(request)))
+    # ClaimTicket itself is served by longpoll.LongPollServicer, on the event
+    # loop (it may wait): these are its two halves around the claim.
 
     def claim_request(self, request: pb.ClaimTicketRequest) -> ClaimRequest:
         request_id = v.optional_request_id(request.request_id)
