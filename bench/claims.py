@@ -56,6 +56,11 @@ from swarmcommon.tls import ClientTls
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 BATCH = 500  # tickets per CreateProject call
+# Each agent is its own VM with its own connection: without this, grpc shares
+# one subchannel between all channels to a target in a process, and the
+# kernel's SO_REUSEPORT spreading sees a single connection (one server
+# process took every call while the others idled).
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 CLAIM_SQL = """
 UPDATE tickets SET state = 'assigned', claim_token = {p}, claim_expires_at = {p},
@@ -121,7 +126,7 @@ class Plaintext:
         return channel(target)
 
     def agent_stub(self, target: str, i: int, tenant: str) -> tuple[grpc.Channel, Any, list[tuple[str, str]]]:
-        ch = grpc.insecure_channel(target)
+        ch = grpc.insecure_channel(target, options=OWN_CONNECTION)
         return ch, pb_grpc.TicketingServiceStub(ch), []
 
 
@@ -153,7 +158,7 @@ class MeshSecurity:
         ch = grpc.secure_channel(
             f"127.0.0.1:{self.agent_port}",
             grpc.ssl_channel_credentials(self._ca),
-            options=[("grpc.ssl_target_name_override", "ticketing")],
+            options=[("grpc.ssl_target_name_override", "ticketing"), *OWN_CONNECTION],
         )
         return ch, pb_grpc.TicketingServiceStub(ch), [("authorization", f"Bearer {token}")]
 

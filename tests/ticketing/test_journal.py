@@ -3,11 +3,15 @@ an outbox row committed in the same transaction."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import sqlalchemy as sa
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from swarm_ticketing.tables import audit_events, outbox
+from swarm_ticketing.domain import EventType
+from swarm_ticketing.stores import journal
+from swarm_ticketing.tables import audit_events, claim_requests, outbox
 from tests.support.harness import BACKENDS, TicketingHarness
 from tests.support.status import raises_status
 from tests.support.ticketing import claim, create_project, fail, outbox_events, spec, submit, tenant
@@ -91,3 +95,46 @@ def test_outbox_rows_carry_the_callers_trace_context(ticketing: TicketingHarness
     with ticketing.app.db.engine.connect() as conn:
         parent = conn.execute(sa.select(outbox.c.traceparent).where(outbox.c.tenant_id == t)).scalar_one()
     assert parent is not None and parent.split("-")[1] == trace_id
+
+
+def test_the_claims_audit_and_event_are_the_ones_the_journal_builds(ticketing: TicketingHarness) -> None:
+    """On PostgreSQL the claim writes its audit, outbox and idempotency rows
+    inside its one statement (JSON built by the database); on SQLite the
+    journal writes them. Both must be what `journal` builds for the ticket."""
+    t = tenant()
+    created = create_project(ticketing.stub, t, [spec("a"), spec("b")])
+    first = claim(ticketing.stub, t, "agent-1", request_id="r-1")
+    second = ticketing.stub.ClaimTicket(
+        pb.ClaimTicketRequest(
+            tenant_id=t, agent_id="agent-2", role=pb.AGENT_ROLE_CODER, project_id=created.project.id
+        )
+    )
+    assert {first.ticket.id, second.ticket.id} == {x.id for x in created.tickets}
+
+    with ticketing.app.db.engine.connect() as conn:
+        audits = conn.execute(
+            sa.select(audit_events).where(
+                audit_events.c.tenant_id == t, audit_events.c.event_type == "assigned"
+            )
+        ).all()
+        requests = conn.execute(sa.select(claim_requests).where(claim_requests.c.tenant_id == t)).all()
+    assigned = [data for name, data in outbox_events(ticketing, t) if name == "ticket.assigned"]
+    for c, agent in ((first, "agent-1"), (second, "agent-2")):
+        ticket = ticketing.app.stores.tickets.get(t, c.ticket.id)
+        assert ticket.lease is not None
+        expires = ticket.lease.expires_at
+        expected = journal.ticket_event(EventType.ASSIGNED, ticket, agent_id=agent, lease_expires_at=expires)
+        assert json.loads(json.dumps(expected.data, default=str)) in assigned
+        (row,) = [a for a in audits if a.ticket_id == c.ticket.id]
+        assert (row.actor_type, row.actor_id) == ("agent", agent)
+        assert json.loads(row.new_value) == {"stage": "coder", "lease_expires_at": str(expires)}
+    (req,) = requests
+    assert (req.agent_id, req.request_id, req.ticket_id, req.claim_token) == (
+        "agent-1",
+        "r-1",
+        first.ticket.id,
+        first.lease.claim_token,
+    )
+    assert req.fingerprint  # a reused request id for another claim is still refused
+    again = claim(ticketing.stub, t, "agent-1", request_id="r-1")
+    assert (again.ticket.id, again.lease.claim_token) == (first.ticket.id, first.lease.claim_token)

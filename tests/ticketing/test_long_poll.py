@@ -52,6 +52,10 @@ def test_a_parked_claim_takes_a_ticket_created_after_it_parked(ticketing: Ticket
     t = tenant()
     call = park(ticketing.stub, t, "agent-a", wait=20)
     parked(ticketing, 1)
+    # Made ready after the poller parked, by the service's clock: whether the
+    # wake or the poller's own first look (still running) takes it, it is a
+    # ticket handed to a waiting poller.
+    ticketing.clock.advance(timedelta(milliseconds=1))
     started = time.monotonic()
     created = create_project(ticketing.stub, t, [spec("only")])
     reply = call.result()

@@ -99,9 +99,7 @@ class OutboxWriter:
 
     def add(self, conn: Connection, events: Iterable[OutboxEvent], now: datetime) -> None:
         """Stage events in the caller's open transaction."""
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        traceparent = carrier.get("traceparent")
+        traceparent = current_traceparent()
         rows = [
             {
                 "event_id": e.event_id,
@@ -116,6 +114,14 @@ class OutboxWriter:
         ]
         if rows:
             conn.execute(self._insert, rows)
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the span in force: an outbox row carries it so
+    the delivery continues the trace of the call that caused it."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -135,6 +135,7 @@ class LongPollServicer:
         filter_ = PollFilter(req.tenant_id, role, req.project_id)
         look = self._pollers.must_look(filter_)
         # Parked before the first look, so a ticket made ready while it looks wakes it.
+        parked_at = self._servicer.s.claims.clock.now()
         poller = self._pollers.park(filter_, req.agent_id)
         try:
             while True:
@@ -146,7 +147,7 @@ class LongPollServicer:
                         if woken is not None:  # handed over: timed from the ready ticket's commit
                             self._pollers.stats.record(True, time.monotonic() - ready_at)
                         else:
-                            self._record_found(claim)
+                            self._record_found(claim, parked_at)
                         return claim
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -176,10 +177,14 @@ class LongPollServicer:
             ready_to_claimed_p99_ms=(stats.percentile(0.99) or 0.0) * 1000,
         )
 
-    def _record_found(self, claim: Claim) -> None:
-        """A claim that found its ticket waiting (backlog): timed from the
-        ticket's `updated_at` (None for a replayed claim)."""
-        waited = None
+    def _record_found(self, claim: Claim, parked_at: datetime | None = None) -> None:
+        """A claim that found its ticket by looking: timed from when the
+        ticket became ready (None for a replayed claim). Found waiting, it is
+        backlog; made ready after the poller parked (its commit raced the
+        poller's own look, whose wake then came too late to count), it was
+        still a ticket handed to a waiting poller: sync."""
+        waited, sync = None, False
         if claim.ready_since is not None:
             waited = max((claim.ticket.updated_at - claim.ready_since).total_seconds(), 0.0)
-        self._pollers.stats.record(False, waited)
+            sync = parked_at is not None and claim.ready_since > parked_at
+        self._pollers.stats.record(sync, waited)

@@ -2,8 +2,8 @@
 from it (the delivery's next state, the webhook's failure run, disabling),
 test sends, and reading the log back.
 
-A batch's attempts are recorded in one transaction: one write per batch
-rather than per delivery.
+A batch's attempts are recorded in one transaction of a few statements:
+one write per batch rather than three per delivery.
 """
 
 from __future__ import annotations
@@ -116,11 +116,22 @@ class AttemptStore:
             now = self.clock.now()
             set_status(conn, [c.delivery.id for c in released], DeliveryStatus.PENDING, now, next_at=now)
             set_status(conn, [c.delivery.id for c in undeliverable], DeliveryStatus.FAILED, now)
-            disabled = []
-            for result in results:
-                if reason := _record_one(conn, result, now):
-                    disabled.append((result.claimed, reason))
-            return disabled
+            if not results:
+                return []
+            # A few statements per batch, not per attempt: the deliveries'
+            # new states and the log rows go in as one executemany each.
+            for webhook_id, run in _runs(results):
+                _update_failure_run(conn, webhook_id, run, now)
+            conn.execute(_UPDATE_DELIVERY, [_delivery_values(r, now) for r in results])
+            conn.execute(_INSERT_ATTEMPT, [_attempt_row(r) for r in results])
+            # Last: disabling fails the webhook's other live deliveries,
+            # which must not be set back to a retry by the update above.
+            return [
+                (r.claimed, reason)
+                for r in results
+                if r.decision.disable_reason
+                and (reason := _disable(conn, r.claimed.delivery, r.decision.disable_reason, now))
+            ]
 
         return self.db.transaction(tx)
 
@@ -164,53 +175,67 @@ class AttemptStore:
         return Page([to_attempt(r) for r in rows.items], rows.next_page_token)
 
 
-def _record_one(conn: Connection, result: Recorded, now: datetime) -> str | None:
-    """One attempt and its consequences; the disable reason if it disabled the webhook."""
-    delivery, outcome, decision = result.claimed.delivery, result.outcome, result.decision
-    attempt = delivery.attempts + 1
-    _update_failure_run(conn, delivery.webhook_id, outcome.ok, decision.failing_since, now)
-    disabled = _disable(conn, delivery, decision.disable_reason, now) if decision.disable_reason else None
-    conn.execute(
-        sa.update(D)
-        .where(D.c.id == delivery.id)
-        .values(
-            status=decision.status,
-            attempts=attempt,
-            next_attempt_at=decision.next_attempt_at or now,
-            updated_at=now,
-        )
+_UPDATE_DELIVERY = (
+    sa.update(D)
+    .where(D.c.id == sa.bindparam("d_id"))
+    .values(
+        status=sa.bindparam("d_status"),
+        attempts=sa.bindparam("d_attempts"),
+        next_attempt_at=sa.bindparam("d_next"),
+        updated_at=sa.bindparam("d_now"),
     )
-    conn.execute(
-        sa.insert(A).values(
-            **attempt_values(
-                logged_attempt(
-                    outcome,
-                    delivery_id=delivery.id,
-                    tenant_id=delivery.tenant_id,
-                    webhook_id=delivery.webhook_id,
-                    event_id=delivery.event_id,
-                    event_type=delivery.event_type,
-                    attempt=attempt,
-                    next_retry_at=decision.next_attempt_at,
-                    at=result.at,
-                )
-            )
-        )
-    )
-    return disabled
+)
+_INSERT_ATTEMPT = sa.insert(A)
 
 
-def _update_failure_run(
-    conn: Connection, webhook_id: str, ok: bool, failing_since: datetime | None, now: datetime
-) -> None:
-    if ok:
-        values: dict[str, Any] = {"consecutive_failures": 0, "last_success_at": now, "failing_since": None}
+def _delivery_values(result: Recorded, now: datetime) -> dict[str, Any]:
+    return {
+        "d_id": result.claimed.delivery.id,
+        "d_status": result.decision.status,
+        "d_attempts": result.claimed.delivery.attempts + 1,
+        "d_next": result.decision.next_attempt_at or now,
+        "d_now": now,
+    }
+
+
+def _attempt_row(result: Recorded) -> dict[str, Any]:
+    delivery = result.claimed.delivery
+    return attempt_values(
+        logged_attempt(
+            result.outcome,
+            delivery_id=delivery.id,
+            tenant_id=delivery.tenant_id,
+            webhook_id=delivery.webhook_id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            attempt=delivery.attempts + 1,
+            next_retry_at=result.decision.next_attempt_at,
+            at=result.at,
+        )
+    )
+
+
+def _runs(results: Sequence[Recorded]) -> list[tuple[str, list[Recorded]]]:
+    """The results per webhook, each in the order they were sent."""
+    runs: dict[str, list[Recorded]] = {}
+    for r in results:
+        runs.setdefault(r.claimed.delivery.webhook_id, []).append(r)
+    return list(runs.items())
+
+
+def _update_failure_run(conn: Connection, webhook_id: str, run: Sequence[Recorded], now: datetime) -> None:
+    """The webhook's failure run after these attempts, in one update: a
+    success resets it, each failure after the last success extends it."""
+    last_ok = max((i for i, r in enumerate(run) if r.outcome.ok), default=None)
+    failures = len(run) - (last_ok + 1 if last_ok is not None else 0)
+    values: dict[str, Any] = {}
+    if last_ok is None:
+        values["consecutive_failures"] = W.c.consecutive_failures + failures
     else:
-        values = {
-            "consecutive_failures": W.c.consecutive_failures + 1,
-            "last_failure_at": now,
-            "failing_since": failing_since,
-        }
+        values.update(consecutive_failures=failures, last_success_at=now)
+    if failures:
+        values["last_failure_at"] = now
+    values["failing_since"] = run[-1].decision.failing_since if failures else None
     conn.execute(sa.update(W).where(W.c.id == webhook_id).values(**values))
 
 

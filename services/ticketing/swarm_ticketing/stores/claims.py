@@ -40,7 +40,7 @@ from swarm_ticketing.stores.rows import to_ticket
 from swarm_ticketing.tables import claim_requests, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
-from swarmcommon.outbox import OutboxEvent
+from swarmcommon.outbox import OutboxEvent, current_traceparent
 
 T = tickets
 _INSERT_CLAIM_REQUEST = sa.insert(claim_requests)
@@ -104,10 +104,17 @@ class Claims:
         if req.project_id is not None:
             params["p_project"] = req.project_id
         shape = (req.role is not None, req.project_id is not None)
+        if self.db.is_postgres:
+            claim = self._claim_in_one(conn, req, shape, params)
+            if claim is not None:
+                if wanted is not None and not wanted():
+                    raise Abandoned
+                return claim
+            row, ready_since = None, None
+        else:
+            row, ready_since = self._lease_ready(conn, shape, params)
         audit: list[AuditEntry] = []
         events: list[OutboxEvent] = []
-
-        row, ready_since = self._lease_ready(conn, shape, params)
         rescued = None
         if row is None:
             rescued = conn.execute(
@@ -181,13 +188,32 @@ class Claims:
             raise Abandoned
         return Claim(ticket, lease, ready_since)
 
+    def _claim_in_one(
+        self, conn: Connection, req: ClaimRequest, shape: tuple[bool, bool], params: dict[str, Any]
+    ) -> Claim | None:
+        """PostgreSQL: lease, audit, outbox and idempotency rows in one statement."""
+        row = conn.execute(
+            stmt.claim_and_record(*shape, bool(req.request_id)),
+            {
+                **params,
+                "expires_text": str(params["expires"]),
+                "audit_id": str(uuid.uuid4()),
+                "event_id": str(uuid.uuid4()),
+                "outbox_traceparent": current_traceparent(),
+                "request_id": req.request_id,
+                "fingerprint": req.fingerprint,
+            },
+        ).first()
+        if row is None:
+            return None
+        return Claim(to_ticket(row), Lease(params["token"], req.agent_id, params["expires"]), row.ready_since)
+
     def _lease_ready(
         self, conn: Connection, shape: tuple[bool, bool], params: dict[str, Any]
     ) -> tuple[Row[Any] | None, datetime | None]:
-        """The best ready ticket, leased, and since when it was ready."""
-        if self.db.is_postgres:
-            row = conn.execute(stmt.claim_ready(*shape), params).first()
-            return row, (row.ready_since if row is not None else None)
+        """SQLite: the best ready ticket, leased, and since when it was ready
+        (its RETURNING sees only the updated table, so it selects first,
+        inside its BEGIN IMMEDIATE transaction)."""
         pick = conn.execute(stmt.ready_candidate(*shape), params).first()
         if pick is None:
             return None, None
