@@ -141,6 +141,60 @@ class SilentEndpoint(_RawServer):
         self.stopping.wait()
 
 
+class KeepAliveEndpoint(_RawServer):
+    """HTTP/1.1 with keep-alive: answers every request on a connection with
+    200 and a body naming the connection and the request's place on it.
+
+    `after_first` is what it does on a connection once it has answered its
+    first request: "serve" (keep serving), "drop" (close it without a word,
+    as an endpoint's idle timeout does), "inject" (at once send a second,
+    unasked-for answer, then keep the connection open: a hostile endpoint
+    trying to have its words read as the answer to the next delivery) or
+    "inject_later" (the same a moment later, while the connection idles)."""
+
+    def __init__(self, after_first: str = "serve", close_header: bool = False) -> None:
+        self.after_first = after_first
+        self.close_header = close_header
+        self.requests = 0
+        self.injected = threading.Event()
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with self.lock:
+            number = self.connections
+        served = 0
+        while not self.stopping.is_set():
+            if not _read_request(conn):
+                return
+            served += 1
+            with self.lock:
+                self.requests += 1
+            conn.sendall(_answer(f"conn-{number}-req-{served}", close=self.close_header))
+            if self.close_header or (served == 1 and self.after_first == "drop"):
+                return
+            if served == 1 and self.after_first.startswith("inject"):
+                if self.after_first == "inject_later" and self.stopping.wait(0.1):
+                    return
+                conn.sendall(_answer("INJECTED", close=False))
+                self.injected.set()
+
+
+def _answer(body: str, close: bool) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
+    return (head + ("Connection: close\r\n" if close else "") + "\r\n" + body).encode()
+
+
+@contextmanager
+def keep_alive_endpoint(
+    after_first: str = "serve", close_header: bool = False
+) -> Iterator[KeepAliveEndpoint]:
+    server = KeepAliveEndpoint(after_first, close_header)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @dataclass
 class HugeBody:
     """What a HugeBodyEndpoint managed to send on one connection."""

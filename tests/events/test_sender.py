@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ from swarmcommon.clock import SystemClock
 from tests.events.endpoints import (
     header_trickling_endpoint,
     huge_body_endpoint,
+    keep_alive_endpoint,
     silent_endpoint,
     trickling_endpoint,
 )
@@ -52,7 +54,54 @@ def test_a_delivery_is_signed_and_answered(sender: Sender, receiver: Receiver) -
     assert not outcome.truncated and outcome.error is None and not outcome.timed_out
     headers, body = receiver.received[0]
     assert Webhook(SECRET).verify(body, headers)["data"] == {"a": 1}
-    assert headers["webhook-id"] == "evt-1" and headers["connection"] == "close"
+    assert headers["webhook-id"] == "evt-1"
+
+
+def test_a_burst_to_one_endpoint_reuses_its_connection(sender: Sender) -> None:
+    with keep_alive_endpoint() as endpoint:
+        bodies = [post(sender, endpoint.url).body for _ in range(20)]
+        assert bodies == [f"conn-1-req-{i}" for i in range(1, 21)]
+        assert endpoint.connections == 1
+        assert sender.pool.idle() == 1
+
+
+def test_a_connection_the_endpoint_dropped_while_idle_is_replaced_once(sender: Sender) -> None:
+    with keep_alive_endpoint(after_first="drop") as endpoint:
+        first = post(sender, endpoint.url)
+        eventually(lambda: endpoint.active == 0, what="the endpoint to drop the connection")
+        second = post(sender, endpoint.url)
+        assert (first.body, second.body) == ("conn-1-req-1", "conn-2-req-1")
+        assert second.ok and second.error is None
+        assert endpoint.requests == 2, "the dropped connection carried no request"
+
+
+def test_an_endpoint_that_asks_to_close_is_not_kept(sender: Sender) -> None:
+    with keep_alive_endpoint(close_header=True) as endpoint:
+        assert [post(sender, endpoint.url).body for _ in range(3)] == [
+            "conn-1-req-1",
+            "conn-2-req-1",
+            "conn-3-req-1",
+        ]
+        assert sender.pool.idle() == 0
+
+
+@pytest.mark.parametrize("when", ["inject", "inject_later"])
+def test_words_sent_unasked_on_an_idle_connection_are_never_read_as_an_answer(
+    sender: Sender, when: str
+) -> None:
+    """Attack: after its first answer the endpoint sends a second one nobody
+    asked for, hoping a later delivery reads it as its own answer (a forged
+    success, or a reply out of step). A connection with bytes after its answer
+    (read with it, or arriving while it idles) is closed, never reused: the
+    next delivery goes over a new one. (Reused, the next delivery read
+    "conn-1-req-2" or, injected while idle, the forged "INJECTED".)"""
+    with keep_alive_endpoint(after_first=when) as endpoint:
+        assert post(sender, endpoint.url).body == "conn-1-req-1"
+        assert endpoint.injected.wait(5)
+        time.sleep(0.05)  # the injected bytes reach our socket buffer
+        second = post(sender, endpoint.url)
+        assert second.body == "conn-2-req-1" and second.body != "INJECTED"
+        assert endpoint.connections == 2
 
 
 def test_a_huge_body_is_read_only_up_to_the_cap(sender: Sender) -> None:

@@ -18,7 +18,9 @@
   Test sends have their own slots (one in flight per endpoint).
 
 HTTP/1.1 is spoken with h11 over a plain socket so that every wait is ours
-to bound; each attempt uses a fresh connection (`Connection: close`).
+to bound. A connection whose exchange ended cleanly is kept for the
+endpoint's next request (`swarm_events.pool`); one the endpoint dropped
+while it was idle is replaced once, when no byte of an answer had come.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from urllib.parse import unquote
 import h11
 
 from swarm_events.domain import Outcome, Signing, webhook_body
+from swarm_events.pool import Endpoint, KeepAlivePool, endpoint_of
 from swarm_events.signing import secrets_in_use, signature_headers
 from swarm_events.ssrf import Network, Pinned, Resolver, pin, system_resolver
 from swarmcommon.clock import Clock
@@ -145,6 +148,7 @@ class Sender:
         self.resolver = resolver or system_resolver
         self.tls = tls or ssl.create_default_context()
         self.slots = EndpointSlots(per_endpoint)
+        self.pool = KeepAlivePool(per_endpoint)
         self.test_slots = EndpointSlots(1)
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -197,6 +201,7 @@ class Sender:
     def close(self) -> None:
         """Abandon every request in flight (shutdown): their sockets are shut now."""
         self._closing.set()
+        self.pool.close()
         with self._lock:
             for sock in self._open:
                 try:
@@ -230,7 +235,37 @@ class Sender:
     def _exchange(
         self, target: Pinned, body: bytes, headers: dict[str, str], deadline: float, response: _Response
     ) -> None:
-        with self._connect(target, deadline) as sock:
+        endpoint = endpoint_of(target)
+        kept = self.pool.take(endpoint)
+        if kept is not None:
+            try:
+                self._over(kept, endpoint, target, body, headers, deadline, response)
+                return
+            except (ConnectionError, h11.RemoteProtocolError):
+                # The endpoint dropped the kept connection before answering
+                # (its idle timeout raced our request): once more, on a new one.
+                if response.read or self._closing.is_set():
+                    raise
+        self._over(
+            self._open_connection(target, deadline), endpoint, target, body, headers, deadline, response
+        )
+
+    def _over(
+        self,
+        sock: socket.socket,
+        endpoint: Endpoint,
+        target: Pinned,
+        body: bytes,
+        headers: dict[str, str],
+        deadline: float,
+        response: _Response,
+    ) -> None:
+        """One request on `sock`; the connection is kept for the endpoint's
+        next request if the exchange ended cleanly, else closed."""
+        keep = False
+        with self._lock:
+            self._open.add(sock)
+        try:
             conn = h11.Connection(our_role=h11.CLIENT)
             request = h11.Request(
                 method="POST", target=target.target, headers=_request_headers(target, body, headers)
@@ -238,6 +273,19 @@ class Sender:
             sock.settimeout(_left(deadline))
             sock.sendall(conn.send(request) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
             self._read(sock, conn, deadline, response)
+            keep = (
+                conn.our_state is h11.DONE
+                and conn.their_state is h11.DONE
+                and not response.cut
+                and not conn.trailing_data[0]  # bytes after the answer: nobody asked for them
+            )
+        finally:
+            with self._lock:
+                self._open.discard(sock)
+            if keep and not self._closing.is_set():
+                self.pool.give(endpoint, sock)
+            else:
+                sock.close()
 
     def _read(self, sock: socket.socket, conn: h11.Connection, deadline: float, response: _Response) -> None:
         """Read the answer until it ends, the cap is reached, or the deadline passes."""
@@ -261,26 +309,23 @@ class Sender:
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 return
 
-    @contextmanager
-    def _connect(self, target: Pinned, deadline: float) -> Iterator[socket.socket]:
+    def _open_connection(self, target: Pinned, deadline: float) -> socket.socket:
         if self._closing.is_set():
             raise Aborted()
         sock = socket.create_connection((target.address, target.port), timeout=_left(deadline))
-        with self._lock:
+        if target.scheme != "https":
+            return sock
+        with self._lock:  # a handshake stalled by the endpoint is cut at shutdown too
             self._open.add(sock)
         try:
-            if target.scheme == "https":
-                sock.settimeout(_left(deadline))
-                tls = self.tls.wrap_socket(sock, server_hostname=target.sni_hostname)
-                with self._lock:  # the TLS socket now owns the connection
-                    self._open.discard(sock)
-                    self._open.add(tls)
-                sock = tls
-            yield sock
+            sock.settimeout(_left(deadline))
+            return self.tls.wrap_socket(sock, server_hostname=target.sni_hostname)
+        except BaseException:
+            sock.close()
+            raise
         finally:
             with self._lock:
                 self._open.discard(sock)
-            sock.close()
 
     def _bounded_resolver(self, deadline: float) -> Resolver:
         """The resolver, given only what is left of the deadline.
@@ -343,7 +388,6 @@ def _request_headers(target: Pinned, body: bytes, headers: dict[str, str]) -> li
         (b"Host", host),
         (b"User-Agent", USER_AGENT.encode()),
         (b"Content-Length", str(len(body)).encode()),
-        (b"Connection", b"close"),
     ]
     if target.userinfo:
         out.append((b"Authorization", b"Basic " + base64.b64encode(_unquote(target.userinfo).encode())))
