@@ -35,6 +35,10 @@ class Settings(ServiceSettings):
     # them (at least one), so a slow endpoint never takes them all.
     dispatcher_workers_per_endpoint: int = Field(default=0, ge=0, le=256)
     dispatcher_poll_seconds: float = Field(default=0.2, gt=0)
+    # Deliveries to one endpoint a worker claims (and records) at once: the
+    # database work of a burst is paid per batch. A batch is sent in order
+    # and ends early at a timeout, its rest going back untried.
+    dispatcher_batch: int = Field(default=25, ge=1, le=500)
     # Live streams (StreamEvents): how often a stream looks for events
     # published through other replicas, how many one process serves (each
     # holds a server thread; see grpc_max_workers) and how many of those one

@@ -86,6 +86,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         clock,
         poll=settings.dispatcher_poll_seconds,
         workers=max(1, settings.dispatcher_workers),
+        batch=settings.dispatcher_batch,
     )
     retention = Retention(db, clock, settings.retention_policy(), settings.retention_interval_seconds)
     feed = LiveFeed(
