@@ -67,11 +67,44 @@ def _from_row(r: Any) -> Span:
     )
 
 
+_COLUMNS = tuple(c.name for c in S.c if c.name != "seq")
+_COLUMN_LIST = ", ".join(_COLUMNS)
+# A per-session staging table; emptied at each commit.
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS span_intake "
+    "(LIKE spans INCLUDING DEFAULTS EXCLUDING CONSTRAINTS EXCLUDING IDENTITY) ON COMMIT DELETE ROWS"
+)
+_FROM_STAGE = sa.text(
+    f"INSERT INTO spans ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM span_intake "
+    "ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING span_id"
+)
+
+
+def _copy_in(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """PostgreSQL: COPY the export into the session's staging table, then
+    one INSERT … SELECT that skips spans already stored. COPY takes the rows
+    as data, with no SQL text to build or parse per export (the multi-row
+    INSERT spent half its time there)."""
+    conn.exec_driver_sql(_STAGE)
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    with dbapi.cursor() as cur, cur.copy(f"COPY span_intake ({_COLUMN_LIST}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in _COLUMNS])
+    return len(conn.execute(_FROM_STAGE).all())
+
+
 class SpanStore:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self._insert = postgresql.insert if db.is_postgres else sqlite.insert
+        insert = postgresql.insert if db.is_postgres else sqlite.insert
+        self._store = (
+            insert(S)
+            .on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
+            .returning(S.c.span_id)
+            .execution_options(insertmanyvalues_page_size=INSERT_CHUNK)
+        )
 
     def ingest(self, checked: Sequence[Span]) -> int:
         """Store spans that passed `domain.check_span`; one already stored (a
@@ -88,12 +121,14 @@ class SpanStore:
 
         def tx(conn: Connection) -> int:
             _inherit_from_parents(conn, batch)
-            stored = 0
             values = list(batch.values())
-            for i in range(0, len(values), INSERT_CHUNK):
-                stmt = self._insert(S).values(values[i : i + INSERT_CHUNK])
-                stmt = stmt.on_conflict_do_nothing(index_elements=["trace_id", "span_id"])
-                stored += conn.execute(stmt).rowcount
+            if self.db.is_postgres:
+                stored = _copy_in(conn, values)
+            else:
+                # One cached statement, many rows: multi-row INSERTs of up to
+                # INSERT_CHUNK ("insertmanyvalues"), not a statement compiled
+                # per export; RETURNING names the rows that were new.
+                stored = len(conn.execute(self._store, values).all())
             _hand_down(conn, [r for r in values if r["ticket_id"]])
             return stored
 
