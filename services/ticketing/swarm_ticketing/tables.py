@@ -212,3 +212,89 @@ merge_requests = sa.Table(
 
 outbox = outbox_table(metadata)
 outbox_dead_letters = outbox_dead_letter_table(metadata)
+
+# -- agent templates and their rollout (swarm_ticketing.templates) -----------------------------
+
+# A named, typed agent; owner_tenant_id "" is the platform's.
+agent_templates = sa.Table(
+    "agent_templates",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("slug", sa.String(64), nullable=False, unique=True),
+    sa.Column("agent_type", sa.String(16), nullable=False),
+    sa.Column("owner_tenant_id", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Immutable once written: what an agent of that version is told and runs with.
+agent_template_versions = sa.Table(
+    "agent_template_versions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("template_id", sa.String(36), sa.ForeignKey("agent_templates.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    # JSON objects: model parameters (temperature, max_tokens, …) and tool settings.
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("tools", sa.Text, nullable=False),
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("template_id", "version", name="ux_template_versions_number"),
+)
+
+# One version rolled out to every tenant (tenant_id "") or one tenant.
+template_deployments = sa.Table(
+    "template_deployments",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("agent_type", sa.String(16), nullable=False),
+    sa.Column("version_id", sa.String(36), sa.ForeignKey("agent_template_versions.id"), nullable=False),
+    # What the tickets outside the rollout get; NULL only for a deployment born full.
+    sa.Column("stable_version_id", sa.String(36), sa.ForeignKey("agent_template_versions.id"), nullable=True),
+    sa.Column("rollout_percent", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # Comma-separated percentages, e.g. "5,25,50,100".
+    sa.Column("ladder", sa.String(64), nullable=False),
+    sa.Column("success_count", sa.Integer, nullable=False),
+    sa.Column("failure_count", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("promoted_at", UTCDateTime, nullable=True),
+    sa.Index("ix_template_deployments_scope", "tenant_id", "agent_type", "created_at"),
+)
+
+# Every change of a deployment (created, promoted, rolled back, paused), and why.
+template_deployment_changes = sa.Table(
+    "template_deployment_changes",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("deployment_id", sa.String(36), sa.ForeignKey("template_deployments.id"), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("old_value", sa.Text, nullable=True),
+    sa.Column("new_value", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_template_changes_deployment", "deployment_id", "seq"),
+)
+
+# Each stage outcome, against the version that produced it.
+template_outcomes = sa.Table(
+    "template_outcomes",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("ticket_id", sa.String(36), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("version_id", sa.String(36), nullable=False),
+    # The deployment whose counters it moved (NULL: the stable version's work).
+    sa.Column("deployment_id", sa.String(36), nullable=True),
+    sa.Column("cause", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_template_outcomes_version", "version_id", "seq"),
+)

@@ -28,6 +28,8 @@ import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from swarmcommon.errors import InvalidArgument
 
@@ -152,3 +154,69 @@ def next_step(percent: int, ladder: Sequence[int]) -> int:
         if step > percent:
             return step
     raise InvalidArgument("rollout_percent", f"already at {percent}%: nothing to promote to")
+
+
+PLATFORM = ""  # owner_tenant_id / tenant_id of what belongs to no tenant
+MAX_PROMPT = 64 * 1024
+MAX_SETTINGS_JSON = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    slug: str
+    agent_type: str
+    owner_tenant_id: str
+    name: str
+    description: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    id: str
+    template_id: str
+    slug: str
+    agent_type: str
+    version: int
+    prompt: str
+    model: str
+    parameters: dict[str, Any]
+    tools: dict[str, Any]
+    author: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    tenant_id: str
+    agent_type: str
+    version_id: str
+    stable_version_id: str | None
+    rollout_percent: int
+    status: DeploymentStatus
+    ladder: tuple[int, ...]
+    success_count: int
+    failure_count: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    promoted_at: datetime | None
+
+    @property
+    def attempts(self) -> int:
+        return self.success_count + self.failure_count
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failure_count / self.attempts if self.attempts else 0.0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The version an agent must use for one ticket's stage, and why."""
+
+    version: TemplateVersion
+    deployment_id: str
+    canary: bool  # the deployment's new version (its outcomes move its counters)

@@ -1,0 +1,247 @@
+"""Agent templates and their immutable versions, and which version a
+ticket's stage gets from the deployment in force (deployments themselves:
+`stores.deployments`). A tenant sees the platform's templates and its own;
+another tenant's are NOT_FOUND."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from swarm_ticketing.domain import AgentRole
+from swarm_ticketing.tables import (
+    agent_template_versions,
+    agent_templates,
+    template_deployments,
+)
+from swarm_ticketing.templates import (
+    MAX_PROMPT,
+    MAX_SETTINGS_JSON,
+    PLATFORM,
+    Deployment,
+    DeploymentStatus,
+    Resolved,
+    Template,
+    TemplateVersion,
+    takes_new_version,
+)
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+TT, TV, TD = agent_templates, agent_template_versions, template_deployments
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
+
+
+def agent_type(value: str) -> AgentRole:
+    try:
+        return AgentRole(value)
+    except ValueError:
+        known = ", ".join(r.value for r in AgentRole)
+        raise InvalidArgument("agent_type", f"unknown agent type {value!r} (known: {known})") from None
+
+
+def _settings(field: str, value: dict[str, Any]) -> str:
+    raw = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if len(raw) > MAX_SETTINGS_JSON:
+        raise InvalidArgument(field, f"at most {MAX_SETTINGS_JSON} bytes of JSON")
+    return raw
+
+
+def _template(r: Any) -> Template:
+    return Template(r.id, r.slug, r.agent_type, r.owner_tenant_id, r.name, r.description, r.created_at)
+
+
+def _version(r: Any) -> TemplateVersion:
+    return TemplateVersion(
+        r.id,
+        r.template_id,
+        r.slug,
+        r.agent_type,
+        r.version,
+        r.prompt,
+        r.model,
+        json.loads(r.parameters),
+        json.loads(r.tools),
+        r.author,
+        r.created_at,
+    )
+
+
+def to_deployment(r: Any) -> Deployment:
+    return Deployment(
+        r.id,
+        r.tenant_id,
+        r.agent_type,
+        r.version_id,
+        r.stable_version_id,
+        r.rollout_percent,
+        DeploymentStatus(r.status),
+        tuple(int(p) for p in r.ladder.split(",")),
+        r.success_count,
+        r.failure_count,
+        r.created_by,
+        r.created_at,
+        r.updated_at,
+        r.promoted_at,
+    )
+
+
+_VERSION_COLUMNS = (*TV.c, TT.c.slug, TT.c.agent_type)
+
+
+class TemplateStore:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    # -- templates and versions ---------------------------------------------------------------
+
+    def create_template(self, owner: str, slug: str, kind: str, name: str, description: str) -> Template:
+        if not SLUG.match(slug):
+            raise InvalidArgument(
+                "slug", "3-64 lowercase letters, digits and dashes, not starting or ending in one"
+            )
+        row = {
+            "id": str(uuid.uuid4()),
+            "slug": slug,
+            "agent_type": agent_type(kind).value,
+            "owner_tenant_id": owner,
+            "name": name,
+            "description": description,
+            "created_at": self.clock.now(),
+        }
+        try:
+            self.db.transaction(lambda conn: conn.execute(sa.insert(TT).values(row)))
+        except IntegrityError:
+            raise AlreadyExists(f"a template with slug {slug!r} exists", slug=slug) from None
+        return _template(Obj(row))
+
+    def add_version(
+        self,
+        owner: str,
+        slug: str,
+        prompt: str,
+        model: str,
+        parameters: dict[str, Any],
+        tools: dict[str, Any],
+        author: str,
+    ) -> TemplateVersion:
+        """The template's next version number, immutable from now on."""
+        if not prompt.strip() or len(prompt) > MAX_PROMPT:
+            raise InvalidArgument("prompt", f"required, at most {MAX_PROMPT} characters")
+        if not model.strip():
+            raise InvalidArgument("model", "required")
+        params, tool_settings = _settings("parameters", parameters), _settings("tools", tools)
+
+        def tx(conn: Connection) -> TemplateVersion:
+            template = self._owned(conn, owner, slug)
+            number = conn.execute(sa.select(sa.func.max(TV.c.version)).where(TV.c.template_id == template.id))
+            row = {
+                "id": str(uuid.uuid4()),
+                "template_id": template.id,
+                "version": (number.scalar() or 0) + 1,
+                "prompt": prompt,
+                "model": model,
+                "parameters": params,
+                "tools": tool_settings,
+                "author": author,
+                "created_at": self.clock.now(),
+            }
+            conn.execute(sa.insert(TV).values(row))
+            return _version(Obj({**row, "slug": template.slug, "agent_type": template.agent_type}))
+
+        for attempt in range(3):  # two authors numbering at once: the loser takes the next number
+            try:
+                return self.db.transaction(tx)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def template(self, viewer: str, slug: str) -> tuple[Template, list[TemplateVersion]]:
+        def read(conn: Connection) -> tuple[Template, list[TemplateVersion]]:
+            template = visible_template(conn, viewer, slug)
+            rows = conn.execute(
+                sa.select(*_VERSION_COLUMNS)
+                .join(TT, TT.c.id == TV.c.template_id)
+                .where(TV.c.template_id == template.id)
+                .order_by(TV.c.version)
+            ).all()
+            return template, [_version(r) for r in rows]
+
+        return self.db.transaction(read, write=False)
+
+    def _owned(self, conn: Connection, owner: str, slug: str) -> Template:
+        row = conn.execute(sa.select(TT).where(TT.c.slug == slug, TT.c.owner_tenant_id == owner)).first()
+        if row is None:
+            raise NotFound(f"template {slug!r} not found", slug=slug)
+        return _template(row)
+
+    # -- which version a stage gets ------------------------------------------------------------
+
+    def resolve(self, tenant: str, kind: str, ticket_id: str) -> Resolved:
+        """The version a ticket's `kind` stage must run with (sticky: the same
+        for every attempt while the deployment's share does not move past it)."""
+
+        def read(conn: Connection) -> Resolved:
+            current = latest_deployment(conn, tenant, kind)
+            if current is None:
+                raise FailedPrecondition(f"no agent template is deployed for type {kind!r}", agent_type=kind)
+            canary = takes_new_version(current.status, current.rollout_percent, current.id, ticket_id)
+            version_id = current.version_id if canary else current.stable_version_id
+            assert version_id is not None  # only a deployment born full has no stable version
+            return Resolved(self._version_by_id(conn, version_id), current.id, canary)
+
+        return self.db.transaction(read, write=False)
+
+    def _version_by_id(self, conn: Connection, version_id: str) -> TemplateVersion:
+        row = conn.execute(
+            sa.select(*_VERSION_COLUMNS).join(TT, TT.c.id == TV.c.template_id).where(TV.c.id == version_id)
+        ).one()
+        return _version(row)
+
+
+def visible_template(conn: Connection, viewer: str, slug: str) -> Template:
+    """Platform templates and the viewer's own; anyone else's is NOT_FOUND."""
+    row = conn.execute(
+        sa.select(TT).where(TT.c.slug == slug, TT.c.owner_tenant_id.in_([viewer, PLATFORM]))
+    ).first()
+    if row is None:
+        raise NotFound(f"template {slug!r} not found", slug=slug)
+    return _template(row)
+
+
+def latest_deployment(conn: Connection, tenant: str, kind: str) -> Deployment | None:
+    """The deployment in force for a tenant and type: its own newest that
+    is not disabled, else the newest for all tenants."""
+    for scope in (tenant, PLATFORM) if tenant != PLATFORM else (PLATFORM,):
+        row = conn.execute(
+            sa.select(TD)
+            .where(
+                TD.c.tenant_id == scope,
+                TD.c.agent_type == kind,
+                TD.c.status != DeploymentStatus.DISABLED.value,
+            )
+            .order_by(TD.c.created_at.desc(), TD.c.id)
+            .limit(1)
+        ).first()
+        if row is not None:
+            return to_deployment(row)
+    return None
+
+
+class Obj:
+    """Attribute access over a row dict we just wrote."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
