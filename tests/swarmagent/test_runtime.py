@@ -3,6 +3,7 @@ against a local Messages-API server and a real telemetry service."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import uuid
@@ -14,6 +15,8 @@ import anthropic
 import pytest
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm_ticketing.default_templates import PROMPTS
+from swarm_ticketing.domain import AgentRole
 from swarmagent.client import ClaimedTicket
 from swarmagent.gitops import Author, GitPolicy, init_repository
 from swarmagent.llm import Attribution, TrackedLLM
@@ -22,6 +25,7 @@ from swarmagent.runtime import Runtime
 from swarmcommon.clients import TelemetryClient
 from swarmdemo.messages_server import MessagesServer, Reply
 from tests.support.harness import TelemetryHarness, start_telemetry
+from tests.support.templates import template
 
 ME = Author("Agent", "agent@swarm.invalid")
 
@@ -53,14 +57,16 @@ def runtime(ledger: TelemetryClient, server: MessagesServer, repo: Path, tmp_pat
     return Runtime(llm, str(repo), "main", tmp_path / "work", ME, "claude-haiku-4-5", local)
 
 
-def claimed(name: str, stage: int, result: dict[str, Any] | None = None) -> ClaimedTicket:
+def claimed(
+    name: str, stage: int, result: dict[str, Any] | None = None, tpl: pb.AgentTemplateVersion | None = None
+) -> ClaimedTicket:
     ticket = pb.Ticket(
         id=str(uuid.uuid4()),
         project_id=str(uuid.uuid4()),
         name=name,
         result_json=json.dumps(result) if result else "",
     )
-    return ClaimedTicket(ticket, pb.Lease(claim_token="t"), stage)
+    return ClaimedTicket(ticket, pb.Lease(claim_token="t"), stage, None, tpl or template(stage))
 
 
 def git(repo: Path, *args: str) -> str:
@@ -106,6 +112,36 @@ def test_bad_model_answers_fail_the_stage_and_push_nothing(
             runtime(ledger, server, repo, tmp_path).work(claimed("Add B", pb.AGENT_ROLE_CODER))
     assert git(repo, "branch", "--list", "--format=%(refname:short)").split() == ["main"]
     assert not (tmp_path / "escape.py").exists()
+
+
+def test_the_stage_runs_with_its_claims_template_version_only(
+    ledger: TelemetryClient, repo: Path, tmp_path: Path
+) -> None:
+    canary = template(
+        pb.AGENT_ROLE_CODER,
+        template_slug="acme-coder",
+        version=7,
+        prompt="You are ACME's careful coder. Answer in JSON.",
+        model="claude-opus-4-1",
+        parameters_json='{"max_tokens": 1234}',
+    )
+    with MessagesServer(lambda body: files_answer({"c.py": "C = 3\n"})) as server:
+        rt = runtime(ledger, server, repo, tmp_path)
+        rt.work(claimed("Add C", pb.AGENT_ROLE_CODER, tpl=canary))
+        sent = server.requests[0]
+        assert (sent["system"], sent["model"], sent["max_tokens"]) == (
+            "You are ACME's careful coder. Answer in JSON.",
+            "claude-opus-4-1",
+            1234,
+        )
+        # No model in the version: the agent's configured one.
+        rt.work(claimed("Add D", pb.AGENT_ROLE_CODER, tpl=template(pb.AGENT_ROLE_CODER)))
+        assert server.requests[1]["model"] == "claude-haiku-4-5"
+        assert server.requests[1]["system"] == PROMPTS[AgentRole.CODER]
+        bare = dataclasses.replace(claimed("Add E", pb.AGENT_ROLE_CODER), template=None)
+        with pytest.raises(WorkFailed, match="carries no agent template"):
+            rt.work(bare)
+        assert len(server.requests) == 2, "no prompt of its own: nothing was asked"
 
 
 def test_the_tickets_project_repository_wins(ledger: TelemetryClient, repo: Path, tmp_path: Path) -> None:

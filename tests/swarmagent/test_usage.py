@@ -26,6 +26,7 @@ from swarmcommon.clients import TelemetryClient
 from swarmcommon.errors import SwarmError
 from swarmcommon.localproc import free_port
 from swarmdemo.messages_server import MessagesServer, Reply
+from tests.support.templates import template
 from tests.support.waiting import eventually
 
 ME = Author("Agent", "agent@swarm.invalid")
@@ -97,7 +98,9 @@ def calls_by_ticket(ledger: TelemetryClient) -> dict[str, int]:
 
 def coder_ticket(name: str) -> ClaimedTicket:
     ticket = pb.Ticket(id=str(uuid.uuid4()), project_id=str(uuid.uuid4()), name=name)
-    return ClaimedTicket(ticket, pb.Lease(claim_token="t"), pb.AGENT_ROLE_CODER)
+    return ClaimedTicket(
+        ticket, pb.Lease(claim_token="t"), pb.AGENT_ROLE_CODER, None, template(pb.AGENT_ROLE_CODER)
+    )
 
 
 def _anthropic(server: MessagesServer) -> anthropic.Anthropic:

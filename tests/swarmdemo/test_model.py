@@ -9,12 +9,18 @@ import anthropic
 import httpx
 import pytest
 
+from swarm_ticketing.default_templates import PROMPTS
+from swarm_ticketing.domain import AgentRole
 from swarmagent.loop import WorkFailed
-from swarmagent.runtime import CODER_SYSTEM, REVIEWER_SYSTEM, answer_json
+from swarmagent.runtime import answer_json
 from swarmdemo.messages_server import MessagesServer
 from swarmdemo.model import POISON, DemoModel
 
 MODEL = "claude-sonnet-4-6"
+
+# The platform's own coder and reviewer templates, as a claim hands them out.
+CODER_SYSTEM = PROMPTS[AgentRole.CODER]
+REVIEWER_SYSTEM = PROMPTS[AgentRole.REVIEWER]
 
 
 @pytest.fixture

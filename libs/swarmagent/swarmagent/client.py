@@ -30,6 +30,8 @@ class ClaimedTicket:
     stage: int
     # The ticket's repository's credential, when ticketing's store has one.
     git_credential: pb.GitCredential | None = None
+    # The agent template version this stage runs with (its prompt, model, parameters).
+    template: pb.AgentTemplateVersion | None = None
 
     @property
     def id(self) -> str:
@@ -130,7 +132,8 @@ class TicketingClient:
         if not reply.HasField("ticket"):
             return None
         credential = reply.git_credential if reply.HasField("git_credential") else None
-        return ClaimedTicket(reply.ticket, reply.lease, reply.stage, credential)
+        template = reply.template if reply.HasField("template") else None
+        return ClaimedTicket(reply.ticket, reply.lease, reply.stage, credential, template)
 
     def _guarded(self, call: Any, request: Any) -> Any:
         """A call on a held lease: a stale or released lease is LeaseLost."""

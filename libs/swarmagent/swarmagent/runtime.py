@@ -47,15 +47,6 @@ from swarmcommon.clients import TelemetryClient
 
 tracer = trace.get_tracer("swarmagent.runtime")
 
-CODER_SYSTEM = (
-    "You are a software engineer working on one ticket in a git repository. "
-    'Answer with JSON only: {"summary": "<one line>", "files": [{"path": "<relative path>", '
-    '"content": "<full new file content>"}]}.'
-)
-REVIEWER_SYSTEM = (
-    "You are a code reviewer. Review the diff for the ticket. "
-    'Answer with JSON only: {"approve": true|false, "comments": "<your review>"}.'
-)
 JSON_BLOCK = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -77,6 +68,32 @@ def answer_json(text: str) -> dict[str, Any]:
 
 def _text(message: Any) -> str:
     return "".join(getattr(block, "text", "") for block in message.content)
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """What the claim's template version says this stage runs with."""
+
+    system: str
+    model: str
+    max_tokens: int
+    label: str  # slug@version, for spans and errors
+
+
+def instructions(claimed: ClaimedTicket, default_model: str, default_max_tokens: int) -> Instructions:
+    """The stage's system prompt, model and token cap, from the template
+    version ticketing handed out with the claim: the runtime has no prompt of
+    its own, so a bad version reaches only the tickets its rollout gives it."""
+    t = claimed.template
+    if t is None or not t.prompt:
+        raise WorkFailed("the claim carries no agent template: ticketing must hand one out with every claim")
+    try:
+        parameters = json.loads(t.parameters_json or "{}")
+    except json.JSONDecodeError:
+        parameters = {}
+    cap = parameters.get("max_tokens") if isinstance(parameters, dict) else None
+    max_tokens = cap if isinstance(cap, int) and 1 <= cap <= 64_000 else default_max_tokens
+    return Instructions(t.prompt, t.model or default_model, max_tokens, f"{t.template_slug}@{t.version}")
 
 
 @dataclass
@@ -135,13 +152,15 @@ class Runtime:
             f"Ticket: {t.name}\n\n{t.description}\n\nRepository files: {', '.join(files_now) or '(none)'}\n"
             f"Stage: {claimed.stage_name}"
         )
+        how = instructions(claimed, self.model, self.max_tokens)
         with tracer.start_as_current_span(
-            "llm.generate_code", attributes={"gen_ai.request.model": self.model}
+            "llm.generate_code",
+            attributes={"gen_ai.request.model": how.model, "swarm.agent_template": how.label},
         ):
             reply = llm.create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=CODER_SYSTEM,
+                model=how.model,
+                max_tokens=how.max_tokens,
+                system=how.system,
                 messages=[{"role": "user", "content": prompt}],
             )
         answer = answer_json(_text(reply))
@@ -173,11 +192,14 @@ class Runtime:
         repository, base = self._where(claimed)
         ws = self._clone(repository, workdir, claimed)
         diff = ws.diff(base, branch)
-        with tracer.start_as_current_span("llm.review", attributes={"gen_ai.request.model": self.model}):
+        how = instructions(claimed, self.model, self.max_tokens)
+        with tracer.start_as_current_span(
+            "llm.review", attributes={"gen_ai.request.model": how.model, "swarm.agent_template": how.label}
+        ):
             reply = llm.create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=REVIEWER_SYSTEM,
+                model=how.model,
+                max_tokens=how.max_tokens,
+                system=how.system,
                 messages=[{"role": "user", "content": f"Ticket: {t.name}\n\nDiff:\n{diff[:100_000]}"}],
             )
         verdict = answer_json(_text(reply))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from swarm_ticketing.templates import Resolved
 from swarmcommon.errors import InvalidArgument
 
 DEFAULT_LEASE = timedelta(minutes=15)
@@ -253,6 +254,9 @@ class Claim:
     # When the ticket became claimable (ready, or its last lease expired);
     # None for a replayed claim.
     ready_since: datetime | None = None
+    # The agent template version to work this stage with (None: claimed
+    # without templates, as stores built by hand in a few tests are).
+    template: Resolved | None = None
 
     @property
     def stage(self) -> AgentRole:

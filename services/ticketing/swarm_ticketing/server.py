@@ -10,6 +10,7 @@ from pathlib import Path
 
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.config import Settings
+from swarm_ticketing.default_templates import ensure_defaults
 from swarm_ticketing.domain import LeasePolicy
 from swarm_ticketing.fairness import FairClaims, parse_weights
 from swarm_ticketing.gitcredentials import FileCredentials
@@ -23,10 +24,13 @@ from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
 from swarm_ticketing.stores.claims import Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
+from swarm_ticketing.stores.deployments import Deployments
 from swarm_ticketing.stores.leases import LeaseManager
 from swarm_ticketing.stores.lost import LostLeases
 from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
+from swarm_ticketing.stores.stage_templates import StageTemplates
+from swarm_ticketing.stores.templates import TemplateStore
 from swarm_ticketing.stores.tickets import Tickets
 from swarm_ticketing.tables import VERSION_TABLE, outbox, outbox_dead_letters
 from swarmcommon import migrations
@@ -88,15 +92,19 @@ def build_stores(db: Database, clock: Clock, settings: Settings, quota: TicketQu
     policy = LeasePolicy(
         default_lease=timedelta(seconds=settings.lease_seconds), max_failures=settings.max_failures
     )
+    templates, deployments = TemplateStore(db, clock), Deployments(db, clock)
+    stages = StageTemplates(deployments)
     return Stores(
         projects=Projects(db, clock, quota),
         tickets=Tickets(db),
         dead_letters=DeadLetters(db, clock),
-        claims=Claims(db, clock, policy),
-        leases=LeaseManager(db, clock, policy),
+        claims=Claims(db, clock, policy, stages),
+        leases=LeaseManager(db, clock, policy, stages),
         lost=LostLeases(db, clock, policy),
         merge_requests=MergeRequests(db),
         cost_caps=CostCaps(db, clock),
+        templates=templates,
+        deployments=deployments,
     )
 
 
@@ -107,6 +115,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
+    ensure_defaults(stores.templates, stores.deployments)
     # Long polls park on the event loop; database work runs in these threads.
     executor = ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="rpc")
     pollers = ParkedPollers(settings.claim_recheck_seconds)

@@ -19,10 +19,12 @@ from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.stores.claims import ClaimRequest, Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
+from swarm_ticketing.stores.deployments import Deployments
 from swarm_ticketing.stores.leases import LeaseManager
 from swarm_ticketing.stores.lost import LostLeases
 from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
+from swarm_ticketing.stores.templates import TemplateStore
 from swarm_ticketing.stores.tickets import Tickets
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, allow, current_caller
@@ -81,6 +83,8 @@ class Stores:
     lost: LostLeases
     merge_requests: MergeRequests
     cost_caps: CostCaps
+    templates: TemplateStore
+    deployments: Deployments
 
 
 def _optional_uuid(field: str, value: str) -> str | None:
@@ -212,6 +216,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             )
             if secret
             else None,
+            template=wire.template_to_proto(claim.template),
         )
 
     @staticmethod

@@ -249,7 +249,9 @@ agent_template_versions = sa.Table(
 template_deployments = sa.Table(
     "template_deployments",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
+    # Order of creation: the newest deployment of a scope and type is in force.
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
     sa.Column("tenant_id", sa.String(128), nullable=False),
     sa.Column("agent_type", sa.String(16), nullable=False),
     sa.Column("version_id", sa.String(36), sa.ForeignKey("agent_template_versions.id"), nullable=False),
@@ -265,7 +267,7 @@ template_deployments = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("promoted_at", UTCDateTime, nullable=True),
-    sa.Index("ix_template_deployments_scope", "tenant_id", "agent_type", "created_at"),
+    sa.Index("ix_template_deployments_scope", "tenant_id", "agent_type", "seq"),
 )
 
 # Every change of a deployment (created, promoted, rolled back, paused), and why.
@@ -273,7 +275,7 @@ template_deployment_changes = sa.Table(
     "template_deployment_changes",
     metadata,
     sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
-    sa.Column("deployment_id", sa.String(36), sa.ForeignKey("template_deployments.id"), nullable=False),
+    sa.Column("deployment_id", sa.String(36), nullable=False),
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("old_value", sa.Text, nullable=True),
@@ -297,4 +299,20 @@ template_outcomes = sa.Table(
     sa.Column("cause", sa.String(32), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_template_outcomes_version", "version_id", "seq"),
+)
+
+# The version each lease was given (by its claim token): its outcome is counted
+# against it, and a replayed claim answers with it again.
+stage_templates = sa.Table(
+    "stage_templates",
+    metadata,
+    sa.Column("claim_token", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("ticket_id", sa.String(36), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("version_id", sa.String(36), nullable=False),
+    sa.Column("deployment_id", sa.String(36), nullable=False),
+    sa.Column("canary", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_stage_templates_ticket", "ticket_id", "stage", "created_at"),
 )

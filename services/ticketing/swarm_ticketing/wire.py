@@ -37,6 +37,7 @@ from swarm_ticketing.domain import (
     TicketState,
     TicketType,
 )
+from swarm_ticketing.templates import Resolved
 from swarmcommon import validation as v
 from swarmcommon.enums import EnumCodec
 from swarmcommon.errors import InvalidArgument
@@ -190,6 +191,24 @@ def lease_to_proto(lease: Lease) -> pb.Lease:
         claim_token=lease.claim_token,
         agent_id=lease.agent_id,
         expire_time=_ts(lease.expires_at),
+    )
+
+
+def template_to_proto(r: Resolved | None) -> pb.AgentTemplateVersion | None:
+    if r is None:
+        return None
+    v = r.version
+    return pb.AgentTemplateVersion(
+        template_slug=v.slug,
+        version=v.version,
+        agent_type=v.agent_type,
+        prompt=v.prompt,
+        model=v.model,
+        parameters_json=json.dumps(v.parameters, separators=(",", ":")),
+        tools_json=json.dumps(v.tools, separators=(",", ":")),
+        version_id=v.id,
+        deployment_id=r.deployment_id,
+        canary=r.canary,
     )
 
 

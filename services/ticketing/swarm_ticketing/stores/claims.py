@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,7 @@ from swarm_ticketing.stores import failures, journal, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import to_ticket
+from swarm_ticketing.stores.stage_templates import StageTemplates
 from swarm_ticketing.tables import claim_requests, tickets
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
@@ -63,10 +64,14 @@ class ClaimRequest:
 
 
 class Claims:
-    def __init__(self, db: Database, clock: Clock, policy: LeasePolicy) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, policy: LeasePolicy, stages: StageTemplates | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.policy = policy
+        # Which template version each lease works with (None: no templates).
+        self.stages = stages
 
     def claim(self, req: ClaimRequest, wanted: Callable[[], bool] | None = None) -> Claim | None:
         """Lease the best claimable ticket to an agent, or None if there is none.
@@ -107,6 +112,7 @@ class Claims:
         if self.db.is_postgres:
             claim = self._claim_in_one(conn, req, shape, params)
             if claim is not None:
+                claim = self._with_template(conn, claim, now)
                 if wanted is not None and not wanted():
                     raise Abandoned
                 return claim
@@ -184,9 +190,18 @@ class Claims:
             )
         )
         journal.record(conn, now, audit, events)
+        claim = self._with_template(conn, Claim(ticket, lease, ready_since), now)
         if wanted is not None and not wanted():
             raise Abandoned
-        return Claim(ticket, lease, ready_since)
+        return claim
+
+    def _with_template(self, conn: Connection, claim: Claim, now: datetime) -> Claim:
+        """The claim with its stage's template version (nothing deployed for
+        the stage's type: FAILED_PRECONDITION, and the claim rolls back)."""
+        if self.stages is None:
+            return claim
+        resolved = self.stages.assign(conn, claim.ticket, claim.lease.claim_token, now)
+        return replace(claim, template=resolved)
 
     def _claim_in_one(
         self, conn: Connection, req: ClaimRequest, shape: tuple[bool, bool], params: dict[str, Any]
@@ -233,7 +248,9 @@ class Claims:
         if prior.fingerprint is not None and prior.fingerprint != req.fingerprint:
             raise requests.reused("ClaimTicket", prior.request_id)
         row = conn.execute(sa.select(T).where(T.c.id == prior.ticket_id)).one()
+        template = self.stages.of_claim(conn, prior.claim_token) if self.stages is not None else None
         return Claim(
             to_ticket(row),
             Lease(prior.claim_token, req.agent_id, prior.expires_at),
+            template=template,
         )

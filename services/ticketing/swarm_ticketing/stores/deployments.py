@@ -158,25 +158,37 @@ class Deployments:
         deployment's new one and the cause is the template's, count it and
         apply the verdict. Returns the deployment as counted (None if not)."""
 
-        def tx(conn: Connection) -> Deployment | None:
-            now = self.clock.now()
-            counted = None
-            if deployment_id is not None and cause.counts:
-                counted = self._count(conn, deployment_id, version_id, cause.success, now)
-            conn.execute(
-                sa.insert(template_outcomes).values(
-                    tenant_id=tenant,
-                    ticket_id=ticket_id,
-                    stage=stage,
-                    version_id=version_id,
-                    deployment_id=counted.id if counted else None,
-                    cause=cause.value,
-                    created_at=now,
-                )
-            )
-            return counted
+        return self.db.transaction(
+            lambda conn: self.record_in(conn, tenant, ticket_id, stage, version_id, deployment_id, cause)
+        )
 
-        return self.db.transaction(tx)
+    def record_in(
+        self,
+        conn: Connection,
+        tenant: str,
+        ticket_id: str,
+        stage: str,
+        version_id: str,
+        deployment_id: str | None,
+        cause: OutcomeCause,
+    ) -> Deployment | None:
+        """`record_outcome` inside the caller's transaction (the stage change's)."""
+        now = self.clock.now()
+        counted = None
+        if deployment_id is not None and cause.counts:
+            counted = self._count(conn, deployment_id, version_id, cause.success, now)
+        conn.execute(
+            sa.insert(template_outcomes).values(
+                tenant_id=tenant,
+                ticket_id=ticket_id,
+                stage=stage,
+                version_id=version_id,
+                deployment_id=counted.id if counted else None,
+                cause=cause.value,
+                created_at=now,
+            )
+        )
+        return counted
 
     def _count(
         self, conn: Connection, deployment_id: str, version_id: str, success: bool, now: datetime

@@ -33,6 +33,7 @@ from swarm_ticketing.stores import failures, journal, merge_requests, ready, req
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE, to_ticket
+from swarm_ticketing.stores.stage_templates import StageTemplates
 from swarm_ticketing.stores.tickets import load_ticket, lock_ticket
 from swarm_ticketing.tables import tickets
 from swarmcommon.clock import Clock
@@ -45,10 +46,14 @@ _LEASED = stmt.LEASED
 
 
 class LeaseManager:
-    def __init__(self, db: Database, clock: Clock, policy: LeasePolicy) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, policy: LeasePolicy, stages: StageTemplates | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         self.policy = policy
+        # Stage outcomes counted against the template version of the lease.
+        self.stages = stages
 
     def _lock_leased(
         self,
@@ -171,6 +176,8 @@ class LeaseManager:
             stages = row.stages.split(",")
             next_stage = stages[row.stage_index + 1] if row.stage_index + 1 < len(stages) else None
             merge_requests.after_submit(conn, row, result_json, next_stage, now)
+            if self.stages is not None:
+                self.stages.submitted(conn, row)
             common: dict[str, Any] = {
                 **CLEARED_LEASE,
                 "result_json": result_json,
@@ -286,6 +293,8 @@ class LeaseManager:
         self, conn: Connection, row: Row[Any], reason: str, details_json: str, now: datetime
     ) -> FailureOutcome:
         rejected = merge_requests.after_failure(conn, row, reason, details_json, now)
+        if self.stages is not None:
+            self.stages.failed(conn, row, rejected)
         outcome = failures.record_failure(
             conn,
             row,

@@ -139,8 +139,8 @@ class TemplateStore:
         """The template's next version number, immutable from now on."""
         if not prompt.strip() or len(prompt) > MAX_PROMPT:
             raise InvalidArgument("prompt", f"required, at most {MAX_PROMPT} characters")
-        if not model.strip():
-            raise InvalidArgument("model", "required")
+        if len(model) > 128:
+            raise InvalidArgument("model", "at most 128 characters ('' is the agent's configured model)")
         params, tool_settings = _settings("parameters", parameters), _settings("tools", tools)
 
         def tx(conn: Connection) -> TemplateVersion:
@@ -192,23 +192,7 @@ class TemplateStore:
     def resolve(self, tenant: str, kind: str, ticket_id: str) -> Resolved:
         """The version a ticket's `kind` stage must run with (sticky: the same
         for every attempt while the deployment's share does not move past it)."""
-
-        def read(conn: Connection) -> Resolved:
-            current = latest_deployment(conn, tenant, kind)
-            if current is None:
-                raise FailedPrecondition(f"no agent template is deployed for type {kind!r}", agent_type=kind)
-            canary = takes_new_version(current.status, current.rollout_percent, current.id, ticket_id)
-            version_id = current.version_id if canary else current.stable_version_id
-            assert version_id is not None  # only a deployment born full has no stable version
-            return Resolved(self._version_by_id(conn, version_id), current.id, canary)
-
-        return self.db.transaction(read, write=False)
-
-    def _version_by_id(self, conn: Connection, version_id: str) -> TemplateVersion:
-        row = conn.execute(
-            sa.select(*_VERSION_COLUMNS).join(TT, TT.c.id == TV.c.template_id).where(TV.c.id == version_id)
-        ).one()
-        return _version(row)
+        return self.db.transaction(lambda conn: resolve_in(conn, tenant, kind, ticket_id), write=False)
 
 
 def visible_template(conn: Connection, viewer: str, slug: str) -> Template:
@@ -232,12 +216,30 @@ def latest_deployment(conn: Connection, tenant: str, kind: str) -> Deployment | 
                 TD.c.agent_type == kind,
                 TD.c.status != DeploymentStatus.DISABLED.value,
             )
-            .order_by(TD.c.created_at.desc(), TD.c.id)
+            .order_by(TD.c.seq.desc())
             .limit(1)
         ).first()
         if row is not None:
             return to_deployment(row)
     return None
+
+
+def version_by_id(conn: Connection, version_id: str) -> TemplateVersion:
+    row = conn.execute(
+        sa.select(*_VERSION_COLUMNS).join(TT, TT.c.id == TV.c.template_id).where(TV.c.id == version_id)
+    ).one()
+    return _version(row)
+
+
+def resolve_in(conn: Connection, tenant: str, kind: str, ticket_id: str) -> Resolved:
+    """`TemplateStore.resolve` inside the caller's transaction (the claim's)."""
+    current = latest_deployment(conn, tenant, kind)
+    if current is None:
+        raise FailedPrecondition(f"no agent template is deployed for type {kind!r}", agent_type=kind)
+    canary = takes_new_version(current.status, current.rollout_percent, current.id, ticket_id)
+    version_id = current.version_id if canary else current.stable_version_id
+    assert version_id is not None  # only a deployment born full has no stable version
+    return Resolved(version_by_id(conn, version_id), current.id, canary)
 
 
 class Obj:

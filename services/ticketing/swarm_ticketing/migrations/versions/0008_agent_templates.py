@@ -1,5 +1,6 @@
 """Agent templates, their immutable versions, deployments with canary
-rollout, every deployment change, and stage outcomes per version.
+rollout, every deployment change, stage outcomes per version, and the
+version each lease was given.
 
 Revision ID: 0008
 Revises: 0007
@@ -43,7 +44,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "template_deployments",
-        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(36), nullable=False, unique=True),
         sa.Column("tenant_id", sa.String(128), nullable=False),
         sa.Column("agent_type", sa.String(16), nullable=False),
         sa.Column("version_id", sa.String(36), sa.ForeignKey("agent_template_versions.id"), nullable=False),
@@ -61,12 +63,12 @@ def upgrade() -> None:
         sa.Column("promoted_at", UTCDateTime(), nullable=True),
     )
     op.create_index(
-        "ix_template_deployments_scope", "template_deployments", ["tenant_id", "agent_type", "created_at"]
+        "ix_template_deployments_scope", "template_deployments", ["tenant_id", "agent_type", "seq"]
     )
     op.create_table(
         "template_deployment_changes",
         sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
-        sa.Column("deployment_id", sa.String(36), sa.ForeignKey("template_deployments.id"), nullable=False),
+        sa.Column("deployment_id", sa.String(36), nullable=False),
         sa.Column("action", sa.String(32), nullable=False),
         sa.Column("actor", sa.String(128), nullable=False),
         sa.Column("old_value", sa.Text(), nullable=True),
@@ -87,9 +89,23 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_template_outcomes_version", "template_outcomes", ["version_id", "seq"])
+    op.create_table(
+        "stage_templates",
+        sa.Column("claim_token", sa.String(36), primary_key=True),
+        sa.Column("tenant_id", sa.String(128), nullable=False),
+        sa.Column("ticket_id", sa.String(36), nullable=False),
+        sa.Column("stage", sa.String(16), nullable=False),
+        sa.Column("version_id", sa.String(36), nullable=False),
+        sa.Column("deployment_id", sa.String(36), nullable=False),
+        sa.Column("canary", sa.Boolean(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_stage_templates_ticket", "stage_templates", ["ticket_id", "stage", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_stage_templates_ticket", table_name="stage_templates")
+    op.drop_table("stage_templates")
     op.drop_index("ix_template_outcomes_version", table_name="template_outcomes")
     op.drop_table("template_outcomes")
     op.drop_index("ix_template_changes_deployment", table_name="template_deployment_changes")
