@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
+from swarm_ticketing import template_servicer
 from swarm_ticketing.config import Settings
 from swarm_ticketing.default_templates import ensure_defaults
 from swarm_ticketing.domain import LeasePolicy
@@ -141,7 +143,15 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
                 access=ACCESS,
                 # Mostly parked, mostly empty: LongPollServicer traces the claims.
                 untraced_methods=frozenset({"ClaimTicket"}),
-            )
+            ),
+            GrpcService(
+                template_servicer.SERVICE_NAME,
+                lambda server: tpb_grpc.add_AgentTemplateServiceServicer_to_server(
+                    template_servicer.AgentTemplateServicer(stores.templates, stores.deployments), server
+                ),
+                domain="swarm.ticketing",
+                access=template_servicer.ACCESS,
+            ),
         ],
         listen_address=settings.listen_address,
         security=ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked(revocations)),

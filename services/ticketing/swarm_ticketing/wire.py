@@ -37,7 +37,7 @@ from swarm_ticketing.domain import (
     TicketState,
     TicketType,
 )
-from swarm_ticketing.templates import Resolved
+from swarm_ticketing.templates import Resolved, TemplateVersion
 from swarmcommon import validation as v
 from swarmcommon.enums import EnumCodec
 from swarmcommon.errors import InvalidArgument
@@ -195,9 +195,12 @@ def lease_to_proto(lease: Lease) -> pb.Lease:
 
 
 def template_to_proto(r: Resolved | None) -> pb.AgentTemplateVersion | None:
-    if r is None:
-        return None
-    v = r.version
+    return None if r is None else version_to_proto(r.version, r.deployment_id, r.canary)
+
+
+def version_to_proto(
+    v: TemplateVersion, deployment_id: str = "", canary: bool = False
+) -> pb.AgentTemplateVersion:
     return pb.AgentTemplateVersion(
         template_slug=v.slug,
         version=v.version,
@@ -207,8 +210,8 @@ def template_to_proto(r: Resolved | None) -> pb.AgentTemplateVersion | None:
         parameters_json=json.dumps(v.parameters, separators=(",", ":")),
         tools_json=json.dumps(v.tools, separators=(",", ":")),
         version_id=v.id,
-        deployment_id=r.deployment_id,
-        canary=r.canary,
+        deployment_id=deployment_id,
+        canary=canary,
     )
 
 
