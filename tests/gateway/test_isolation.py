@@ -96,6 +96,40 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
         listing("/api/dead-letters", "/api/dead-letters")
         listing("/api/dead-letters", "/api/dead-letters", project_id=project_id)
         listing("/api/quota/usage", "/api/quota/usage")
+        # A's own agent template and its canary deployment.
+        slug = f"{a}-coder"
+        made = as_a.post("/api/templates", json={"slug": slug, "agent_type": "coder", "name": "A's coder"})
+        assert made.status_code == 201, made.text
+        for n in (1, 2):
+            version = as_a.post(f"/api/templates/{slug}/versions", json={"prompt": f"secret prompt v{n}"})
+            assert version.status_code == 201, version.text
+        as_a.post("/api/deployments", json={"slug": slug, "version": 1, "rollout_percent": 100})
+        canary = as_a.post("/api/deployments", json={"slug": slug, "version": 2, "rollout_percent": 5}).json()
+        call("GET", "/api/templates/{slug}", f"/api/templates/{slug}")
+        call(
+            "POST", "/api/templates/{slug}/versions", f"/api/templates/{slug}/versions", json={"prompt": "x"}
+        )
+        call(
+            "POST",
+            "/api/deployments",
+            "/api/deployments",
+            json={"slug": slug, "version": 1, "rollout_percent": 5},
+        )
+        for action in ("", "/promote", "/rollback", "/pause"):
+            method = "GET" if not action else "POST"
+            kw = {} if not action else {"json": {}}
+            call(
+                method,
+                f"/api/deployments/{{deployment_id}}{action}",
+                f"/api/deployments/{canary['id']}{action}",
+                **kw,
+            )
+        exercised.add(("POST", "/api/templates"))
+        theirs = as_b.post(
+            "/api/templates", json={"slug": f"{b}-coder", "agent_type": "coder", "name": "B's"}
+        )
+        assert theirs.status_code == 201, theirs.text
+        assert as_a.get(f"/api/deployments/{canary['id']}").json()["status"] == "canary"
         # B creating its own project touches nothing of A's.
         exercised.add(("POST", "/api/projects"))
         mine = as_b.post("/api/projects", json={"name": "b's", "tickets": [{"key": "k", "name": "K"}]})

@@ -70,7 +70,13 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
         assert "INSECURE DEV MODE" not in log.read_text(), log.name
     assert "6/6 tickets done, 0 dead-lettered" in out.stdout
     assert "POST /api/projects → 201" in out.stdout
-    assert "tickets_per_day      6/500" in out.stdout
+    assert "tickets_per_day      46/500" in out.stdout
+    # The tenant's coder canary (v2 at 20 %) failed its tickets and was rolled back on its own;
+    # its tickets then ran the stable version.
+    assert "acme-coder v2[/] canary at 20 %" not in out.stdout  # rich markup is rendered, not printed
+    assert "acme-coder v2 canary at 20 %" in out.stdout
+    assert "Auto-rollback: every ticket back on v1" in out.stdout
+    assert "template.rolled_back 1" in out.stdout
     # The poison ticket was dead-lettered, its cause fixed, and redriven.
     assert "Failed 3 times: the model's answer is not JSON" in out.stdout
     assert "POST /api/dead-letters/redrive → 200" in out.stdout

@@ -16,6 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarm_ticketing.longpoll import MAX_WAIT, wait_from_proto
+from swarm_ticketing.matching import PollFilter
 from swarm_ticketing.stores.claims import ClaimRequest
 from swarmcommon.db import create_engine
 from swarmcommon.grpcclient import channel
@@ -192,6 +193,9 @@ def test_a_lease_expiry_wakes_a_parked_poller(ticketing: TicketingHarness) -> No
     held = claim(ticketing.stub, t, "agent-a")
     waiting = park(ticketing.stub, t, "agent-b", wait=20)
     parked(ticketing, 1)
+    # Its first look done (it found nothing): a look still running when the
+    # lease runs out would take the ticket over itself, not be woken for it.
+    eventually(lambda: ticketing.app.pollers.has_looked(PollFilter(t, None, None)), what="the first look")
     ticketing.clock.advance(timedelta(hours=1))  # agent-a's lease ran out
     assert ticketing.app.reaper.run_once() >= 1
     reply = waiting.result()

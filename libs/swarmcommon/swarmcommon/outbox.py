@@ -44,6 +44,10 @@ _PERMANENT = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.OUT_OF_RANGE,
 )
+# Refusals about one event rather than about us: an event type this service
+# does not own (PERMISSION_DENIED for it alone; a wrong certificate is
+# PERMISSION_DENIED too, but for every batch, and stays an outage).
+_PERMANENT_REASONS = frozenset({"EVENT_TYPE_NOT_OWNED"})
 
 
 def _event_columns() -> list[sa.Column[Any]]:
@@ -226,7 +230,7 @@ class OutboxRelay(Periodic):
         try:
             self._events.publish([event for _, event in chunk])
         except SwarmError as exc:
-            if exc.code not in _PERMANENT:
+            if exc.code not in _PERMANENT and exc.reason not in _PERMANENT_REASONS:
                 raise  # transient: keep the rows, back off, retry
             if len(chunk) > 1:
                 log.warning(

@@ -4,6 +4,7 @@ they dead-lettered."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -74,6 +75,8 @@ class Progress:
 
     def show(self, tickets: list[dict[str, Any]]) -> None:
         for t in tickets:
+            if t["id"] not in self.names:
+                continue  # the canary's batch: its deployment's counters tell its story
             now = (t["state"], t["stage_index"])
             if self.seen.get(t["id"]) == now:
                 continue
@@ -91,6 +94,7 @@ def run_agents(
     api: httpx.Client,
     names: dict[str, str],
     model: DemoModel,
+    watch: Callable[[], None] = lambda: None,
 ) -> None:
     """Spawn agents (as the operator), show the tickets' progress until none
     is left to do (redriving the dead letters once, as an operator would),
@@ -103,10 +107,12 @@ def run_agents(
 
         def finished() -> bool:
             nonlocal redriven
-            tickets = api.get("/api/tickets").json()["items"]
+            tickets = api.get("/api/tickets", params={"page_size": 1000}).json()["items"]
             progress.show(tickets)
+            watch()
             states = {t["state"] for t in tickets}
-            if states <= {"done", "quarantined"} and "quarantined" in states and not redriven:
+            # Nothing left to claim or work: only dead letters and what waits on them.
+            if states <= {"done", "quarantined", "blocked"} and "quarantined" in states and not redriven:
                 redriven = redrive_dead_letters(api, model)
             return states <= {"done"}
 

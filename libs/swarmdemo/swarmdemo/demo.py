@@ -34,6 +34,7 @@ from swarmagent.gitops import Author, init_repository
 from swarmcommon.localproc import free_port
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
 from swarmdemo.agents import run_agents
+from swarmdemo.canary import CanaryWatch, set_up_canary, submit_batch
 from swarmdemo.console import console
 from swarmdemo.mesh import Mesh, MeshPki, report_security, repository_root, start_mesh, start_vmhost
 from swarmdemo.messages_server import MessagesServer
@@ -166,10 +167,13 @@ def main() -> None:
         )
         api = _tenant_api(stack, mesh, admin_token)
         receiver, hook_id = _subscribe(stack, api)
+        canary = set_up_canary(api)
         created = _submit(api, repository)
+        submit_batch(api, repository)
         vmhost = start_vmhost(stack, WORKDIR, mesh, GUEST_ENV)
         report_security(mesh)
-        run_agents(vmhost, pki.operator, TENANT, api, {t["id"]: t["name"] for t in created["tickets"]}, model)
+        names = {t["id"]: t["name"] for t in created["tickets"]}
+        run_agents(vmhost, pki.operator, TENANT, api, names, model, CanaryWatch(api, canary))
         report_tickets(api, created["project"]["id"])
         report_cost(api)
         report_trace(api, created["tickets"])

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from swarmagent.runtime import slug
+from swarmdemo.canary import CANARY_MARK
 from swarmdemo.messages_server import Reply, request_text
 
 POISON = "Migrate legacy billing schema"
@@ -50,6 +51,8 @@ class DemoModel:
                 "comments": f"Reviewed {added} added lines for '{ticket}': looks good.",
             }
             return Reply(json.dumps(verdict), cache_read_input_tokens=len(system) // 4)
+        if CANARY_MARK in system:  # the canary template asks for a style this model cannot do
+            return Reply(f"Sure! I added a friendly helper for '{ticket}'.")
         if ticket == POISON and not self._spec_fixed.is_set():
             return Reply("I cannot do this: the spec has a syntax error on line 12.")
         return Reply(json.dumps(_new_module(ticket)), cache_creation_input_tokens=len(system) // 4)

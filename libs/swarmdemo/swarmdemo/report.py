@@ -5,6 +5,7 @@ main's history, webhook deliveries."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,23 @@ def _stored_event_ids(api: httpx.Client) -> set[str]:
             return stored
 
 
+def _settled_event_ids(api: httpx.Client, quiet: float = 1.5, timeout: float = 30.0) -> set[str]:
+    """The stored events once the outbox relays have caught up: the last
+    transitions of the run are still on their way when the work ends."""
+    stored = _stored_event_ids(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = _stored_event_ids(api)
+        if now == stored:
+            break
+        stored = now
+    return stored
+
+
 def report_webhooks(api: httpx.Client, receiver: WebhookReceiver, hook_id: str) -> None:
     """Every stored event reaches the receiver (at least once), signed."""
-    stored = _stored_event_ids(api)
+    stored = _settled_event_ids(api)
     poll(lambda: stored <= receiver.event_ids, timeout=30)
     attempts = api.get(f"/api/webhooks/{hook_id}/logs", params={"page_size": 1000}).json()["items"]
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(receiver.by_type.items()))

@@ -39,7 +39,7 @@ WEBHOOK_DISABLED_EVENT = "webhook.disabled"
 # Which service's outbox may publish which event types (by prefix); an event
 # type nobody owns (webhook.*, which only events itself emits) is nobody's.
 EVENT_OWNERS: dict[str, tuple[str, ...]] = {
-    "ticketing": ("ticket.", "pr.", "collaboration.", "project."),
+    "ticketing": ("ticket.", "pr.", "collaboration.", "project.", "template."),
     "vmhost": ("agent.",),
 }
 # Every relaying outbox emits these about itself.

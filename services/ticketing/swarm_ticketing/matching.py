@@ -162,6 +162,10 @@ class ParkedPollers:
             return True
         return any(admits(filter_, key) for key in self._surplus)
 
+    def has_looked(self, filter_: PollFilter) -> bool:
+        """Whether a poller of `filter_` has looked at the database yet."""
+        return filter_ in self._looked_at
+
     def looked(self, filter_: PollFilter, claimed: ReadyKey | None, *, woken: bool) -> None:
         """A look at the database found `claimed` (None: nothing). A look of
         its own that found a ticket found a backlog (tickets that were ready

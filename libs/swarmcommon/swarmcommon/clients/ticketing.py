@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
 from swarmcommon.clients.base import ServiceClient
@@ -9,6 +12,11 @@ from swarmcommon.clients.base import ServiceClient
 
 class TicketingClient(ServiceClient):
     stub_class = pb_grpc.TicketingServiceStub
+
+    def __init__(self, target: str, **options: Any) -> None:
+        super().__init__(target, **options)
+        # Agent templates and deployments: a second service on the same channel.
+        self.templates = tpb_grpc.AgentTemplateServiceStub(self.channel.unary)
 
     def release_agent_claims(
         self, tenant_id: str, agent_id: str, reason: str, request_id: str

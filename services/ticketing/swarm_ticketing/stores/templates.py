@@ -205,30 +205,46 @@ def visible_template(conn: Connection, viewer: str, slug: str) -> Template:
     return _template(row)
 
 
+_IN_FORCE = (
+    sa.select(TD)
+    .where(
+        TD.c.tenant_id.in_([sa.bindparam("scope"), PLATFORM]),
+        TD.c.agent_type == sa.bindparam("kind"),
+        TD.c.status != DeploymentStatus.DISABLED.value,
+    )
+    # The tenant's own first (false sorts before true), then the newest.
+    .order_by((TD.c.tenant_id == PLATFORM).asc(), TD.c.seq.desc())
+    .limit(1)
+)
+
+
 def latest_deployment(conn: Connection, tenant: str, kind: str) -> Deployment | None:
     """The deployment in force for a tenant and type: its own newest that
-    is not disabled, else the newest for all tenants."""
-    for scope in (tenant, PLATFORM) if tenant != PLATFORM else (PLATFORM,):
-        row = conn.execute(
-            sa.select(TD)
-            .where(
-                TD.c.tenant_id == scope,
-                TD.c.agent_type == kind,
-                TD.c.status != DeploymentStatus.DISABLED.value,
-            )
-            .order_by(TD.c.seq.desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            return to_deployment(row)
-    return None
+    is not disabled, else the newest for all tenants (one query: it is on
+    every claim's path)."""
+    row = conn.execute(_IN_FORCE, {"scope": tenant, "kind": kind}).first()
+    return to_deployment(row) if row is not None else None
+
+
+# Versions never change once written: the claim path reads each from the
+# database once per process. Ids are random UUIDs, so one cache serves any
+# number of databases (tests run several in one process).
+_VERSIONS: dict[str, TemplateVersion] = {}
+_VERSIONS_KEPT = 4096
 
 
 def version_by_id(conn: Connection, version_id: str) -> TemplateVersion:
+    cached = _VERSIONS.get(version_id)
+    if cached is not None:
+        return cached
     row = conn.execute(
         sa.select(*_VERSION_COLUMNS).join(TT, TT.c.id == TV.c.template_id).where(TV.c.id == version_id)
     ).one()
-    return _version(row)
+    version = _version(row)
+    if len(_VERSIONS) >= _VERSIONS_KEPT:
+        _VERSIONS.clear()
+    _VERSIONS[version_id] = version
+    return version
 
 
 def resolve_in(conn: Connection, tenant: str, kind: str, ticket_id: str) -> Resolved:
