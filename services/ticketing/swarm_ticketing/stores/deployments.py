@@ -134,8 +134,13 @@ class Deployments:
     def deployment(self, scope: str, deployment_id: str) -> Deployment:
         return self.db.transaction(lambda conn: self._deployment_in(conn, scope, deployment_id), write=False)
 
-    def _deployment_in(self, conn: Connection, scope: str | None, deployment_id: str) -> Deployment:
+    def _deployment_in(
+        self, conn: Connection, scope: str | None, deployment_id: str, *, lock: bool = False
+    ) -> Deployment:
+        """One deployment of `scope` (None: any), locked for a change if asked."""
         query = sa.select(TD).where(TD.c.id == deployment_id)
+        if lock:
+            query = query.with_for_update()
         if scope is not None:
             query = query.where(TD.c.tenant_id == scope)
         row = conn.execute(query).first()
@@ -261,7 +266,7 @@ class Deployments:
         """The next ladder step, or `to_percent` (above today's share)."""
 
         def tx(conn: Connection) -> Deployment:
-            d = self._locked(conn, scope, deployment_id)
+            d = self._deployment_in(conn, scope, deployment_id, lock=True)
             if d.status not in (DeploymentStatus.CANARY, DeploymentStatus.ROLLING):
                 raise FailedPrecondition(
                     f"a {d.status.value} deployment cannot be promoted (deploy the version again)",
@@ -277,7 +282,7 @@ class Deployments:
 
     def rollback(self, scope: str | None, deployment_id: str, actor: str, reason: str = "") -> Deployment:
         def tx(conn: Connection) -> Deployment:
-            d = self._locked(conn, scope, deployment_id)
+            d = self._deployment_in(conn, scope, deployment_id, lock=True)
             if d.status in (DeploymentStatus.ROLLBACK, DeploymentStatus.DISABLED):
                 raise FailedPrecondition(f"the deployment is already {d.status.value}", status=d.status.value)
             if d.stable_version_id is None:
@@ -291,22 +296,13 @@ class Deployments:
         """Disable: resolution skips it, as if it had never been made."""
 
         def tx(conn: Connection) -> Deployment:
-            d = self._locked(conn, scope, deployment_id)
+            d = self._deployment_in(conn, scope, deployment_id, lock=True)
             if d.status is DeploymentStatus.DISABLED:
                 raise FailedPrecondition("the deployment is already disabled", status=d.status.value)
             verdict = Verdict(DeploymentStatus.DISABLED, d.rollout_percent, "Paused")
             return self._apply(conn, d, verdict, actor, self.clock.now())
 
         return self.db.transaction(tx)
-
-    def _locked(self, conn: Connection, scope: str | None, deployment_id: str) -> Deployment:
-        query = sa.select(TD).where(TD.c.id == deployment_id).with_for_update()
-        if scope is not None:
-            query = query.where(TD.c.tenant_id == scope)
-        row = conn.execute(query).first()
-        if row is None:
-            raise NotFound(f"deployment {deployment_id!r} not found", deployment_id=deployment_id)
-        return to_deployment(row)
 
     def _changed(
         self,
