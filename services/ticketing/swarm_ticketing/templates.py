@@ -219,4 +219,6 @@ class Resolved:
 
     version: TemplateVersion
     deployment_id: str
-    canary: bool  # the deployment's new version (its outcomes move its counters)
+    # The new version of a rollout under way (canary or rolling): its
+    # outcomes move the deployment's counters. False for a full deployment.
+    canary: bool
