@@ -31,6 +31,7 @@ from swarm_telemetry.config import Settings as TelemetrySettings
 from swarm_telemetry.servicer import ACCESS as TELEMETRY_ACCESS
 from swarm_telemetry.servicer import OTLP_ACCESS
 from swarm_ticketing import server as ticketing_server
+from swarm_ticketing import template_servicer
 from swarm_ticketing.config import Settings as TicketingSettings
 from swarm_ticketing.servicer import ACCESS as TICKETING_ACCESS
 from swarm_vmhost import network
@@ -51,7 +52,10 @@ AGENT_PORT_SERVICES = frozenset({"ticketing", "telemetry", "vmhost"})
 # Each server's gRPC services and the access table it declares for each.
 TABLES: dict[str, dict[str, Access]] = {
     "quota": {quota_server.SERVICE_NAME: QUOTA_ACCESS},
-    "ticketing": {ticketing_server.SERVICE_NAME: TICKETING_ACCESS},
+    "ticketing": {
+        ticketing_server.SERVICE_NAME: TICKETING_ACCESS,
+        template_servicer.SERVICE_NAME: template_servicer.ACCESS,
+    },
     "events": {events_server.SERVICE_NAME: EVENTS_ACCESS},
     "telemetry": {
         telemetry_server.SERVICE_NAME: TELEMETRY_ACCESS,

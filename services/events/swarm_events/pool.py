@@ -19,6 +19,7 @@ and Host header. Bounded in every direction an endpoint could push:
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -127,7 +128,5 @@ def _has_input(sock: socket.socket) -> bool:
 
 def _close(socks: list[socket.socket]) -> None:
     for sock in socks:
-        try:
+        with contextlib.suppress(OSError):  # already reset by the peer: closed is closed
             sock.close()
-        except OSError:
-            pass
