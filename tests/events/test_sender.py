@@ -4,6 +4,8 @@ slots, and shutdown abandoning requests in flight."""
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import ssl
 import subprocess
 import threading
@@ -16,8 +18,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from swarm_events.domain import Outcome, Signing
+from swarm_events.pool import Endpoint, KeepAlivePool, endpoint_of
 from swarm_events.sender import LOG_CAP, READ_CAP, EndpointSlots, Message, Sender
-from swarm_events.ssrf import parse_networks
+from swarm_events.ssrf import Pinned, parse_networks
 from swarmcommon.clock import SystemClock
 from tests.events.endpoints import (
     header_trickling_endpoint,
@@ -235,3 +238,30 @@ def test_https_goes_to_the_pinned_address_with_the_urls_name(
     wrong = post(sender, f"https://other.tls.test:{port}/hooks")
     assert not wrong.ok and wrong.error is not None and wrong.error.startswith("TLSError")
     assert "certificate" in wrong.error
+
+
+def test_a_kept_connection_serves_only_the_address_it_was_made_for() -> None:
+    """DNS rebinding: the same host name, resolved to another address on the
+    next delivery, must not get the connection made to the first address
+    (nor one made for another Host or TLS name at the same address)."""
+    first = Endpoint("https", "203.0.113.7", 443, "hooks.example", "hooks.example")
+    pool = KeepAlivePool(per_endpoint=2)
+    a, b = socket.socketpair()
+    try:
+        pool.give(first, a)
+        for other in (
+            first._replace(address="127.0.0.1"),
+            first._replace(host_header="other.example"),
+            first._replace(sni_hostname="other.example"),
+            first._replace(scheme="http"),
+        ):
+            assert pool.take(other) is None
+        assert pool.take(first) is a
+        # And the sender keys by the address it pinned, not by the URL's name.
+        pinned = Pinned("https", "203.0.113.7", 443, "hooks.example", "/h", "hooks.example", None)
+        assert endpoint_of(pinned) == first
+        assert endpoint_of(dataclasses.replace(pinned, address="127.0.0.1")) != first
+    finally:
+        pool.close()
+        a.close()
+        b.close()

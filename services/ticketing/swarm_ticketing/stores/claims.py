@@ -1,10 +1,13 @@
 """The claim: the hot path of the whole platform.
 
-Each attempt is ONE statement: a locking subquery picks the best ready
-ticket (highest priority, then oldest) and feeds an `UPDATE … RETURNING`.
-On PostgreSQL the subquery is `FOR UPDATE SKIP LOCKED`, so concurrent
-claimers step over each other's rows instead of queueing; on SQLite the write
-transaction is BEGIN IMMEDIATE, so there is one writer.
+On PostgreSQL a claim is ONE statement: a `FOR UPDATE SKIP LOCKED` subquery
+picks the best ready ticket (highest priority, then oldest) for an
+`UPDATE … RETURNING`, and data-modifying CTEs write its audit, outbox and
+idempotency rows from the leased row (`statements.claim_and_record`);
+concurrent claimers step over each other's rows instead of queueing. On
+SQLite the write transaction is BEGIN IMMEDIATE (one writer): it selects the
+candidate, leases it and writes the rows one by one. Either way the claim
+then resolves the stage's agent template version, in the same transaction.
 
 When nothing is ready, the claim takes over an expired lease itself (counting
 the loss as a failure); the reaper is the safety net for expired leases that
