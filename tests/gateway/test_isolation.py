@@ -20,6 +20,7 @@ WALKED_ELSEWHERE = {
     "events": "tests/gateway/test_webhook_routes.py",
     "telemetry": "tests/gateway/test_telemetry_routes.py",
     "agents": "tests/gateway/test_agent_routes.py",
+    "marketplace": "tests/gateway/test_marketplace_routes.py",
 }
 
 

@@ -15,7 +15,16 @@ from swarm_gateway.backends import Backends
 from swarm_gateway.config import Settings
 from swarm_gateway.errors import http_error_response, swarm_error_handler, validation_error_response
 from swarm_gateway.guard import RequestGuard
-from swarm_gateway.routers import admin, health, quota, telemetry, templates, ticketing, webhooks
+from swarm_gateway.routers import (
+    admin,
+    health,
+    marketplace,
+    quota,
+    telemetry,
+    templates,
+    ticketing,
+    webhooks,
+)
 from swarmcommon.errors import SwarmError
 
 
@@ -41,7 +50,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.add_exception_handler(SwarmError, swarm_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_response)
     app.add_exception_handler(StarletteHTTPException, http_error_response)
-    for module in (ticketing, templates, quota, admin, health):
+    for module in (ticketing, templates, marketplace, quota, admin, health):
         app.include_router(module.router)
     app.include_router(telemetry.router)
     app.include_router(webhooks.router)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from swarm_ticketing.fairness import parse_weights
 from swarm_ticketing.gitcredentials import FileCredentials
+from swarm_ticketing.marketplace import PromptSealer
 from swarm_ticketing.repositories import parse_prefixes
+from swarmcommon.errors import InvalidArgument
 from swarmcommon.gitrepos import local_segments
 from swarmcommon.settings import ServiceSettings, service_config
 
@@ -63,6 +67,21 @@ class Settings(ServiceSettings):
     # claims a ticket of such a repository (swarm_ticketing.gitcredentials):
     # a JSON file the operator writes. Empty: guests get none.
     git_credentials_file: str = ""
+    # The template marketplace's key(s) sealing paid prompts at rest
+    # (swarm_ticketing.marketplace): comma-separated Fernet keys, the first
+    # sealing new prompts and every one opening (rotation), given here or in
+    # a file (one key a line) — e.g. a Kubernetes Secret mounted read-only.
+    # Make one with `python -c "from cryptography.fernet import Fernet;
+    # print(Fernet.generate_key().decode())"`. Empty: paid templates cannot
+    # be published (FAILED_PRECONDITION); free ones can.
+    marketplace_key: SecretStr = SecretStr("")
+    marketplace_key_file: str = ""
+
+    def marketplace_keys(self) -> list[str]:
+        keys = self.marketplace_key.get_secret_value().split(",")
+        if self.marketplace_key_file:
+            keys += Path(self.marketplace_key_file).read_text().split()
+        return [k.strip() for k in keys if k.strip()]
 
     @field_validator("repository_prefixes")
     @classmethod
@@ -81,6 +100,14 @@ class Settings(ServiceSettings):
     def _credentials(cls, value: str) -> str:
         FileCredentials.load(value)  # refused at start, naming the bad entry
         return value
+
+    @model_validator(mode="after")
+    def _marketplace_keys(self) -> Settings:
+        try:  # refused at start, naming the setting
+            PromptSealer(self.marketplace_keys())
+        except (OSError, InvalidArgument) as exc:
+            raise ValueError(f"marketplace_key / marketplace_key_file: {exc}") from None
+        return self
 
     @field_validator("local_repository_root")
     @classmethod

@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
 from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarm_ticketing import template_servicer
+from swarm_ticketing import marketplace_servicer, template_servicer
 from swarm_ticketing.config import Settings
 from swarm_ticketing.default_templates import ensure_defaults
 from swarm_ticketing.domain import LeasePolicy
 from swarm_ticketing.fairness import FairClaims, parse_weights
 from swarm_ticketing.gitcredentials import FileCredentials
 from swarm_ticketing.longpoll import LongPollServicer
+from swarm_ticketing.marketplace import KEYRING, PromptSealer
 from swarm_ticketing.matching import ParkedPollers
 from swarm_ticketing.notify import ReadyListener, ReadySignal, new_origin
 from swarm_ticketing.quota import TicketQuota
@@ -28,7 +30,9 @@ from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
 from swarm_ticketing.stores.deployments import Deployments
 from swarm_ticketing.stores.leases import LeaseManager
+from swarm_ticketing.stores.listings import Listings
 from swarm_ticketing.stores.lost import LostLeases
+from swarm_ticketing.stores.marketplace import Marketplace
 from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
 from swarm_ticketing.stores.stage_templates import StageTemplates
@@ -64,6 +68,7 @@ class Ticketing:
     relay: OutboxRelay | None = None
     quota: TicketQuota | None = None
     revocations: RevocationList | None = None
+    marketplace: Marketplace | None = None
 
     @property
     def port(self) -> int:
@@ -117,6 +122,11 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     db = Database.from_url(settings.database_url, pool_size=settings.db_pool_size)
     quota = TicketQuota(settings.quota_target, client_tls(settings)) if settings.quota_target else None
     stores = build_stores(db, clock, settings, quota)
+    # Sealed prompts are opened on the claim path, where no server object
+    # reaches: the process-wide keyring holds this server's key(s).
+    sealer = PromptSealer(settings.marketplace_keys())
+    KEYRING.add(sealer)
+    listings, marketplace = Listings(db, clock, sealer), Marketplace(db, clock)
     ensure_defaults(stores.templates, stores.deployments)
     # Long polls park on the event loop; database work runs in these threads.
     executor = ThreadPoolExecutor(max_workers=settings.grpc_max_workers, thread_name_prefix="rpc")
@@ -152,6 +162,14 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
                 domain="swarm.ticketing",
                 access=template_servicer.ACCESS,
             ),
+            GrpcService(
+                marketplace_servicer.SERVICE_NAME,
+                lambda server: mpb_grpc.add_MarketplaceServiceServicer_to_server(
+                    marketplace_servicer.MarketplaceServicer(listings, marketplace), server
+                ),
+                domain="swarm.ticketing",
+                access=marketplace_servicer.ACCESS,
+            ),
         ],
         listen_address=settings.listen_address,
         security=ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked(revocations)),
@@ -176,4 +194,6 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     if relay is not None:
         relay.start()
     start_revocations(revocations)
-    return Ticketing(handle, db, stores, reaper, pollers, executor, listener, relay, quota, revocations)
+    return Ticketing(
+        handle, db, stores, reaper, pollers, executor, listener, relay, quota, revocations, marketplace
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
 from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
@@ -17,6 +18,8 @@ class TicketingClient(ServiceClient):
         super().__init__(target, **options)
         # Agent templates and deployments: a second service on the same channel.
         self.templates = tpb_grpc.AgentTemplateServiceStub(self.channel.unary)
+        # The template marketplace: a third.
+        self.marketplace = mpb_grpc.MarketplaceServiceStub(self.channel.unary)
 
     def release_agent_claims(
         self, tenant_id: str, agent_id: str, reason: str, request_id: str

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from swarm_ticketing.domain import AgentRole
+from swarm_ticketing.marketplace_tables import marketplace_versions
+from swarm_ticketing.stores.entitlements import installed_templates, is_listed, may_read_prompts, unsealed
 from swarm_ticketing.tables import (
     agent_template_versions,
     agent_templates,
@@ -62,14 +64,17 @@ def _template(r: Any) -> Template:
     return Template(r.id, r.slug, r.agent_type, r.owner_tenant_id, r.name, r.description, r.created_at)
 
 
-def _version(r: Any) -> TemplateVersion:
+def _version(r: Any, readable: bool = True) -> TemplateVersion:
+    """A version row; a marketplace version's sealed prompt opened, or every
+    prompt blanked when the reader may not read them (`readable`)."""
+    prompt = unsealed(r.prompt, getattr(r, "sealed_prompt", None)) if readable else ""
     return TemplateVersion(
         r.id,
         r.template_id,
         r.slug,
         r.agent_type,
         r.version,
-        r.prompt,
+        prompt,
         r.model,
         json.loads(r.parameters),
         json.loads(r.tools),
@@ -97,7 +102,9 @@ def to_deployment(r: Any) -> Deployment:
     )
 
 
-_VERSION_COLUMNS = (*TV.c, TT.c.slug, TT.c.agent_type)
+MV = marketplace_versions
+_VERSION_COLUMNS = (*TV.c, TT.c.slug, TT.c.agent_type, MV.c.sealed_prompt)
+_VERSION_FROM = TV.join(TT, TT.c.id == TV.c.template_id).outerjoin(MV, MV.c.version_id == TV.c.id)
 
 
 class TemplateStore:
@@ -146,6 +153,12 @@ class TemplateStore:
 
         def tx(conn: Connection) -> TemplateVersion:
             template = self._owned(conn, owner, slug)
+            if is_listed(conn, template.id):  # its versions are published (and priced) there
+                raise FailedPrecondition(
+                    f"template {slug!r} is a marketplace listing: publish its versions with "
+                    "PUT /api/marketplace/templates/{id}",
+                    slug=slug,
+                )
             number = conn.execute(sa.select(sa.func.max(TV.c.version)).where(TV.c.template_id == template.id))
             row = {
                 "id": str(uuid.uuid4()),
@@ -174,11 +187,14 @@ class TemplateStore:
             template = visible_template(conn, viewer, slug)
             rows = conn.execute(
                 sa.select(*_VERSION_COLUMNS)
-                .join(TT, TT.c.id == TV.c.template_id)
+                .select_from(_VERSION_FROM)
                 .where(TV.c.template_id == template.id)
                 .order_by(TV.c.version)
             ).all()
-            return template, [_version(r) for r in rows]
+            readable = template.owner_tenant_id in (viewer, PLATFORM) or may_read_prompts(
+                conn, viewer, template.id
+            )
+            return template, [_version(r, readable) for r in rows]
 
         return self.db.transaction(read, write=False)
 
@@ -197,9 +213,13 @@ class TemplateStore:
 
 
 def visible_template(conn: Connection, viewer: str, slug: str) -> Template:
-    """Platform templates and the viewer's own; anyone else's is NOT_FOUND."""
+    """Platform templates, the viewer's own and those it installed from the
+    marketplace; anyone else's is NOT_FOUND."""
     row = conn.execute(
-        sa.select(TT).where(TT.c.slug == slug, TT.c.owner_tenant_id.in_([viewer, PLATFORM]))
+        sa.select(TT).where(
+            TT.c.slug == slug,
+            sa.or_(TT.c.owner_tenant_id.in_([viewer, PLATFORM]), TT.c.id.in_(installed_templates(viewer))),
+        )
     ).first()
     if row is None:
         raise NotFound(f"template {slug!r} not found", slug=slug)
@@ -239,7 +259,7 @@ def version_by_id(conn: Connection, version_id: str) -> TemplateVersion:
     if cached is not None:
         return cached
     row = conn.execute(
-        sa.select(*_VERSION_COLUMNS).join(TT, TT.c.id == TV.c.template_id).where(TV.c.id == version_id)
+        sa.select(*_VERSION_COLUMNS).select_from(_VERSION_FROM).where(TV.c.id == version_id)
     ).one()
     version = _version(row)
     if len(_VERSIONS) >= _VERSIONS_KEPT:

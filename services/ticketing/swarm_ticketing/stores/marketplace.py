@@ -1,0 +1,270 @@
+"""The template marketplace as tenants use it: search, details, installs,
+uninstalls and reviews (rules in `swarm_ticketing.marketplace`; publishing
+in `stores.listings`; the ledger, what installers may deploy and read, and
+per-use charging in `stores.entitlements`).
+
+Counters are exact under concurrency: installs, uninstalls and reviews move
+them with one relative `UPDATE` in the transaction that writes the row they
+count, and a second installation or review by a tenant trips a unique index
+(ALREADY_EXISTS; the transaction, purchase included, rolls back).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from swarm_ticketing.marketplace import (
+    Category,
+    Detail,
+    Installation,
+    LedgerEntry,
+    LedgerKind,
+    Listing,
+    Pricing,
+    Review,
+    Sort,
+    Visibility,
+    may_read_prompt,
+    validate_config,
+)
+from swarm_ticketing.marketplace_tables import (
+    marketplace_installations,
+    marketplace_ledger,
+    marketplace_listings,
+    marketplace_reviews,
+    marketplace_versions,
+)
+from swarm_ticketing.stores import entitlements
+from swarm_ticketing.stores.listings import (
+    LISTING,
+    installation_of,
+    listing_where,
+    to_installation,
+    to_listing,
+    visible_listing,
+)
+from swarm_ticketing.stores.templates import Obj, latest_deployment
+from swarm_ticketing.tables import (
+    agent_template_versions,
+    agent_templates,
+)
+from swarmcommon import keyset
+from swarmcommon.clock import Clock
+from swarmcommon.db import Database
+from swarmcommon.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from swarmcommon.pagination import Page
+
+L, MV, MI, MR, LED = (
+    marketplace_listings,
+    marketplace_versions,
+    marketplace_installations,
+    marketplace_reviews,
+    marketplace_ledger,
+)
+TT, TV = agent_templates, agent_template_versions
+_SORT = {Sort.RATING: L.c.rating_milli, Sort.INSTALLS: L.c.install_count, Sort.RECENT: L.c.created_at}
+
+
+class Marketplace:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    # -- everyone -----------------------------------------------------------------------------
+
+    def search(
+        self,
+        viewer: str,
+        category: Category | None,
+        tag: str,
+        text: str,
+        sort: Sort,
+        page_size: int,
+        page_token: str,
+    ) -> Page[Listing]:
+        """Public listings (never private or unlisted ones, not even the viewer's own)."""
+        query = LISTING.where(L.c.visibility == Visibility.PUBLIC.value)
+        if category is not None:
+            query = query.where(L.c.category == category.value)
+        if tag:
+            query = query.where(L.c.tags.contains(f'"{tag}"', autoescape=True))
+        if text:
+            needle = text.lower()
+            query = query.where(
+                sa.or_(
+                    sa.func.lower(L.c.name).contains(needle, autoescape=True),
+                    sa.func.lower(L.c.description).contains(needle, autoescape=True),
+                )
+            )
+        order = [_SORT[sort], L.c.id]
+        filters = ["marketplace", category, tag, text, sort]
+        return keyset.listing(
+            self.db, query, order, filters, page_size, page_token, to_listing, descending=True
+        )
+
+    def detail(self, viewer: str, slug: str) -> Detail:
+        def read(conn: Connection) -> Detail:
+            listing = visible_listing(conn, viewer, L.c.slug == slug)
+            installation = installation_of(conn, listing, viewer)
+            readable = may_read_prompt(
+                viewer,
+                listing.author_tenant_id,
+                listing.pricing,
+                installation is not None,
+                installation is not None and installation.purchase_id is not None,
+            )
+            version = conn.execute(
+                sa.select(TV.c.prompt, TV.c.model, MV.c.sealed_prompt)
+                .join(MV, MV.c.version_id == TV.c.id)
+                .where(TV.c.template_id == listing.template_id, TV.c.version == listing.version)
+            ).one()
+            prompt = entitlements.unsealed(version.prompt, version.sealed_prompt) if readable else ""
+            return Detail(listing, installation, prompt, readable, version.model)
+
+        return self.db.transaction(read, write=False)
+
+    # -- installers ---------------------------------------------------------------------------
+
+    def install(self, tenant: str, slug: str, config_json: str) -> tuple[Installation, LedgerEntry | None]:
+        """Install (and, if it is sold, buy) a listing; one installation per tenant."""
+        now = self.clock.now()
+
+        def tx(conn: Connection) -> tuple[Installation, LedgerEntry | None]:
+            listing = visible_listing(conn, tenant, L.c.slug == slug)
+            if listing.author_tenant_id == tenant:
+                raise FailedPrecondition(
+                    f"{slug!r} is your own template: deploy it without installing it", slug=slug
+                )
+            config = validate_config(listing.config_schema, config_json)
+            mine = installation_of(conn, listing, tenant)
+            if mine is not None:
+                raise AlreadyExists(
+                    f"{slug!r} is already installed (installation {mine.id})", installation_id=mine.id
+                )
+            charge = self._purchase(conn, listing, tenant, now)
+            row = {
+                "id": str(uuid.uuid4()),
+                "listing_id": listing.id,
+                "tenant_id": tenant,
+                "version": listing.version,
+                "config": json.dumps(config, separators=(",", ":"), sort_keys=True),
+                "purchase_id": self._purchase_id(conn, listing, tenant) if charge is None else charge.id,
+                "created_at": now,
+            }
+            conn.execute(sa.insert(MI).values(row))
+            conn.execute(sa.update(L).where(L.c.id == listing.id).values(install_count=L.c.install_count + 1))
+            return to_installation(Obj(row), listing.slug), charge
+
+        try:
+            return self.db.transaction(tx)
+        except IntegrityError:  # the same tenant installing twice at once
+            raise AlreadyExists(f"{slug!r} is already installed", slug=slug) from None
+
+    def _purchase(self, conn: Connection, listing: Listing, tenant: str, now: datetime) -> LedgerEntry | None:
+        """The charge an installation makes: a subscription's period, or a
+        one-time purchase the tenant has not made before; else none."""
+        model = listing.pricing
+        if model not in (Pricing.ONE_TIME, Pricing.SUBSCRIPTION):
+            return None
+        if model is Pricing.ONE_TIME and self._purchase_id(conn, listing, tenant) is not None:
+            return None  # bought once, installed again
+        return entitlements.record(
+            conn, listing.id, tenant, listing.author_tenant_id, model, listing.price_usd_micros, now
+        )
+
+    def _purchase_id(self, conn: Connection, listing: Listing, tenant: str) -> str | None:
+        if listing.pricing is not Pricing.ONE_TIME:
+            return None
+        found: str | None = conn.execute(
+            sa.select(LED.c.id)
+            .where(
+                LED.c.buyer_tenant_id == tenant,
+                LED.c.listing_id == listing.id,
+                LED.c.kind == LedgerKind.PURCHASE.value,
+            )
+            .limit(1)
+        ).scalar()
+        return found
+
+    def uninstall(self, tenant: str, installation_id: str) -> Installation:
+        """Remove the tenant's installation (purchases stay in the ledger)."""
+
+        def tx(conn: Connection) -> Installation:
+            row = conn.execute(
+                sa.select(MI, L.c.slug, L.c.template_id, TT.c.agent_type)
+                .join(L, L.c.id == MI.c.listing_id)
+                .join(TT, TT.c.id == L.c.template_id)
+                .where(MI.c.id == installation_id, MI.c.tenant_id == tenant)
+            ).first()
+            if row is None:
+                raise NotFound(f"installation {installation_id!r} not found", installation_id=installation_id)
+            current = latest_deployment(conn, tenant, row.agent_type)
+            if current is not None and current.tenant_id == tenant:
+                used = {current.version_id, current.stable_version_id} - {None}
+                runs = conn.execute(
+                    sa.select(TV.c.id).where(TV.c.template_id == row.template_id, TV.c.id.in_(used))
+                ).first()
+                if runs is not None:
+                    raise FailedPrecondition(
+                        f"deployment {current.id} runs {row.slug!r}: deploy another {row.agent_type} "
+                        "template or pause the deployment first",
+                        deployment_id=current.id,
+                    )
+            deleted = conn.execute(sa.delete(MI).where(MI.c.id == installation_id))
+            if deleted.rowcount != 1:
+                raise NotFound(f"installation {installation_id!r} not found", installation_id=installation_id)
+            conn.execute(
+                sa.update(L).where(L.c.id == row.listing_id).values(install_count=L.c.install_count - 1)
+            )
+            return to_installation(row, row.slug)
+
+        return self.db.transaction(tx)
+
+    def review(
+        self, tenant: str, listing_id: str, rating: int, title: str, body: str
+    ) -> tuple[Review, Listing]:
+        """One review per tenant that installed the listing; the average moves at once."""
+        if not 1 <= rating <= 5:
+            raise InvalidArgument("rating", f"must be 1 to 5 (got {rating})")
+        now = self.clock.now()
+
+        def tx(conn: Connection) -> tuple[Review, Listing]:
+            listing = visible_listing(conn, tenant, L.c.id == listing_id)
+            if listing.author_tenant_id == tenant:
+                raise FailedPrecondition("authors cannot review their own template", listing_id=listing_id)
+            if installation_of(conn, listing, tenant) is None:
+                raise FailedPrecondition(
+                    f"install {listing.slug!r} before reviewing it", listing_id=listing_id
+                )
+            if conn.execute(
+                sa.select(MR.c.id).where(MR.c.listing_id == listing.id, MR.c.tenant_id == tenant)
+            ).first():
+                raise AlreadyExists(f"you already reviewed {listing.slug!r}", listing_id=listing_id)
+            review = Review(str(uuid.uuid4()), listing.id, tenant, rating, title, body, now)
+            conn.execute(sa.insert(MR).values(**review.__dict__))
+            conn.execute(
+                sa.update(L)
+                .where(L.c.id == listing.id)
+                .values(
+                    rating_sum=L.c.rating_sum + rating,
+                    rating_count=L.c.rating_count + 1,
+                    # Both sides read the row before this update: the new average x 1000.
+                    rating_milli=(L.c.rating_sum + rating) * 1000 / (L.c.rating_count + 1),
+                )
+            )
+            return review, listing_where(conn, L.c.id == listing.id)
+
+        try:
+            return self.db.transaction(tx)
+        except IntegrityError:  # the same tenant reviewing twice at once
+            raise AlreadyExists("you already reviewed this template", listing_id=listing_id) from None
+
+    def ledger(self, tenant: str) -> list[LedgerEntry]:
+        """Every charge `tenant` paid or earned, oldest first."""
+        return self.db.transaction(lambda conn: entitlements.ledger(conn, tenant), write=False)
