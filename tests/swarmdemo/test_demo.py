@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,9 +69,14 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
     demo = tmp_path / "var" / "demo"
     for log in demo.glob("*.log"):
         assert "INSECURE DEV MODE" not in log.read_text(), log.name
-    assert "6/6 tickets done, 0 dead-lettered" in out.stdout
+    assert "7/7 tickets done, 0 dead-lettered" in out.stdout
     assert "POST /api/projects → 201" in out.stdout
-    assert "tickets_per_day      46/500" in out.stdout
+    assert "tickets_per_day      50/500" in out.stdout  # 6 + an ensemble of 3 (4) + the canary's 40
+    # The ensemble: three coders, the judge's choice and rationale, only the chosen branch merged
+    # (which attempts succeed depends on the canary's buckets: a v2 attempt fails).
+    said = " ".join(out.stdout.split())
+    judged = re.search(r"3 coder attempts, the judge chose attempt (\d): Attempt \1 is the most", said)
+    assert judged, "the judge's choice and rationale are printed"
     # The tenant's coder canary (v2 at 20 %) failed its tickets and was rolled back on its own;
     # its tickets then ran the stable version.
     assert "acme-coder v2[/] canary at 20 %" not in out.stdout  # rich markup is rendered, not printed
@@ -98,7 +104,9 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert len([m for m in log if m.startswith("Merge swarm/")]) == 6  # every ticket merged
+    assert len([m for m in log if m.startswith("Merge swarm/")]) == 7  # every ticket merged
+    searched = [m for m in log if "add-a-search-helper" in m]  # the judge's choice only
+    assert len(searched) == 1 and searched[0].endswith(f"-attempt-{judged[1]}-of-3: Add a search helper")
     files = subprocess.run(
         ["git", "-c", f"safe.directory={repo}", "-C", str(repo), "ls-tree", "-r", "--name-only", "main"],
         capture_output=True,
@@ -106,7 +114,7 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
         check=True,
     ).stdout.split()
     assert "src/implement_rest_endpoints.py" in files and "src/migrate_legacy_billing_schema.py" in files
-    assert "GET /api/merge-requests: {'merged': 6}" in out.stdout
+    assert "GET /api/merge-requests: {'merged': 7}" in out.stdout
     # Cost and the trace are visible.
     assert "Cost this month: $0.0" in out.stdout and "coder" in out.stdout and "reviewer" in out.stdout
     for step in (

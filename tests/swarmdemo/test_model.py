@@ -75,3 +75,16 @@ def test_the_server_refuses_what_the_messages_api_refuses(client: anthropic.Anth
     base = str(client.base_url).rstrip("/")
     assert httpx.post(f"{base}/v1/elsewhere", json={}).status_code == 404
     assert httpx.post(f"{base}/v1/messages", content=b"{not json").status_code == 400
+
+
+def test_the_judge_takes_the_complete_attempt_and_says_why() -> None:
+    sections = [
+        f"## Attempt {n} (id t{n})\nSummary: s\nDiff:\n"
+        + "\n".join(f"+line {i}" for i in range(lines))
+        + extra
+        for n, lines, extra in [(1, 9, "\n+# TODO: later"), (2, 6, ""), (3, 4, "")]
+    ]
+    asked = {"role": "user", "content": "Ticket: x\n\n" + "\n\n".join(sections)}
+    verdict = answer_json(DemoModel()({"system": PROMPTS[AgentRole.JUDGE], "messages": [asked]}).text)
+    assert verdict["choice"] == "2"
+    assert verdict["rationale"].startswith("Attempt 2 is the most complete (score 6")

@@ -32,6 +32,8 @@ class ClaimedTicket:
     git_credential: pb.GitCredential | None = None
     # The agent template version this stage runs with (its prompt, model, parameters).
     template: pb.AgentTemplateVersion | None = None
+    # A judge's ensemble attempts to choose from.
+    attempts: tuple[pb.EnsembleAttempt, ...] = ()
 
     @property
     def id(self) -> str:
@@ -133,7 +135,9 @@ class TicketingClient:
             return None
         credential = reply.git_credential if reply.HasField("git_credential") else None
         template = reply.template if reply.HasField("template") else None
-        return ClaimedTicket(reply.ticket, reply.lease, reply.stage, credential, template)
+        return ClaimedTicket(
+            reply.ticket, reply.lease, reply.stage, credential, template, tuple(reply.attempts)
+        )
 
     def _guarded(self, call: Any, request: Any) -> Any:
         """A call on a held lease: a stale or released lease is LeaseLost."""

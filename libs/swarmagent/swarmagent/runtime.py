@@ -6,7 +6,12 @@
   and commit.
 - reviewer: fetch the branch the previous stage pushed, ask the LLM to review
   its diff, and merge it into the base branch when approved; a rejection is
-  reported as a failure with the reviewer's reasons (the ticket is retried).
+  reported as a failure with the reviewer's reasons (`review: rejected`: the
+  ticket goes back to its author).
+- security, tests and judge: `swarmagent.checks`.
+
+A coder whose work came back (a checking stage refused it) gets the reasons
+in its prompt and continues the ticket's branch.
 
 Each step is a span with the seed's names (git.clone, llm.generate_code,
 file.write, git.commit, git.push, llm.review, git.merge) inside the agent's
@@ -37,6 +42,8 @@ import anthropic
 from opentelemetry import trace
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarmagent import checks
+from swarmagent.checks import previous_result, proposed_files, write
 from swarmagent.client import ClaimedTicket
 from swarmagent.credentials import current as agent_credentials
 from swarmagent.gitops import Author, GitError, GitPolicy, Workspace
@@ -114,6 +121,8 @@ class Runtime:
         try:
             if claimed.stage == pb.AGENT_ROLE_REVIEWER:
                 return self.review(claimed, llm, workdir)
+            if claimed.stage in checks.STAGES:
+                return checks.STAGES[claimed.stage](self, claimed, llm, workdir)
             return self.code(claimed, llm, workdir)
         except GitError as exc:
             raise WorkFailed(str(exc)) from exc
@@ -139,6 +148,38 @@ class Runtime:
         with tracer.start_as_current_span("git.clone", attributes={"git.repository": repository}):
             return Workspace.clone(repository, workdir, policy)
 
+    def ask(self, claimed: ClaimedTicket, llm: TrackedLLM, span: str, text: str) -> dict[str, Any]:
+        """The stage's template asked about `text`; its answer's JSON object."""
+        how = instructions(claimed, self.model, self.max_tokens)
+        with tracer.start_as_current_span(
+            span, attributes={"gen_ai.request.model": how.model, "swarm.agent_template": how.label}
+        ):
+            reply = llm.create(
+                model=how.model,
+                max_tokens=how.max_tokens,
+                system=how.system,
+                messages=[{"role": "user", "content": text}],
+            )
+        return answer_json(_text(reply))
+
+    def checkout(self, claimed: ClaimedTicket, workdir: Path) -> tuple[Workspace, str, str, dict[str, Any]]:
+        """The workspace on the branch the previous stage handed back, with its
+        base and that stage's result (no branch: the stage fails)."""
+        previous = previous_result(claimed)
+        branch = previous.get("branch")
+        if not isinstance(branch, str) or not branch:
+            raise WorkFailed(
+                f"the {claimed.stage_name} stage has nothing to check: "
+                "the previous stage handed back no branch"
+            )
+        ws, base = self.workspace(claimed, workdir)
+        return ws, branch, base, previous
+
+    def workspace(self, claimed: ClaimedTicket, workdir: Path) -> tuple[Workspace, str]:
+        """The ticket's repository cloned into `workdir`, and its base branch."""
+        repository, base = self._where(claimed)
+        return self._clone(repository, workdir, claimed), base
+
     def code(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
         t = claimed.ticket
         branch = f"swarm/{claimed.id[:8]}-{slug(t.name)}"
@@ -152,30 +193,11 @@ class Runtime:
             f"Ticket: {t.name}\n\n{t.description}\n\nRepository files: {', '.join(files_now) or '(none)'}\n"
             f"Stage: {claimed.stage_name}"
         )
-        how = instructions(claimed, self.model, self.max_tokens)
-        with tracer.start_as_current_span(
-            "llm.generate_code",
-            attributes={"gen_ai.request.model": how.model, "swarm.agent_template": how.label},
-        ):
-            reply = llm.create(
-                model=how.model,
-                max_tokens=how.max_tokens,
-                system=how.system,
-                messages=[{"role": "user", "content": prompt}],
-            )
-        answer = answer_json(_text(reply))
-        files = answer.get("files")
-        if not isinstance(files, list) or not files:
-            raise WorkFailed("the model proposed no files", {"answer": str(answer)[:500]})
-        try:
-            changes = {str(f["path"]): str(f["content"]) for f in files}
-        except (KeyError, TypeError) as exc:
-            raise WorkFailed("each file needs a path and a content", {"answer": str(answer)[:500]}) from exc
-        with tracer.start_as_current_span("file.write", attributes={"files": len(changes)}):
-            try:
-                ws.write_files(changes)
-            except ValueError as exc:
-                raise WorkFailed(str(exc)) from exc
+        if t.failure_count and t.last_failure_reason:
+            prompt += f"\n\nYour last change to this ticket came back: {t.last_failure_reason}\nFix that."
+        answer = self.ask(claimed, llm, "llm.generate_code", prompt)
+        changes = proposed_files(answer, required=True)
+        write(ws, changes)
         summary = str(answer.get("summary", ""))[:200]
         with tracer.start_as_current_span("git.commit"):
             commit = ws.commit(f"{t.name}\n\n{summary}\n\nSwarm-Ticket: {claimed.id}", self.author)
@@ -185,24 +207,9 @@ class Runtime:
 
     def review(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
         t = claimed.ticket
-        previous = json.loads(t.result_json) if t.result_json else {}
-        branch = previous.get("branch")
-        if not branch:
-            raise WorkFailed("nothing to review: the previous stage handed back no branch")
-        repository, base = self._where(claimed)
-        ws = self._clone(repository, workdir, claimed)
+        ws, branch, base, previous = self.checkout(claimed, workdir)
         diff = ws.diff(base, branch)
-        how = instructions(claimed, self.model, self.max_tokens)
-        with tracer.start_as_current_span(
-            "llm.review", attributes={"gen_ai.request.model": how.model, "swarm.agent_template": how.label}
-        ):
-            reply = llm.create(
-                model=how.model,
-                max_tokens=how.max_tokens,
-                system=how.system,
-                messages=[{"role": "user", "content": f"Ticket: {t.name}\n\nDiff:\n{diff[:100_000]}"}],
-            )
-        verdict = answer_json(_text(reply))
+        verdict = self.ask(claimed, llm, "llm.review", f"Ticket: {t.name}\n\nDiff:\n{diff[:100_000]}")
         comments = str(verdict.get("comments", ""))[:2000]
         if verdict.get("approve") is not True:
             raise WorkFailed(

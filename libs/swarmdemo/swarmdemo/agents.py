@@ -16,7 +16,7 @@ from swarmdemo.console import console, poll
 from swarmdemo.model import DemoModel
 
 TEMPLATE = "webapp-agent"
-ROLES = [vpb.AGENT_ROLE_CODER] * 3 + [vpb.AGENT_ROLE_REVIEWER]
+ROLES = [vpb.AGENT_ROLE_CODER] * 3 + [vpb.AGENT_ROLE_REVIEWER, vpb.AGENT_ROLE_JUDGE]
 WORK_TIMEOUT_SECONDS = 600
 STATE_COLOURS = {"done": "green", "quarantined": "red", "in_progress": "cyan"}
 

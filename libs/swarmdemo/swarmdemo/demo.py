@@ -5,7 +5,8 @@ processes, each on its own fresh SQLite database under var/demo/, every one
 exporting its spans to telemetry over OTLP. Creates a real git repository
 (var/demo/repos/webapp.git), a tenant and an API key, subscribes a local
 webhook receiver to every event, and submits a project over REST: a small
-DAG of coder -> reviewer tickets plus one poison ticket.
+DAG of coder -> reviewer tickets, one poison ticket, and one ensemble ticket
+(three coder attempts -> a judge that chooses one and says why -> reviewer).
 
 vmhost spawns agents that work it: each claims a ticket, clones the
 repository, asks the LLM through the tracked client, writes, commits and
@@ -40,7 +41,14 @@ from swarmdemo.mesh import Mesh, MeshPki, report_security, repository_root, star
 from swarmdemo.messages_server import MessagesServer
 from swarmdemo.model import POISON, DemoModel
 from swarmdemo.receiver import WebhookReceiver
-from swarmdemo.report import report_cost, report_merges, report_tickets, report_trace, report_webhooks
+from swarmdemo.report import (
+    report_cost,
+    report_ensemble,
+    report_merges,
+    report_tickets,
+    report_trace,
+    report_webhooks,
+)
 
 WORKDIR = Path("var/demo")
 TENANT = "acme"
@@ -67,6 +75,8 @@ PROJECT = {
         _ticket("tests", "Add integration tests", 3, ("api",)),
         _ticket("release", "Write release notes", 1, ("api", "ui", "tests")),
         _ticket("legacy", POISON),
+        # Three coders in parallel, a judge chooses one with a rationale, a reviewer merges it.
+        {"key": "search", "name": "Add a search helper", "pattern": "ensemble", "priority": 4},
     ],
 }
 
@@ -175,6 +185,7 @@ def main() -> None:
         names = {t["id"]: t["name"] for t in created["tickets"]}
         run_agents(vmhost, pki.operator, TENANT, api, names, model, CanaryWatch(api, canary))
         report_tickets(api, created["project"]["id"])
+        report_ensemble(api, created["tickets"])
         report_cost(api)
         report_trace(api, created["tickets"])
         report_merges(api, repository)

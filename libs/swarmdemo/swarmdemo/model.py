@@ -2,7 +2,9 @@
 runtime asks for, served by the local Messages-API server (the agents use
 the real `anthropic` SDK and cannot tell).
 
-Coders get one new module per ticket; reviewers approve what they see. The
+Coders get one new module per ticket (an ensemble's attempts three versions
+of it); reviewers approve what they see; the judge of an ensemble takes the
+attempt with the most added lines and no TODO, and says so. The
 ticket named POISON gets prose instead of JSON while its spec is broken, so
 its stage fails like a confused model's would and the ticket is
 dead-lettered; once the operator "fixes the spec" (`fix_spec`) it is
@@ -21,7 +23,10 @@ from swarmdemo.canary import CANARY_MARK
 from swarmdemo.messages_server import Reply, request_text
 
 POISON = "Migrate legacy billing schema"
-REVIEWER_MARK = "code reviewer"  # in the runtime's reviewer system prompt
+REVIEWER_MARK = "code reviewer"  # in the platform's reviewer template
+JUDGE_MARK = "judge of several attempts"  # in the platform's judge template
+ATTEMPT = re.compile(r"^(.*) \(attempt (\d+) of \d+\)$")
+SECTION = re.compile(r"^## Attempt (\d+) .*?$(.*?)(?=^## Attempt |\Z)", re.MULTILINE | re.DOTALL)
 
 
 def _system_text(body: dict[str, Any]) -> str:
@@ -51,6 +56,11 @@ class DemoModel:
                 "comments": f"Reviewed {added} added lines for '{ticket}': looks good.",
             }
             return Reply(json.dumps(verdict), cache_read_input_tokens=len(system) // 4)
+        if JUDGE_MARK in system:
+            return Reply(json.dumps(_judge(text)))
+        attempt = ATTEMPT.match(ticket)
+        if attempt and CANARY_MARK not in system:
+            return Reply(json.dumps(_new_module(attempt.group(1), int(attempt.group(2)))))
         if CANARY_MARK in system:  # the canary template asks for a style this model cannot do
             return Reply(f"Sure! I added a friendly helper for '{ticket}'.")
         if ticket == POISON and not self._spec_fixed.is_set():
@@ -58,12 +68,28 @@ class DemoModel:
         return Reply(json.dumps(_new_module(ticket)), cache_creation_input_tokens=len(system) // 4)
 
 
-def _new_module(ticket: str) -> dict[str, Any]:
+def _judge(text: str) -> dict[str, Any]:
+    """Score each attempt's diff: added lines, minus a TODO's worth."""
+    scores = {}
+    for number, diff in SECTION.findall(text):
+        added = len(re.findall(r"^\+[^+]", diff, re.MULTILINE))
+        scores[int(number)] = added - (10 if "TODO" in diff else 0)
+    best = max(scores, key=lambda n: (scores[n], -n))
+    others = ", ".join(f"attempt {n}: {s}" for n, s in sorted(scores.items()) if n != best)
+    return {
+        "choice": str(best),
+        "rationale": (
+            f"Attempt {best} is the most complete (score {scores[best]}: added lines, no TODO); {others}."
+        ),
+    }
+
+
+def _new_module(ticket: str, attempt: int = 0) -> dict[str, Any]:
     name = slug(ticket).replace("-", "_")
-    content = (
-        f'"""{ticket}."""\n\n\n'
-        f"def {name}() -> str:\n"
-        f'    """Done by a Swarm agent."""\n'
-        f"    return {ticket!r}\n"
-    )
+    body = f"    return {ticket!r}\n"
+    if attempt == 1:
+        body = f"    # TODO: handle the empty case\n{body}"
+    elif attempt == 2:
+        body = f"    if not {ticket!r}:\n        raise ValueError('empty')\n{body}"
+    content = f'"""{ticket}."""\n\n\ndef {name}() -> str:\n    """Done by a Swarm agent."""\n{body}'
     return {"summary": f"Implement {ticket}", "files": [{"path": f"src/{name}.py", "content": content}]}

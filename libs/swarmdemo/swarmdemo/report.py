@@ -45,6 +45,21 @@ def report_tickets(api: httpx.Client, project_id: str) -> None:
     )
 
 
+def report_ensemble(api: httpx.Client, tickets: list[dict[str, Any]]) -> None:
+    """The ensemble's attempts and the judge's choice, from its audit trail."""
+    for ticket in tickets:
+        if ticket["pattern"] != "ensemble" or ticket["ensemble_ticket_id"]:
+            continue
+        attempts = [t for t in tickets if t["ensemble_ticket_id"] == ticket["id"]]
+        events = api.get(f"/api/tickets/{ticket['id']}/events").json()["items"]
+        for e in events:
+            if e["event_type"] == "judged":
+                console.print(
+                    f"[bold]ensemble[/] {ticket['name']}: {len(attempts)} coder attempts, the judge chose "
+                    f"attempt {e['new_value']['attempt']}: {e['rationale']}"
+                )
+
+
 def report_cost(api: httpx.Client) -> None:
     usage = api.get("/api/usage", params={"group_by": "agent_type"}).json()
     console.print(

@@ -12,6 +12,7 @@ from swarmcommon.enums import ProtoNames
 TICKET_TYPE = ProtoNames(kpb.TicketType)
 TICKET_STATE = ProtoNames(kpb.TicketState)
 AGENT_ROLE = ProtoNames(kpb.AgentRole)
+COLLABORATION_PATTERN = ProtoNames(kpb.CollaborationPattern)
 MERGE_REQUEST_STATE = ProtoNames(kpb.MergeRequestState)
 QUARANTINE_CAUSE = ProtoNames(kpb.QuarantineCause)
 PLAN = ProtoNames(qpb.Plan)

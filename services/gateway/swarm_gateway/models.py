@@ -4,21 +4,18 @@ the backends' protobuf messages (raw protos stop here)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from swarm.quota.v1 import quota_pb2 as qpb
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm_gateway.enums import (
     AGENT_ROLE,
+    COLLABORATION_PATTERN,
     MERGE_REQUEST_STATE,
-    PLAN,
     QUARANTINE_CAUSE,
-    RESOURCE,
     TICKET_STATE,
     TICKET_TYPE,
 )
@@ -29,6 +26,7 @@ TicketState = Literal["blocked", "ready", "assigned", "in_progress", "done", "qu
 Plan = Literal["free", "pro", "enterprise"]
 Resource = Literal["vms", "tickets_per_day", "api_calls_per_hour", "cost_usd_month", "cost_usd_per_ticket"]
 QuarantineCause = Literal["failures", "budget_exceeded"]
+Pattern = Literal["custom", "single", "pipeline", "ensemble"]
 
 
 def _utf8(value: str) -> str:
@@ -79,19 +77,35 @@ class TicketCreate(Request):
     description: Text = Field(default="", max_length=20_000)
     type: TicketType = "feature"
     priority: int = Field(default=0, ge=-1000, le=1000)
-    stages: list[Role] = Field(default=["coder"], min_length=1, max_length=10)
+    stages: list[Role] | None = Field(
+        default=None, min_length=1, max_length=10, description="null: the pattern's stages, else [coder]"
+    )
+    pattern: Pattern | None = Field(
+        default=None,
+        description=(
+            "single: coder -> reviewer; pipeline: coder -> security -> tests -> reviewer; ensemble: N coders "
+            "in parallel -> judge -> reviewer. null: the stages listed, else the project's pattern"
+        ),
+    )
+    ensemble_size: int | None = Field(default=None, ge=2, le=8, description="ensemble only; default 3")
+    ensemble_quorum: int | None = Field(
+        default=None, ge=1, le=8, description="ensemble only: attempts that must succeed; default all"
+    )
     depends_on: list[Text] = Field(default_factory=list, max_length=100)
     cost_cap_usd_micros: CostCap | None = None
 
     def to_proto(self) -> tpb.TicketSpec:
         return tpb.TicketSpec(
+            pattern=COLLABORATION_PATTERN.number(self.pattern) if self.pattern else 0,  # type: ignore[arg-type]
+            ensemble_size=self.ensemble_size or 0,
+            ensemble_quorum=self.ensemble_quorum or 0,
             cost_cap_usd_micros=self.cost_cap_usd_micros,
             key=self.key,
             name=self.name,
             description=self.description,
             type=TICKET_TYPE.number(self.type),  # type: ignore[arg-type]
             priority=self.priority,
-            stages=[AGENT_ROLE.number(s) for s in self.stages],  # type: ignore[misc]
+            stages=[AGENT_ROLE.number(s) for s in self.stages or ()],  # type: ignore[misc]
             depends_on=self.depends_on,
         )
 
@@ -111,6 +125,9 @@ class ProjectCreate(Request):
     )
     base_branch: Text = Field(default="main", min_length=1, max_length=250)
     ticket_cost_cap_usd_micros: CostCap | None = None
+    pattern: Pattern | None = Field(
+        default=None, description="The pattern of every ticket that names neither stages nor a pattern"
+    )
 
 
 class CostCapUpdate(Request):
@@ -143,6 +160,9 @@ class TicketPublic(BaseModel):
     quarantined_at: datetime | None
     quarantine_cause: QuarantineCause | None
     cost_cap_usd_micros: int | None
+    pattern: Pattern
+    ensemble_ticket_id: str | None = Field(description="An ensemble's attempt: the ensemble ticket")
+    attempt: int | None
     result: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
@@ -172,6 +192,9 @@ class TicketPublic(BaseModel):
             quarantined_at=ts(t.quarantine_time, t.HasField("quarantine_time")),
             quarantine_cause=QUARANTINE_CAUSE.name(t.quarantine_cause) or None,  # type: ignore[arg-type]
             cost_cap_usd_micros=t.cost_cap_usd_micros if t.HasField("cost_cap_usd_micros") else None,
+            pattern=COLLABORATION_PATTERN.name(t.pattern) or "custom",  # type: ignore[arg-type]
+            ensemble_ticket_id=t.ensemble_ticket_id or None,
+            attempt=t.attempt or None,
             result=json.loads(t.result_json) if t.result_json else None,
             created_at=t.create_time.ToDatetime(tzinfo=UTC),
             updated_at=t.update_time.ToDatetime(tzinfo=UTC),
@@ -188,6 +211,7 @@ class ProjectPublic(BaseModel):
     repository: str | None
     base_branch: str
     ticket_cost_cap_usd_micros: int | None
+    pattern: Pattern
 
     @classmethod
     def from_proto(cls, p: tpb.Project) -> ProjectPublic:
@@ -203,6 +227,7 @@ class ProjectPublic(BaseModel):
             ticket_cost_cap_usd_micros=(
                 p.ticket_cost_cap_usd_micros if p.HasField("ticket_cost_cap_usd_micros") else None
             ),
+            pattern=COLLABORATION_PATTERN.name(p.pattern) or "custom",  # type: ignore[arg-type]
         )
 
 
@@ -297,120 +322,3 @@ class MergeRequestPublic(BaseModel):
 class MergeRequestPage(BaseModel):
     items: list[MergeRequestPublic]
     next_page_token: str
-
-
-# -- quota ------------------------------------------------------------------------------
-
-
-class ResourceUsagePublic(BaseModel):
-    resource: Resource
-    used: int
-    limit: int | None = Field(description="null when unlimited")
-    remaining: int | None
-    window_start: datetime | None
-    resets_at: datetime | None
-
-    @classmethod
-    def from_proto(cls, u: qpb.ResourceUsage) -> ResourceUsagePublic:
-        return cls(
-            resource=RESOURCE.name(u.resource),  # type: ignore[arg-type]
-            used=u.used,
-            limit=None if u.unlimited else u.limit,
-            remaining=None if u.unlimited else u.remaining,
-            window_start=ts(u.window_start_time, u.HasField("window_start_time")),
-            resets_at=ts(u.reset_time, u.HasField("reset_time")),
-        )
-
-
-class UsagePublic(BaseModel):
-    plan: Plan
-    resources: list[ResourceUsagePublic]
-
-
-class TenantCreate(Request):
-    id: Text = Field(default="", pattern=r"^$|" + NAME_ID_PATTERN, description="Optional; chosen if empty")
-    display_name: Text = Field(default="", max_length=200)
-    plan: Plan = "free"
-    overrides: dict[Resource, Limit] = Field(
-        default_factory=dict, description="Per-resource limits over the plan"
-    )
-
-
-class TenantUpdate(Request):
-    display_name: Text | None = Field(default=None, max_length=200)
-    plan: Plan | None = None
-    overrides: dict[Resource, Limit] | None = None
-
-
-class TenantPublic(BaseModel):
-    id: str
-    display_name: str
-    plan: Plan
-    overrides: dict[Resource, int]
-    limits: dict[Resource, int | None]
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_proto(cls, t: qpb.Tenant) -> TenantPublic:
-        return cls(
-            id=t.id,
-            display_name=t.display_name,
-            plan=PLAN.name(t.plan),  # type: ignore[arg-type]
-            overrides={
-                RESOURCE.name(o.resource): o.limit  # type: ignore[misc]
-                for o in t.overrides
-            },
-            limits={
-                RESOURCE.name(q.resource): (None if q.unlimited else q.limit)  # type: ignore[misc]
-                for q in t.effective_limits
-            },
-            created_at=t.create_time.ToDatetime(tzinfo=UTC),
-            updated_at=t.update_time.ToDatetime(tzinfo=UTC),
-        )
-
-
-class TenantPage(BaseModel):
-    items: list[TenantPublic]
-    next_page_token: str
-
-
-class ApiKeyCreate(Request):
-    display_name: Text = Field(default="", max_length=200)
-
-
-class ApiKeyPublic(BaseModel):
-    id: str
-    display_name: str
-    prefix: str
-    created_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    @classmethod
-    def from_proto(cls, k: qpb.ApiKey) -> ApiKeyPublic:
-        return cls(
-            id=k.id,
-            display_name=k.display_name,
-            prefix=k.secret_prefix,
-            created_at=k.create_time.ToDatetime(tzinfo=UTC),
-            revoked_at=ts(k.revoke_time, k.HasField("revoke_time")),
-            last_used_at=ts(k.last_use_time, k.HasField("last_use_time")),
-        )
-
-
-class ApiKeyCreated(BaseModel):
-    api_key: ApiKeyPublic
-    secret: str = Field(description="Shown once; only a hash is stored")
-
-
-class ApiKeyPage(BaseModel):
-    items: list[ApiKeyPublic]
-    next_page_token: str
-
-
-def overrides_to_proto(overrides: Mapping[Resource, int]) -> list[qpb.QuotaOverride]:
-    return [
-        qpb.QuotaOverride(resource=RESOURCE.number(r), limit=v)  # type: ignore[arg-type]
-        for r, v in overrides.items()
-    ]

@@ -39,8 +39,9 @@ PROMPTS: dict[AgentRole, str] = {
     ),
     AgentRole.TESTS: (
         "You are a test engineer. Add or update tests in the repository that exercise the ticket's "
-        'change. Answer with JSON only: {"summary": "<one line>", "files": [{"path": "<relative path>", '
-        '"content": "<full new file content>"}], "command": "<the command that runs them>"}.'
+        "change; they are run with the repository's test command (by default `python -m unittest "
+        'discover`). Answer with JSON only: {"summary": "<one line>", "files": [{"path": '
+        '"<relative path>", "content": "<full new file content>"}]}.'
     ),
     AgentRole.JUDGE: (
         "You are the judge of several attempts at one ticket. Compare them for correctness, "

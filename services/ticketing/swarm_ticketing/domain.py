@@ -75,6 +75,42 @@ class AgentRole(enum.StrEnum):
     DECOMPOSER = "decomposer"
 
 
+# Roles that author work (a send-back returns to the nearest one before) and
+# roles that check it (their `review: rejected` failure sends the ticket back).
+REWORK_ROLES = (AgentRole.CODER, AgentRole.JUDGE)
+CHECKING_ROLES = (AgentRole.SECURITY, AgentRole.TESTS, AgentRole.REVIEWER)
+
+
+class CollaborationPattern(enum.StrEnum):
+    """How a ticket's agents work together (seed §11)."""
+
+    CUSTOM = "custom"  # the stages as listed (default [coder])
+    SINGLE = "single"  # coder -> reviewer
+    PIPELINE = "pipeline"  # coder -> security -> tests -> reviewer
+    ENSEMBLE = "ensemble"  # N coders in parallel -> judge -> reviewer
+
+
+# The ticket's own stages under each pattern; an ensemble's coders are its
+# attempts (tickets of their own, see stores/ensembles.py).
+PATTERN_STAGES: dict[CollaborationPattern, tuple[AgentRole, ...]] = {
+    CollaborationPattern.SINGLE: (AgentRole.CODER, AgentRole.REVIEWER),
+    CollaborationPattern.PIPELINE: (AgentRole.CODER, AgentRole.SECURITY, AgentRole.TESTS, AgentRole.REVIEWER),
+    CollaborationPattern.ENSEMBLE: (AgentRole.JUDGE, AgentRole.REVIEWER),
+}
+DEFAULT_ENSEMBLE_SIZE = 3
+MIN_ENSEMBLE_SIZE, MAX_ENSEMBLE_SIZE = 2, 8
+MAX_RATIONALE = 4_000
+
+
+def rework_index(stages: Sequence[AgentRole], index: int) -> int | None:
+    """Where a send-back from stage `index` goes: the nearest authoring stage
+    before it (None: there is none, the stage is simply retried)."""
+    for i in range(min(index, len(stages)) - 1, -1, -1):
+        if stages[i] in REWORK_ROLES:
+            return i
+    return None
+
+
 class TicketType(enum.StrEnum):
     FEATURE = "feature"
     BUG = "bug"
@@ -116,6 +152,10 @@ class AuditEvent(enum.StrEnum):
     REDRIVEN = "redriven"
     BUDGET_EXCEEDED = "budget_exceeded"
     COST_CAP_CHANGED = "cost_cap_changed"
+    # A checking stage sent the work back to its author, with its findings.
+    SENT_BACK = "sent_back"
+    # An ensemble's judge chose an attempt (its rationale is the entry's).
+    JUDGED = "judged"
 
 
 class ActorType(enum.StrEnum):
@@ -148,6 +188,16 @@ class TicketSpec:
     stages: tuple[AgentRole, ...] = (AgentRole.CODER,)
     depends_on: tuple[str, ...] = ()
     cost_cap_usd_micros: int | None = None
+    pattern: CollaborationPattern = CollaborationPattern.CUSTOM
+    # An ensemble's parallel coder attempts, and how many must succeed
+    # before the judge may start without waiting for the rest.
+    ensemble_size: int = 0
+    ensemble_quorum: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Tickets stored for it: itself, and an ensemble's attempts."""
+        return 1 + (self.ensemble_size if self.pattern == CollaborationPattern.ENSEMBLE else 0)
 
 
 @dataclass(frozen=True)
@@ -159,6 +209,8 @@ class ProjectSpec:
     repository: str = ""
     base_branch: str = "main"
     ticket_cost_cap_usd_micros: int | None = None
+    # The pattern of its tickets that name neither stages nor a pattern.
+    pattern: CollaborationPattern = CollaborationPattern.CUSTOM
 
 
 @dataclass(frozen=True)
@@ -195,6 +247,10 @@ class Ticket:
     base_branch: str = "main"
     cost_cap_usd_micros: int | None = None
     quarantine_cause: QuarantineCause | None = None
+    pattern: CollaborationPattern = CollaborationPattern.CUSTOM
+    # Set on an ensemble's coder attempts: the ensemble ticket, and which attempt.
+    ensemble_ticket_id: str | None = None
+    attempt: int = 0
 
     @property
     def current_role(self) -> AgentRole:
@@ -213,6 +269,7 @@ class Project:
     repository: str = ""
     base_branch: str = "main"
     ticket_cost_cap_usd_micros: int | None = None
+    pattern: CollaborationPattern = CollaborationPattern.CUSTOM
 
 
 @dataclass(frozen=True)
@@ -246,6 +303,20 @@ class MergeRequest:
 
 
 @dataclass(frozen=True)
+class EnsembleAttempt:
+    """One coder attempt of an ensemble, as its judge sees it."""
+
+    ticket_id: str
+    attempt: int
+    state: TicketState
+    result_json: str | None
+    agent_id: str | None
+    last_failure_reason: str | None
+    # Its branch was chosen before and rejected in review: not a choice any more.
+    rejected: bool = False
+
+
+@dataclass(frozen=True)
 class Claim:
     """What ClaimTicket hands an agent."""
 
@@ -257,6 +328,8 @@ class Claim:
     # The agent template version to work this stage with (None: claimed
     # without templates, as stores built by hand in a few tests are).
     template: Resolved | None = None
+    # A judge stage's ensemble attempts, in attempt order.
+    attempts: tuple[EnsembleAttempt, ...] = ()
 
     @property
     def stage(self) -> AgentRole:
@@ -291,80 +364,6 @@ class ReleasedClaims:
 
 def quarantine_reason(failure_count: int, reason: str) -> str:
     return f"Failed {failure_count} times: {reason}"
-
-
-def validate_project(spec: ProjectSpec) -> None:
-    """Reject a project whose tickets or dependency graph are malformed.
-
-    Raises InvalidArgument naming the offending field or, for a cycle, the
-    tickets in it (by key and name). Everything a project could be refused
-    for is checked here, before quota is charged or anything is written.
-    """
-    if not spec.tickets:
-        raise InvalidArgument("tickets", "a project needs at least one ticket")
-    if len(spec.tickets) > MAX_TICKETS_PER_PROJECT:
-        raise InvalidArgument(
-            "tickets",
-            f"too many tickets ({len(spec.tickets)} > {MAX_TICKETS_PER_PROJECT})",
-        )
-    keys: dict[str, int] = {}
-    for i, ticket in enumerate(spec.tickets):
-        if ticket.key in keys:
-            raise InvalidArgument(f"tickets[{i}].key", f"duplicate key {ticket.key!r}")
-        keys[ticket.key] = i
-    for i, ticket in enumerate(spec.tickets):
-        _validate_dependencies(f"tickets[{i}].depends_on", ticket, keys)
-    cycle = find_cycle({t.key: t.depends_on for t in spec.tickets})
-    if cycle:
-        names = {t.key: t.name for t in spec.tickets}
-        members = " -> ".join(f"{key} ({names[key]})" for key in [*cycle, cycle[0]])
-        raise InvalidArgument("tickets", f"dependency cycle: {members}", cycle=",".join(cycle))
-
-
-def _validate_dependencies(field: str, ticket: TicketSpec, keys: dict[str, int]) -> None:
-    if len(ticket.depends_on) > MAX_DEPENDENCIES_PER_TICKET:
-        raise InvalidArgument(
-            field, f"too many dependencies ({len(ticket.depends_on)} > {MAX_DEPENDENCIES_PER_TICKET})"
-        )
-    seen: set[str] = set()
-    for j, dep in enumerate(ticket.depends_on):
-        shown = repr(dep[:MAX_KEY])
-        if dep not in keys:
-            raise InvalidArgument(f"{field}[{j}]", f"unknown ticket key {shown}")
-        if dep == ticket.key:
-            raise InvalidArgument(f"{field}[{j}]", f"ticket {shown} depends on itself")
-        if dep in seen:
-            raise InvalidArgument(f"{field}[{j}]", f"{shown} is listed twice")
-        seen.add(dep)
-
-
-def find_cycle(graph: dict[str, Sequence[str]]) -> list[str] | None:
-    """One cycle of the graph (node -> its dependencies) in order, or None.
-
-    Iterative depth-first search, so a 5,000-ticket chain does not hit
-    Python's recursion limit.
-    """
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(graph, white)
-    for root in graph:
-        if colour[root] != white:
-            continue
-        path: list[str] = [root]
-        iters = [iter(graph[root])]
-        colour[root] = grey
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                colour[path.pop()] = black
-                iters.pop()
-                continue
-            if colour[nxt] == grey:
-                return path[path.index(nxt) :]
-            if colour[nxt] == white:
-                colour[nxt] = grey
-                path.append(nxt)
-                iters.append(iter(graph[nxt]))
-    return None
 
 
 def lease_duration(requested: timedelta | None, default: timedelta) -> timedelta:

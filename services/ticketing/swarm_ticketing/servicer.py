@@ -217,6 +217,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             if secret
             else None,
             template=wire.template_to_proto(claim.template),
+            attempts=wire.attempts_to_proto(claim),
         )
 
     @staticmethod

@@ -26,6 +26,8 @@ projects = sa.Table(
     sa.Column("base_branch", sa.String(250), nullable=False, server_default="main"),
     # The LLM cost cap (micro-dollars) of its tickets that set none; NULL: the tenant's.
     sa.Column("ticket_cost_cap_usd_micros", sa.BigInteger, nullable=True),
+    # The collaboration pattern of its tickets that named none (domain.CollaborationPattern).
+    sa.Column("pattern", sa.String(16), nullable=False, server_default="custom"),
     # The CreateProject request that made it (its outcome is in request_log).
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -86,6 +88,11 @@ tickets = sa.Table(
     # Copied from the project (immutable there): a claim needs no join.
     sa.Column("repository", sa.String(2048), nullable=False, server_default=""),
     sa.Column("base_branch", sa.String(250), nullable=False, server_default="main"),
+    sa.Column("pattern", sa.String(16), nullable=False, server_default="custom"),
+    # An ensemble's coder attempt: the ensemble ticket it works for, and its
+    # number (1..N); NULL and 0 for every other ticket.
+    sa.Column("ensemble_of", sa.String(36), nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # The claim path: only ready rows, already in claim order.
@@ -129,6 +136,12 @@ tickets = sa.Table(
     ),
     sa.Index("ix_tickets_listing", "tenant_id", "created_at", "ordinal", "id"),
     sa.Index("ix_tickets_project", "project_id", "state"),
+    sa.Index(
+        "ix_tickets_ensemble",
+        "ensemble_of",
+        sqlite_where=sa.text("ensemble_of IS NOT NULL"),
+        postgresql_where=sa.text("ensemble_of IS NOT NULL"),
+    ),
 )
 
 ticket_dependencies = sa.Table(
@@ -316,3 +329,8 @@ stage_templates = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_stage_templates_ticket", "ticket_id", "stage", "created_at"),
 )
+
+# The marketplace's tables are defined in `marketplace_tables` (this module
+# is at its size limit) on this `metadata`; importing it here registers them
+# for every user of this module (migrations, snapshots).
+import swarm_ticketing.marketplace_tables  # noqa: E402, F401

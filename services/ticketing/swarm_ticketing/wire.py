@@ -9,21 +9,29 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.domain import (
+    DEFAULT_ENSEMBLE_SIZE,
     MAX_COST_CAP,
     MAX_DESCRIPTION,
+    MAX_ENSEMBLE_SIZE,
     MAX_JSON,
     MAX_KEY,
     MAX_NAME,
     MAX_PRIORITY,
     MAX_STAGES,
+    MIN_ENSEMBLE_SIZE,
     MIN_PRIORITY,
+    PATTERN_STAGES,
     AgentRole,
+    Claim,
+    CollaborationPattern,
     CostCapSource,
+    EnsembleAttempt,
     Lease,
     MergeRequest,
     MergeRequestState,
@@ -50,6 +58,7 @@ TYPE = EnumCodec(pb.TicketType, TicketType)
 MERGE_REQUEST_STATE = EnumCodec(pb.MergeRequestState, MergeRequestState)
 QUARANTINE_CAUSE = EnumCodec(pb.QuarantineCause, QuarantineCause)
 COST_CAP_SOURCE = EnumCodec(pb.CostCapSource, CostCapSource)
+PATTERN = EnumCodec(pb.CollaborationPattern, CollaborationPattern)
 
 
 # Every mutating call that carries a request_id (ClaimTicket's is keyed per agent; see stores/claims.py).
@@ -115,6 +124,7 @@ def duration_from_proto(
 
 def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
     tenant = v.name_id("tenant_id", req.tenant_id)
+    pattern = PATTERN.from_proto("pattern", req.pattern) or CollaborationPattern.CUSTOM
     specs = []
     for i, t in enumerate(req.tickets):
         f = f"tickets[{i}]"
@@ -130,9 +140,9 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
                 description=v.bounded_text(f"{f}.description", t.description, MAX_DESCRIPTION),
                 type=TYPE.from_proto(f"{f}.type", t.type) or TicketType.FEATURE,
                 priority=t.priority,
-                stages=stages or (AgentRole.CODER,),
                 depends_on=tuple(t.depends_on),
                 cost_cap_usd_micros=optional_cap(t, "cost_cap_usd_micros", f"{f}.cost_cap_usd_micros"),
+                **_collaboration(f, t, stages, pattern),
             )
         )
     return ProjectSpec(
@@ -145,7 +155,39 @@ def project_spec_from_proto(req: pb.CreateProjectRequest) -> ProjectSpec:
         ticket_cost_cap_usd_micros=optional_cap(
             req, "ticket_cost_cap_usd_micros", "ticket_cost_cap_usd_micros"
         ),
+        pattern=pattern,
     )
+
+
+def _collaboration(
+    f: str, t: pb.TicketSpec, stages: tuple[AgentRole, ...], default: CollaborationPattern
+) -> dict[str, Any]:
+    """A ticket's pattern and the stages it means: its own pattern, else its
+    listed stages, else the project's pattern; an ensemble's size and quorum."""
+    pattern = PATTERN.from_proto(f"{f}.pattern", t.pattern)
+    if pattern not in (None, CollaborationPattern.CUSTOM) and stages:
+        raise InvalidArgument(f"{f}.stages", f"give stages or a pattern ({pattern}), not both")
+    if pattern is None:
+        pattern = CollaborationPattern.CUSTOM if stages else default
+    size = quorum = 0
+    if pattern == CollaborationPattern.ENSEMBLE:
+        size = t.ensemble_size or DEFAULT_ENSEMBLE_SIZE
+        if not MIN_ENSEMBLE_SIZE <= size <= MAX_ENSEMBLE_SIZE:
+            bounds = f"between {MIN_ENSEMBLE_SIZE} and {MAX_ENSEMBLE_SIZE}"
+            raise InvalidArgument(f"{f}.ensemble_size", f"must be {bounds} (got {size})")
+        quorum = t.ensemble_quorum or size
+        if not 1 <= quorum <= size:
+            bounds = f"between 1 and ensemble_size {size}"
+            raise InvalidArgument(f"{f}.ensemble_quorum", f"must be {bounds} (got {quorum})")
+    elif t.ensemble_size or t.ensemble_quorum:
+        field = "ensemble_size" if t.ensemble_size else "ensemble_quorum"
+        raise InvalidArgument(f"{f}.{field}", f"only an ensemble has attempts (pattern is {pattern})")
+    return {
+        "pattern": pattern,
+        "stages": PATTERN_STAGES.get(pattern) or stages or (AgentRole.CODER,),
+        "ensemble_size": size,
+        "ensemble_quorum": quorum,
+    }
 
 
 CapMessage = pb.TicketSpec | pb.CreateProjectRequest | pb.SetTicketCostCapRequest
@@ -239,6 +281,9 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
         base_branch=t.base_branch,
         cost_cap_usd_micros=t.cost_cap_usd_micros,
         quarantine_cause=QUARANTINE_CAUSE.to_proto(t.quarantine_cause),  # type: ignore[arg-type]
+        pattern=PATTERN.to_proto(t.pattern),  # type: ignore[arg-type]
+        ensemble_ticket_id=t.ensemble_ticket_id or "",
+        attempt=t.attempt,
         create_time=_ts(t.created_at),
         update_time=_ts(t.updated_at),
     )
@@ -259,6 +304,22 @@ def project_to_proto(p: Project) -> pb.Project:
         repository=p.repository,
         base_branch=p.base_branch,
         ticket_cost_cap_usd_micros=p.ticket_cost_cap_usd_micros,
+        pattern=PATTERN.to_proto(p.pattern),  # type: ignore[arg-type]
+    )
+
+
+def attempts_to_proto(claim: Claim) -> list[pb.EnsembleAttempt]:
+    return [_attempt_to_proto(a) for a in claim.attempts]
+
+
+def _attempt_to_proto(a: EnsembleAttempt) -> pb.EnsembleAttempt:
+    return pb.EnsembleAttempt(
+        ticket_id=a.ticket_id,
+        attempt=a.attempt,
+        state=STATE.to_proto(a.state),  # type: ignore[arg-type]
+        result_json=a.result_json or "",
+        last_failure_reason=a.last_failure_reason or "",
+        rejected=a.rejected,
     )
 
 

@@ -11,14 +11,12 @@ from swarm.quota.v1 import quota_pb2 as qpb
 from swarm_gateway.deps import AdminOnly, BackendsDep, KeyCacheDep, Paging, RequestId
 from swarm_gateway.enums import PLAN
 from swarm_gateway.errors import COMMON_ERRORS
-from swarm_gateway.models import (
-    NAME_ID_PATTERN,
-    UUID_PATTERN,
+from swarm_gateway.models import NAME_ID_PATTERN, UUID_PATTERN, Plan
+from swarm_gateway.quota_models import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyPage,
     ApiKeyPublic,
-    Plan,
     TenantCreate,
     TenantPage,
     TenantPublic,

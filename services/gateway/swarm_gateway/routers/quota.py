@@ -8,7 +8,7 @@ from swarm.quota.v1 import quota_pb2 as qpb
 from swarm_gateway.deps import BackendsDep, CurrentCaller
 from swarm_gateway.enums import PLAN
 from swarm_gateway.errors import COMMON_ERRORS
-from swarm_gateway.models import ResourceUsagePublic, UsagePublic
+from swarm_gateway.quota_models import ResourceUsagePublic, UsagePublic
 
 router = APIRouter(prefix="/api", tags=["quota"], responses=COMMON_ERRORS)
 

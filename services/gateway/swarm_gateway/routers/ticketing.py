@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId
-from swarm_gateway.enums import AGENT_ROLE, MERGE_REQUEST_STATE, TICKET_STATE
+from swarm_gateway.enums import AGENT_ROLE, COLLABORATION_PATTERN, MERGE_REQUEST_STATE, TICKET_STATE
 from swarm_gateway.errors import COMMON_ERRORS, ErrorBody
 from swarm_gateway.models import (
     UUID_PATTERN,
@@ -65,6 +65,7 @@ def create_project(
             repository=body.repository,
             base_branch=body.base_branch,
             ticket_cost_cap_usd_micros=body.ticket_cost_cap_usd_micros,
+            pattern=COLLABORATION_PATTERN.number(body.pattern) if body.pattern else 0,  # type: ignore[arg-type]
         )
     )
     return ProjectCreated(

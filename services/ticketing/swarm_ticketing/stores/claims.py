@@ -32,11 +32,12 @@ from swarm_ticketing.domain import (
     AgentRole,
     AuditEvent,
     Claim,
+    CollaborationPattern,
     EventType,
     Lease,
     LeasePolicy,
 )
-from swarm_ticketing.stores import failures, journal, requests
+from swarm_ticketing.stores import ensembles, failures, journal, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import to_ticket
@@ -200,7 +201,9 @@ class Claims:
 
     def _with_template(self, conn: Connection, claim: Claim, now: datetime) -> Claim:
         """The claim with its stage's template version (nothing deployed for
-        the stage's type: FAILED_PRECONDITION, and the claim rolls back)."""
+        the stage's type: FAILED_PRECONDITION, and the claim rolls back),
+        and a judge's ensemble attempts."""
+        claim = _with_attempts(conn, claim)
         if self.stages is None:
             return claim
         resolved = self.stages.assign(conn, claim.ticket, claim.lease.claim_token, now)
@@ -252,8 +255,17 @@ class Claims:
             raise requests.reused("ClaimTicket", prior.request_id)
         row = conn.execute(sa.select(T).where(T.c.id == prior.ticket_id)).one()
         template = self.stages.of_claim(conn, prior.claim_token) if self.stages is not None else None
-        return Claim(
+        claim = Claim(
             to_ticket(row),
             Lease(prior.claim_token, req.agent_id, prior.expires_at),
             template=template,
         )
+        return _with_attempts(conn, claim)
+
+
+def _with_attempts(conn: Connection, claim: Claim) -> Claim:
+    """An ensemble judge's claim carries the attempts it chooses from."""
+    t = claim.ticket
+    if t.pattern != CollaborationPattern.ENSEMBLE or claim.stage != AgentRole.JUDGE:
+        return claim
+    return replace(claim, attempts=ensembles.attempts_of(conn, t.id))

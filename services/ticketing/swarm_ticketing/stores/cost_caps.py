@@ -30,7 +30,7 @@ from swarm_ticketing.domain import (
     TicketState,
     budget_reason,
 )
-from swarm_ticketing.stores import journal, requests
+from swarm_ticketing.stores import ensembles, journal, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE
@@ -151,6 +151,8 @@ class CostCaps:
                     )
                 ],
             )
+            if row.ensemble_of is not None:
+                ensembles.after_attempt(conn, row, now)
             return ticket, {}
 
         return requests.LOG.run(

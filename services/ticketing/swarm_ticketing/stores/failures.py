@@ -21,7 +21,7 @@ from swarm_ticketing.domain import (
     TicketState,
     quarantine_reason,
 )
-from swarm_ticketing.stores import journal
+from swarm_ticketing.stores import ensembles, journal
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE
@@ -83,6 +83,8 @@ def record_failure(
         )
         events.append(journal.ticket_event(EventType.QUARANTINED, ticket, reason=values["quarantine_reason"]))
     journal.record(conn, now, audit, events)
+    if quarantined and row.ensemble_of is not None:
+        ensembles.after_attempt(conn, row, now)
     return FailureOutcome(ticket, quarantined)
 
 

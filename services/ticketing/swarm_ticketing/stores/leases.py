@@ -12,7 +12,8 @@ With a request_id, a retry answers as the first call did (see `requests.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,16 +21,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from swarm_ticketing.domain import (
+    CHECKING_ROLES,
     ActorType,
+    AgentRole,
     AuditEvent,
+    CollaborationPattern,
     EventType,
     FailureOutcome,
     Lease,
     LeasePolicy,
     Ticket,
     TicketState,
+    rework_index,
 )
-from swarm_ticketing.stores import failures, journal, merge_requests, ready, requests
+from swarm_ticketing.stores import ensembles, failures, journal, merge_requests, ready, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE, to_ticket
@@ -175,17 +180,21 @@ class LeaseManager:
                 return (to_ticket(row), []), {}  # a retried SubmitWork without a request_id
             stages = row.stages.split(",")
             next_stage = stages[row.stage_index + 1] if row.stage_index + 1 < len(stages) else None
-            merge_requests.after_submit(conn, row, result_json, next_stage, now)
+            result, judged, said = result_json, list[AuditEntry](), dict[str, Any]()
+            if row.role == AgentRole.JUDGE and row.pattern == CollaborationPattern.ENSEMBLE:
+                result, audit, said = ensembles.judged(conn, row, result_json)
+                judged = [audit]
+            merge_requests.after_submit(conn, row, result, next_stage, now)
             if self.stages is not None:
                 self.stages.submitted(conn, row)
             common: dict[str, Any] = {
                 **CLEARED_LEASE,
-                "result_json": result_json,
+                "result_json": result,
                 "last_submitted_token": token,
                 "updated_at": now,
             }
             if next_stage is not None:
-                return (self._next_stage(conn, row, next_stage, common, now), []), {}
+                return (self._next_stage(conn, row, next_stage, common, now, judged, said), []), {}
             ticket, unblocked = self._complete(conn, row, common, now)
             return (ticket, unblocked), {"unblocked": unblocked}
 
@@ -196,7 +205,13 @@ class LeaseManager:
 
     @staticmethod
     def _next_stage(
-        conn: Connection, row: Row[Any], next_stage: str, values: dict[str, Any], now: datetime
+        conn: Connection,
+        row: Row[Any],
+        next_stage: str,
+        values: dict[str, Any],
+        now: datetime,
+        audit: Sequence[AuditEntry] = (),
+        said: dict[str, Any] | None = None,
     ) -> Ticket:
         ticket = stmt.update_ticket(
             conn,
@@ -215,7 +230,8 @@ class LeaseManager:
             [
                 failures.transition_audit(
                     row, AuditEvent.STAGE_COMPLETE, ActorType.AGENT, agent, stage=row.role
-                )
+                ),
+                *audit,
             ],
             [
                 journal.ticket_event(
@@ -224,6 +240,7 @@ class LeaseManager:
                     completed_stage=row.role,
                     next_stage=next_stage,
                     agent_id=agent,
+                    **(said or {}),
                 )
             ],
         )
@@ -236,6 +253,20 @@ class LeaseManager:
         unblocked = self._unblock_dependents(conn, row.id, now) if row.child_count else []
         agent = row.claimed_by_agent_id
         duration = (now - row.created_at).total_seconds()
+        if row.ensemble_of is not None:
+            # An ensemble's attempt is a stage of its ensemble ticket.
+            done = journal.ticket_event(
+                EventType.STAGE_COMPLETE,
+                ticket,
+                completed_stage=row.role,
+                ensemble_ticket_id=row.ensemble_of,
+                attempt=row.attempt,
+                agent_id=agent,
+            )
+        else:
+            done = journal.ticket_event(
+                EventType.COMPLETED, ticket, agent_id=agent, duration_seconds=round(duration, 3)
+            )
         journal.record(
             conn,
             now,
@@ -252,12 +283,10 @@ class LeaseManager:
                     for child in unblocked
                 ),
             ],
-            [
-                journal.ticket_event(
-                    EventType.COMPLETED, ticket, agent_id=agent, duration_seconds=round(duration, 3)
-                )
-            ],
+            [done],
         )
+        if row.ensemble_of is not None:
+            ensembles.after_attempt(conn, row, now)
         return ticket, unblocked
 
     @staticmethod
@@ -292,9 +321,11 @@ class LeaseManager:
     def _fail(
         self, conn: Connection, row: Row[Any], reason: str, details_json: str, now: datetime
     ) -> FailureOutcome:
-        rejected = merge_requests.after_failure(conn, row, reason, details_json, now)
+        merge_requests.after_failure(conn, row, reason, details_json, now)
+        stages = row.stages.split(",")
+        back = _send_back(row, stages, details_json)
         if self.stages is not None:
-            self.stages.failed(conn, row, rejected)
+            self.stages.failed(conn, row, stages[back] if back is not None else None)
         outcome = failures.record_failure(
             conn,
             row,
@@ -305,13 +336,27 @@ class LeaseManager:
             actor_id=row.claimed_by_agent_id,
             details_json=details_json,
         )
-        if rejected and not outcome.quarantined and row.stage_index > 0:
-            # A rejected review goes back to its author for rework.
-            back = row.stage_index - 1
-            stages = row.stages.split(",")
-            ticket = stmt.update_ticket(conn, row.id, {"stage_index": back, "role": stages[back]})
-            return FailureOutcome(ticket, False)
-        return outcome
+        if back is None or outcome.quarantined:
+            return outcome
+        # Checked and refused: back to its author for rework, with the findings.
+        ticket = stmt.update_ticket(conn, row.id, {"stage_index": back, "role": stages[back]})
+        journal.record(
+            conn,
+            now,
+            [
+                AuditEntry(
+                    row.tenant_id,
+                    row.id,
+                    AuditEvent.SENT_BACK,
+                    ActorType.AGENT,
+                    actor_id=row.claimed_by_agent_id,
+                    old_value={"stage": row.role},
+                    new_value={"stage": stages[back], "findings": _details(details_json).get("findings")},
+                    rationale=reason,
+                )
+            ],
+        )
+        return FailureOutcome(ticket, False)
 
     def release(
         self,
@@ -339,3 +384,19 @@ class LeaseManager:
             return ticket, {}
 
         return requests.LOG.run(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
+
+
+def _details(details_json: str) -> dict[str, Any]:
+    try:
+        value = json.loads(details_json) if details_json else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _send_back(row: Row[Any], stages: list[str], details_json: str) -> int | None:
+    """The stage a checking stage's refusal (`review: rejected`) sends the
+    ticket back to: its nearest authoring stage; None for any other failure."""
+    if row.role not in CHECKING_ROLES or _details(details_json).get("review") != "rejected":
+        return None
+    return rework_index([AgentRole(s) for s in stages], row.stage_index)

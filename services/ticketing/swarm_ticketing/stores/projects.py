@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from opentelemetry import propagate
 from sqlalchemy.engine import Connection
 
+from swarm_ticketing.dag import plan, validate_project
 from swarm_ticketing.domain import (
     ActorType,
     AuditEvent,
@@ -20,7 +21,6 @@ from swarm_ticketing.domain import (
     ProjectSpec,
     Ticket,
     TicketState,
-    validate_project,
 )
 from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.stores import journal, ready, requests
@@ -42,7 +42,7 @@ Created = tuple[Project, list[Ticket]]
 def _with_done_count() -> sa.Select[Any]:
     done = (
         sa.select(sa.func.count())
-        .where(T.c.project_id == P.c.id, T.c.state == TicketState.DONE.value)
+        .where(T.c.project_id == P.c.id, T.c.state == TicketState.DONE.value, T.c.ensemble_of.is_(None))
         .scalar_subquery()
     )
     return sa.select(P, done.label("done_count"))
@@ -80,7 +80,9 @@ class Projects:
                 lambda conn: _load_created(conn, spec.tenant_id, prior["project_id"]), write=False
             )
         if self.quota is not None:
-            self.quota.charge_tickets(spec.tenant_id, len(spec.tickets), key.request_id if key else None)
+            # An ensemble's attempts are tickets' worth of agent work: charged as tickets.
+            stored = sum(t.rows for t in spec.tickets)
+            self.quota.charge_tickets(spec.tenant_id, stored, key.request_id if key else None)
         return requests.LOG.run(
             self.db,
             key,
@@ -93,10 +95,11 @@ class Projects:
         self, conn: Connection, spec: ProjectSpec, key: RequestKey | None, now: datetime
     ) -> tuple[Created, Answer]:
         project_id = str(uuid.uuid4())
-        ids = {t.key: str(uuid.uuid4()) for t in spec.tickets}
+        rows = plan(spec)
+        ids = {r.key: str(uuid.uuid4()) for r in rows}
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the creating request's trace becomes the tickets' trace
-        children = Counter(dep for t in spec.tickets for dep in t.depends_on)
+        children = Counter(dep for r in rows for dep in r.depends_on)
         conn.execute(
             sa.insert(P).values(
                 id=project_id,
@@ -107,6 +110,7 @@ class Projects:
                 repository=spec.repository,
                 base_branch=spec.base_branch,
                 ticket_cost_cap_usd_micros=spec.ticket_cost_cap_usd_micros,
+                pattern=spec.pattern.value,
                 request_id=key.request_id if key else None,
                 created_at=now,
             )
@@ -115,35 +119,36 @@ class Projects:
             sa.insert(T),
             [
                 {
-                    "id": ids[t.key],
+                    "id": ids[r.key],
                     "tenant_id": spec.tenant_id,
                     "project_id": project_id,
                     "ordinal": i,
-                    "name": t.name,
-                    "description": t.description,
-                    "type": t.type.value,
-                    "priority": t.priority,
-                    "state": (TicketState.BLOCKED if t.depends_on else TicketState.READY).value,
-                    "stages": encode_stages(t.stages),
+                    "name": r.name,
+                    "description": r.spec.description,
+                    "type": r.spec.type.value,
+                    "priority": r.spec.priority,
+                    "state": (TicketState.BLOCKED if r.pending else TicketState.READY).value,
+                    "stages": encode_stages(r.stages),
                     "stage_index": 0,
-                    "role": t.stages[0].value,
-                    "pending_parents": len(t.depends_on),
-                    "parent_ids": ",".join(ids[dep] for dep in t.depends_on),
-                    "child_count": children[t.key],
+                    "role": r.stages[0].value,
+                    "pending_parents": r.pending,
+                    "parent_ids": ",".join(ids[dep] for dep in r.depends_on),
+                    "child_count": children[r.key],
                     "failure_count": 0,
                     "traceparent": carrier.get("traceparent"),
                     "repository": spec.repository,
                     "base_branch": spec.base_branch,
-                    "cost_cap_usd_micros": t.cost_cap_usd_micros,
+                    "cost_cap_usd_micros": r.spec.cost_cap_usd_micros,
+                    "pattern": r.spec.pattern.value,
+                    "ensemble_of": ids[r.ensemble_of] if r.ensemble_of else None,
+                    "attempt": r.attempt,
                     "created_at": now,
                     "updated_at": now,
                 }
-                for i, t in enumerate(spec.tickets)
+                for i, r in enumerate(rows)
             ],
         )
-        edges = [
-            {"ticket_id": ids[t.key], "depends_on_id": ids[dep]} for t in spec.tickets for dep in t.depends_on
-        ]
+        edges = [{"ticket_id": ids[r.key], "depends_on_id": ids[dep]} for r in rows for dep in r.depends_on]
         if edges:
             conn.execute(sa.insert(ticket_dependencies), edges)
         created = _load_created(conn, spec.tenant_id, project_id)

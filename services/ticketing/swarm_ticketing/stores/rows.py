@@ -10,6 +10,7 @@ from sqlalchemy.engine import Row
 from swarm_ticketing.domain import (
     ActorType,
     AgentRole,
+    CollaborationPattern,
     Lease,
     MergeRequest,
     MergeRequestState,
@@ -69,6 +70,9 @@ def to_ticket(row: Row[Any]) -> Ticket:
         base_branch=m["base_branch"],
         cost_cap_usd_micros=m["cost_cap_usd_micros"],
         quarantine_cause=_cause(m["state"], m["quarantine_cause"]),
+        pattern=CollaborationPattern(m["pattern"]),
+        ensemble_ticket_id=m["ensemble_of"],
+        attempt=m["attempt"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
     )
@@ -98,6 +102,7 @@ def to_project(row: Row[Any]) -> Project:
         m["repository"],
         m["base_branch"],
         m["ticket_cost_cap_usd_micros"],
+        CollaborationPattern(m["pattern"]),
     )
 
 

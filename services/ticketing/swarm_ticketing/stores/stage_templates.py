@@ -8,10 +8,10 @@ recorded against that version (`stores.deployments`):
 
 - SubmitWork: the stage's work was accepted — a success;
 - ReportFailure: the stage failed — a failure of its version;
-- a review rejection (the reviewer's ReportFailure with `review: rejected`):
-  the reviewer did its job (a success of the reviewer's version) and the
-  rejected work counts as a failure of the version of the stage it goes back
-  to (the author's);
+- a refusal by a checking stage (reviewer, security or tests reporting a
+  failure with `review: rejected`): the checker did its job (a success of
+  its version) and the refused work counts as a failure of the version of
+  the stage it goes back to (the author's);
 - a lease lost with its VM or given back is not the template's doing: it is
   not counted (the claim's version is simply not reported).
 
@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Row
 
 from swarm_ticketing.domain import Ticket
 from swarm_ticketing.stores.deployments import Deployments
+from swarm_ticketing.stores.entitlements import charge_use
 from swarm_ticketing.stores.templates import resolve_in, version_by_id
 from swarm_ticketing.tables import stage_templates
 from swarm_ticketing.templates import OutcomeCause, Resolved
@@ -56,6 +57,9 @@ class StageTemplates:
                 created_at=now,
             )
         )
+        # A per-use marketplace version is charged here, once per claim (a
+        # dictionary look-up for any other version).
+        charge_use(conn, ticket.tenant_id, resolved.version.id, ticket.id, claim_token, now)
         return resolved
 
     def of_claim(self, conn: Connection, claim_token: str) -> Resolved | None:
@@ -67,16 +71,16 @@ class StageTemplates:
     def submitted(self, conn: Connection, ticket: Row[Any]) -> None:
         self._record(conn, ticket, self._given(conn, ticket.claim_token), OutcomeCause.SUBMITTED)
 
-    def failed(self, conn: Connection, ticket: Row[Any], rejected: bool) -> None:
+    def failed(self, conn: Connection, ticket: Row[Any], author_stage: str | None) -> None:
+        """A stage failed; `author_stage` when a checking stage refused the work
+        and sent it back to that stage (the author's version failed, not the checker's)."""
         own = self._given(conn, ticket.claim_token)
-        if not rejected:
+        if author_stage is None:
             self._record(conn, ticket, own, OutcomeCause.STAGE_FAILED)
             return
-        self._record(conn, ticket, own, OutcomeCause.SUBMITTED)  # the review was done
-        stages = ticket.stages.split(",")
-        if ticket.stage_index > 0:
-            author = self._latest(conn, ticket.id, stages[ticket.stage_index - 1])
-            self._record(conn, ticket, author, OutcomeCause.REVIEW_REJECTED)
+        self._record(conn, ticket, own, OutcomeCause.SUBMITTED)  # the check was done
+        author = self._latest(conn, ticket.id, author_stage)
+        self._record(conn, ticket, author, OutcomeCause.REVIEW_REJECTED)
 
     def _given(self, conn: Connection, claim_token: str | None) -> Row[Any] | None:
         if claim_token is None:
