@@ -171,7 +171,11 @@ def _defined_keys(kind: str, generator_field: str) -> dict[str, set[str]]:
 # Secrets no manifest defines: the operator creates them before the first
 # apply (deploy/k8s/README.md, "Mesh security"; tests/deploy/test_mesh_security.py
 # checks the README says how).
-OPERATOR_SECRETS = {"agent-token-public-key": {"public.pem"}, "llm-provider-key": {"api-key"}}
+OPERATOR_SECRETS = {
+    "agent-token-public-key": {"public.pem"},
+    "llm-provider-key": {"api-key"},
+    "marketplace-key": {"key"},
+}
 # What cert-manager writes into a Certificate's Secret.
 CERTIFICATE_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 

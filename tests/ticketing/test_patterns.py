@@ -290,6 +290,23 @@ def test_an_ensemble_whose_every_attempt_failed_is_quarantined(ticketing: Ticket
     assert held.state == pb.TICKET_STATE_QUARANTINED
     assert held.quarantine_reason == "every ensemble attempt failed (2 of 2 quarantined)"
 
+    # Redriving the ensemble ticket redrives its attempts and waits for them again.
+    redriven = ticketing.stub.RedriveTickets(
+        pb.RedriveTicketsRequest(
+            tenant_id=t, ticket_ids=[main.id], operator="ops@acme", reason="toolchain fixed"
+        )
+    ).tickets
+    assert [r.state for r in redriven] == [pb.TICKET_STATE_BLOCKED]
+    again = [get(ticketing.stub, t, a.id) for a in attempts]
+    assert [(a.state, a.failure_count) for a in again] == [(pb.TICKET_STATE_READY, 0)] * 2
+    assert any(
+        "redriven with its ensemble ticket" in e.rationale for e in _audit(ticketing, t, attempts[0].id)
+    )
+    for n in (1, 2):
+        c = claim(ticketing.stub, t, f"coder-{n}", role=CODER)
+        submit(ticketing.stub, t, c, _work(f"swarm/attempt-{c.ticket.attempt}", n))
+    assert claim(ticketing.stub, t, "judge-1", role=JUDGE).ticket.id == main.id
+
 
 def test_attempts_take_over_the_ensembles_dependencies(ticketing: TicketingHarness) -> None:
     t = tenant()

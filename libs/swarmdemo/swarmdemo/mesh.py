@@ -9,6 +9,7 @@ network namespaces reach those ports through the bridge address.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -185,6 +186,8 @@ def start_mesh(
             "AGENT_LISTEN_ADDRESS": ticketing_agents,
             **agents,
             "LOCAL_REPOSITORY_ROOT": str(repository_root(workdir)),
+            # Seals paid marketplace prompts; a fresh key per run (the demo's databases are too).
+            "MARKETPLACE_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
         },
         target=ticketing,
     )

@@ -14,7 +14,7 @@ from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
 from swarm_ticketing import marketplace as m
 from swarm_ticketing.stores.listings import Listings
 from swarm_ticketing.stores.marketplace import Marketplace
-from swarm_ticketing.template_servicer import _json_object
+from swarm_ticketing.template_servicer import parse_json_object
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, allow
 from swarmcommon.errors import InvalidArgument
@@ -55,8 +55,8 @@ def draft_from_proto(d: mpb.ListingVersion) -> m.Draft:
     return m.Draft(
         prompt=d.prompt,
         model=d.model,
-        parameters=_json_object("parameters_json", d.parameters_json),
-        tools=_json_object("tools_json", d.tools_json),
+        parameters=parse_json_object("parameters_json", d.parameters_json),
+        tools=parse_json_object("tools_json", d.tools_json),
     )
 
 

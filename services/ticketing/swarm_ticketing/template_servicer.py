@@ -46,7 +46,7 @@ def _scope(tenant_id: str) -> str:
     return v.name_id("tenant_id", tenant_id)
 
 
-def _json_object(field: str, raw: str) -> dict[str, Any]:
+def parse_json_object(field: str, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw) if raw else {}
     except json.JSONDecodeError as exc:
@@ -112,8 +112,8 @@ class AgentTemplateServicer(tpb_grpc.AgentTemplateServiceServicer):  # type: ign
             request.slug,
             request.prompt,
             request.model,
-            _json_object("parameters_json", request.parameters_json),
-            _json_object("tools_json", request.tools_json),
+            parse_json_object("parameters_json", request.parameters_json),
+            parse_json_object("tools_json", request.tools_json),
             str(current_caller()),
         )
         return tpb.AddTemplateVersionResponse(version=wire.version_to_proto(version))

@@ -9,7 +9,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from swarm_ticketing.domain import ActorType, AuditEvent, QuarantineCause, Ticket, TicketState
+from swarm_ticketing.domain import (
+    ActorType,
+    AuditEvent,
+    CollaborationPattern,
+    QuarantineCause,
+    Ticket,
+    TicketState,
+)
 from swarm_ticketing.stores import journal, ready, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import load_tickets, to_ticket
@@ -39,6 +46,65 @@ def _kept(row: Any) -> int:
     return int(row.failure_count) if row.quarantine_cause == QuarantineCause.BUDGET_EXCEEDED else 0
 
 
+def _back_to_ready(conn: Connection, ticket_ids: Sequence[str], now: datetime) -> None:
+    conn.execute(
+        sa.update(T)
+        .where(T.c.id.in_(ticket_ids))
+        .values(
+            state=TicketState.READY.value,
+            failure_count=sa.case((_held_for_budget(), T.c.failure_count), else_=0),
+            quarantined_at=None,
+            quarantine_reason=None,
+            quarantine_cause=None,
+            updated_at=now,
+        )
+    )
+
+
+def _redrive_attempts(
+    conn: Connection, tenant_id: str, found: dict[str, Any], now: datetime, operator: str
+) -> set[str]:
+    """Ensemble tickets redriven with no attempt done go back to waiting for
+    their attempts (BLOCKED), and their quarantined attempts are redriven with
+    them. Returns the ensemble tickets left waiting."""
+    mains = [
+        i for i, r in found.items() if r.pattern == CollaborationPattern.ENSEMBLE and r.ensemble_of is None
+    ]
+    waiting: set[str] = set()
+    for main in mains:
+        attempts = conn.execute(
+            sa.select(T.c.id, T.c.state, T.c.failure_count, T.c.quarantine_cause)
+            .where(T.c.ensemble_of == main)
+            .with_for_update()
+        ).all()
+        if any(a.state == TicketState.DONE for a in attempts):
+            continue  # the judge has something to choose from
+        waiting.add(main)
+        conn.execute(sa.update(T).where(T.c.id == main).values(state=TicketState.BLOCKED.value))
+        again = [a for a in attempts if a.state == TicketState.QUARANTINED]
+        _back_to_ready(conn, [a.id for a in again], now)
+        for t in _in_order(conn, [a.id for a in again]):
+            ready.changed(conn, t)
+        journal.record(
+            conn,
+            now,
+            [
+                AuditEntry(
+                    tenant_id,
+                    a.id,
+                    AuditEvent.REDRIVEN,
+                    ActorType.HUMAN,
+                    actor_id=operator,
+                    old_value={"state": TicketState.QUARANTINED.value, "failure_count": a.failure_count},
+                    new_value={"state": TicketState.READY.value, "failure_count": _kept(a)},
+                    rationale=f"redriven with its ensemble ticket {main}",
+                )
+                for a in again
+            ],
+        )
+    return waiting
+
+
 class DeadLetters:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -62,6 +128,9 @@ class DeadLetters:
     ) -> list[Ticket]:
         """Quarantined tickets back to READY with a fresh failure count (a
         ticket held for its budget keeps its count: none was counted for it).
+        An ensemble ticket none of whose attempts succeeded goes back to
+        waiting for them (BLOCKED), and its quarantined attempts are redriven
+        with it.
 
         All or nothing: an unknown id is NOT_FOUND and a ticket that is not
         quarantined is FAILED_PRECONDITION, and then nothing changes.
@@ -69,18 +138,9 @@ class DeadLetters:
 
         def work(conn: Connection, now: datetime) -> tuple[list[Ticket], Answer]:
             found = self._lock_quarantined(conn, tenant_id, ticket_ids)
-            conn.execute(
-                sa.update(T)
-                .where(T.c.id.in_(ticket_ids))
-                .values(
-                    state=TicketState.READY.value,
-                    failure_count=sa.case((_held_for_budget(), T.c.failure_count), else_=0),
-                    quarantined_at=None,
-                    quarantine_reason=None,
-                    quarantine_cause=None,
-                    updated_at=now,
-                )
-            )
+            _back_to_ready(conn, ticket_ids, now)
+            # An ensemble whose every attempt failed waits for its attempts again.
+            waiting = _redrive_attempts(conn, tenant_id, found, now, operator)
             journal.record(
                 conn,
                 now,
@@ -96,7 +156,9 @@ class DeadLetters:
                             "failure_count": found[ticket_id].failure_count,
                         },
                         new_value={
-                            "state": TicketState.READY.value,
+                            "state": (
+                                TicketState.BLOCKED if ticket_id in waiting else TicketState.READY
+                            ).value,
                             "failure_count": _kept(found[ticket_id]),
                         },
                         rationale=reason or None,
@@ -116,7 +178,9 @@ class DeadLetters:
     @staticmethod
     def _lock_quarantined(conn: Connection, tenant_id: str, ticket_ids: Sequence[str]) -> dict[str, Any]:
         rows = conn.execute(
-            sa.select(T.c.id, T.c.state, T.c.failure_count, T.c.quarantine_cause)
+            sa.select(
+                T.c.id, T.c.state, T.c.failure_count, T.c.quarantine_cause, T.c.pattern, T.c.ensemble_of
+            )
             .where(T.c.tenant_id == tenant_id, T.c.id.in_(ticket_ids))
             .with_for_update()
         ).all()
