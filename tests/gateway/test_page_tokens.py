@@ -102,6 +102,18 @@ def _fill_tenant(mesh: Mesh, tenant: str, client: httpx.Client, receiver: Receiv
         client.post("/api/webhooks", json={"url": receiver.url, "events": ["*"]}).json()["webhook"]["id"]
         for _ in range(2)
     ]
+    for n in range(2):  # public marketplace listings (free: no sealing key needed)
+        listing = {
+            "slug": f"{tenant}-l{n}",
+            "agent_type": "reviewer",
+            "name": f"Listing {n}",
+            "category": "review",
+            "visibility": "public",
+            "pricing_model": "free",
+            "prompt": "You review.",
+        }
+        r = client.post("/api/marketplace/templates", json=listing)
+        assert r.status_code == 201, r.text
     reviewed = {"key": "r", "name": "R", "stages": ["coder", "reviewer"]}
     for n in range(2):
         r = client.post("/api/projects", json={"name": f"p{n}", "tickets": [{**reviewed, "key": f"r{n}"}]})

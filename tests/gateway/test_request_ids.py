@@ -96,3 +96,22 @@ def test_the_longest_idempotency_key_the_api_accepts_works(mesh: Mesh) -> None:
         assert _tickets_used(client) == 2
         too_long = client.post("/api/projects", json=_project("x"), headers={"Idempotency-Key": idem + "k"})
         assert too_long.status_code == 422 and "Idempotency-Key" in too_long.text
+
+
+def test_retried_template_version_without_idempotency_key_makes_one_version(mesh: Mesh) -> None:
+    key = mesh.tenant_with_key(f"retry-{uuid.uuid4().hex[:6]}")
+    add_version = "/swarm.ticketing.v1.AgentTemplateService/AddTemplateVersion"
+    with (
+        lossy_proxy(mesh.app.state.settings.ticketing_target) as proxy,
+        mesh.gateway(ticketing_target=proxy.target) as base_url,
+        mesh.as_key(key, base_url) as client,
+    ):
+        slug = f"t{uuid.uuid4().hex[:8]}-coder"
+        made = client.post("/api/templates", json={"slug": slug, "agent_type": "coder", "name": "Coder"})
+        assert made.status_code == 201, made.text
+        proxy.lose_answers(add_version)
+        r = client.post(f"/api/templates/{slug}/versions", json={"prompt": "You are careful."})
+        assert r.status_code == 201, r.text
+        assert proxy.forwarded[add_version] == 2
+        versions = client.get(f"/api/templates/{slug}").json()["versions"]
+        assert [v["version"] for v in versions] == [1], "the lost answer's retry made no second version"

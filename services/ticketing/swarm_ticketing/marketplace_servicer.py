@@ -1,7 +1,8 @@
 """gRPC adapter for the template marketplace (MarketplaceService): proto in ->
 checked fields -> store call -> proto out. Every call acts for one tenant
 (tenant_id, which the gateway takes from the API key); no prompt leaves
-here but through GetListing, and only for whom the store says may read it."""
+here but through GetListing, and only for whom the store says may read it.
+Mutating calls pass their request id (AIP-155) to the store."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from swarm_ticketing.template_servicer import parse_json_object
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, allow
 from swarmcommon.errors import InvalidArgument
+from swarmcommon.idempotency import request_key
 from swarmcommon.pagination import page_size
 from swarmcommon.protos import timestamp
 
@@ -139,6 +141,7 @@ class MarketplaceServicer(mpb_grpc.MarketplaceServiceServicer):  # type: ignore[
             request.agent_type,
             fields_from_proto(request.fields),
             draft_from_proto(request.version),
+            request_key(tenant, request),
         )
         return mpb.PublishListingResponse(listing=listing_to_proto(listing, tenant))
 
@@ -151,6 +154,7 @@ class MarketplaceServicer(mpb_grpc.MarketplaceServiceServicer):  # type: ignore[
             v.uuid_id("listing_id", request.listing_id),
             fields_from_proto(request.fields),
             draft_from_proto(request.version) if request.HasField("version") else None,
+            request_key(tenant, request),
         )
         return mpb.UpdateListingResponse(listing=listing_to_proto(listing, tenant))
 
@@ -192,8 +196,9 @@ class MarketplaceServicer(mpb_grpc.MarketplaceServiceServicer):  # type: ignore[
     def InstallListing(
         self, request: mpb.InstallListingRequest, context: grpc.ServicerContext
     ) -> mpb.InstallListingResponse:
+        tenant = _tenant(request.tenant_id)
         installation, charge = self.marketplace.install(
-            _tenant(request.tenant_id), request.slug, request.config_json
+            tenant, request.slug, request.config_json, request_key(tenant, request)
         )
         reply = mpb.InstallListingResponse(installation=installation_to_proto(installation))
         if charge is not None:
@@ -203,8 +208,9 @@ class MarketplaceServicer(mpb_grpc.MarketplaceServiceServicer):  # type: ignore[
     def UninstallListing(
         self, request: mpb.UninstallListingRequest, context: grpc.ServicerContext
     ) -> mpb.UninstallListingResponse:
+        tenant = _tenant(request.tenant_id)
         installation = self.marketplace.uninstall(
-            _tenant(request.tenant_id), v.uuid_id("installation_id", request.installation_id)
+            tenant, v.uuid_id("installation_id", request.installation_id), request_key(tenant, request)
         )
         return mpb.UninstallListingResponse(installation=installation_to_proto(installation))
 
@@ -218,6 +224,7 @@ class MarketplaceServicer(mpb_grpc.MarketplaceServiceServicer):  # type: ignore[
             request.rating,
             v.bounded_text("title", request.title, 200),
             v.bounded_text("body", request.body, 4000),
+            request_key(tenant, request),
         )
         return mpb.ReviewListingResponse(
             review=review_to_proto(review), listing=listing_to_proto(listing, tenant)

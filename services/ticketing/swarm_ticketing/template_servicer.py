@@ -17,6 +17,7 @@ from swarm_ticketing.templates import PLATFORM, Deployment, Template
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, CallerKind, allow, current_caller
 from swarmcommon.errors import InvalidArgument, PermissionDenied
+from swarmcommon.idempotency import request_key
 from swarmcommon.protos import timestamp
 
 SERVICE_NAME = "swarm.ticketing.v1.AgentTemplateService"
@@ -95,26 +96,30 @@ class AgentTemplateServicer(tpb_grpc.AgentTemplateServiceServicer):  # type: ign
     def CreateTemplate(
         self, request: tpb.CreateTemplateRequest, context: grpc.ServicerContext
     ) -> tpb.CreateTemplateResponse:
+        scope = _scope(request.tenant_id)
         template = self.templates.create_template(
-            _scope(request.tenant_id),
+            scope,
             request.slug,
             request.agent_type,
             v.required_text("name", request.name, 200),
             v.bounded_text("description", request.description, 4000),
+            request_key(scope, request),
         )
         return tpb.CreateTemplateResponse(template=template_to_proto(template))
 
     def AddTemplateVersion(
         self, request: tpb.AddTemplateVersionRequest, context: grpc.ServicerContext
     ) -> tpb.AddTemplateVersionResponse:
+        scope = _scope(request.tenant_id)
         version = self.templates.add_version(
-            _scope(request.tenant_id),
+            scope,
             request.slug,
             request.prompt,
             request.model,
             parse_json_object("parameters_json", request.parameters_json),
             parse_json_object("tools_json", request.tools_json),
             str(current_caller()),
+            request_key(scope, request),
         )
         return tpb.AddTemplateVersionResponse(version=wire.version_to_proto(version))
 
@@ -130,13 +135,15 @@ class AgentTemplateServicer(tpb_grpc.AgentTemplateServiceServicer):  # type: ign
     def CreateDeployment(
         self, request: tpb.CreateDeploymentRequest, context: grpc.ServicerContext
     ) -> tpb.CreateDeploymentResponse:
+        scope = _scope(request.tenant_id)
         deployment = self.deployments.deploy(
-            _scope(request.tenant_id),
+            scope,
             str(current_caller()),
             request.slug,
             request.version,
             request.rollout_percent,
             list(request.ladder) or None,
+            request_key(scope, request),
         )
         return tpb.CreateDeploymentResponse(deployment=deployment_to_proto(deployment))
 
@@ -149,26 +156,34 @@ class AgentTemplateServicer(tpb_grpc.AgentTemplateServiceServicer):  # type: ign
     def PromoteDeployment(
         self, request: tpb.PromoteDeploymentRequest, context: grpc.ServicerContext
     ) -> tpb.PromoteDeploymentResponse:
+        scope = _scope(request.tenant_id)
         deployment = self.deployments.promote(
-            _scope(request.tenant_id), request.deployment_id, str(current_caller()), request.rollout_percent
+            scope,
+            request.deployment_id,
+            str(current_caller()),
+            request.rollout_percent,
+            request_key(scope, request),
         )
         return tpb.PromoteDeploymentResponse(deployment=deployment_to_proto(deployment))
 
     def RollbackDeployment(
         self, request: tpb.RollbackDeploymentRequest, context: grpc.ServicerContext
     ) -> tpb.RollbackDeploymentResponse:
+        scope = _scope(request.tenant_id)
         deployment = self.deployments.rollback(
-            _scope(request.tenant_id),
+            scope,
             request.deployment_id,
             str(current_caller()),
             v.bounded_text("reason", request.reason, 1000),
+            request_key(scope, request),
         )
         return tpb.RollbackDeploymentResponse(deployment=deployment_to_proto(deployment))
 
     def PauseDeployment(
         self, request: tpb.PauseDeploymentRequest, context: grpc.ServicerContext
     ) -> tpb.PauseDeploymentResponse:
+        scope = _scope(request.tenant_id)
         deployment = self.deployments.pause(
-            _scope(request.tenant_id), request.deployment_id, str(current_caller())
+            scope, request.deployment_id, str(current_caller()), request_key(scope, request)
         )
         return tpb.PauseDeploymentResponse(deployment=deployment_to_proto(deployment))

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from swarm.ticketing.v1 import marketplace_pb2 as mpb
-from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging
+from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.marketplace_models import (
     TAG_PATTERN,
@@ -89,10 +89,15 @@ def get_template(slug: TemplateSlug, caller: CurrentCaller, b: BackendsDep) -> L
     "/templates/{slug}/install", status_code=status.HTTP_201_CREATED, response_model=InstallationCreated
 )
 def install_template(
-    slug: SlugPath, body: InstallRequest, caller: CurrentCaller, b: BackendsDep
+    slug: SlugPath, body: InstallRequest, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> InstallationCreated:
     reply = b.ticketing.marketplace.InstallListing(
-        mpb.InstallListingRequest(tenant_id=caller.tenant_id, slug=slug, config_json=json.dumps(body.config))
+        mpb.InstallListingRequest(
+            tenant_id=caller.tenant_id,
+            slug=slug,
+            config_json=json.dumps(body.config),
+            request_id=request_id,
+        )
     )
     return InstallationCreated(
         installation=InstallationPublic.from_proto(reply.installation),
@@ -101,15 +106,21 @@ def install_template(
 
 
 @router.delete("/installations/{installation_id}", response_model=InstallationPublic)
-def uninstall(installation_id: InstallationId, caller: CurrentCaller, b: BackendsDep) -> InstallationPublic:
+def uninstall(
+    installation_id: InstallationId, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> InstallationPublic:
     reply = b.ticketing.marketplace.UninstallListing(
-        mpb.UninstallListingRequest(tenant_id=caller.tenant_id, installation_id=installation_id)
+        mpb.UninstallListingRequest(
+            tenant_id=caller.tenant_id, installation_id=installation_id, request_id=request_id
+        )
     )
     return InstallationPublic.from_proto(reply.installation)
 
 
 @router.post("/templates", status_code=status.HTTP_201_CREATED, response_model=ListingPublic)
-def publish_template(body: ListingCreate, caller: CurrentCaller, b: BackendsDep) -> ListingPublic:
+def publish_template(
+    body: ListingCreate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> ListingPublic:
     reply = b.ticketing.marketplace.PublishListing(
         mpb.PublishListingRequest(
             tenant_id=caller.tenant_id,
@@ -117,6 +128,7 @@ def publish_template(body: ListingCreate, caller: CurrentCaller, b: BackendsDep)
             agent_type=body.agent_type,
             fields=body.fields_proto(),
             version=body.version_proto(),
+            request_id=request_id,
         )
     )
     return ListingPublic.from_proto(reply.listing)
@@ -124,10 +136,10 @@ def publish_template(body: ListingCreate, caller: CurrentCaller, b: BackendsDep)
 
 @router.put("/templates/{template}", response_model=ListingPublic)
 def update_template(
-    listing_id: TemplateId, body: ListingUpdate, caller: CurrentCaller, b: BackendsDep
+    listing_id: TemplateId, body: ListingUpdate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> ListingPublic:
     request = mpb.UpdateListingRequest(
-        tenant_id=caller.tenant_id, listing_id=listing_id, fields=body.fields_proto()
+        tenant_id=caller.tenant_id, listing_id=listing_id, fields=body.fields_proto(), request_id=request_id
     )
     if body.version is not None:
         request.version.CopyFrom(body.version.version_proto())
@@ -139,7 +151,7 @@ def update_template(
     "/templates/{listing_id}/reviews", status_code=status.HTTP_201_CREATED, response_model=ReviewCreated
 )
 def review_template(
-    listing_id: ListingId, body: ReviewCreate, caller: CurrentCaller, b: BackendsDep
+    listing_id: ListingId, body: ReviewCreate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
 ) -> ReviewCreated:
     reply = b.ticketing.marketplace.ReviewListing(
         mpb.ReviewListingRequest(
@@ -148,6 +160,7 @@ def review_template(
             rating=body.rating,
             title=body.title,
             body=body.body,
+            request_id=request_id,
         )
     )
     return ReviewCreated(

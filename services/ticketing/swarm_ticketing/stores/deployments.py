@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from swarm_ticketing.stores import requests
 from swarm_ticketing.stores.templates import Obj, latest_deployment, to_deployment, visible_template
 from swarm_ticketing.tables import (
     agent_template_versions,
@@ -45,6 +46,7 @@ from swarm_ticketing.templates import (
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import FailedPrecondition, InvalidArgument, NotFound
+from swarmcommon.idempotency import Answer, RequestKey
 from swarmcommon.outbox import OutboxEvent, OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -78,13 +80,14 @@ class Deployments:
         version: int,
         rollout_percent: int,
         ladder: Sequence[int] | None = None,
+        key: RequestKey | None = None,
     ) -> Deployment:
         """Roll `slug` v`version` out to `scope` (a tenant, or PLATFORM for all)."""
         steps = parse_ladder(ladder)
         if not 1 <= check_percent(rollout_percent) <= 100:
             raise InvalidArgument("rollout_percent", "a deployment starts at 1..100 percent")
 
-        def tx(conn: Connection) -> Deployment:
+        def work(conn: Connection, now: datetime) -> tuple[Deployment, Answer]:
             template = visible_template(conn, scope, slug)
             target = conn.execute(
                 sa.select(TV.c.id).where(TV.c.template_id == template.id, TV.c.version == version)
@@ -98,7 +101,6 @@ class Deployments:
                     "deploy a first version at 100 percent",
                     agent_type=template.agent_type,
                 )
-            now = self.clock.now()
             row = {
                 "id": str(uuid.uuid4()),
                 "tenant_id": scope,
@@ -118,9 +120,12 @@ class Deployments:
             conn.execute(sa.insert(TD).values(row))
             deployment = to_deployment(Obj(row))
             self._changed(conn, deployment, "created", actor, None, f"{slug} v{version}", now)
-            return deployment
+            return deployment, {"deployment_id": deployment.id}
 
-        return self.db.transaction(tx)
+        def replay(conn: Connection, answer: Answer) -> Deployment:
+            return self._deployment_in(conn, scope, answer["deployment_id"])
+
+        return requests.LOG.run(self.db, key, self.clock.now, work, replay)
 
     def _stable(self, conn: Connection, tenant: str, kind: str) -> str | None:
         """What every ticket of `tenant` gets today, outside any canary."""
@@ -262,10 +267,17 @@ class Deployments:
 
     # -- an operator's (or the tenant's) hand ---------------------------------------------------
 
-    def promote(self, scope: str | None, deployment_id: str, actor: str, to_percent: int = 0) -> Deployment:
+    def promote(
+        self,
+        scope: str | None,
+        deployment_id: str,
+        actor: str,
+        to_percent: int = 0,
+        key: RequestKey | None = None,
+    ) -> Deployment:
         """The next ladder step, or `to_percent` (above today's share)."""
 
-        def tx(conn: Connection) -> Deployment:
+        def tx(conn: Connection, now: datetime) -> Deployment:
             d = self._deployment_in(conn, scope, deployment_id, lock=True)
             if d.status not in (DeploymentStatus.CANARY, DeploymentStatus.ROLLING):
                 raise FailedPrecondition(
@@ -276,33 +288,59 @@ class Deployments:
             if target <= d.rollout_percent:
                 raise InvalidArgument("rollout_percent", f"must be above today's {d.rollout_percent}")
             verdict = Verdict(status_at(target, d.ladder), target, f"Manual promotion to {target}%")
-            return self._apply(conn, d, verdict, actor, self.clock.now())
+            return self._apply(conn, d, verdict, actor, now)
 
-        return self.db.transaction(tx)
+        return self._change(scope, deployment_id, key, tx)
 
-    def rollback(self, scope: str | None, deployment_id: str, actor: str, reason: str = "") -> Deployment:
-        def tx(conn: Connection) -> Deployment:
+    def rollback(
+        self,
+        scope: str | None,
+        deployment_id: str,
+        actor: str,
+        reason: str = "",
+        key: RequestKey | None = None,
+    ) -> Deployment:
+        def tx(conn: Connection, now: datetime) -> Deployment:
             d = self._deployment_in(conn, scope, deployment_id, lock=True)
             if d.status in (DeploymentStatus.ROLLBACK, DeploymentStatus.DISABLED):
                 raise FailedPrecondition(f"the deployment is already {d.status.value}", status=d.status.value)
             if d.stable_version_id is None:
                 raise FailedPrecondition("nothing to roll back to: this deployment was the first of its type")
             verdict = Verdict(DeploymentStatus.ROLLBACK, d.rollout_percent, reason or "Manual rollback")
-            return self._apply(conn, d, verdict, actor, self.clock.now())
+            return self._apply(conn, d, verdict, actor, now)
 
-        return self.db.transaction(tx)
+        return self._change(scope, deployment_id, key, tx)
 
-    def pause(self, scope: str | None, deployment_id: str, actor: str) -> Deployment:
+    def pause(
+        self, scope: str | None, deployment_id: str, actor: str, key: RequestKey | None = None
+    ) -> Deployment:
         """Disable: resolution skips it, as if it had never been made."""
 
-        def tx(conn: Connection) -> Deployment:
+        def tx(conn: Connection, now: datetime) -> Deployment:
             d = self._deployment_in(conn, scope, deployment_id, lock=True)
             if d.status is DeploymentStatus.DISABLED:
                 raise FailedPrecondition("the deployment is already disabled", status=d.status.value)
             verdict = Verdict(DeploymentStatus.DISABLED, d.rollout_percent, "Paused")
-            return self._apply(conn, d, verdict, actor, self.clock.now())
+            return self._apply(conn, d, verdict, actor, now)
 
-        return self.db.transaction(tx)
+        return self._change(scope, deployment_id, key, tx)
+
+    def _change(
+        self,
+        scope: str | None,
+        deployment_id: str,
+        key: RequestKey | None,
+        change: Callable[[Connection, datetime], Deployment],
+    ) -> Deployment:
+        """An operator's change, once per request id: a retry answers with the
+        deployment as it is now."""
+        return requests.LOG.run(
+            self.db,
+            key,
+            self.clock.now,
+            lambda conn, now: (change(conn, now), {"deployment_id": deployment_id}),
+            lambda conn, _: self._deployment_in(conn, scope, deployment_id),
+        )
 
     def _changed(
         self,

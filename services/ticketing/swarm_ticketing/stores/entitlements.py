@@ -127,6 +127,11 @@ def record(
     return to_entry(_Row(row))
 
 
+def entry(conn: Connection, entry_id: str) -> LedgerEntry:
+    """One ledger entry (entries are never changed nor removed)."""
+    return to_entry(conn.execute(sa.select(LED).where(LED.c.id == entry_id)).one())
+
+
 def ledger(conn: Connection, tenant: str) -> list[LedgerEntry]:
     """Every entry `tenant` paid or earned, oldest first."""
     rows = conn.execute(

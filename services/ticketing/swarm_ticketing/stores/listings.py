@@ -6,6 +6,10 @@ every version of it: the first when it is published, the next each time an
 update carries a prompt (`AddTemplateVersion` refuses a listed template). A
 paid version's prompt is sealed in `marketplace_versions`; the template
 version row holds a placeholder.
+
+Both calls take a request id (`stores.requests`): a retry answers with the
+listing as it is now (recorded: its id; an update also records the version
+it published) and writes nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from swarm_ticketing.marketplace_tables import (
     marketplace_listings,
     marketplace_versions,
 )
+from swarm_ticketing.stores import requests
 from swarm_ticketing.stores.templates import SLUG, agent_type
 from swarm_ticketing.tables import (
     agent_template_versions,
@@ -44,6 +49,7 @@ from swarm_ticketing.templates import MAX_PROMPT, MAX_SETTINGS_JSON
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import AlreadyExists, InvalidArgument, NotFound
+from swarmcommon.idempotency import Answer, RequestKey
 
 L, MV, MI = marketplace_listings, marketplace_versions, marketplace_installations
 TT, TV = agent_templates, agent_template_versions
@@ -108,6 +114,11 @@ def installation_of(conn: Connection, listing: Listing, tenant: str) -> Installa
     return to_installation(row, listing.slug) if row is not None else None
 
 
+def _current(conn: Connection, outcome: Answer) -> Listing:
+    """A replayed publish or update: the listing it made or changed, as it is now."""
+    return listing_where(conn, L.c.id == outcome["listing_id"])
+
+
 def _json(field: str, value: dict[str, Any]) -> str:
     raw = json.dumps(value, separators=(",", ":"), sort_keys=True)
     if len(raw) > MAX_SETTINGS_JSON:
@@ -129,7 +140,15 @@ class Listings:
         self.clock = clock
         self.sealer = sealer
 
-    def publish(self, author: str, slug: str, kind: str, fields: ListingFields, draft: Draft) -> Listing:
+    def publish(
+        self,
+        author: str,
+        slug: str,
+        kind: str,
+        fields: ListingFields,
+        draft: Draft,
+        key: RequestKey | None = None,
+    ) -> Listing:
         """A new listing, its template and the template's version 1."""
         if not SLUG.match(slug):
             raise InvalidArgument(
@@ -138,9 +157,8 @@ class Listings:
         role = agent_type(kind).value
         settings = _check_draft(draft)
         sealed = self.sealer.seal(draft.prompt) if fields.pricing.is_paid else None
-        now = self.clock.now()
 
-        def tx(conn: Connection) -> Listing:
+        def work(conn: Connection, now: datetime) -> tuple[Listing, Answer]:
             if conn.execute(sa.select(TT.c.id).where(TT.c.slug == slug)).first() is not None:
                 raise AlreadyExists(f"a template with slug {slug!r} exists", slug=slug)
             template_id, listing_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -172,22 +190,28 @@ class Listings:
                 )
             )
             self._add_version(conn, listing_id, template_id, 1, draft, settings, sealed, author, now)
-            return listing_where(conn, L.c.id == listing_id)
+            return listing_where(conn, L.c.id == listing_id), {"listing_id": listing_id}
 
         try:
-            return self.db.transaction(tx)
+            return requests.LOG.run(self.db, key, self.clock.now, work, _current)
         except IntegrityError:  # a template or listing of that slug made meanwhile
             raise AlreadyExists(f"a template with slug {slug!r} exists", slug=slug) from None
 
-    def update(self, author: str, listing_id: str, fields: ListingFields, draft: Draft | None) -> Listing:
+    def update(
+        self,
+        author: str,
+        listing_id: str,
+        fields: ListingFields,
+        draft: Draft | None,
+        key: RequestKey | None = None,
+    ) -> Listing:
         """Replace the listing's fields (its author's alone) and publish `draft` as its next version."""
         settings = _check_draft(draft) if draft is not None else None
         if fields.pricing.is_paid:
             self.sealer.require()  # before anything is written
         sealed = self.sealer.seal(draft.prompt) if draft is not None and fields.pricing.is_paid else None
-        now = self.clock.now()
 
-        def tx(conn: Connection) -> Listing:
+        def work(conn: Connection, now: datetime) -> tuple[Listing, Answer]:
             listing = listing_where(conn, L.c.id == listing_id, L.c.author_tenant_id == author, lock=True)
             values: dict[str, Any] = {**self._columns(fields), "updated_at": now}
             if fields.pricing.is_paid:
@@ -211,9 +235,10 @@ class Listings:
                 .where(TT.c.id == listing.template_id)
                 .values(name=fields.name, description=fields.description)
             )
-            return listing_where(conn, L.c.id == listing.id)
+            updated = listing_where(conn, L.c.id == listing.id)
+            return updated, {"listing_id": listing.id, "version": updated.version}
 
-        return self.db.transaction(tx)
+        return requests.LOG.run(self.db, key, self.clock.now, work, _current)
 
     def _columns(self, fields: ListingFields) -> dict[str, Any]:
         return {

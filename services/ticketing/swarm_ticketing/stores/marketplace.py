@@ -7,6 +7,12 @@ Counters are exact under concurrency: installs, uninstalls and reviews move
 them with one relative `UPDATE` in the transaction that writes the row they
 count, and a second installation or review by a tenant trips a unique index
 (ALREADY_EXISTS; the transaction, purchase included, rolls back).
+
+Installs, uninstalls and reviews take a request id (`stores.requests`): a
+retry answers as the first call did and writes nothing. Recorded: the
+installation an install made or an uninstall removed (whole: it may be gone
+by the retry) with the charge's ledger id, and the review's id (the review
+and the listing are replayed as they are now).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -40,7 +47,7 @@ from swarm_ticketing.marketplace_tables import (
     marketplace_reviews,
     marketplace_versions,
 )
-from swarm_ticketing.stores import entitlements
+from swarm_ticketing.stores import entitlements, requests
 from swarm_ticketing.stores.listings import (
     LISTING,
     installation_of,
@@ -58,6 +65,7 @@ from swarmcommon import keyset
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from swarmcommon.idempotency import Answer, RequestKey
 from swarmcommon.pagination import Page
 
 L, MV, MI, MR, LED = (
@@ -68,7 +76,18 @@ L, MV, MI, MR, LED = (
     marketplace_ledger,
 )
 TT, TV = agent_templates, agent_template_versions
+# An installation and the purchase it made, if it made one.
+Installed = tuple[Installation, LedgerEntry | None]
 _SORT = {Sort.RATING: L.c.rating_milli, Sort.INSTALLS: L.c.install_count, Sort.RECENT: L.c.created_at}
+
+
+def _recorded(i: Installation) -> dict[str, Any]:
+    """An installation as a request log answer (installations never change)."""
+    return {**i.__dict__, "created_at": i.created_at.isoformat()}
+
+
+def _replayed(outcome: dict[str, Any]) -> Installation:
+    return Installation(**{**outcome, "created_at": datetime.fromisoformat(outcome["created_at"])})
 
 
 class Marketplace:
@@ -131,11 +150,10 @@ class Marketplace:
 
     # -- installers ---------------------------------------------------------------------------
 
-    def install(self, tenant: str, slug: str, config_json: str) -> tuple[Installation, LedgerEntry | None]:
+    def install(self, tenant: str, slug: str, config_json: str, key: RequestKey | None = None) -> Installed:
         """Install (and, if it is sold, buy) a listing; one installation per tenant."""
-        now = self.clock.now()
 
-        def tx(conn: Connection) -> tuple[Installation, LedgerEntry | None]:
+        def work(conn: Connection, now: datetime) -> tuple[Installed, Answer]:
             listing = visible_listing(conn, tenant, L.c.slug == slug)
             if listing.author_tenant_id == tenant:
                 raise FailedPrecondition(
@@ -159,10 +177,18 @@ class Marketplace:
             }
             conn.execute(sa.insert(MI).values(row))
             conn.execute(sa.update(L).where(L.c.id == listing.id).values(install_count=L.c.install_count + 1))
-            return to_installation(Obj(row), listing.slug), charge
+            made = to_installation(Obj(row), listing.slug)
+            return (made, charge), {
+                "installation": _recorded(made),
+                "charge_id": charge.id if charge else None,
+            }
+
+        def replay(conn: Connection, outcome: Answer) -> Installed:
+            charge = outcome["charge_id"]
+            return _replayed(outcome["installation"]), entitlements.entry(conn, charge) if charge else None
 
         try:
-            return self.db.transaction(tx)
+            return requests.LOG.run(self.db, key, self.clock.now, work, replay)
         except IntegrityError:  # the same tenant installing twice at once
             raise AlreadyExists(f"{slug!r} is already installed", slug=slug) from None
 
@@ -192,10 +218,10 @@ class Marketplace:
         ).scalar()
         return found
 
-    def uninstall(self, tenant: str, installation_id: str) -> Installation:
+    def uninstall(self, tenant: str, installation_id: str, key: RequestKey | None = None) -> Installation:
         """Remove the tenant's installation (purchases stay in the ledger)."""
 
-        def tx(conn: Connection) -> Installation:
+        def work(conn: Connection, now: datetime) -> tuple[Installation, Answer]:
             row = conn.execute(
                 sa.select(MI, L.c.slug, L.c.template_id, TT.c.agent_type)
                 .join(L, L.c.id == MI.c.listing_id)
@@ -222,19 +248,25 @@ class Marketplace:
             conn.execute(
                 sa.update(L).where(L.c.id == row.listing_id).values(install_count=L.c.install_count - 1)
             )
-            return to_installation(row, row.slug)
+            removed = to_installation(row, row.slug)
+            return removed, _recorded(removed)
 
-        return self.db.transaction(tx)
+        return requests.LOG.run(self.db, key, self.clock.now, work, lambda conn, outcome: _replayed(outcome))
 
     def review(
-        self, tenant: str, listing_id: str, rating: int, title: str, body: str
+        self,
+        tenant: str,
+        listing_id: str,
+        rating: int,
+        title: str,
+        body: str,
+        key: RequestKey | None = None,
     ) -> tuple[Review, Listing]:
         """One review per tenant that installed the listing; the average moves at once."""
         if not 1 <= rating <= 5:
             raise InvalidArgument("rating", f"must be 1 to 5 (got {rating})")
-        now = self.clock.now()
 
-        def tx(conn: Connection) -> tuple[Review, Listing]:
+        def work(conn: Connection, now: datetime) -> tuple[tuple[Review, Listing], Answer]:
             listing = visible_listing(conn, tenant, L.c.id == listing_id)
             if listing.author_tenant_id == tenant:
                 raise FailedPrecondition("authors cannot review their own template", listing_id=listing_id)
@@ -258,10 +290,17 @@ class Marketplace:
                     rating_milli=(L.c.rating_sum + rating) * 1000 / (L.c.rating_count + 1),
                 )
             )
-            return review, listing_where(conn, L.c.id == listing.id)
+            return (review, listing_where(conn, L.c.id == listing.id)), {"review_id": review.id}
+
+        def replay(conn: Connection, outcome: Answer) -> tuple[Review, Listing]:
+            row = conn.execute(sa.select(MR).where(MR.c.id == outcome["review_id"])).one()
+            review = Review(
+                row.id, row.listing_id, row.tenant_id, row.rating, row.title, row.body, row.created_at
+            )
+            return review, listing_where(conn, L.c.id == review.listing_id)
 
         try:
-            return self.db.transaction(tx)
+            return requests.LOG.run(self.db, key, self.clock.now, work, replay)
         except IntegrityError:  # the same tenant reviewing twice at once
             raise AlreadyExists("you already reviewed this template", listing_id=listing_id) from None
 

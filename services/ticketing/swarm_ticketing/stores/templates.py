@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from swarm_ticketing.domain import AgentRole
 from swarm_ticketing.marketplace_tables import marketplace_versions
+from swarm_ticketing.stores import requests
 from swarm_ticketing.stores.entitlements import installed_templates, is_listed, may_read_prompts, unsealed
 from swarm_ticketing.tables import (
     agent_template_versions,
@@ -38,6 +40,7 @@ from swarm_ticketing.templates import (
 from swarmcommon.clock import Clock
 from swarmcommon.db import Database
 from swarmcommon.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from swarmcommon.idempotency import Answer, RequestKey
 
 log = logging.getLogger(__name__)
 
@@ -114,25 +117,35 @@ class TemplateStore:
 
     # -- templates and versions ---------------------------------------------------------------
 
-    def create_template(self, owner: str, slug: str, kind: str, name: str, description: str) -> Template:
+    def create_template(
+        self, owner: str, slug: str, kind: str, name: str, description: str, key: RequestKey | None = None
+    ) -> Template:
         if not SLUG.match(slug):
             raise InvalidArgument(
                 "slug", "3-64 lowercase letters, digits and dashes, not starting or ending in one"
             )
-        row = {
-            "id": str(uuid.uuid4()),
-            "slug": slug,
-            "agent_type": agent_type(kind).value,
-            "owner_tenant_id": owner,
-            "name": name,
-            "description": description,
-            "created_at": self.clock.now(),
-        }
+        kind = agent_type(kind).value
+
+        def work(conn: Connection, now: datetime) -> tuple[Template, Answer]:
+            row = {
+                "id": str(uuid.uuid4()),
+                "slug": slug,
+                "agent_type": kind,
+                "owner_tenant_id": owner,
+                "name": name,
+                "description": description,
+                "created_at": now,
+            }
+            conn.execute(sa.insert(TT).values(row))
+            return _template(Obj(row)), {"template_id": row["id"]}
+
+        def replay(conn: Connection, answer: Answer) -> Template:
+            return _template(conn.execute(sa.select(TT).where(TT.c.id == answer["template_id"])).one())
+
         try:
-            self.db.transaction(lambda conn: conn.execute(sa.insert(TT).values(row)))
+            return requests.LOG.run(self.db, key, self.clock.now, work, replay)
         except IntegrityError:
             raise AlreadyExists(f"a template with slug {slug!r} exists", slug=slug) from None
-        return _template(Obj(row))
 
     def add_version(
         self,
@@ -143,6 +156,7 @@ class TemplateStore:
         parameters: dict[str, Any],
         tools: dict[str, Any],
         author: str,
+        key: RequestKey | None = None,
     ) -> TemplateVersion:
         """The template's next version number, immutable from now on."""
         if not prompt.strip() or len(prompt) > MAX_PROMPT:
@@ -151,7 +165,7 @@ class TemplateStore:
             raise InvalidArgument("model", "at most 128 characters ('' is the agent's configured model)")
         params, tool_settings = _settings("parameters", parameters), _settings("tools", tools)
 
-        def tx(conn: Connection) -> TemplateVersion:
+        def work(conn: Connection, now: datetime) -> tuple[TemplateVersion, Answer]:
             template = self._owned(conn, owner, slug)
             if is_listed(conn, template.id):  # its versions are published (and priced) there
                 raise FailedPrecondition(
@@ -169,14 +183,21 @@ class TemplateStore:
                 "parameters": params,
                 "tools": tool_settings,
                 "author": author,
-                "created_at": self.clock.now(),
+                "created_at": now,
             }
             conn.execute(sa.insert(TV).values(row))
-            return _version(Obj({**row, "slug": template.slug, "agent_type": template.agent_type}))
+            made = _version(Obj({**row, "slug": template.slug, "agent_type": template.agent_type}))
+            return made, {"version_id": made.id}
+
+        def replay(conn: Connection, answer: Answer) -> TemplateVersion:
+            row = conn.execute(
+                sa.select(*_VERSION_COLUMNS).select_from(_VERSION_FROM).where(TV.c.id == answer["version_id"])
+            ).one()
+            return _version(row)
 
         for attempt in range(3):  # two authors numbering at once: the loser takes the next number
             try:
-                return self.db.transaction(tx)
+                return requests.LOG.run(self.db, key, self.clock.now, work, replay)
             except IntegrityError:
                 if attempt == 2:
                     raise
