@@ -323,3 +323,18 @@ def test_attempts_take_over_the_ensembles_dependencies(ticketing: TicketingHarne
     submit(ticketing.stub, t, claim(ticketing.stub, t, "coder-0"), _work("swarm/base", 1))
     assert {get(ticketing.stub, t, a.id).state for a in (a1, a2)} == {pb.TICKET_STATE_READY}
     assert get(ticketing.stub, t, after.id).state == pb.TICKET_STATE_BLOCKED
+
+
+def test_a_judge_cannot_smuggle_a_branch_of_its_own_into_review(ticketing: TicketingHarness) -> None:
+    # The attack: a hostile judge names a branch no attempt pushed, hoping the
+    # reviewer merges it. The server takes branch and commit from the chosen attempt only.
+    t = tenant()
+    main, _ = _ensemble(ticketing, t, ensemble_size=2)
+    for n in (1, 2):
+        c = claim(ticketing.stub, t, f"coder-{n}", role=CODER)
+        submit(ticketing.stub, t, c, _work(f"swarm/attempt-{c.ticket.attempt}", n))
+    judge = claim(ticketing.stub, t, "judge-evil", role=JUDGE)
+    _judge(ticketing, t, judge, choice=1, rationale="fine", branch="evil/backdoor", commit=_sha(666))
+    stored = json.loads(get(ticketing.stub, t, main.id).result_json)
+    assert (stored["branch"], stored["commit"]) == ("swarm/attempt-1", _sha(1))
+    assert [m.branch for m in _mrs(ticketing, t)] == ["swarm/attempt-1"]
