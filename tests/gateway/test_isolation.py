@@ -86,6 +86,10 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
         call("GET", "/api/tickets/{ticket_id}", f"/api/tickets/{ticket_ids[0]}")
         call("GET", "/api/tickets/{ticket_id}/events", f"/api/tickets/{ticket_ids[0]}/events")
         call("POST", "/api/dead-letters/redrive", "/api/dead-letters/redrive", json={"ticket_ids": [dead]})
+        # B cannot edit or stop A's work.
+        call("PATCH", "/api/tickets/{ticket_id}", f"/api/tickets/{ticket_ids[0]}", json={"priority": 5})
+        call("POST", "/api/tickets/{ticket_id}/cancel", f"/api/tickets/{ticket_ids[0]}/cancel", json={})
+        call("POST", "/api/projects/{project_id}/cancel", f"/api/projects/{project_id}/cancel", json={})
         mrs = as_a.get("/api/merge-requests").json()["items"]
         assert [m["branch"] for m in mrs] == ["swarm/secret"]
         call("GET", "/api/merge-requests/{merge_request_id}", f"/api/merge-requests/{mrs[0]['id']}")

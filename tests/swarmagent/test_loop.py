@@ -11,11 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.client import ClaimedTicket, TicketingClient
+from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import AgentLoop, WorkFailed
+from swarmdemo.messages_server import MessagesServer, Reply
 from tests.support.harness import TicketingHarness
 from tests.support.ticketing import create_project, get, spec, tenant
 from tests.support.waiting import eventually
@@ -159,3 +162,37 @@ def test_the_agent_process_closes_its_work_when_it_stops(ticketing: TicketingHar
     assert agent.returncode == 0, agent.stderr
     assert get(ticketing.stub, t, ticket.id).result_json == '{"done_by":"agent"}'
     assert marker.read_text() == "closed"
+
+
+def test_a_cancelled_ticket_stops_its_work_at_the_next_llm_call(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    ticket = create_project(ticketing.stub, t, [spec("long")]).tickets[0]
+    asked = threading.Event()
+    with MessagesServer(lambda body: (asked.set(), Reply("ok"))[1]) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+        llm = TrackedLLM(client, None, Attribution(t, "agent-1"), api_key=lambda: "token")
+
+        def work(claimed: ClaimedTicket) -> dict[str, Any]:
+            # A long stage: an LLM call every 50 ms for up to 10 s.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                llm.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "go on"}])
+                time.sleep(0.05)
+            return {}
+
+        agent = TicketingClient(ticketing.target, t, "agent-1")
+        loop = AgentLoop(agent, work, heartbeat_interval=0.1, idle_wait=0.01)
+        thread = threading.Thread(target=loop.run_one, args=(agent.claim(0),))
+        thread.start()
+        assert asked.wait(5), "the work started"
+        ticketing.stub.CancelTicket(
+            pb.CancelTicketRequest(tenant_id=t, ticket_id=ticket.id, operator="ops@acme", reason="stop")
+        )
+        thread.join(5)
+        assert not thread.is_alive(), "the work stopped within a heartbeat and one call"
+        calls = len(server.requests)
+        time.sleep(0.3)
+        assert len(server.requests) == calls, "no LLM call after the stop"
+        agent.close()
+    assert loop.stats.lost == [ticket.id] and loop.stats.failed == []
+    assert get(ticketing.stub, t, ticket.id).state == pb.TICKET_STATE_CANCELLED

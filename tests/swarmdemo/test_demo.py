@@ -85,6 +85,7 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
     assert "template.rolled_back 1" in out.stdout
     # The poison ticket was dead-lettered, its cause fixed, and redriven.
     assert "Failed 3 times: the model's answer is not JSON" in out.stdout
+    assert "→ 200: NOT NUL → NOT NULL" in out.stdout  # the operator fixed its spec (PATCH)
     assert "POST /api/dead-letters/redrive → 200" in out.stdout
     # Every reviewed ticket was merged into main of the repository the demo made.
     repo = tmp_path / "var" / "demo" / "repos" / "acme" / "webapp.git"  # the tenant's own directory

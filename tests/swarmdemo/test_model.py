@@ -14,7 +14,7 @@ from swarm_ticketing.domain import AgentRole
 from swarmagent.loop import WorkFailed
 from swarmagent.runtime import answer_json
 from swarmdemo.messages_server import MessagesServer
-from swarmdemo.model import POISON, DemoModel
+from swarmdemo.model import BROKEN_SPEC, FIXED_SPEC, POISON, DemoModel
 
 MODEL = "claude-sonnet-4-6"
 
@@ -58,13 +58,11 @@ def test_a_reviewer_approves_and_counts_the_added_lines(client: anthropic.Anthro
     assert verdict["approve"] is True and "Reviewed 2 added lines for 'Add A'" in verdict["comments"]
 
 
-def test_the_poison_ticket_gets_prose_until_its_spec_is_fixed(
-    client: anthropic.Anthropic, model: DemoModel
-) -> None:
-    prompt = f"Ticket: {POISON}\n\nStage: coder"
+def test_the_poison_ticket_gets_prose_until_its_spec_is_fixed(client: anthropic.Anthropic) -> None:
+    prompt = f"Ticket: {POISON}\n\n{BROKEN_SPEC}\n\nStage: coder"
     with pytest.raises(WorkFailed, match="not JSON"):
         answer_json(_text(_ask(client, CODER_SYSTEM, prompt)))
-    model.fix_spec()
+    prompt = f"Ticket: {POISON}\n\n{FIXED_SPEC}\n\nStage: coder"
     answer = answer_json(_text(_ask(client, CODER_SYSTEM, prompt)))
     assert answer["files"][0]["path"] == "src/migrate_legacy_billing_schema.py"
 

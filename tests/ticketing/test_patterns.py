@@ -288,7 +288,7 @@ def test_an_ensemble_whose_every_attempt_failed_is_quarantined(ticketing: Ticket
         _quarantine(ticketing, t, a.id)
     held = get(ticketing.stub, t, main.id)
     assert held.state == pb.TICKET_STATE_QUARANTINED
-    assert held.quarantine_reason == "every ensemble attempt failed (2 of 2 quarantined)"
+    assert held.quarantine_reason == "every ensemble attempt failed (2 of 2 quarantined or cancelled)"
 
     # Redriving the ensemble ticket redrives its attempts and waits for them again.
     redriven = ticketing.stub.RedriveTickets(

@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from swarm.telemetry.v1 import telemetry_pb2 as tpb
+from swarmagent import stopping
 from swarmagent.usage import UsageBuffer
 from swarmcommon.clients import TelemetryClient
 from swarmcommon.errors import QuotaExceeded, Unavailable
@@ -121,7 +122,9 @@ class TrackedLLM:
         before the call when the tenant's monthly budget is spent, Unavailable
         when telemetry cannot be reached (or has too many records to catch up
         on). Through the proxy, its refusals are the SDK's errors (an
-        over-budget call: anthropic.RateLimitError naming the budget)."""
+        over-budget call: anthropic.RateLimitError naming the budget).
+        Never once the ticket's lease is gone (`stopping.LeaseGone`)."""
+        stopping.check()
         if not self.through_proxy:
             self._check_usage_backlog()
             self._check_budget()

@@ -17,6 +17,7 @@ from typing import Any
 
 from opentelemetry import context, propagate, trace
 
+from swarmagent import stopping
 from swarmagent.client import ClaimedTicket, LeaseLost, TicketingClient
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ class AgentLoop:
                 self.on_event("started", claimed, claimed.stage_name)
                 beat.start()
                 try:
-                    result = self.work(claimed)
+                    with stopping.working(lost):
+                        result = self.work(claimed)
                 finally:
                     done.set()
                     if beat.is_alive():
@@ -124,7 +126,7 @@ class AgentLoop:
                 self.client.submit(claimed, result)
                 self.stats.completed.append(claimed.id)
                 self.on_event("submitted", claimed, claimed.stage_name)
-            except LeaseLost as exc:
+            except (LeaseLost, stopping.LeaseGone) as exc:
                 self.stats.lost.append(claimed.id)
                 self.on_event("lease_lost", claimed, str(exc))
             except Exception as exc:  # the work's failure is reported, not raised

@@ -13,7 +13,7 @@ from swarm.vmhost.v1 import vmhost_pb2 as vpb
 from swarmcommon.clients import VmHostClient
 from swarmcommon.tls import ClientTls
 from swarmdemo.console import console, poll
-from swarmdemo.model import DemoModel
+from swarmdemo.model import BROKEN
 
 TEMPLATE = "webapp-agent"
 ROLES = [vpb.AGENT_ROLE_CODER] * 3 + [vpb.AGENT_ROLE_REVIEWER, vpb.AGENT_ROLE_JUDGE]
@@ -93,7 +93,6 @@ def run_agents(
     tenant: str,
     api: httpx.Client,
     names: dict[str, str],
-    model: DemoModel,
     watch: Callable[[], None] = lambda: None,
 ) -> None:
     """Spawn agents (as the operator), show the tickets' progress until none
@@ -110,10 +109,11 @@ def run_agents(
             tickets = api.get("/api/tickets", params={"page_size": 1000}).json()["items"]
             progress.show(tickets)
             watch()
-            states = {t["state"] for t in tickets}
+            # Cancelled: an ensemble's attempts its judge no longer needed.
+            states = {t["state"] for t in tickets} - {"cancelled"}
             # Nothing left to claim or work: only dead letters and what waits on them.
             if states <= {"done", "quarantined", "blocked"} and "quarantined" in states and not redriven:
-                redriven = redrive_dead_letters(api, model)
+                redriven = redrive_dead_letters(api)
             return states <= {"done"}
 
         try:
@@ -128,20 +128,26 @@ def run_agents(
                 )
 
 
-def redrive_dead_letters(api: httpx.Client, model: DemoModel) -> bool:
+def redrive_dead_letters(api: httpx.Client) -> bool:
     """What an operator does: read why tickets were dead-lettered, fix the
-    cause (here: the spec the model choked on), redrive them."""
+    cause (here: the broken line in the poison ticket's spec, edited over
+    REST), redrive them."""
     dlq = api.get("/api/dead-letters").json()["items"]
     console.print(f"[bold]GET /api/dead-letters: {len(dlq)} quarantined")
     for t in dlq:
         console.print(f"  {t['name']}: {t['quarantine_reason']}")
-    model.fix_spec()
+        if BROKEN in t["description"]:
+            fix = {
+                "description": t["description"].replace(BROKEN, "NOT NULL;"),
+                "reason": "spec fixed (line 12)",
+            }
+            r = api.patch(f"/api/tickets/{t['id']}", json=fix)
+            r.raise_for_status()
+            console.print(f"[bold]PATCH /api/tickets/{t['id'][:8]}… → {r.status_code}:[/] NOT NUL → NOT NULL")
     r = api.post(
         "/api/dead-letters/redrive",
         json={"ticket_ids": [t["id"] for t in dlq], "reason": "spec fixed (line 12)"},
     )
     r.raise_for_status()
-    console.print(
-        f"[bold]POST /api/dead-letters/redrive → {r.status_code}:[/] spec fixed, {len(dlq)} redriven"
-    )
+    console.print(f"[bold]POST /api/dead-letters/redrive → {r.status_code}:[/] {len(dlq)} redriven")
     return True

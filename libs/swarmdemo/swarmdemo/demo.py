@@ -39,7 +39,7 @@ from swarmdemo.canary import CanaryWatch, set_up_canary, submit_batch
 from swarmdemo.console import console
 from swarmdemo.mesh import Mesh, MeshPki, report_security, repository_root, start_mesh, start_vmhost
 from swarmdemo.messages_server import MessagesServer
-from swarmdemo.model import POISON, DemoModel
+from swarmdemo.model import BROKEN_SPEC, POISON, DemoModel
 from swarmdemo.receiver import WebhookReceiver
 from swarmdemo.report import (
     report_cost,
@@ -74,7 +74,7 @@ PROJECT = {
         _ticket("ui", "Build the settings page", 5, ("design",)),
         _ticket("tests", "Add integration tests", 3, ("api",)),
         _ticket("release", "Write release notes", 1, ("api", "ui", "tests")),
-        _ticket("legacy", POISON),
+        {**_ticket("legacy", POISON), "description": BROKEN_SPEC},
         # Three coders in parallel, a judge chooses one with a rationale, a reviewer merges it.
         {"key": "search", "name": "Add a search helper", "pattern": "ensemble", "priority": 4},
     ],
@@ -183,7 +183,7 @@ def main() -> None:
         vmhost = start_vmhost(stack, WORKDIR, mesh, GUEST_ENV)
         report_security(mesh)
         names = {t["id"]: t["name"] for t in created["tickets"]}
-        run_agents(vmhost, pki.operator, TENANT, api, names, model, CanaryWatch(api, canary))
+        run_agents(vmhost, pki.operator, TENANT, api, names, CanaryWatch(api, canary))
         report_tickets(api, created["project"]["id"])
         report_ensemble(api, created["tickets"])
         report_cost(api)

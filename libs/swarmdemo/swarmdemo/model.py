@@ -5,17 +5,17 @@ the real `anthropic` SDK and cannot tell).
 Coders get one new module per ticket (an ensemble's attempts three versions
 of it); reviewers approve what they see; the judge of an ensemble takes the
 attempt with the most added lines and no TODO, and says so. The
-ticket named POISON gets prose instead of JSON while its spec is broken, so
-its stage fails like a confused model's would and the ticket is
-dead-lettered; once the operator "fixes the spec" (`fix_spec`) it is
-answered like any other.
+ticket named POISON has a broken spec in its description (BROKEN_SPEC): while
+it does, it gets prose instead of JSON, so its stage fails like a confused
+model's would and the ticket is dead-lettered; once the operator fixes the
+description (PATCH /api/tickets/{id}) and redrives it, it is answered like
+any other.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from typing import Any
 
 from swarmagent.runtime import slug
@@ -23,6 +23,10 @@ from swarmdemo.canary import CANARY_MARK
 from swarmdemo.messages_server import Reply, request_text
 
 POISON = "Migrate legacy billing schema"
+# The poison ticket's description, and the fix an operator makes (PATCH /api/tickets/{id}).
+BROKEN = "NOT NUL;"
+BROKEN_SPEC = f"Line 12: ALTER TABLE billing ADD COLUMN cents INTEGER {BROKEN}"
+FIXED_SPEC = BROKEN_SPEC.replace(BROKEN, "NOT NULL;")
 REVIEWER_MARK = "code reviewer"  # in the platform's reviewer template
 JUDGE_MARK = "judge of several attempts"  # in the platform's judge template
 ATTEMPT = re.compile(r"^(.*) \(attempt (\d+) of \d+\)$")
@@ -36,13 +40,6 @@ def _system_text(body: dict[str, Any]) -> str:
 
 class DemoModel:
     """A Messages-API responder (see MessagesServer)."""
-
-    def __init__(self) -> None:
-        # Set from the demo's thread, read from the server's request threads.
-        self._spec_fixed = threading.Event()
-
-    def fix_spec(self) -> None:
-        self._spec_fixed.set()
 
     def __call__(self, body: dict[str, Any]) -> Reply:
         system = _system_text(body)
@@ -63,8 +60,8 @@ class DemoModel:
             return Reply(json.dumps(_new_module(attempt.group(1), int(attempt.group(2)))))
         if CANARY_MARK in system:  # the canary template asks for a style this model cannot do
             return Reply(f"Sure! I added a friendly helper for '{ticket}'.")
-        if ticket == POISON and not self._spec_fixed.is_set():
-            return Reply("I cannot do this: the spec has a syntax error on line 12.")
+        if BROKEN in text:  # the ticket's description, until an operator fixes it
+            return Reply("I cannot do this: the spec has a syntax error on line 12 (NOT NUL).")
         return Reply(json.dumps(_new_module(ticket)), cache_creation_input_tokens=len(system) // 4)
 
 

@@ -22,7 +22,7 @@ from swarm_gateway.enums import (
 
 TicketType = Literal["feature", "bug", "chore", "docs", "test", "refactor", "design"]
 Role = Literal["coder", "reviewer", "security", "tests", "judge", "clarifier", "decomposer"]
-TicketState = Literal["blocked", "ready", "assigned", "in_progress", "done", "quarantined"]
+TicketState = Literal["blocked", "ready", "assigned", "in_progress", "done", "quarantined", "cancelled"]
 Plan = Literal["free", "pro", "enterprise"]
 Resource = Literal["vms", "tickets_per_day", "api_calls_per_hour", "cost_usd_month", "cost_usd_per_ticket"]
 QuarantineCause = Literal["failures", "budget_exceeded"]
@@ -275,6 +275,27 @@ class TicketEventPage(BaseModel):
     next_page_token: str
 
 
+class TicketUpdate(Request):
+    description: Text | None = Field(default=None, max_length=20_000)
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    stages: list[Role] | None = Field(
+        default=None, min_length=1, max_length=10, description="New stages start the ticket at the first"
+    )
+    reason: Text = Field(default="", max_length=2000)
+
+
+class CancelRequest(Request):
+    reason: Text = Field(default="", max_length=2000)
+
+
+class TicketCancel(CancelRequest):
+    cascade: bool = Field(default=False, description="Also cancel every unfinished ticket that depends on it")
+
+
+class CancelResult(BaseModel):
+    tickets: list[TicketPublic] = Field(description="Every ticket cancelled (the one asked for first)")
+
+
 class RedriveRequest(Request):
     ticket_ids: list[Annotated[str, Field(pattern=UUID_PATTERN)]] = Field(min_length=1, max_length=500)
     reason: Text = Field(default="", max_length=2000)
@@ -284,7 +305,7 @@ class RedriveResult(BaseModel):
     tickets: list[TicketPublic]
 
 
-MergeRequestState = Literal["open", "merged", "rejected"]
+MergeRequestState = Literal["open", "merged", "rejected", "closed"]
 
 
 class MergeRequestPublic(BaseModel):

@@ -49,10 +49,16 @@ class TicketState(enum.StrEnum):
     IN_PROGRESS = "in_progress"
     DONE = "done"
     QUARANTINED = "quarantined"
+    # Stopped by a person (or made pointless: an ensemble's attempt once its
+    # judge chose); its lease is revoked and nothing brings it back.
+    CANCELLED = "cancelled"
 
 
 # States in which a ticket holds a lease.
 LEASED_STATES = (TicketState.ASSIGNED, TicketState.IN_PROGRESS)
+# States a ticket never leaves.
+FINAL_STATES = (TicketState.DONE, TicketState.CANCELLED)
+MAX_CANCEL = 100
 
 
 class QuarantineCause(enum.StrEnum):
@@ -135,6 +141,8 @@ class EventType(enum.StrEnum):
     PR_OPENED = "pr.opened"
     PR_MERGED = "pr.merged"
     PR_REJECTED = "pr.rejected"
+    PR_CLOSED = "pr.closed"
+    CANCELLED = "ticket.cancelled"
 
 
 class AuditEvent(enum.StrEnum):
@@ -156,6 +164,8 @@ class AuditEvent(enum.StrEnum):
     SENT_BACK = "sent_back"
     # An ensemble's judge chose an attempt (its rationale is the entry's).
     JUDGED = "judged"
+    CANCELLED = "cancelled"
+    EDITED = "edited"
 
 
 class ActorType(enum.StrEnum):
@@ -170,6 +180,8 @@ class MergeRequestState(enum.StrEnum):
     OPEN = "open"
     MERGED = "merged"
     REJECTED = "rejected"
+    # Its ticket was cancelled: nobody will rework or merge it.
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -300,6 +312,19 @@ class MergeRequest:
     reviewer_agent_id: str | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TicketEdit:
+    """What UpdateTicket changes (None: unchanged)."""
+
+    description: str | None = None
+    priority: int | None = None
+    stages: tuple[AgentRole, ...] | None = None
+
+
+# States in which a ticket may be edited: nobody works on it.
+EDITABLE_STATES = (TicketState.BLOCKED, TicketState.READY, TicketState.QUARANTINED)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
+from swarm_ticketing.stores.cancels import Cancellations
 from swarm_ticketing.stores.claims import Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
 from swarm_ticketing.stores.deployments import Deployments
+from swarm_ticketing.stores.edits import Edits
 from swarm_ticketing.stores.leases import LeaseManager
 from swarm_ticketing.stores.listings import Listings
 from swarm_ticketing.stores.lost import LostLeases
@@ -112,6 +114,8 @@ def build_stores(db: Database, clock: Clock, settings: Settings, quota: TicketQu
         cost_caps=CostCaps(db, clock),
         templates=templates,
         deployments=deployments,
+        cancels=Cancellations(db, clock),
+        edits=Edits(db, clock),
     )
 
 

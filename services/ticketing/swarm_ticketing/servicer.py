@@ -6,8 +6,6 @@ interceptor; nothing here sets a status code by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import grpc
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
@@ -16,22 +14,15 @@ from swarm_ticketing import wire
 from swarm_ticketing.domain import MAX_REASON, Claim, lease_duration
 from swarm_ticketing.gitcredentials import CredentialStore, FileCredentials
 from swarm_ticketing.repositories import RepositoryPolicy
-from swarm_ticketing.stores.claims import ClaimRequest, Claims
-from swarm_ticketing.stores.cost_caps import CostCaps
-from swarm_ticketing.stores.dead_letters import DeadLetters
-from swarm_ticketing.stores.deployments import Deployments
-from swarm_ticketing.stores.leases import LeaseManager
-from swarm_ticketing.stores.lost import LostLeases
-from swarm_ticketing.stores.merge_requests import MergeRequests
-from swarm_ticketing.stores.projects import Projects
-from swarm_ticketing.stores.templates import TemplateStore
-from swarm_ticketing.stores.tickets import Tickets
+from swarm_ticketing.stores.bundle import Stores
+from swarm_ticketing.stores.claims import ClaimRequest
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, allow, current_caller
 from swarmcommon.idempotency import fingerprint, request_key
 from swarmcommon.pagination import page_size
 
 MAX_REDRIVE = 500
+__all__ = ["ACCESS", "Stores", "TicketingServicer"]
 
 LeaseRequest = (
     pb.RenewLeaseRequest
@@ -67,24 +58,13 @@ ACCESS: Access = {
     "SetTicketCostCap": ADMIN,
     "ListDeadLetters": ADMIN,
     "RedriveTickets": ADMIN,
+    "CancelTicket": ADMIN,
+    "UpdateTicket": ADMIN,
+    "CancelProject": ADMIN,
     "GetMergeRequest": allow("gateway", operators=True, agents=True),
     "ListMergeRequests": ADMIN,
     "GetClaimStats": ADMIN,
 }
-
-
-@dataclass(frozen=True)
-class Stores:
-    projects: Projects
-    tickets: Tickets
-    dead_letters: DeadLetters
-    claims: Claims
-    leases: LeaseManager
-    lost: LostLeases
-    merge_requests: MergeRequests
-    cost_caps: CostCaps
-    templates: TemplateStore
-    deployments: Deployments
 
 
 def _optional_uuid(field: str, value: str) -> str | None:
@@ -360,6 +340,47 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             request_key(tenant, request),
         )
         return pb.RedriveTicketsResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])
+
+    def CancelTicket(
+        self, request: pb.CancelTicketRequest, context: grpc.ServicerContext
+    ) -> pb.CancelTicketResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        tickets = self.s.cancels.cancel_ticket(
+            tenant,
+            v.uuid_id("ticket_id", request.ticket_id),
+            v.name_id("operator", request.operator),
+            v.bounded_text("reason", request.reason, MAX_REASON),
+            request.cascade,
+            request_key(tenant, request),
+        )
+        return pb.CancelTicketResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])
+
+    def UpdateTicket(
+        self, request: pb.UpdateTicketRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateTicketResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        ticket = self.s.edits.edit(
+            tenant,
+            v.uuid_id("ticket_id", request.ticket_id),
+            wire.ticket_edit_from_proto(request),
+            v.name_id("operator", request.operator),
+            v.bounded_text("reason", request.reason, MAX_REASON),
+            request_key(tenant, request),
+        )
+        return pb.UpdateTicketResponse(ticket=wire.ticket_to_proto(ticket))
+
+    def CancelProject(
+        self, request: pb.CancelProjectRequest, context: grpc.ServicerContext
+    ) -> pb.CancelProjectResponse:
+        tenant = v.name_id("tenant_id", request.tenant_id)
+        tickets = self.s.cancels.cancel_project(
+            tenant,
+            v.uuid_id("project_id", request.project_id),
+            v.name_id("operator", request.operator),
+            v.bounded_text("reason", request.reason, MAX_REASON),
+            request_key(tenant, request),
+        )
+        return pb.CancelProjectResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])
 
     # -- merge requests --------------------------------------------------------
 

@@ -40,6 +40,7 @@ from swarm_ticketing.domain import (
     QuarantineCause,
     SpendGrant,
     Ticket,
+    TicketEdit,
     TicketEvent,
     TicketSpec,
     TicketState,
@@ -73,6 +74,9 @@ MutatingRequest = (
     | pb.RedriveTicketsRequest
     | pb.ReleaseForBudgetRequest
     | pb.SetTicketCostCapRequest
+    | pb.CancelTicketRequest
+    | pb.CancelProjectRequest
+    | pb.UpdateTicketRequest
 )
 
 
@@ -188,6 +192,24 @@ def _collaboration(
         "ensemble_size": size,
         "ensemble_quorum": quorum,
     }
+
+
+def ticket_edit_from_proto(req: pb.UpdateTicketRequest) -> TicketEdit:
+    """The parts of a ticket an UpdateTicket changes, checked as at creation."""
+    description = (
+        v.bounded_text("description", req.description, MAX_DESCRIPTION)
+        if req.HasField("description")
+        else None
+    )
+    if req.HasField("priority") and not MIN_PRIORITY <= req.priority <= MAX_PRIORITY:
+        raise InvalidArgument("priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
+    stages = tuple(_stage(f"stages[{j}]", s) for j, s in enumerate(req.stages))
+    if len(stages) > MAX_STAGES:
+        raise InvalidArgument("stages", f"too many stages ({len(stages)} > {MAX_STAGES})")
+    edit = TicketEdit(description, req.priority if req.HasField("priority") else None, stages or None)
+    if edit == TicketEdit():
+        raise InvalidArgument("ticket", "nothing to change: give a description, a priority or stages")
+    return edit
 
 
 CapMessage = pb.TicketSpec | pb.CreateProjectRequest | pb.SetTicketCostCapRequest

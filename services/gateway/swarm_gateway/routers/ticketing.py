@@ -16,6 +16,8 @@ from swarm_gateway.enums import AGENT_ROLE, COLLABORATION_PATTERN, MERGE_REQUEST
 from swarm_gateway.errors import COMMON_ERRORS, ErrorBody
 from swarm_gateway.models import (
     UUID_PATTERN,
+    CancelRequest,
+    CancelResult,
     CostCapUpdate,
     MergeRequestPage,
     MergeRequestPublic,
@@ -27,11 +29,13 @@ from swarm_gateway.models import (
     RedriveRequest,
     RedriveResult,
     Role,
+    TicketCancel,
     TicketEventPage,
     TicketEventPublic,
     TicketPage,
     TicketPublic,
     TicketState,
+    TicketUpdate,
 )
 
 router = APIRouter(prefix="/api", tags=["tickets"], responses=COMMON_ERRORS)
@@ -170,6 +174,65 @@ def list_dead_letters(
     return TicketPage(
         items=[TicketPublic.from_proto(t) for t in reply.tickets], next_page_token=reply.next_page_token
     )
+
+
+@router.patch("/tickets/{ticket_id}", response_model=TicketPublic)
+def update_ticket(
+    ticket_id: TicketId, body: TicketUpdate, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> TicketPublic:
+    """Fix a ticket nobody is working on (blocked, ready or quarantined): its
+    description, priority or stages; audited. A dead letter stays in the
+    queue until it is redriven."""
+    reply = b.ticketing.stub.UpdateTicket(
+        tpb.UpdateTicketRequest(
+            tenant_id=caller.tenant_id,
+            ticket_id=ticket_id,
+            description=body.description,
+            priority=body.priority,
+            stages=[AGENT_ROLE.number(s) for s in body.stages or ()],  # type: ignore[misc]
+            operator=f"api-key:{caller.api_key_id}",
+            reason=body.reason,
+            request_id=request_id,
+        )
+    )
+    return TicketPublic.from_proto(reply.ticket)
+
+
+@router.post("/tickets/{ticket_id}/cancel", response_model=CancelResult)
+def cancel_ticket(
+    ticket_id: TicketId, body: TicketCancel, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> CancelResult:
+    """Stop a ticket for good: its agent's lease is revoked at once (its next
+    heartbeat, submit or LLM call is refused), its open merge request closed;
+    409 when others depend on it, unless `cascade` cancels them too."""
+    reply = b.ticketing.stub.CancelTicket(
+        tpb.CancelTicketRequest(
+            tenant_id=caller.tenant_id,
+            ticket_id=ticket_id,
+            operator=f"api-key:{caller.api_key_id}",
+            reason=body.reason,
+            cascade=body.cascade,
+            request_id=request_id,
+        )
+    )
+    return CancelResult(tickets=[TicketPublic.from_proto(t) for t in reply.tickets])
+
+
+@router.post("/projects/{project_id}/cancel", response_model=CancelResult)
+def cancel_project(
+    project_id: ProjectId, body: CancelRequest, caller: CurrentCaller, b: BackendsDep, request_id: RequestId
+) -> CancelResult:
+    """Cancel every ticket of the project that is not done yet."""
+    reply = b.ticketing.stub.CancelProject(
+        tpb.CancelProjectRequest(
+            tenant_id=caller.tenant_id,
+            project_id=project_id,
+            operator=f"api-key:{caller.api_key_id}",
+            reason=body.reason,
+            request_id=request_id,
+        )
+    )
+    return CancelResult(tickets=[TicketPublic.from_proto(t) for t in reply.tickets])
 
 
 @router.post("/dead-letters/redrive", response_model=RedriveResult)

@@ -91,7 +91,7 @@ def attempts_of(conn: Connection, ensemble_id: str) -> tuple[EnsembleAttempt, ..
 
 
 def after_attempt(conn: Connection, attempt: Row[Any], now: datetime) -> None:
-    """An attempt ended (done or quarantined): start the judge once every
+    """An attempt ended (done, quarantined or cancelled): start the judge once every
     attempt has ended and one succeeded, or quarantine the ensemble ticket
     when none did. Nothing to do while attempts are still running, or once
     the judge has started (the quorum was reached)."""
@@ -100,7 +100,7 @@ def after_attempt(conn: Connection, attempt: Row[Any], now: datetime) -> None:
         return
     states = Counter(conn.execute(sa.select(T.c.state).where(T.c.ensemble_of == main.id)).scalars())
     total, done = sum(states.values()), states[TicketState.DONE.value]
-    if done + states[TicketState.QUARANTINED.value] < total:
+    if done + states[TicketState.QUARANTINED.value] + states[TicketState.CANCELLED.value] < total:
         return
     if done:
         ticket = stmt.update_ticket(
@@ -121,7 +121,7 @@ def after_attempt(conn: Connection, attempt: Row[Any], now: datetime) -> None:
             ],
         )
         return
-    reason = f"every ensemble attempt failed ({total} of {total} quarantined)"
+    reason = f"every ensemble attempt failed ({total - done} of {total} quarantined or cancelled)"
     ticket = stmt.update_ticket(
         conn,
         main.id,

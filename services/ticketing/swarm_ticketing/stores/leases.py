@@ -36,6 +36,7 @@ from swarm_ticketing.domain import (
 )
 from swarm_ticketing.stores import ensembles, failures, journal, merge_requests, ready, requests
 from swarm_ticketing.stores import statements as stmt
+from swarm_ticketing.stores.cancels import cancel_leftovers
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import CLEARED_LEASE, to_ticket
 from swarm_ticketing.stores.stage_templates import StageTemplates
@@ -78,6 +79,12 @@ class LeaseManager:
         row = lock_ticket(conn, tenant_id, ticket_id)
         if resubmit_ok and row.last_submitted_token == token:
             return row
+        if row.state == TicketState.CANCELLED:
+            raise FailedPrecondition(
+                f"ticket {ticket_id} was cancelled; stop working on it",
+                reason="TICKET_CANCELLED",
+                ticket_id=ticket_id,
+            )
         if row.state not in _LEASED:
             raise FailedPrecondition(
                 f"ticket {ticket_id} is {row.state} and holds no lease; claim it first",
@@ -184,6 +191,7 @@ class LeaseManager:
             if row.role == AgentRole.JUDGE and row.pattern == CollaborationPattern.ENSEMBLE:
                 result, audit, said = ensembles.judged(conn, row, result_json)
                 judged = [audit]
+                cancel_leftovers(conn, row, said["attempt"], now)
             merge_requests.after_submit(conn, row, result, next_stage, now)
             if self.stages is not None:
                 self.stages.submitted(conn, row)

@@ -6,7 +6,8 @@ transaction as the stage change (and announced through the outbox):
   after a rejection reopens it with the new commit;
 - the reviewer hands back `merge_commit`: it is merged (`pr.merged`);
 - the reviewer reports a failure with details `{"review": "rejected"}`: it is
-  rejected (`pr.rejected`) and the ticket goes back to the stage before.
+  rejected (`pr.rejected`) and the ticket goes back to its author;
+- its ticket is cancelled: it is closed (`pr.closed`).
 """
 
 from __future__ import annotations
@@ -145,6 +146,22 @@ def after_failure(conn: Connection, row: Any, reason: str, details_json: str, no
     )
     _announce(conn, existing.id, EventType.PR_REJECTED, row.name, now)
     return True
+
+
+def close_for(conn: Connection, ticket_ids: list[str], why: str, now: datetime) -> None:
+    """Close the open merge requests of tickets that were cancelled (`pr.closed`)."""
+    open_ones = conn.execute(
+        sa.select(M.c.id, M.c.ticket_id).where(
+            M.c.ticket_id.in_(ticket_ids), M.c.state == MergeRequestState.OPEN.value
+        )
+    ).all()
+    for mr in open_ones:
+        conn.execute(
+            sa.update(M)
+            .where(M.c.id == mr.id)
+            .values(state=MergeRequestState.CLOSED.value, review_comments=why[:4000], updated_at=now)
+        )
+        _announce(conn, mr.id, EventType.PR_CLOSED, why, now)
 
 
 class MergeRequests:
