@@ -125,6 +125,16 @@ def test_webhook_lifecycle_and_tenant_isolation(
         pytest.param("http://no-such-host.invalid/x", ["*"], "does not resolve", id="unresolvable"),
         pytest.param("http://127.0.0.1/x", [], "event_types", id="no-types"),
         pytest.param("http://127.0.0.1/x", ["Ticket Done"], "event_types[0]", id="bad-type"),
+        # A typo once made a subscription that never fired.
+        pytest.param(
+            "http://127.0.0.1/x",
+            ["ticket.completed", "ticket.typo"],
+            "event_types[1]: no service emits 'ticket.typo'; ticket.* types are ticket.assigned",
+            id="unknown-type",
+        ),
+        pytest.param(
+            "http://127.0.0.1/x", ["order.created"], "no service emits 'order.created'", id="unknown-family"
+        ),
     ],
 )
 def test_bad_webhooks_are_refused_and_nothing_is_stored(

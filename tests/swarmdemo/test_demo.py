@@ -128,6 +128,7 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
     ):
         assert step in out.stdout, step
     assert "0 rejected" in out.stdout
+    assert "project.design_complete 1" in said  # the design ticket was the project's only one
     # The agents were vmhost guests, in the driver asked for (and the demo said so).
     driver = "netns" if os.geteuid() == 0 else "process"
     assert f"agents run in the {driver} driver" in out.stdout

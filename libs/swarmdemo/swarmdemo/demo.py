@@ -69,7 +69,7 @@ PROJECT = {
     "name": "webapp-redesign",
     "description": "A small DAG worked by coder and reviewer agents",
     "tickets": [
-        _ticket("design", "Design the API", 10),
+        {**_ticket("design", "Design the API", 10), "type": "design"},  # its end: project.design_complete
         _ticket("api", "Implement REST endpoints", 5, ("design",)),
         _ticket("ui", "Build the settings page", 5, ("design",)),
         _ticket("tests", "Add integration tests", 3, ("api",)),

@@ -44,6 +44,38 @@ EVENT_OWNERS: dict[str, tuple[str, ...]] = {
 }
 # Every relaying outbox emits these about itself.
 SHARED_EVENT_TYPES = frozenset({"outbox.dead_lettered"})
+# Every event type some service emits: what a subscription or a filter may
+# name (a typo such as "ticket.complete" would otherwise never match).
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        # ticketing (the seed's names, and those its later features added)
+        "ticket.created",
+        "ticket.assigned",
+        "ticket.in_progress",
+        "ticket.completed",
+        "ticket.failed",
+        "ticket.quarantined",
+        "ticket.budget_exceeded",
+        "ticket.cancelled",
+        "pr.opened",
+        "pr.merged",
+        "pr.rejected",
+        "pr.closed",
+        "project.design_complete",
+        "collaboration.stage_complete",
+        "template.promoted",
+        "template.rolled_back",
+        # vmhost
+        "agent.started",
+        "agent.completed",
+        "agent.failed",
+        "agent.healed",
+        # events itself, and every relay
+        TEST_EVENT_TYPE,
+        WEBHOOK_DISABLED_EVENT,
+        *SHARED_EVENT_TYPES,
+    }
+)
 
 
 def publishable(service: str, event_type: str) -> bool:
@@ -304,6 +336,10 @@ def check_event_types(types: Sequence[str], field: str = "event_types") -> list[
             raise InvalidArgument(
                 f"{field}[{i}]", f'must be an event type like "ticket.completed" or "*" (got {t[:64]!r})'
             )
+        if t != ALL_TYPES and t not in KNOWN_EVENT_TYPES:
+            family = sorted(k for k in KNOWN_EVENT_TYPES if k.split(".")[0] == t.split(".")[0])
+            hint = f"; {t.split('.')[0]}.* types are {', '.join(family)}" if family else ""
+            raise InvalidArgument(f"{field}[{i}]", f"no service emits {t!r}{hint}")
     return list(dict.fromkeys(types))
 
 

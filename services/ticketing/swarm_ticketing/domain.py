@@ -143,6 +143,7 @@ class EventType(enum.StrEnum):
     PR_REJECTED = "pr.rejected"
     PR_CLOSED = "pr.closed"
     CANCELLED = "ticket.cancelled"
+    DESIGN_COMPLETE = "project.design_complete"
 
 
 class AuditEvent(enum.StrEnum):

@@ -34,7 +34,7 @@ from swarm_ticketing.domain import (
     TicketState,
     rework_index,
 )
-from swarm_ticketing.stores import ensembles, failures, journal, merge_requests, ready, requests
+from swarm_ticketing.stores import ensembles, failures, journal, merge_requests, milestones, ready, requests
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.cancels import cancel_leftovers
 from swarm_ticketing.stores.journal import AuditEntry
@@ -261,6 +261,7 @@ class LeaseManager:
         unblocked = self._unblock_dependents(conn, row.id, now) if row.child_count else []
         agent = row.claimed_by_agent_id
         duration = (now - row.created_at).total_seconds()
+        link, more = milestones.on_done(conn, row)
         if row.ensemble_of is not None:
             # An ensemble's attempt is a stage of its ensemble ticket.
             done = journal.ticket_event(
@@ -273,7 +274,7 @@ class LeaseManager:
             )
         else:
             done = journal.ticket_event(
-                EventType.COMPLETED, ticket, agent_id=agent, duration_seconds=round(duration, 3)
+                EventType.COMPLETED, ticket, agent_id=agent, duration_seconds=round(duration, 3), **link
             )
         journal.record(
             conn,
@@ -291,7 +292,7 @@ class LeaseManager:
                     for child in unblocked
                 ),
             ],
-            [done],
+            [done, *more],
         )
         if row.ensemble_of is not None:
             ensembles.after_attempt(conn, row, now)
