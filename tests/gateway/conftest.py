@@ -18,4 +18,5 @@ def mesh(db: str, tmp_path: Path) -> Iterator[Mesh]:
         db,
         f"sqlite:///{tmp_path / 'events.db'}",
         f"sqlite:///{tmp_path / 'telemetry.db'}",
+        repository_root=tmp_path / "repos",
     )

@@ -83,6 +83,7 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
                 assert secret not in body, f"GET {path} leaked {secret}"
 
         call("GET", "/api/projects/{project_id}", f"/api/projects/{project_id}")
+        call("GET", "/api/projects/{project_id}/progress", f"/api/projects/{project_id}/progress")
         call("GET", "/api/tickets/{ticket_id}", f"/api/tickets/{ticket_ids[0]}")
         call("GET", "/api/tickets/{ticket_id}/events", f"/api/tickets/{ticket_ids[0]}/events")
         call("POST", "/api/dead-letters/redrive", "/api/dead-letters/redrive", json={"ticket_ids": [dead]})
@@ -90,6 +91,17 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
         call("PATCH", "/api/tickets/{ticket_id}", f"/api/tickets/{ticket_ids[0]}", json={"priority": 5})
         call("POST", "/api/tickets/{ticket_id}/cancel", f"/api/tickets/{ticket_ids[0]}/cancel", json={})
         call("POST", "/api/projects/{project_id}/cancel", f"/api/projects/{project_id}/cancel", json={})
+        # Nor see, snapshot or roll back A's project (404 before its missing repository is 409).
+        snaps, fake = f"/api/projects/{project_id}/snapshots", "00000000-0000-4000-8000-000000000000"
+        call("GET", "/api/projects/{project_id}/snapshots", snaps)
+        call("POST", "/api/projects/{project_id}/snapshots", snaps, json={})
+        call("GET", "/api/projects/{project_id}/snapshots/{snapshot_id}/plan", f"{snaps}/{fake}/plan")
+        call(
+            "POST",
+            "/api/projects/{project_id}/rollback",
+            f"/api/projects/{project_id}/rollback",
+            json={"snapshot_id": fake, "expected_head": "0" * 40},
+        )
         mrs = as_a.get("/api/merge-requests").json()["items"]
         assert [m["branch"] for m in mrs] == ["swarm/secret"]
         call("GET", "/api/merge-requests/{merge_request_id}", f"/api/merge-requests/{mrs[0]['id']}")

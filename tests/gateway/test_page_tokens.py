@@ -19,6 +19,7 @@ import httpx
 from swarm.telemetry.v1 import telemetry_pb2 as tmpb
 from swarm.telemetry.v1 import telemetry_pb2_grpc as tmpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
+from swarmagent.gitops import Author, init_repository
 from swarmcommon.grpcclient import channel
 from tests.support.harness import BACKENDS
 from tests.support.mesh import ADMIN_TOKEN, Mesh
@@ -167,7 +168,20 @@ def _fill_tenant(mesh: Mesh, tenant: str, client: httpx.Client, receiver: Receiv
     eventually(
         lambda: len(client.get(f"/api/webhooks/{hooks[0]}/logs").json()["items"]) >= 2, what="two attempts"
     )
-    return {"ticket_id": ticket, "webhook_id": hooks[0], "tenant_id": tenant}
+    # Snapshots need a real repository: pre_design, and two taken by hand.
+    assert mesh.repository_root is not None
+    repository = mesh.repository_root / tenant / "app.git"
+    init_repository(repository, {"README.md": "# app\n"}, Author("Test", "test@swarm.invalid"))
+    made = client.post(
+        "/api/projects",
+        json={"name": "git", "repository": str(repository), "tickets": [{"key": "g", "name": "G"}]},
+    )
+    assert made.status_code == 201, made.text
+    project = made.json()["project"]["id"]
+    for _ in range(2):
+        r = client.post(f"/api/projects/{project}/snapshots", json={"description": "by hand"})
+        assert r.status_code == 201, r.text
+    return {"ticket_id": ticket, "webhook_id": hooks[0], "tenant_id": tenant, "project_id": project}
 
 
 Forger = Callable[[str], list[tuple[str, str]]]

@@ -26,7 +26,12 @@ def test_a_repository_outside_the_tenants_allow_list_is_a_4xx(mesh: Mesh) -> Non
         )
         assert f"tenant {tid}" in error["message"]
         local = client.post("/api/projects", json=project | {"repository": "/srv/git/other/x.git"})
-        assert local.status_code == 403 and "not enabled" in local.json()["error"]["message"]
+        # Local repositories are enabled in this mesh, but only under the tenant's own directory.
+        assert (
+            local.status_code == 403
+            and "local repositories must be under" in local.json()["error"]["message"]
+        )
+        assert f"/{tid}/" in local.json()["error"]["message"]
         bad = client.post("/api/projects", json=project | {"repository": "ext::sh -c id"})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "repository"
         assert client.get("/api/projects").json()["items"] == []

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -70,6 +71,8 @@ class Mesh:
     quota_db: Database
     events: events_server.Events
     telemetry: telemetry_server.Telemetry
+    # Where tenants' local repositories may be made (<root>/<tenant>/…); None: nowhere.
+    repository_root: Path | None = None
 
     def admin(self, method: str, path: str, **kw: object) -> httpx.Response:
         return self.http.request(method, path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw)  # type: ignore[arg-type]
@@ -169,8 +172,15 @@ def lossy_proxy(target: str) -> Iterator[LossyProxy]:
 
 
 def run_mesh(
-    url_quota: str, url_ticketing: str, url_events: str, url_telemetry: str, auth_cache_seconds: float = 0.2
+    url_quota: str,
+    url_ticketing: str,
+    url_events: str,
+    url_telemetry: str,
+    auth_cache_seconds: float = 0.2,
+    repository_root: Path | None = None,
 ) -> Iterator[Mesh]:
+    """`repository_root`: where tenants' local repositories may live
+    (<root>/<tenant>/…), for projects whose git the platform itself reads."""
     # The real clock: rate-limit headers are wall-clock epoch seconds.
     quota_app = quota_server.start(
         QuotaSettings(
@@ -201,6 +211,7 @@ def run_mesh(
             reaper_interval_seconds=0,
             quota_target=f"127.0.0.1:{quota_app.port}",
             events_target=f"127.0.0.1:{events_app.port}",
+            local_repository_root=str(repository_root or ""),
         )
     )
     app = create_app(
@@ -224,6 +235,7 @@ def run_mesh(
                 quota_app.db,
                 events_app,
                 telemetry_app,
+                repository_root,
             )
     finally:
         tch.close()

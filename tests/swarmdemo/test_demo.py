@@ -70,6 +70,7 @@ def test_demo_command_works_a_project_to_completion(workdir: Path) -> None:
     for log in demo.glob("*.log"):
         assert "INSECURE DEV MODE" not in log.read_text(), log.name
     assert "7/7 tickets done, 0 dead-lettered" in out.stdout
+    assert "100.0 % complete, ETA 0.0 min; " in " ".join(out.stdout.split())
     assert "POST /api/projects → 201" in out.stdout
     assert "tickets_per_day      50/500" in out.stdout  # 6 + an ensemble of 3 (4) + the canary's 40
     # The ensemble: three coders, the judge's choice and rationale, only the chosen branch merged

@@ -43,6 +43,12 @@ def report_tickets(api: httpx.Client, project_id: str) -> None:
     console.print(
         f"[bold]{project['done_count']}/{project['ticket_count']} tickets done, {len(dlq)} dead-lettered"
     )
+    p = api.get(f"/api/projects/{project_id}/progress").json()
+    console.print(
+        f"[bold]GET /api/projects/…/progress:[/] {p['percent_complete']} % complete, "
+        f"ETA {p['eta_minutes']} min; {p['inside_range']} of {p['estimated_done']} "
+        "tickets finished inside their estimate's range"
+    )
 
 
 def report_ensemble(api: httpx.Client, tickets: list[dict[str, Any]]) -> None:

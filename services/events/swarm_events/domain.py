@@ -62,6 +62,7 @@ KNOWN_EVENT_TYPES = frozenset(
         "pr.rejected",
         "pr.closed",
         "project.design_complete",
+        "project.rolled_back",
         "collaboration.stage_complete",
         "template.promoted",
         "template.rolled_back",

@@ -140,6 +140,26 @@ class LeasePublic(BaseModel):
     expires_at: datetime
 
 
+class EstimatePublic(BaseModel):
+    complexity_score: int = Field(description="1-10, from the description and dependencies")
+    optimistic_minutes: int
+    expected_minutes: int
+    pessimistic_minutes: int
+    confidence: Literal["high", "medium", "low"] = Field(
+        description="high: the tenant's (complexity, type) history; medium: its type's; low: heuristic"
+    )
+
+    @classmethod
+    def from_proto(cls, e: tpb.TicketEstimate) -> EstimatePublic:
+        return cls(
+            complexity_score=e.complexity_score,
+            optimistic_minutes=e.optimistic_minutes,
+            expected_minutes=e.expected_minutes,
+            pessimistic_minutes=e.pessimistic_minutes,
+            confidence=e.confidence,  # type: ignore[arg-type]
+        )
+
+
 class TicketPublic(BaseModel):
     id: str
     project_id: str
@@ -163,6 +183,8 @@ class TicketPublic(BaseModel):
     pattern: Pattern
     ensemble_ticket_id: str | None = Field(description="An ensemble's attempt: the ensemble ticket")
     attempt: int | None
+    estimate: EstimatePublic | None
+    actual_minutes: float | None = Field(description="Once done: the minutes its leases were held")
     result: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
@@ -195,6 +217,8 @@ class TicketPublic(BaseModel):
             pattern=COLLABORATION_PATTERN.name(t.pattern) or "custom",  # type: ignore[arg-type]
             ensemble_ticket_id=t.ensemble_ticket_id or None,
             attempt=t.attempt or None,
+            estimate=EstimatePublic.from_proto(t.estimate) if t.HasField("estimate") else None,
+            actual_minutes=t.actual_minutes if t.HasField("actual_minutes") else None,
             result=json.loads(t.result_json) if t.result_json else None,
             created_at=t.create_time.ToDatetime(tzinfo=UTC),
             updated_at=t.update_time.ToDatetime(tzinfo=UTC),
@@ -229,6 +253,29 @@ class ProjectPublic(BaseModel):
             ),
             pattern=COLLABORATION_PATTERN.name(p.pattern) or "custom",  # type: ignore[arg-type]
         )
+
+
+class ProjectProgress(BaseModel):
+    project_id: str
+    ticket_count: int
+    done: int
+    in_progress: int
+    queued: int
+    quarantined: int
+    cancelled: int
+    percent_complete: float
+    remaining_minutes: float
+    critical_path_minutes: float
+    working_agents: int
+    eta_minutes: float
+    eta: datetime
+    estimated_done: int = Field(description="Done tickets that had an estimate")
+    inside_range: int = Field(description="Of those, how many finished inside their estimate's range")
+
+    @classmethod
+    def from_proto(cls, p: tpb.GetProjectProgressResponse) -> ProjectProgress:
+        fields = {k: getattr(p, k) for k in cls.model_fields if k != "eta"}
+        return cls(**fields, eta=p.eta_time.ToDatetime(tzinfo=UTC))
 
 
 class ProjectCreated(BaseModel):

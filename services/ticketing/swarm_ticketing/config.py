@@ -67,6 +67,9 @@ class Settings(ServiceSettings):
     # claims a ticket of such a repository (swarm_ticketing.gitcredentials):
     # a JSON file the operator writes. Empty: guests get none.
     git_credentials_file: str = ""
+    # A checkpoint snapshot of a project's base branch every this many merged
+    # tickets (swarm_ticketing.snapshots); 0: none.
+    checkpoint_every: int = Field(default=5, ge=0, le=10_000)
     # The template marketplace's key(s) sealing paid prompts at rest
     # (swarm_ticketing.marketplace): comma-separated Fernet keys, the first
     # sealing new prompts and every one opening (rotation), given here or in

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from swarm_ticketing.estimation import Estimate
 from swarm_ticketing.templates import Resolved
 from swarmcommon.errors import InvalidArgument
 
@@ -264,6 +265,9 @@ class Ticket:
     # Set on an ensemble's coder attempts: the ensemble ticket, and which attempt.
     ensemble_ticket_id: str | None = None
     attempt: int = 0
+    # Made when it was created (None before estimates); its leases' minutes once done.
+    estimate: Estimate | None = None
+    actual_minutes: float | None = None
 
     @property
     def current_role(self) -> AgentRole:

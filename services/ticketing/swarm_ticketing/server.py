@@ -9,9 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
+from swarm.ticketing.v1 import snapshots_pb2_grpc as spb_grpc
 from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarm_ticketing import marketplace_servicer, template_servicer
+from swarm_ticketing import marketplace_servicer, snapshot_servicer, template_servicer
 from swarm_ticketing.config import Settings
 from swarm_ticketing.default_templates import ensure_defaults
 from swarm_ticketing.domain import LeasePolicy
@@ -21,10 +22,12 @@ from swarm_ticketing.longpoll import LongPollServicer
 from swarm_ticketing.marketplace import KEYRING, PromptSealer
 from swarm_ticketing.matching import ParkedPollers
 from swarm_ticketing.notify import ReadyListener, ReadySignal, new_origin
+from swarm_ticketing.platform_git import PlatformGit
 from swarm_ticketing.quota import TicketQuota
 from swarm_ticketing.reaper import Reaper
 from swarm_ticketing.repositories import RepositoryPolicy
 from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
+from swarm_ticketing.snapshots import Checkpoints
 from swarm_ticketing.stores.cancels import Cancellations
 from swarm_ticketing.stores.claims import Claims
 from swarm_ticketing.stores.cost_caps import CostCaps
@@ -37,6 +40,8 @@ from swarm_ticketing.stores.lost import LostLeases
 from swarm_ticketing.stores.marketplace import Marketplace
 from swarm_ticketing.stores.merge_requests import MergeRequests
 from swarm_ticketing.stores.projects import Projects
+from swarm_ticketing.stores.rollbacks import Rollbacks
+from swarm_ticketing.stores.snapshots import Snapshots
 from swarm_ticketing.stores.stage_templates import StageTemplates
 from swarm_ticketing.stores.templates import TemplateStore
 from swarm_ticketing.stores.tickets import Tickets
@@ -138,15 +143,20 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     origin = new_origin()
     db.add_commit_hook(ReadySignal(pollers, postgres=db.is_postgres, origin=origin))
     listener = ReadyListener(settings.database_url, pollers, origin) if db.is_postgres else None
+    repositories = RepositoryPolicy.from_settings(
+        settings.repository_prefixes, settings.local_repository_root
+    )
+    credentials = FileCredentials.load(settings.git_credentials_file)
     servicer = LongPollServicer(
-        TicketingServicer(
-            stores,
-            RepositoryPolicy.from_settings(settings.repository_prefixes, settings.local_repository_root),
-            FileCredentials.load(settings.git_credentials_file),
-        ),
+        TicketingServicer(stores, repositories, credentials),
         pollers,
         FairClaims(executor, settings.claim_slots, parse_weights(settings.tenant_weights)),
     )
+    # Snapshots and rollback: git run by this process on projects' repositories.
+    Checkpoints.every = settings.checkpoint_every
+    platform_git = PlatformGit(repositories, credentials)
+    snapshots = Snapshots(db, clock, platform_git)
+    rollbacks = Rollbacks(db, clock, platform_git, snapshots)
     revocations = revocation_list(settings.vmhost_target, settings)
     handle = start_aio_server(
         [
@@ -173,6 +183,14 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
                 ),
                 domain="swarm.ticketing",
                 access=marketplace_servicer.ACCESS,
+            ),
+            GrpcService(
+                snapshot_servicer.SERVICE_NAME,
+                lambda server: spb_grpc.add_SnapshotServiceServicer_to_server(
+                    snapshot_servicer.SnapshotServicer(snapshots, rollbacks), server
+                ),
+                domain="swarm.ticketing",
+                access=snapshot_servicer.ACCESS,
             ),
         ],
         listen_address=settings.listen_address,

@@ -14,6 +14,7 @@ from swarm_ticketing import wire
 from swarm_ticketing.domain import MAX_REASON, Claim, lease_duration
 from swarm_ticketing.gitcredentials import CredentialStore, FileCredentials
 from swarm_ticketing.repositories import RepositoryPolicy
+from swarm_ticketing.servicer_reads import ReadRpcs, optional_uuid
 from swarm_ticketing.stores.bundle import Stores
 from swarm_ticketing.stores.claims import ClaimRequest
 from swarmcommon import validation as v
@@ -40,6 +41,7 @@ AGENT_WORK = allow(agents=True)
 ACCESS: Access = {
     "CreateProject": ADMIN,
     "GetProject": ADMIN,
+    "GetProjectProgress": ADMIN,
     "ListProjects": ADMIN,
     "GetTicket": allow("gateway", operators=True, agents=True),
     "ListTickets": ADMIN,
@@ -67,11 +69,7 @@ ACCESS: Access = {
 }
 
 
-def _optional_uuid(field: str, value: str) -> str | None:
-    return v.uuid_id(field, value) if value else None
-
-
-class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
+class TicketingServicer(ReadRpcs, pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     def __init__(
         self, stores: Stores, repositories: RepositoryPolicy, git_credentials: CredentialStore | None = None
     ) -> None:
@@ -128,7 +126,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     ) -> pb.ListTicketsResponse:
         page = self.s.tickets.page(
             v.name_id("tenant_id", request.tenant_id),
-            project_id=_optional_uuid("project_id", request.project_id),
+            project_id=optional_uuid("project_id", request.project_id),
             state=wire.STATE.from_proto("state", request.state),
             role=wire.ROLE.from_proto("role", request.role),
             page_size=page_size(request.page_size),
@@ -165,7 +163,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             tenant_id=v.name_id("tenant_id", caller.tenant(request.tenant_id)),
             agent_id=v.name_id("agent_id", caller.require_agent(request.agent_id)),
             role=wire.ROLE.from_proto("role", request.role),
-            project_id=_optional_uuid("project_id", request.project_id),
+            project_id=optional_uuid("project_id", request.project_id),
             request_id=request_id,
             lease=lease_duration(wire.duration_from_proto(request), self.s.claims.policy.default_lease),
             # How long to wait is not part of what is claimed: a retry may wait longer.
@@ -319,7 +317,7 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
     ) -> pb.ListDeadLettersResponse:
         page = self.s.dead_letters.page(
             v.name_id("tenant_id", request.tenant_id),
-            _optional_uuid("project_id", request.project_id),
+            optional_uuid("project_id", request.project_id),
             page_size(request.page_size),
             request.page_token,
         )
@@ -381,30 +379,3 @@ class TicketingServicer(pb_grpc.TicketingServiceServicer):  # type: ignore[misc]
             request_key(tenant, request),
         )
         return pb.CancelProjectResponse(tickets=[wire.ticket_to_proto(t) for t in tickets])
-
-    # -- merge requests --------------------------------------------------------
-
-    def GetMergeRequest(
-        self, request: pb.GetMergeRequestRequest, context: grpc.ServicerContext
-    ) -> pb.GetMergeRequestResponse:
-        mr = self.s.merge_requests.get(
-            v.name_id("tenant_id", current_caller().tenant(request.tenant_id)),
-            v.uuid_id("merge_request_id", request.merge_request_id),
-        )
-        return pb.GetMergeRequestResponse(merge_request=wire.merge_request_to_proto(mr))
-
-    def ListMergeRequests(
-        self, request: pb.ListMergeRequestsRequest, context: grpc.ServicerContext
-    ) -> pb.ListMergeRequestsResponse:
-        page = self.s.merge_requests.page(
-            v.name_id("tenant_id", request.tenant_id),
-            _optional_uuid("project_id", request.project_id),
-            _optional_uuid("ticket_id", request.ticket_id),
-            wire.MERGE_REQUEST_STATE.from_proto("state", request.state),
-            page_size(request.page_size),
-            request.page_token,
-        )
-        return pb.ListMergeRequestsResponse(
-            merge_requests=[wire.merge_request_to_proto(m) for m in page.items],
-            next_page_token=page.next_page_token,
-        )

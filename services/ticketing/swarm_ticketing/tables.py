@@ -93,6 +93,14 @@ tickets = sa.Table(
     # number (1..N); NULL and 0 for every other ticket.
     sa.Column("ensemble_of", sa.String(36), nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    # Its estimate when it was created (estimation.py; NULL before 0012), and
+    # the minutes its leases were held once it is done.
+    sa.Column("complexity_score", sa.Integer, nullable=True),
+    sa.Column("estimate_optimistic", sa.Integer, nullable=True),
+    sa.Column("estimate_expected", sa.Integer, nullable=True),
+    sa.Column("estimate_pessimistic", sa.Integer, nullable=True),
+    sa.Column("estimate_confidence", sa.String(8), nullable=True),
+    sa.Column("actual_minutes", sa.Float, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     # The claim path: only ready rows, already in claim order.
@@ -136,6 +144,15 @@ tickets = sa.Table(
     ),
     sa.Index("ix_tickets_listing", "tenant_id", "created_at", "ordinal", "id"),
     sa.Index("ix_tickets_project", "project_id", "state"),
+    # The tenant's history for estimates.
+    sa.Index(
+        "ix_tickets_actuals",
+        "tenant_id",
+        "type",
+        "complexity_score",
+        sqlite_where=sa.text("actual_minutes IS NOT NULL"),
+        postgresql_where=sa.text("actual_minutes IS NOT NULL"),
+    ),
     sa.Index(
         "ix_tickets_ensemble",
         "ensemble_of",
@@ -334,3 +351,4 @@ stage_templates = sa.Table(
 # is at its size limit) on this `metadata`; importing it here registers them
 # for every user of this module (migrations, snapshots).
 import swarm_ticketing.marketplace_tables  # noqa: E402, F401
+import swarm_ticketing.snapshot_tables  # noqa: E402, F401

@@ -46,6 +46,7 @@ from swarm_ticketing.domain import (
     TicketState,
     TicketType,
 )
+from swarm_ticketing.estimation import Estimate
 from swarm_ticketing.templates import Resolved, TemplateVersion
 from swarmcommon import validation as v
 from swarmcommon.enums import EnumCodec
@@ -306,12 +307,26 @@ def ticket_to_proto(t: Ticket) -> pb.Ticket:
         pattern=PATTERN.to_proto(t.pattern),  # type: ignore[arg-type]
         ensemble_ticket_id=t.ensemble_ticket_id or "",
         attempt=t.attempt,
+        estimate=_estimate_to_proto(t.estimate),
+        actual_minutes=t.actual_minutes,
         create_time=_ts(t.created_at),
         update_time=_ts(t.updated_at),
     )
     if t.lease is not None:
         msg.lease.CopyFrom(lease_to_proto(t.lease))
     return msg
+
+
+def _estimate_to_proto(e: Estimate | None) -> pb.TicketEstimate | None:
+    if e is None:
+        return None
+    return pb.TicketEstimate(
+        complexity_score=e.complexity,
+        optimistic_minutes=e.optimistic,
+        expected_minutes=e.expected,
+        pessimistic_minutes=e.pessimistic,
+        confidence=e.confidence.value,
+    )
 
 
 def project_to_proto(p: Project) -> pb.Project:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
+from swarm.ticketing.v1 import snapshots_pb2_grpc as spb_grpc
 from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
@@ -20,6 +21,8 @@ class TicketingClient(ServiceClient):
         self.templates = tpb_grpc.AgentTemplateServiceStub(self.channel.unary)
         # The template marketplace: a third.
         self.marketplace = mpb_grpc.MarketplaceServiceStub(self.channel.unary)
+        # Project snapshots and rollback: a fourth.
+        self.snapshots = spb_grpc.SnapshotServiceStub(self.channel.unary)
 
     def release_agent_claims(
         self, tenant_id: str, agent_id: str, reason: str, request_id: str

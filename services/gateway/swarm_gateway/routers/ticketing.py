@@ -25,6 +25,7 @@ from swarm_gateway.models import (
     ProjectCreate,
     ProjectCreated,
     ProjectPage,
+    ProjectProgress,
     ProjectPublic,
     RedriveRequest,
     RedriveResult,
@@ -174,6 +175,16 @@ def list_dead_letters(
     return TicketPage(
         items=[TicketPublic.from_proto(t) for t in reply.tickets], next_page_token=reply.next_page_token
     )
+
+
+@router.get("/projects/{project_id}/progress", response_model=ProjectProgress)
+def project_progress(project_id: ProjectId, caller: CurrentCaller, b: BackendsDep) -> ProjectProgress:
+    """% complete, tickets by state, remaining minutes, the critical path,
+    agents at work, the ETA, and how good the estimates were."""
+    reply = b.ticketing.stub.GetProjectProgress(
+        tpb.GetProjectProgressRequest(tenant_id=caller.tenant_id, project_id=project_id)
+    )
+    return ProjectProgress.from_proto(reply)
 
 
 @router.patch("/tickets/{ticket_id}", response_model=TicketPublic)

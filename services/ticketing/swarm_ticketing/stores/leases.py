@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -261,7 +262,8 @@ class LeaseManager:
         unblocked = self._unblock_dependents(conn, row.id, now) if row.child_count else []
         agent = row.claimed_by_agent_id
         duration = (now - row.created_at).total_seconds()
-        link, more = milestones.on_done(conn, row)
+        link, more = milestones.on_done(conn, row, now)
+        ticket = replace(ticket, actual_minutes=link["actual_minutes"])
         if row.ensemble_of is not None:
             # An ensemble's attempt is a stage of its ensemble ticket.
             done = journal.ticket_event(

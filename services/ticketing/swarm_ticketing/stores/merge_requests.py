@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from swarm_ticketing import snapshots
 from swarm_ticketing.domain import AgentRole, EventType, MergeRequest, MergeRequestState
 from swarm_ticketing.stores import journal
 from swarm_ticketing.stores.rows import to_merge_request
@@ -92,6 +93,7 @@ def after_submit(conn: Connection, row: Any, result_json: str, next_stage: str |
                 updated_at=now,
             )
         )
+        snapshots.after_merge(conn, row, now)  # every N merges a checkpoint
         _announce(conn, existing.id, EventType.PR_MERGED, row.name, now)
         return
     if next_stage != AgentRole.REVIEWER or not result.get("commit"):

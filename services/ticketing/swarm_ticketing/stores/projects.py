@@ -23,7 +23,7 @@ from swarm_ticketing.domain import (
     TicketState,
 )
 from swarm_ticketing.quota import TicketQuota
-from swarm_ticketing.stores import journal, ready, requests
+from swarm_ticketing.stores import estimates, journal, ready, requests
 from swarm_ticketing.stores.journal import AuditEntry
 from swarm_ticketing.stores.rows import encode_stages, load_tickets, to_project
 from swarm_ticketing.tables import projects, ticket_dependencies, tickets
@@ -97,6 +97,7 @@ class Projects:
         project_id = str(uuid.uuid4())
         rows = plan(spec)
         ids = {r.key: str(uuid.uuid4()) for r in rows}
+        estimated = estimates.at_creation(conn, spec.tenant_id, rows)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the creating request's trace becomes the tickets' trace
         children = Counter(dep for r in rows for dep in r.depends_on)
@@ -142,6 +143,7 @@ class Projects:
                     "pattern": r.spec.pattern.value,
                     "ensemble_of": ids[r.ensemble_of] if r.ensemble_of else None,
                     "attempt": r.attempt,
+                    **estimated[r.key],
                     "created_at": now,
                     "updated_at": now,
                 }

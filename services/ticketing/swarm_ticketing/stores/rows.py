@@ -21,6 +21,20 @@ from swarm_ticketing.domain import (
     TicketState,
     TicketType,
 )
+from swarm_ticketing.estimation import Confidence, Estimate
+
+
+def to_estimate(m: Any) -> Estimate | None:
+    if m["complexity_score"] is None:
+        return None  # made before estimates
+    return Estimate(
+        m["complexity_score"],
+        m["estimate_optimistic"],
+        m["estimate_expected"],
+        m["estimate_pessimistic"],
+        Confidence(m["estimate_confidence"]),
+    )
+
 
 CLEARED_LEASE: dict[str, Any] = {
     "claim_token": None,
@@ -73,6 +87,8 @@ def to_ticket(row: Row[Any]) -> Ticket:
         pattern=CollaborationPattern(m["pattern"]),
         ensemble_ticket_id=m["ensemble_of"],
         attempt=m["attempt"],
+        estimate=to_estimate(m),
+        actual_minutes=m["actual_minutes"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
     )

@@ -1,5 +1,6 @@
-"""Cancelling over REST: a ticket (409 naming its dependents unless cascaded)
-and a whole project; the agent's lease is gone at once."""
+"""Operators over REST: cancelling a ticket (409 naming its dependents unless
+cascaded) and a whole project, the agent's lease gone at once; a project's
+progress and its tickets' estimates."""
 
 from __future__ import annotations
 
@@ -46,3 +47,28 @@ def test_cancel_a_ticket_then_the_project(mesh: Mesh) -> None:
         assert {x["state"] for x in client.get("/api/tickets").json()["items"]} == {"cancelled"}
         listed = client.get("/api/tickets", params={"state": "cancelled"}).json()["items"]
         assert len(listed) == 3
+
+
+def test_project_progress_and_ticket_estimates(mesh: Mesh) -> None:
+    t = f"eta-{uuid.uuid4().hex[:6]}"
+    with mesh.as_key(mesh.tenant_with_key(t)) as client:
+        made = client.post(
+            "/api/projects",
+            json={
+                "name": "p",
+                "tickets": [{"key": "a", "name": "A"}, {"key": "b", "name": "B", "depends_on": ["a"]}],
+            },
+        ).json()
+        assert made["tickets"][0]["estimate"] == {
+            "complexity_score": 4,
+            "optimistic_minutes": 13,
+            "expected_minutes": 25,
+            "pessimistic_minutes": 50,
+            "confidence": "low",
+        }
+        assert made["tickets"][0]["actual_minutes"] is None
+        progress = client.get(f"/api/projects/{made['project']['id']}/progress")
+        assert progress.status_code == 200, progress.text
+        body = progress.json()
+        assert (body["queued"], body["percent_complete"], body["critical_path_minutes"]) == (2, 0.0, 50.0)
+        assert body["eta_minutes"] == 50.0 and body["eta"]
