@@ -102,6 +102,25 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
             f"/api/projects/{project_id}/rollback",
             json={"snapshot_id": fake, "expected_head": "0" * 40},
         )
+        # Nor read or curate A's conventions and learnings (seed §13).
+        conv = as_a.post(f"/api/projects/{project_id}/conventions", json={"content": "secret convention"})
+        assert conv.status_code == 201, conv.text
+        as_a.post("/api/conventions", json={"content": "secret tenant convention"})
+        convs = f"/api/projects/{project_id}/conventions"
+        call("GET", "/api/projects/{project_id}/conventions", convs)
+        call("POST", "/api/projects/{project_id}/conventions", convs, json={"content": "x"})
+        call("DELETE", "/api/conventions/{convention_id}", f"/api/conventions/{conv.json()['id']}")
+        call("GET", "/api/projects/{project_id}/learnings", f"/api/projects/{project_id}/learnings")
+        learned = as_a.get(f"/api/projects/{project_id}/learnings").json()["items"]
+        call(
+            "DELETE",
+            "/api/learnings/{learning_id}",
+            f"/api/learnings/{learned[0]['id'] if learned else fake}",
+        )
+        listing("/api/conventions", "/api/conventions")
+        exercised.add(("POST", "/api/conventions"))
+        assert as_b.post("/api/conventions", json={"content": "b's own"}).status_code == 201
+        assert [c["content"] for c in as_a.get(convs).json()["items"]] == ["secret convention"]
         mrs = as_a.get("/api/merge-requests").json()["items"]
         assert [m["branch"] for m in mrs] == ["swarm/secret"]
         call("GET", "/api/merge-requests/{merge_request_id}", f"/api/merge-requests/{mrs[0]['id']}")

@@ -181,6 +181,19 @@ def _fill_tenant(mesh: Mesh, tenant: str, client: httpx.Client, receiver: Receiv
     for _ in range(2):
         r = client.post(f"/api/projects/{project}/snapshots", json={"description": "by hand"})
         assert r.status_code == 201, r.text
+    for n in range(2):  # conventions of the tenant and of the project
+        assert client.post("/api/conventions", json={"content": f"Rule {n}"}).status_code == 201
+        r = client.post(f"/api/projects/{project}/conventions", json={"content": f"Project rule {n}"})
+        assert r.status_code == 201, r.text
+    for reason in ("the build needs Python 3.12", "tests must not touch the network"):  # two learnings
+        held = mesh.ticketing.ClaimTicket(
+            tpb.ClaimTicketRequest(tenant_id=tenant, agent_id="agent-learn", project_id=project)
+        )
+        mesh.ticketing.ReportFailure(
+            tpb.ReportFailureRequest(
+                tenant_id=tenant, ticket_id=held.ticket.id, claim_token=held.lease.claim_token, reason=reason
+            )
+        )
     return {"ticket_id": ticket, "webhook_id": hooks[0], "tenant_id": tenant, "project_id": project}
 
 

@@ -30,7 +30,7 @@ from swarm_telemetry import server as telemetry_server
 from swarm_telemetry.config import Settings as TelemetrySettings
 from swarm_telemetry.servicer import ACCESS as TELEMETRY_ACCESS
 from swarm_telemetry.servicer import OTLP_ACCESS
-from swarm_ticketing import marketplace_servicer, snapshot_servicer, template_servicer
+from swarm_ticketing import learning_servicer, marketplace_servicer, snapshot_servicer, template_servicer
 from swarm_ticketing import server as ticketing_server
 from swarm_ticketing.config import Settings as TicketingSettings
 from swarm_ticketing.servicer import ACCESS as TICKETING_ACCESS
@@ -57,6 +57,7 @@ TABLES: dict[str, dict[str, Access]] = {
         template_servicer.SERVICE_NAME: template_servicer.ACCESS,
         marketplace_servicer.SERVICE_NAME: marketplace_servicer.ACCESS,
         snapshot_servicer.SERVICE_NAME: snapshot_servicer.ACCESS,
+        learning_servicer.SERVICE_NAME: learning_servicer.ACCESS,
     },
     "events": {events_server.SERVICE_NAME: EVENTS_ACCESS},
     "telemetry": {

@@ -13,8 +13,10 @@ from typing import Any
 
 import anthropic
 import pytest
+import sqlalchemy as sa
 
 from swarm.ticketing.v1 import ticketing_pb2 as pb
+from swarm_ticketing.tables import tickets
 from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.loop import AgentLoop, WorkFailed
@@ -188,11 +190,49 @@ def test_a_cancelled_ticket_stops_its_work_at_the_next_llm_call(ticketing: Ticke
         ticketing.stub.CancelTicket(
             pb.CancelTicketRequest(tenant_id=t, ticket_id=ticket.id, operator="ops@acme", reason="stop")
         )
+        cancelled = time.monotonic()
         thread.join(5)
-        assert not thread.is_alive(), "the work stopped within a heartbeat and one call"
+        assert not thread.is_alive(), "the work stopped"
+        # Within one heartbeat interval (0.1 s) and the call then under way, with room for a loaded machine.
+        assert time.monotonic() - cancelled < 2.0
         calls = len(server.requests)
         time.sleep(0.3)
         assert len(server.requests) == calls, "no LLM call after the stop"
         agent.close()
     assert loop.stats.lost == [ticket.id] and loop.stats.failed == []
     assert get(ticketing.stub, t, ticket.id).state == pb.TICKET_STATE_CANCELLED
+
+
+def test_heartbeats_report_the_works_steps(ticketing: TicketingHarness) -> None:
+    t = tenant()
+    ticket = create_project(ticketing.stub, t, [spec("steps")]).tickets[0]
+    finish = threading.Event()
+
+    def progress() -> int | None:
+        with ticketing.app.db.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(tickets.c.lease_progress).where(tickets.c.id == ticket.id)
+            ).scalar()
+        return int(value) if value is not None else None
+
+    with MessagesServer(lambda body: Reply("ok")) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+        llm = TrackedLLM(client, None, Attribution(t, "agent-1"), api_key=lambda: "token")
+
+        def work(claimed: ClaimedTicket) -> dict[str, Any]:
+            for _ in range(2):  # two steps, then a long wait (a slow tool)
+                llm.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "step"}])
+            finish.wait(10)
+            return {}
+
+        agent = TicketingClient(ticketing.target, t, "agent-1")
+        loop = AgentLoop(agent, work, heartbeat_interval=0.05, idle_wait=0.01)
+        thread = threading.Thread(target=loop.run_one, args=(agent.claim(0),))
+        thread.start()
+        try:
+            eventually(lambda: progress() == 2, what="the heartbeat reported two steps")
+        finally:
+            finish.set()
+            thread.join(5)
+            agent.close()
+    assert loop.stats.completed == [ticket.id]

@@ -163,10 +163,13 @@ def test_heartbeats_keep_a_lease_alive_past_its_first_expiry(ticketing: Ticketin
     t = tenant()
     create_project(ticketing.stub, t, [spec("only")])
     a = claim(ticketing.stub, t, "agent-a")
-    for _ in range(4):  # 4 x 10 min = 40 min, well past the 15-minute lease
+    for step in range(1, 5):  # 4 x 10 min = 40 min, well past the 15-minute lease
         ticketing.clock.advance(timedelta(minutes=10))
         renewed = ticketing.stub.RenewLease(
-            pb.RenewLeaseRequest(tenant_id=t, ticket_id=a.ticket.id, claim_token=a.lease.claim_token)
+            # A working agent's steps rise (one that only heartbeats is released as stale: test_stale).
+            pb.RenewLeaseRequest(
+                tenant_id=t, ticket_id=a.ticket.id, claim_token=a.lease.claim_token, progress=step
+            )
         )
         assert renewed.lease.expire_time.ToDatetime() > ticketing.clock.now().replace(tzinfo=None)
         assert not claim(ticketing.stub, t, "agent-b").HasField("ticket")

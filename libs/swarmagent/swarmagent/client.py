@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from swarm.ticketing.v1 import learning_pb2 as lpb
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.credentials import AgentCredentials
 from swarmcommon import clients
@@ -148,7 +149,8 @@ class TicketingClient:
                 raise LeaseLost(err.message) from err
             raise
 
-    def renew(self, claimed: ClaimedTicket) -> pb.Lease:
+    def renew(self, claimed: ClaimedTicket, progress: int = 0) -> pb.Lease:
+        """Heartbeat: extend the lease, reporting `progress` (the work's steps so far)."""
         reply = self._guarded(
             self.stub.RenewLease,
             pb.RenewLeaseRequest(
@@ -156,6 +158,7 @@ class TicketingClient:
                 ticket_id=claimed.id,
                 claim_token=claimed.token,
                 lease_duration=self._lease_duration(),
+                progress=progress,
             ),
         )
         lease: pb.Lease = reply.lease
@@ -193,3 +196,11 @@ class TicketingClient:
             ),
         )
         return bool(reply.quarantined)
+
+    def lessons(self, claimed: ClaimedTicket) -> str:
+        """The prompt section of the project's conventions and lessons for the
+        ticket this agent holds (seed §13); "" when there is nothing to say."""
+        reply = self._service.learning.GetLessons(
+            lpb.GetLessonsRequest(tenant_id=self.tenant_id, ticket_id=claimed.id, claim_token=claimed.token)
+        )
+        return str(reply.prompt_section)

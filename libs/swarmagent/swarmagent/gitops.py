@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
+from swarmagent import stopping
 from swarmcommon.gitnames import check_branch
 from swarmcommon.gitrepos import is_under, local_segments, parse
 
@@ -307,7 +308,9 @@ class Workspace:
         return cls(path, policy)
 
     def git(self, *args: str, author: Author | None = None) -> str:
-        return _git(self.policy, self.path, *args, author=author)
+        out = _git(self.policy, self.path, *args, author=author)
+        stopping.advanced()  # a step of the ticket's work (the heartbeat reports them)
+        return out
 
     def head(self) -> str:
         return self.git("rev-parse", "HEAD")

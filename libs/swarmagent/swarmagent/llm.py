@@ -140,6 +140,7 @@ class TrackedLLM:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
             span.set_attributes(_response_attributes(response))
+            stopping.advanced()
             span.add_event("response_received", {"output_tokens": response.usage.output_tokens})
             if self.usage is not None:
                 self._record(response, self.usage)

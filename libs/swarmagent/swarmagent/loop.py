@@ -103,19 +103,20 @@ class AgentLoop:
             context.detach(token)
 
     def _run_one(self, claimed: ClaimedTicket) -> None:
-        lost = threading.Event()
+        state = stopping.WorkState()
+        lost = state.lost
         done = threading.Event()
         with tracer.start_as_current_span("agent.work", attributes=self._attributes(claimed)):
             # Renewals are part of the work: the thread starts in this context.
             beat = threading.Thread(
-                target=self._heartbeat, args=(claimed, done, lost, context.get_current()), daemon=True
+                target=self._heartbeat, args=(claimed, done, state, context.get_current()), daemon=True
             )
             try:
                 self.client.start(claimed)
                 self.on_event("started", claimed, claimed.stage_name)
                 beat.start()
                 try:
-                    with stopping.working(lost):
+                    with stopping.working(state):
                         result = self.work(claimed)
                 finally:
                     done.set()
@@ -141,14 +142,16 @@ class AgentLoop:
                 self.on_event("quarantined" if quarantined else "failed", claimed, reason)
 
     def _heartbeat(
-        self, claimed: ClaimedTicket, done: threading.Event, lost: threading.Event, ctx: context.Context
+        self, claimed: ClaimedTicket, done: threading.Event, state: stopping.WorkState, ctx: context.Context
     ) -> None:
+        """Renew the lease every interval, reporting the work's steps so far
+        (ticketing releases a lease whose work stops moving)."""
         context.attach(ctx)
         while not done.wait(self.heartbeat_interval):
             try:
-                self.client.renew(claimed)
+                self.client.renew(claimed, progress=state.steps)
             except LeaseLost:
-                lost.set()
+                state.lost.set()
                 return
             except Exception:  # a missed beat is retried at the next interval
                 log.warning("heartbeat failed", exc_info=True)

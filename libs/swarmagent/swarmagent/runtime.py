@@ -28,12 +28,13 @@ that is not valid JSON of that shape fails the stage with a clear reason.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,15 +45,17 @@ from opentelemetry import trace
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent import checks
 from swarmagent.checks import previous_result, proposed_files, write
-from swarmagent.client import ClaimedTicket
+from swarmagent.client import ClaimedTicket, TicketingClient
 from swarmagent.credentials import current as agent_credentials
 from swarmagent.gitops import Author, GitError, GitPolicy, Workspace
 from swarmagent.llm import Attribution, TrackedLLM
 from swarmagent.llmproxy import NoProxy, proxy_client
 from swarmagent.loop import WorkFailed
 from swarmcommon.clients import TelemetryClient
+from swarmcommon.errors import SwarmError
 
 tracer = trace.get_tracer("swarmagent.runtime")
+log = logging.getLogger(__name__)
 
 JSON_BLOCK = re.compile(r"\{.*\}", re.DOTALL)
 
@@ -113,6 +116,8 @@ class Runtime:
     model: str
     git: GitPolicy  # what git may reach (swarmagent.gitops)
     max_tokens: int = 4096
+    # The project's conventions and lessons for a held ticket (TicketingClient.lessons).
+    lessons: Callable[[ClaimedTicket], str] | None = None
 
     def work(self, claimed: ClaimedTicket) -> dict[str, Any]:
         """The AgentLoop work function."""
@@ -195,6 +200,7 @@ class Runtime:
         )
         if t.failure_count and t.last_failure_reason:
             prompt += f"\n\nYour last change to this ticket came back: {t.last_failure_reason}\nFix that."
+        prompt += self._lessons(claimed)
         answer = self.ask(claimed, llm, "llm.generate_code", prompt)
         changes = proposed_files(answer, required=True)
         write(ws, changes)
@@ -204,6 +210,18 @@ class Runtime:
         with tracer.start_as_current_span("git.push", attributes={"git.branch": branch}):
             ws.push(branch)
         return {"branch": branch, "commit": commit, "files": sorted(changes), "summary": summary}
+
+    def _lessons(self, claimed: ClaimedTicket) -> str:
+        """What the project's history says, to append to the prompt: lessons
+        help, and their absence (ticketing slow or down) never fails the stage."""
+        if self.lessons is None:
+            return ""
+        try:
+            section = self.lessons(claimed)
+        except SwarmError as exc:
+            log.warning("no lessons for ticket %s: %s", claimed.id, exc.message)
+            return ""
+        return f"\n\n{section}" if section else ""
 
     def review(self, claimed: ClaimedTicket, llm: TrackedLLM, workdir: Path) -> dict[str, Any]:
         t = claimed.ticket
@@ -245,6 +263,7 @@ class FromEnvironment:
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
         self._telemetry: TelemetryClient | None = None
+        self._ticketing: TicketingClient | None = None
         self._lock = threading.Lock()
 
     def __call__(self, claimed: ClaimedTicket) -> dict[str, Any]:
@@ -277,6 +296,14 @@ class FromEnvironment:
 
     def _build(self, env: Mapping[str, str]) -> Runtime:
         workroot = Path.cwd() / "work"
+        if env.get("SWARM_TICKETING_TARGET"):
+            credentials = agent_credentials()
+            self._ticketing = TicketingClient(
+                env["SWARM_TICKETING_TARGET"],
+                env["SWARM_TENANT_ID"],
+                env["SWARM_AGENT_ID"],
+                credentials=credentials if credentials.token else None,
+            )
         return Runtime(
             self.llm(env),
             env.get("SWARM_REPOSITORY", ""),  # the ticket's project usually names it
@@ -288,6 +315,7 @@ class FromEnvironment:
             env.get("SWARM_LLM_MODEL", "claude-sonnet-4-6"),
             # git's HOME is the agent's own (empty) directory, never the host's.
             GitPolicy.from_environment(env, workroot / ".git-home"),
+            lessons=self._ticketing.lessons if self._ticketing is not None else None,
         )
 
     def close(self) -> None:
@@ -297,7 +325,9 @@ class FromEnvironment:
                 self._runtime.llm.close()
             if self._telemetry is not None:
                 self._telemetry.close()
-            self._runtime, self._telemetry = None, None
+            if self._ticketing is not None:
+                self._ticketing.close()
+            self._runtime, self._telemetry, self._ticketing = None, None, None
 
 
 work = FromEnvironment()

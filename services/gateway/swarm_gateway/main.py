@@ -18,6 +18,7 @@ from swarm_gateway.guard import RequestGuard
 from swarm_gateway.routers import (
     admin,
     health,
+    learnings,
     marketplace,
     quota,
     snapshots,
@@ -51,7 +52,7 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.add_exception_handler(SwarmError, swarm_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_response)
     app.add_exception_handler(StarletteHTTPException, http_error_response)
-    for module in (ticketing, snapshots, templates, marketplace, quota, admin, health):
+    for module in (ticketing, snapshots, learnings, templates, marketplace, quota, admin, health):
         app.include_router(module.router)
     app.include_router(telemetry.router)
     app.include_router(webhooks.router)

@@ -49,6 +49,12 @@ class Settings(ServiceSettings):
     tenant_weights: str = ""
     # How often the reaper looks for expired leases nobody rescued; 0 disables.
     reaper_interval_seconds: float = Field(default=10.0, ge=0)
+    # A lease whose heartbeats report no progress this long is released as
+    # stale (a hung agent), a failure counted; 0 never (the seed: 30 min).
+    stale_lease_minutes: float = Field(default=30.0, ge=0, le=24 * 60)
+    # The size of the lessons section an agent's prompt gets (seed §13), in
+    # tokens (about 4 characters each).
+    lessons_token_budget: int = Field(default=800, ge=100, le=8000)
     # How long a request_id is remembered (AIP-155): a retry arrives within
     # seconds or minutes; a day also covers a client's own slow retry loop.
     request_retention_seconds: float = Field(default=86400.0, ge=60)

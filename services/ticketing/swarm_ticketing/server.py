@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from swarm.ticketing.v1 import learning_pb2_grpc as lpb_grpc
 from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
 from swarm.ticketing.v1 import snapshots_pb2_grpc as spb_grpc
 from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2_grpc as pb_grpc
-from swarm_ticketing import marketplace_servicer, snapshot_servicer, template_servicer
+from swarm_ticketing import learning_servicer, marketplace_servicer, snapshot_servicer, template_servicer
 from swarm_ticketing.config import Settings
 from swarm_ticketing.default_templates import ensure_defaults
 from swarm_ticketing.domain import LeasePolicy
@@ -30,10 +31,12 @@ from swarm_ticketing.servicer import ACCESS, Stores, TicketingServicer
 from swarm_ticketing.snapshots import Checkpoints
 from swarm_ticketing.stores.cancels import Cancellations
 from swarm_ticketing.stores.claims import Claims
+from swarm_ticketing.stores.conventions import Conventions
 from swarm_ticketing.stores.cost_caps import CostCaps
 from swarm_ticketing.stores.dead_letters import DeadLetters
 from swarm_ticketing.stores.deployments import Deployments
 from swarm_ticketing.stores.edits import Edits
+from swarm_ticketing.stores.learnings import Learnings
 from swarm_ticketing.stores.leases import LeaseManager
 from swarm_ticketing.stores.listings import Listings
 from swarm_ticketing.stores.lost import LostLeases
@@ -157,6 +160,9 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     platform_git = PlatformGit(repositories, credentials)
     snapshots = Snapshots(db, clock, platform_git)
     rollbacks = Rollbacks(db, clock, platform_git, snapshots)
+    # Learning from history: conventions read from repositories by this process's git.
+    conventions = Conventions(db, clock, platform_git)
+    learnings = Learnings(db, clock, stores.leases, conventions, settings.lessons_token_budget)
     revocations = revocation_list(settings.vmhost_target, settings)
     handle = start_aio_server(
         [
@@ -192,6 +198,14 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
                 domain="swarm.ticketing",
                 access=snapshot_servicer.ACCESS,
             ),
+            GrpcService(
+                learning_servicer.SERVICE_NAME,
+                lambda server: lpb_grpc.add_LearningServiceServicer_to_server(
+                    learning_servicer.LearningServicer(learnings, conventions), server
+                ),
+                domain="swarm.ticketing",
+                access=learning_servicer.ACCESS,
+            ),
         ],
         listen_address=settings.listen_address,
         security=ServerSecurity.from_settings(settings, agent_tokens=True, revoked=revoked(revocations)),
@@ -206,6 +220,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         stores.lost,
         settings.reaper_interval_seconds,
         timedelta(seconds=settings.request_retention_seconds),
+        stale_after=timedelta(minutes=settings.stale_lease_minutes) if settings.stale_lease_minutes else None,
     )
     reaper.start()
     relay = (

@@ -19,6 +19,7 @@ from swarm_ticketing.stores.bundle import Stores
 from swarm_ticketing.stores.claims import ClaimRequest
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, allow, current_caller
+from swarmcommon.errors import InvalidArgument
 from swarmcommon.idempotency import fingerprint, request_key
 from swarmcommon.pagination import page_size
 
@@ -215,8 +216,16 @@ class TicketingServicer(ReadRpcs, pb_grpc.TicketingServiceServicer):  # type: ig
     ) -> pb.RenewLeaseResponse:
         tenant, ticket_id, token, holder = self._lease_args(request)
         requested = lease_duration(wire.duration_from_proto(request), self.s.leases.policy.default_lease)
+        if request.progress < 0:
+            raise InvalidArgument("progress", "counts steps: 0 or more")
         lease = self.s.leases.renew(
-            tenant, ticket_id, token, requested, request_key(tenant, request), holder=holder
+            tenant,
+            ticket_id,
+            token,
+            requested,
+            request_key(tenant, request),
+            holder=holder,
+            progress=request.progress,
         )
         return pb.RenewLeaseResponse(lease=wire.lease_to_proto(lease))
 

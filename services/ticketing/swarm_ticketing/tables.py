@@ -78,6 +78,10 @@ tickets = sa.Table(
     sa.Column("claim_expires_at", UTCDateTime, nullable=True),
     sa.Column("claimed_by_agent_id", sa.String(128), nullable=True),
     sa.Column("claimed_at", UTCDateTime, nullable=True),
+    # The lease's work: the steps its heartbeats reported, and when the count
+    # last rose (NULL: not since the claim). No rise for the stale deadline: released.
+    sa.Column("lease_progress", sa.BigInteger, nullable=True),
+    sa.Column("progressed_at", UTCDateTime, nullable=True),
     # Token of the lease whose SubmitWork last succeeded: a retried submit
     # with it is answered with success instead of a stale-token error.
     sa.Column("last_submitted_token", sa.String(36), nullable=True),
@@ -350,5 +354,6 @@ stage_templates = sa.Table(
 # The marketplace's tables are defined in `marketplace_tables` (this module
 # is at its size limit) on this `metadata`; importing it here registers them
 # for every user of this module (migrations, snapshots).
+import swarm_ticketing.learning_tables  # noqa: E402, F401
 import swarm_ticketing.marketplace_tables  # noqa: E402, F401
 import swarm_ticketing.snapshot_tables  # noqa: E402, F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swarm.ticketing.v1 import learning_pb2_grpc as lpb_grpc
 from swarm.ticketing.v1 import marketplace_pb2_grpc as mpb_grpc
 from swarm.ticketing.v1 import snapshots_pb2_grpc as spb_grpc
 from swarm.ticketing.v1 import templates_pb2_grpc as tpb_grpc
@@ -23,6 +24,8 @@ class TicketingClient(ServiceClient):
         self.marketplace = mpb_grpc.MarketplaceServiceStub(self.channel.unary)
         # Project snapshots and rollback: a fourth.
         self.snapshots = spb_grpc.SnapshotServiceStub(self.channel.unary)
+        # Learnings and conventions (and agents' lessons): a fifth.
+        self.learning = lpb_grpc.LearningServiceStub(self.channel.unary)
 
     def release_agent_claims(
         self, tenant_id: str, agent_id: str, reason: str, request_id: str

@@ -7,19 +7,23 @@ ticket with a reason, where only a human redrive brings it back.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Row
 
 from swarm_ticketing.domain import (
+    CHECKING_ROLES,
     ActorType,
+    AgentRole,
     AuditEvent,
     EventType,
     FailureOutcome,
     QuarantineCause,
     TicketState,
     quarantine_reason,
+    rework_index,
 )
 from swarm_ticketing.stores import ensembles, journal
 from swarm_ticketing.stores import statements as stmt
@@ -126,3 +130,19 @@ def transition_audit(
         old_value={"state": row.state},
         new_value=extra or None,
     )
+
+
+def details_of(details_json: str) -> dict[str, Any]:
+    try:
+        value = json.loads(details_json) if details_json else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def send_back(row: Row[Any], stages: list[str], details_json: str) -> int | None:
+    """The stage a checking stage's refusal (`review: rejected`) sends the
+    ticket back to: its nearest authoring stage; None for any other failure."""
+    if row.role not in CHECKING_ROLES or details_of(details_json).get("review") != "rejected":
+        return None
+    return rework_index([AgentRole(s) for s in stages], row.stage_index)

@@ -12,7 +12,6 @@ With a request_id, a retry answers as the first call did (see `requests.py`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -22,7 +21,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from swarm_ticketing.domain import (
-    CHECKING_ROLES,
     ActorType,
     AgentRole,
     AuditEvent,
@@ -33,9 +31,17 @@ from swarm_ticketing.domain import (
     LeasePolicy,
     Ticket,
     TicketState,
-    rework_index,
 )
-from swarm_ticketing.stores import ensembles, failures, journal, merge_requests, milestones, ready, requests
+from swarm_ticketing.stores import (
+    ensembles,
+    failures,
+    journal,
+    learnings,
+    merge_requests,
+    milestones,
+    ready,
+    requests,
+)
 from swarm_ticketing.stores import statements as stmt
 from swarm_ticketing.stores.cancels import cancel_leftovers
 from swarm_ticketing.stores.journal import AuditEntry
@@ -123,12 +129,19 @@ class LeaseManager:
         key: RequestKey | None = None,
         *,
         holder: str | None = None,
+        progress: int = 0,
     ) -> Lease:
         def work(conn: Connection, now: datetime) -> tuple[Lease, Answer]:
             row = self._lock_leased(conn, tenant_id, ticket_id, token, now, holder=holder)
             expires = now + (lease or self.policy.default_lease)
-            # Heartbeats are not transitions: no audit row, no event.
-            conn.execute(sa.update(T).where(T.c.id == ticket_id).values(claim_expires_at=expires))
+            # Heartbeats are not transitions: no audit row, no event. A rising
+            # step count is progress (the stale check in lost.py).
+            moved = (
+                {"lease_progress": progress, "progressed_at": now}
+                if progress > (row.lease_progress or 0)
+                else {}
+            )
+            conn.execute(sa.update(T).where(T.c.id == ticket_id).values(claim_expires_at=expires, **moved))
             agent = row.claimed_by_agent_id
             return Lease(token, agent, expires), {"agent_id": agent, "expires_at": expires.isoformat()}
 
@@ -194,6 +207,7 @@ class LeaseManager:
                 judged = [audit]
                 cancel_leftovers(conn, row, said["attempt"], now)
             merge_requests.after_submit(conn, row, result, next_stage, now)
+            learnings.after_submit(conn, row, result, now)
             if self.stages is not None:
                 self.stages.submitted(conn, row)
             common: dict[str, Any] = {
@@ -334,7 +348,7 @@ class LeaseManager:
     ) -> FailureOutcome:
         merge_requests.after_failure(conn, row, reason, details_json, now)
         stages = row.stages.split(",")
-        back = _send_back(row, stages, details_json)
+        back = failures.send_back(row, stages, details_json)
         if self.stages is not None:
             self.stages.failed(conn, row, stages[back] if back is not None else None)
         outcome = failures.record_failure(
@@ -347,6 +361,7 @@ class LeaseManager:
             actor_id=row.claimed_by_agent_id,
             details_json=details_json,
         )
+        learnings.after_failure(conn, row, reason, details_json, now)
         if back is None or outcome.quarantined:
             return outcome
         # Checked and refused: back to its author for rework, with the findings.
@@ -362,7 +377,10 @@ class LeaseManager:
                     ActorType.AGENT,
                     actor_id=row.claimed_by_agent_id,
                     old_value={"stage": row.role},
-                    new_value={"stage": stages[back], "findings": _details(details_json).get("findings")},
+                    new_value={
+                        "stage": stages[back],
+                        "findings": failures.details_of(details_json).get("findings"),
+                    },
                     rationale=reason,
                 )
             ],
@@ -395,19 +413,3 @@ class LeaseManager:
             return ticket, {}
 
         return requests.LOG.run(self.db, key, self.clock.now, work, self._current(tenant_id, ticket_id))
-
-
-def _details(details_json: str) -> dict[str, Any]:
-    try:
-        value = json.loads(details_json) if details_json else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _send_back(row: Row[Any], stages: list[str], details_json: str) -> int | None:
-    """The stage a checking stage's refusal (`review: rejected`) sends the
-    ticket back to: its nearest authoring stage; None for any other failure."""
-    if row.role not in CHECKING_ROLES or _details(details_json).get("review") != "rejected":
-        return None
-    return rework_index([AgentRole(s) for s in stages], row.stage_index)

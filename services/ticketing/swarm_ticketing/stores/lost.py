@@ -1,11 +1,12 @@
 """Leases lost without their holder's say: every lease of a vanished agent
-(self-healing), and expired leases nobody rescued (the reaper's pass). Each
-loss counts a failure, which may quarantine the ticket."""
+(self-healing), expired leases nobody rescued, and stale leases whose agent
+heartbeats without making progress (the reaper's passes). Each loss counts a
+failure, which may quarantine the ticket."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,6 +67,28 @@ class LostLeases:
                 .with_for_update(skip_locked=True)
             ).all()
             return self._count_failures(conn, rows, now, LEASE_EXPIRED_REASON)
+
+        return self.db.transaction(tx)
+
+    def release_stale(self, deadline: timedelta, batch: int = 200) -> ReleasedClaims:
+        """Leases whose work reported no progress for `deadline` while their
+        agent kept them alive: a hung agent. Each goes back to READY (or to
+        quarantine) with a failure counted; its agent's next heartbeat finds
+        the lease gone and stops."""
+
+        def tx(conn: Connection) -> ReleasedClaims:
+            now = self.clock.now()
+            last = sa.func.coalesce(T.c.progressed_at, T.c.claimed_at)
+            rows = conn.execute(
+                sa.select(T)
+                .where(T.c.state.in_(stmt.LEASED), T.c.claim_expires_at >= now, last < now - deadline)
+                .order_by(last)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            minutes = round(deadline.total_seconds() / 60, 1)
+            why = f"stale: no progress for {minutes:g} min while its agent kept heartbeating"
+            return self._count_failures(conn, rows, now, why)
 
         return self.db.transaction(tx)
 

@@ -41,6 +41,9 @@ _LEASE_VALUES = {
     "claimed_by_agent_id": _b("agent"),
     "claimed_at": _b("now"),
     "updated_at": _b("now"),
+    # A new lease has made no progress yet (its claim time stands for it).
+    "lease_progress": sa.null(),
+    "progressed_at": sa.null(),
 }
 
 
