@@ -10,6 +10,8 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from swarm.ticketing.v1 import learning_pb2 as lpb
+from swarm.ticketing.v1 import learning_pb2_grpc as lpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarm_ticketing.matching import MAX_PARKED_PER_AGENT
 from swarmagent.client import TicketingClient
@@ -190,3 +192,22 @@ def test_a_guest_cannot_fill_ticketing_with_parked_claims(mesh: AgentMesh) -> No
         for call in calls:
             call.cancel()
     eventually(lambda: len(pollers) == 0, what="the cancelled polls gone")
+
+
+def test_lessons_are_only_for_the_agent_holding_the_lease(mesh: AgentMesh) -> None:
+    # The attack: an agent of the same tenant asks for the lessons of a lease it
+    # does not hold, with its own valid token and the other lease's claim token;
+    # another tenant's agent tries the same. Each is refused and nothing is recorded.
+    mesh.project("acme", ["a"])
+    holder, thief = _agent(), _agent()
+    mine = bearer(mesh.token(holder, "acme"))
+    held = mesh.agent_ticketing().ClaimTicket(pb.ClaimTicketRequest(), metadata=mine)
+    lessons = lpb_grpc.LearningServiceStub(mesh.agent_channel("ticketing"))
+    ask = lpb.GetLessonsRequest(ticket_id=held.ticket.id, claim_token=held.lease.claim_token)
+    before = mesh.snapshot()
+    with raises_status(grpc.StatusCode.PERMISSION_DENIED, "held by another agent"):
+        lessons.GetLessons(ask, metadata=bearer(mesh.token(thief, "acme")))
+    with raises_status(grpc.StatusCode.NOT_FOUND):
+        lessons.GetLessons(ask, metadata=bearer(mesh.token(thief, "beta")))
+    assert mesh.snapshot() == before
+    lessons.GetLessons(ask, metadata=mine)  # the holder may
