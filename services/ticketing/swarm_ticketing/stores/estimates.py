@@ -72,10 +72,13 @@ def at_creation(conn: Connection, tenant_id: str, rows: Sequence[Planned]) -> di
     return columns
 
 
-def worked_minutes(conn: Connection, ticket_id: str, now: datetime) -> float:
-    """Minutes the ticket's leases were held (an attempt still open ends `now`)."""
+def worked_minutes(conn: Connection, tenant_id: str, ticket_id: str, now: datetime) -> float:
+    """Minutes the ticket's leases were held (an attempt still open ends `now`).
+    By tenant and ticket: the audit table's index (ix_audit_ticket) serves it."""
     trail = conn.execute(
-        sa.select(A.c.event_type, A.c.created_at).where(A.c.ticket_id == ticket_id).order_by(A.c.seq)
+        sa.select(A.c.event_type, A.c.created_at)
+        .where(A.c.tenant_id == tenant_id, A.c.ticket_id == ticket_id)
+        .order_by(A.c.seq)
     ).all()
     worked, started = timedelta(0), None
     for entry in trail:
@@ -90,7 +93,7 @@ def worked_minutes(conn: Connection, ticket_id: str, now: datetime) -> float:
 
 
 def record_actual(conn: Connection, row: Row[Any], now: datetime) -> float:
-    minutes = round(worked_minutes(conn, row.id, now), 3)
+    minutes = round(worked_minutes(conn, row.tenant_id, row.id, now), 3)
     conn.execute(sa.update(T).where(T.c.id == row.id).values(actual_minutes=minutes))
     return minutes
 
