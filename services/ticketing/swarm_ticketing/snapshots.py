@@ -136,9 +136,9 @@ def after_merge(conn: Connection, row: Any, now: datetime) -> Snapshot | None:
         return None
     m = merge_requests
     merged = m.c.state == MergeRequestState.MERGED.value
-    count = conn.execute(
-        sa.select(sa.func.count()).select_from(m).where(m.c.project_id == project.id, merged)
-    ).scalar_one()
+    # By tenant first: ix_merge_requests_tenant narrows the count to the tenant's merge requests.
+    of_project = sa.and_(m.c.tenant_id == project.tenant_id, m.c.project_id == project.id)
+    count = conn.execute(sa.select(sa.func.count()).select_from(m).where(of_project, merged)).scalar_one()
     if count == 0 or count % every:
         return None
     mine = conn.execute(
