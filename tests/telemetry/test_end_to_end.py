@@ -114,7 +114,14 @@ def test_gateway_ticketing_and_agent_spans_form_one_trace(
             assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
             return None
         names = {s.name for s in trace.spans}
-        if wanted <= {s.service_name for s in trace.spans} and {"git.push", "agent.work"} <= names:
+        # Each process exports on its own schedule: ticketing's claim span
+        # can land after the agent's spans, so wait for it too.
+        claimed = any(n.endswith("TicketingService/ClaimTicket") for n in names)
+        if (
+            wanted <= {s.service_name for s in trace.spans}
+            and {"git.push", "agent.work"} <= names
+            and claimed
+        ):
             return trace
         return None
 
