@@ -274,6 +274,8 @@ def test_every_webhook_and_event_route_hides_other_tenants_objects(
         exercised.add(("POST", "/api/webhooks"))
         own = other.post("/api/webhooks", json={"url": receiver.url, "events": ["*"]})
         assert own.status_code == 201 and own.json()["webhook"]["id"] != hook_id
+        exercised.add(("GET", "/api/event-types"))  # the same catalogue for every tenant
+        assert other.get("/api/event-types").json() == tenant.get("/api/event-types").json()
         exercised.add(("GET", "/api/events/stream"))
         stream = SSE(other, params={"since": since})
         assert stream.status == 200
@@ -292,3 +294,27 @@ def test_every_webhook_and_event_route_hides_other_tenants_objects(
     assert all(
         isinstance(r, APIRoute) for r in mesh.app.routes if getattr(r, "path", "").startswith("/api/web")
     )
+
+
+def test_the_event_catalogue_lists_every_type_with_its_payload_schema(
+    mesh: Mesh, tenant: httpx.Client, receiver: Receiver
+) -> None:
+    r = tenant.get("/api/event-types")
+    assert r.status_code == 200, r.text
+    items = {i["type"]: i for i in r.json()["items"]}
+    seed = {name for name, i in items.items() if i["in_seed"]}
+    assert seed == {
+        "ticket.created", "ticket.assigned", "ticket.in_progress", "ticket.completed", "ticket.failed",
+        "ticket.quarantined", "pr.opened", "pr.merged", "pr.rejected", "agent.started", "agent.completed",
+        "agent.failed", "project.design_complete", "collaboration.stage_complete",
+    }  # fmt: skip
+    completed = items["ticket.completed"]["payload_schema"]
+    assert completed["type"] == "object" and "ticket_id" in completed["required"]
+    assert set(completed["properties"]["pull_request"]["required"]) >= {"merge_request_id", "branch"}
+    # Every listed type may be subscribed to; anything else is 400 naming it.
+    every = tenant.post("/api/webhooks", json={"url": receiver.url, "events": sorted(items)})
+    assert every.status_code == 201, every.text
+    typo = tenant.post("/api/webhooks", json={"url": receiver.url, "events": ["ticket.typo"]})
+    assert typo.status_code == 400 and "ticket.typo" in typo.text
+    assert len(tenant.get("/api/webhooks").json()["items"]) == 1
+    assert mesh.http.get("/api/event-types").status_code == 401

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from swarmcommon.errors import InvalidArgument
+from swarmcommon.event_catalogue import CATALOGUE
 
 MAX_EVENT_TYPES = 50
 MAX_EVENT_TYPE = 64
@@ -44,39 +45,10 @@ EVENT_OWNERS: dict[str, tuple[str, ...]] = {
 }
 # Every relaying outbox emits these about itself.
 SHARED_EVENT_TYPES = frozenset({"outbox.dead_lettered"})
-# Every event type some service emits: what a subscription or a filter may
-# name (a typo such as "ticket.complete" would otherwise never match).
-KNOWN_EVENT_TYPES = frozenset(
-    {
-        # ticketing (the seed's names, and those its later features added)
-        "ticket.created",
-        "ticket.assigned",
-        "ticket.in_progress",
-        "ticket.completed",
-        "ticket.failed",
-        "ticket.quarantined",
-        "ticket.budget_exceeded",
-        "ticket.cancelled",
-        "pr.opened",
-        "pr.merged",
-        "pr.rejected",
-        "pr.closed",
-        "project.design_complete",
-        "project.rolled_back",
-        "collaboration.stage_complete",
-        "template.promoted",
-        "template.rolled_back",
-        # vmhost
-        "agent.started",
-        "agent.completed",
-        "agent.failed",
-        "agent.healed",
-        # events itself, and every relay
-        TEST_EVENT_TYPE,
-        WEBHOOK_DISABLED_EVENT,
-        *SHARED_EVENT_TYPES,
-    }
-)
+# Every event type some service emits (swarmcommon.event_catalogue): what a
+# subscription or a filter may name (a typo such as "ticket.complete" would
+# otherwise never match).
+KNOWN_EVENT_TYPES = frozenset(CATALOGUE)
 
 
 def publishable(service: str, event_type: str) -> bool:

@@ -216,3 +216,15 @@ class EventPublic(BaseModel):
 class EventPage(BaseModel):
     items: list[EventPublic]
     next_page_token: str
+
+
+class EventTypePublic(BaseModel):
+    type: str
+    producer: str
+    description: str
+    in_seed: bool
+    payload_schema: dict[str, Any]
+
+
+class EventTypeList(BaseModel):
+    items: list[EventTypePublic]

@@ -31,6 +31,8 @@ from swarm_gateway.webhook_models import (
     DeliveryPublic,
     EventPage,
     EventPublic,
+    EventTypeList,
+    EventTypePublic,
     RecoverRequest,
     RecoverResult,
     SecretRotate,
@@ -45,6 +47,7 @@ from swarm_gateway.webhook_models import (
     WebhookUpdate,
 )
 from swarmcommon.errors import InvalidArgument, SwarmError
+from swarmcommon.event_catalogue import CATALOGUE
 
 router = APIRouter(prefix="/api", tags=["webhooks"], responses=COMMON_ERRORS)
 events_router = APIRouter(prefix="/api", tags=["events"], responses=COMMON_ERRORS)
@@ -234,6 +237,24 @@ def redeliver(
 
 
 # -- the event log ----------------------------------------------------------------------------
+
+
+@events_router.get("/event-types", response_model=EventTypeList)
+def list_event_types(caller: CurrentCaller) -> EventTypeList:
+    """Every event type a webhook may subscribe to, with a JSON Schema of its
+    payload (`data`); a subscription naming any other type is 400."""
+    return EventTypeList(
+        items=[
+            EventTypePublic(
+                type=t.name,
+                producer=t.producer,
+                description=t.description,
+                in_seed=t.in_seed,
+                payload_schema=t.payload_schema,
+            )
+            for t in CATALOGUE.values()
+        ]
+    )
 
 
 @events_router.get("/events", response_model=EventPage)
