@@ -115,6 +115,11 @@ def test_a_call_is_traced_and_recorded_in_the_ledger(
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 40
     assert attrs["swarm.ticket_id"] == "t1"
     assert [e.name for e in span.events] == ["prompt_sent", "response_received"]
+    sent, received = span.events
+    # The seed's "prompt_sent (2.5k tokens)": the prompt's size, at the time it was sent.
+    assert (sent.attributes or {})["tokens"] == reply.usage.input_tokens + 40
+    assert (received.attributes or {})["tokens"] == reply.usage.output_tokens
+    assert span.start_time is not None and span.start_time <= sent.timestamp <= received.timestamp
 
 
 def test_an_exhausted_budget_refuses_before_the_call_is_sent(

@@ -13,6 +13,7 @@ conventions, and accounting:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,16 +133,24 @@ class TrackedLLM:
         with tracer.start_as_current_span(
             f"chat {model}", kind=SpanKind.CLIENT, attributes=self._request_attributes(model, params)
         ) as span:
-            span.add_event("prompt_sent", {"messages": len(params.get("messages", []))})
+            # The prompt's size in tokens is known only from the answer, so
+            # prompt_sent is added afterwards at the time it was sent (the
+            # seed's waterfall shows "prompt_sent (2.5k tokens)").
+            sent_at = time.time_ns()
+            messages = len(params.get("messages", []))
             try:
                 response = self._call(params, span)
             except anthropic.APIError as exc:
+                span.add_event("prompt_sent", {"messages": messages}, timestamp=sent_at)
                 span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
-            span.set_attributes(_response_attributes(response))
+            answered = _response_attributes(response)
+            span.set_attributes(answered)
             stopping.advanced()
-            span.add_event("response_received", {"output_tokens": response.usage.output_tokens})
+            prompt = {"messages": messages, "tokens": answered["gen_ai.usage.input_tokens"]}
+            span.add_event("prompt_sent", prompt, timestamp=sent_at)
+            span.add_event("response_received", {"tokens": response.usage.output_tokens})
             if self.usage is not None:
                 self._record(response, self.usage)
         return response

@@ -1,22 +1,44 @@
-"""The seed's trace waterfall as text, from a GetTicketTraceResponse:
+"""The seed's trace view as text, from a GetTicketTraceResponse:
 
-Ticket 3f2a… · 42.1s · trace 4bf92f35…
-├─ vm.restore ──────────────     8ms
-├─ llm.generate_code ───────   38.1s  ◀ 84% of time
-│   ├─ prompt_sent (tokens=2500)
-│   └─ response_received (tokens=1200)
-└─ git.push ────────────────    3.8s
+┌─────────────────────────────────────────────────────────────────┐
+│  Ticket 3f2a… - Agent Execution Trace                           │
+├─────────────────────────────────────────────────────────────────┤
+│  Total Duration: 45.2s · LLM Cost: $0.0420 (2 calls)            │
+│                                                                 │
+│  ├─ vm.restore ─────────────  8ms                               │
+│  ├─ llm.generate_code ──────  38.1s  ◀ 84% of time              │
+│  │   ├─ prompt_sent (2.5k tokens)                               │
+│  │   └─ response_received (1.2k tokens)                         │
+│  ├─ file.write (3 files) ───  45ms                              │
+│  └─ git.push ───────────────  3.8s                              │
+│                                                                 │
+│  Attributes: { files_generated: 3, model: "claude-sonnet" }     │
+└─────────────────────────────────────────────────────────────────┘
+
+Durations line up in one column (pushed right by the longest label), the
+box widens to the longest line, and the attributes shown are the hottest
+span's own (resource and transport attributes left out).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import json_format
 
-# Durations line up at this column (deeper labels push past it).
-COLUMN = 60
+# The seed's box: 65 characters inside the borders, at least.
+INNER = 65
+# Durations start at this column at least (the seed's "├─ llm.generate_code ──────").
+COLUMN = 28
 HOT = 0.5
+# Attributes every span carries (resource, transport, ids the header shows):
+# not what the reader of one span's attributes is after.
+_NOISE_PREFIXES = (
+    "service.", "telemetry.", "process.", "host.", "os.", "rpc.", "net.", "network.",
+    "server.", "client.", "http.", "url.", "user_agent.",
+)  # fmt: skip
+_NOISE = {"swarm.tenant_id", "swarm.ticket_id", "swarm.agent_id"}
 
 
 def _duration(ns: int) -> str:
@@ -27,11 +49,19 @@ def _duration(ns: int) -> str:
     return f"{ns / 1_000_000_000:.1f}s"
 
 
+def _count(n: float) -> str:
+    return f"{n / 1000:.1f}k" if n >= 1000 else f"{n:g}"
+
+
+def _plain(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _event_label(event: Any) -> str:
-    attrs = json_format.MessageToDict(event.attributes)
-    detail = ", ".join(
-        f"{k}={int(v) if isinstance(v, float) and v.is_integer() else v}" for k, v in attrs.items()
-    )
+    attrs = {k: _plain(v) for k, v in json_format.MessageToDict(event.attributes).items()}
+    if isinstance(attrs.get("tokens"), int | float):
+        return f"{event.name} ({_count(attrs['tokens'])} tokens)"
+    detail = ", ".join(f"{k}={v}" for k, v in attrs.items())
     return f"{event.name} ({detail})" if detail else event.name
 
 
@@ -43,18 +73,25 @@ def _short(name: str) -> str:
     return name
 
 
-def render_waterfall(trace: Any) -> str:
-    """Text for a swarm.telemetry.v1.GetTicketTraceResponse (spans in
-    depth-first order with their depth, as the service returns them)."""
-    spans = list(trace.spans)
-    total = trace.total_duration.ToNanoseconds()
-    head = f"Ticket {trace.ticket_id} · {_duration(total)}"
-    if trace.trace_ids:
-        head += f" · trace {trace.trace_ids[0]}"
-    lines = [head]
-    # open_levels[d]: whether the branch at depth d continues below (draw │).
-    open_levels: list[bool] = []
-    services: list[str] = []
+def _span_label(span: Any) -> str:
+    files = _plain(json_format.MessageToDict(span.attributes).get("files"))
+    return f"{_short(span.name)} ({files} files)" if isinstance(files, int) else _short(span.name)
+
+
+def _own_attributes(span: Any) -> str:
+    attrs = {
+        k: _plain(v)
+        for k, v in sorted(json_format.MessageToDict(span.attributes).items())
+        if k not in _NOISE and not k.startswith(_NOISE_PREFIXES)
+    }
+    if not attrs:
+        return ""
+    return "{ " + ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in attrs.items()) + " }"
+
+
+def _last_flags(spans: list[Any]) -> list[bool]:
+    """Whether each span is the last child of its parent (└─ rather than ├─)."""
+    flags = []
     for i, span in enumerate(spans):
         last = True
         for nxt in spans[i + 1 :]:
@@ -63,20 +100,98 @@ def render_waterfall(trace: Any) -> str:
             if nxt.depth == span.depth:
                 last = False
                 break
+        flags.append(last)
+    return flags
+
+
+def _hottest(spans: list[Any]) -> int | None:
+    """Where the time went: the deepest span taking at least HOT of the total
+    (its ancestors took as long, but only because of it)."""
+    found = None
+    for i, span in enumerate(spans):
+        if span.share_of_total < HOT:
+            continue
+        children = []
+        for nxt in spans[i + 1 :]:
+            if nxt.depth <= span.depth:
+                break
+            if nxt.depth == span.depth + 1:
+                children.append(nxt)
+        if not any(c.share_of_total >= HOT for c in children):
+            found = i if found is None or span.share_of_total > spans[found].share_of_total else found
+    return found
+
+
+def _tree(spans: list[Any], hot: int | None) -> list[str]:
+    lasts = _last_flags(spans)
+    rows: list[tuple[str, Any] | str] = []  # (label, span) to align, or a finished event line
+    open_levels: list[bool] = []  # open_levels[d]: the branch at depth d continues below (│)
+    # A trace through several services names each span's service where it
+    # changes from its parent's (or, for a root, the previous root's).
+    tagged = len({s.service_name for s in spans}) > 1
+    services: list[str] = []
+    for span, last in zip(spans, lasts, strict=True):
         del open_levels[span.depth :]
-        del services[span.depth :]
+        del services[span.depth + 1 :]
         guides = "".join("│   " if still_open else "    " for still_open in open_levels)
-        label = f"{guides}{'└─' if last else '├─'} {_short(span.name)}"
-        if span.service_name and (not services or services[-1] != span.service_name):
+        label = f"{guides}{'└─' if last else '├─'} {_span_label(span)}"
+        above = services[span.depth - 1] if span.depth else (services[0] if services else "")
+        if tagged and span.service_name and span.service_name != above:
             label += f" [{span.service_name}]"
-        bar = "─" * max(2, COLUMN - len(label))
-        line = f"{label} {bar} {_duration(span.duration.ToNanoseconds()):>7}"
-        if span.depth > 0 and span.share_of_total >= HOT:
-            line += f"  ◀ {span.share_of_total:.0%} of time"
-        lines.append(line)
+        rows.append((label, span))
         open_levels.append(not last)
+        del services[span.depth :]
         services.append(span.service_name)
         pad = "".join("│   " if still_open else "    " for still_open in open_levels)
         for j, event in enumerate(span.events):
-            lines.append(f"{pad}{'└─' if j == len(span.events) - 1 else '├─'} {_event_label(event)}")
-    return "\n".join(lines)
+            rows.append(f"{pad}{'└─' if j == len(span.events) - 1 else '├─'} {_event_label(event)}")
+    column = max([COLUMN, *(len(r[0]) + 4 for r in rows if isinstance(r, tuple))])
+    lines = []
+    for row in rows:
+        if isinstance(row, str):
+            lines.append(row)
+            continue
+        label, span = row
+        line = f"{label} {'─' * (column - len(label) - 2)}  {_duration(span.duration.ToNanoseconds())}"
+        if hot is not None and span is spans[hot]:
+            line += f"  ◀ {span.share_of_total:.0%} of time"
+        lines.append(line)
+    return lines
+
+
+def _header(trace: Any) -> list[str]:
+    head = f"Total Duration: {_duration(trace.total_duration.ToNanoseconds())}"
+    if trace.llm_call_count:
+        calls = "call" if trace.llm_call_count == 1 else "calls"
+        head += f" · LLM Cost: ${trace.cost_usd_micros / 1e6:.4f} ({trace.llm_call_count} {calls})"
+    lines = [head]
+    if trace.trace_ids:
+        more = f" (+{len(trace.trace_ids) - 1} more)" if len(trace.trace_ids) > 1 else ""
+        lines.append(f"Trace: {trace.trace_ids[0]}{more}")
+    return lines
+
+
+def render_waterfall(trace: Any) -> str:
+    """Text for a swarm.telemetry.v1.GetTicketTraceResponse (spans in
+    depth-first order with their depth, as the service returns them)."""
+    spans = list(trace.spans)
+    hot = _hottest(spans)
+    body = [*_header(trace), "", *_tree(spans, hot)]
+    attributes = _own_attributes(spans[hot]) if hot is not None else ""
+    if attributes:
+        body += ["", f"Attributes: {attributes}"]
+    title = f"Ticket {trace.ticket_id} - Agent Execution Trace"
+    inner = max([INNER, *(len(line) + 4 for line in [title, *body])])
+
+    def boxed(line: str) -> str:
+        return f"│  {line.ljust(inner - 2)}│"
+
+    return "\n".join(
+        [
+            f"┌{'─' * inner}┐",
+            boxed(title),
+            f"├{'─' * inner}┤",
+            *(boxed(line) for line in body),
+            f"└{'─' * inner}┘",
+        ]
+    )

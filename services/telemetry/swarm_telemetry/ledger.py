@@ -9,6 +9,7 @@ from swarm_telemetry.domain import (
     Budget,
     Budgets,
     SummaryQuery,
+    Totals,
     UsageRecord,
     UsageRequest,
     UsageSummary,
@@ -84,6 +85,9 @@ class UsageLedger:
         return self.store.summary(q)
 
     def check_budget(self, tenant_id: str, estimated_cost_usd_micros: int) -> Budget:
+    def ticket_totals(self, tenant_id: str, ticket_id: str) -> Totals:
+        return self.store.ticket_totals(tenant_id, ticket_id)
+
         now = self.clock.now()
         spent = self.store.month_spend(tenant_id, now)
         limit = self.budgets.limit(tenant_id) if self.budgets is not None else None

@@ -45,7 +45,8 @@ class TelemetryServicer(pb_grpc.TelemetryServiceServicer):  # type: ignore[misc]
         tenant_id = v.name_id("tenant_id", request.tenant_id)
         ticket_id = v.required_text("ticket_id", request.ticket_id, 64)
         candidates = self.spans.traces_of_ticket(tenant_id, ticket_id)
-        return wire.ticket_trace_to_proto(ticket_trace(tenant_id, ticket_id, candidates))
+        cost = self.ledger.ticket_totals(tenant_id, ticket_id)
+        return wire.ticket_trace_to_proto(ticket_trace(tenant_id, ticket_id, candidates), cost)
 
     def ListSpans(self, request: pb.ListSpansRequest, context: grpc.ServicerContext) -> pb.ListSpansResponse:
         page = self.spans.list_spans(wire.span_query_from_proto(request))

@@ -197,8 +197,10 @@ def span_to_proto(s: Span, depth: int = 0, share_of_total: float = 0.0) -> pb.Sp
     )
 
 
-def ticket_trace_to_proto(trace: TicketTrace) -> pb.GetTicketTraceResponse:
+def ticket_trace_to_proto(trace: TicketTrace, cost: Totals) -> pb.GetTicketTraceResponse:
     return pb.GetTicketTraceResponse(
+        llm_call_count=cost.request_count,
+        cost_usd_micros=cost.cost_usd_micros,
         ticket_id=trace.ticket_id,
         trace_ids=trace.trace_ids,
         start_time=_ns_timestamp(trace.start_ns),

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from swarm_vmhost import network
 from swarm_vmhost.domain import (
@@ -58,6 +59,8 @@ class Monitor(Periodic):
         self.policy = policy
         self.reconciler = Reconciler(host, policy.start_timeout)
         self.status = {check: CheckStatus() for check in HealthCheck}
+        # A DATABASE step the outage kept out of the healing log, written when it is over.
+        self._database_outage: HealingStep | None = None
         # One pass at a time: the loop and a test (or an operator) may both run one.
         self._pass_lock = threading.Lock()
 
@@ -168,24 +171,40 @@ class Monitor(Periodic):
         db = self.host.agents.db
         try:
             db.transaction(lambda conn: conn.execute(sa.text("SELECT 1")).scalar(), write=False)
-            return ""
-        except SwarmError as exc:
-            detail = f"database refused a query: {exc.message}"
+        except (SwarmError, SQLAlchemyError) as exc:
+            message = exc.message if isinstance(exc, SwarmError) else str(getattr(exc, "orig", exc))
+            return self._database_down(f"database refused a query: {message.strip()[:300]}")
+        if self._database_outage is not None:
+            # The healing log lives in this database: a step it could not
+            # take during the outage is written now that it answers again.
+            step, self._database_outage = self._database_outage, None
+            self.healer.record(step)
+        return ""
+
+    def _database_down(self, detail: str) -> str:
         outcome, error = HealingOutcome.SUCCEEDED, ""
+        db = self.host.agents.db
         if not db.is_postgres:
             try:
                 with db.engine.connect() as conn:
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             except Exception as exc:  # the checkpoint's own failure is what the step records
                 outcome, error = HealingOutcome.FAILED, str(exc)
-        self._host_step(
+        step = HealingStep(
+            str(uuid.uuid4()),
             HealthCheck.DATABASE,
             HealingActionType.CHECKPOINT_DATABASE,
-            "databases/vmhost",
-            detail,
             outcome,
-            error,
+            target="databases/vmhost",
+            detail=detail,
+            error=error,
         )
+        try:
+            self.healer.record(step)
+        except (SwarmError, SQLAlchemyError):
+            log.error("database unreachable", extra={"alert": "vmhost_database", "detail": detail})
+            if self._database_outage is None:  # the outage's first sighting is the one kept
+                self._database_outage = step
         return detail
 
     def check_disk(self) -> str:

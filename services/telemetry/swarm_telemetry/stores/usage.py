@@ -171,3 +171,8 @@ class UsageStore:
             U.c.tenant_id == tenant_id, U.c.usage_at >= month_start(now), U.c.usage_at < next_month(now)
         )
         return int(self.db.transaction(lambda conn: conn.execute(q).scalar_one(), write=False))
+
+    def ticket_totals(self, tenant_id: str, ticket_id: str) -> Totals:
+        """Everything the ticket's LLM calls used and cost, over all time (ix_usage_ticket)."""
+        q = sa.select(*_sums()).where(U.c.tenant_id == tenant_id, U.c.ticket_id == ticket_id)
+        return _totals(self.db.transaction(lambda conn: conn.execute(q).one(), write=False))
