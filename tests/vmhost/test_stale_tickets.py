@@ -132,3 +132,65 @@ def test_an_agent_busy_on_one_ticket_too_long_is_reported_and_healed(
     # Healed: the next pass is healthy again and acts on nothing more.
     host.app.monitor.run_once()
     assert _stale_check(host).healthy
+
+
+def test_a_guest_still_busy_after_its_ticket_was_cancelled_is_terminated_after_the_grace(
+    make_vmhost: Callable[..., VmHostHarness], own_ticketing: TicketingHarness
+) -> None:
+    """A hostile guest ignores the stop its lease renewal tells it and keeps
+    heartbeating BUSY on the cancelled ticket: vmhost gives it the grace
+    period, then terminates and replaces it; the cancelled ticket stays so."""
+    clock = ManualClock()
+    host = make_vmhost(
+        clock=clock,
+        ticketing_target=own_ticketing.target,
+        guest_command="sleep 600",
+        default_driver="process",
+        lease_lost_grace_seconds=60,
+    )
+    project = own_ticketing.stub.CreateProject(
+        tpb.CreateProjectRequest(
+            tenant_id="acme", name="p", tickets=[tpb.TicketSpec(key=k, name=k) for k in ("a", "b")]
+        )
+    )
+    agent = host.stub.SpawnAgent(pb.SpawnAgentRequest(tenant_id="acme", template="default")).agent
+    other = host.stub.SpawnAgent(pb.SpawnAgentRequest(tenant_id="acme", template="default")).agent
+    mine = own_ticketing.stub.ClaimTicket(tpb.ClaimTicketRequest(tenant_id="acme", agent_id=agent.id)).ticket
+    theirs = own_ticketing.stub.ClaimTicket(
+        tpb.ClaimTicketRequest(tenant_id="acme", agent_id=other.id)
+    ).ticket
+    assert {mine.id, theirs.id} == {t.id for t in project.tickets}
+
+    def beat_and_check() -> pb.HealthCheckStatus:
+        _beat(host, agent.id, mine.id)
+        _beat(host, other.id, theirs.id)
+        host.app.monitor.run_once()
+        return _stale_check(host)
+
+    assert beat_and_check().healthy  # both hold their leases
+    own_ticketing.stub.CancelTicket(
+        tpb.CancelTicketRequest(tenant_id="acme", ticket_id=mine.id, operator="ops@acme", reason="wrong spec")
+    )
+    assert beat_and_check().healthy, "the grace starts: it may still be on its way out"
+    clock.advance(timedelta(seconds=59))
+    assert beat_and_check().healthy
+    assert host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=agent.id)).agent.state == (
+        pb.AGENT_STATE_BUSY
+    )
+
+    clock.advance(timedelta(seconds=2))
+    check = beat_and_check()
+    assert not check.healthy and agent.id in check.detail and "after losing its lease" in check.detail
+    gone = host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=agent.id)).agent
+    assert gone.state == pb.AGENT_STATE_TERMINATED and mine.id in gone.state_reason
+    actions = host.stub.ListHealingActions(pb.ListHealingActionsRequest(tenant_id="acme", agent_id=agent.id))
+    steps = {a.type: a for a in actions.actions}
+    assert steps[pb.HEALING_ACTION_TYPE_SPAWN_REPLACEMENT].replacement_agent_id
+    with raises_status(grpc.StatusCode.FAILED_PRECONDITION, "terminated"):
+        _beat(host, agent.id, mine.id)
+    # The agent that holds its lease was never touched; the cancelled ticket stays cancelled.
+    assert host.stub.GetAgent(pb.GetAgentRequest(tenant_id="acme", agent_id=other.id)).agent.state == (
+        pb.AGENT_STATE_BUSY
+    )
+    ticket = own_ticketing.stub.GetTicket(tpb.GetTicketRequest(tenant_id="acme", ticket_id=mine.id)).ticket
+    assert ticket.state == tpb.TICKET_STATE_CANCELLED

@@ -55,8 +55,9 @@ ACCESS: Access = {
     "ReleaseClaim": AGENT_WORK,
     "ReleaseAgentClaims": allow("vmhost", operators=True),
     # The LLM proxy (in telemetry) checks a ticket's lease and cap before a
-    # call, and holds a ticket whose spend reached its cap.
-    "AuthorizeTicketSpend": allow("telemetry"),
+    # call, and holds a ticket whose spend reached its cap; vmhost checks that
+    # a guest still busy on a ticket holds its lease (a cancelled one does not).
+    "AuthorizeTicketSpend": allow("telemetry", "vmhost"),
     "ReleaseForBudget": allow("telemetry"),
     "SetTicketCostCap": ADMIN,
     "ListDeadLetters": ADMIN,

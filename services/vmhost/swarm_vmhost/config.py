@@ -74,6 +74,11 @@ class Settings(ServiceSettings):
     # is hung (its work loop is stuck while its heartbeat thread is fine): it
     # is healed like a silent one. Generous: real tickets take minutes.
     stale_ticket_seconds: float = Field(default=2 * 3600.0, gt=0)
+    # A guest still heartbeating BUSY on a ticket whose lease it lost
+    # (cancelled, released as stale, taken over) is told to stop by
+    # ticketing at its next lease renewal; one still at it this long after
+    # is terminated and replaced. A few renewal intervals.
+    lease_lost_grace_seconds: float = Field(default=60.0, gt=0)
     monitor_interval_seconds: float = Field(default=2.0, ge=0)
     # The program each guest runs, and the work function it runs tickets with.
     guest_command: str = "python -m swarmagent.guest"

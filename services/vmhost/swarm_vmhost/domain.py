@@ -275,6 +275,7 @@ class HealthPolicy:
     missed_heartbeats: int
     start_timeout: timedelta
     stale_ticket: timedelta
+    lease_lost_grace: timedelta = timedelta(seconds=60)
 
     @property
     def silence_window(self) -> timedelta:

@@ -22,6 +22,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,6 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from swarm_vmhost import network
 from swarm_vmhost.domain import (
+    Agent,
+    AgentState,
     CheckStatus,
     HealingActionType,
     HealingOutcome,
@@ -59,6 +62,8 @@ class Monitor(Periodic):
         self.policy = policy
         self.reconciler = Reconciler(host, policy.start_timeout)
         self.status = {check: CheckStatus() for check in HealthCheck}
+        # (agent, ticket) -> when the agent was first seen busy on a ticket whose lease it lost.
+        self._lost_since: dict[tuple[str, str], datetime] = {}
         # A DATABASE step the outage kept out of the healing log, written when it is over.
         self._database_outage: HealingStep | None = None
         # One pass at a time: the loop and a test (or an operator) may both run one.
@@ -114,12 +119,38 @@ class Monitor(Periodic):
     def check_stale_tickets(self) -> str:
         now = self.host.agents.clock.now()
         found = []
+        busy: dict[tuple[str, str], str] = {}
         for agent in self.host.agents.live():
             reason = stale_ticket(agent, now, self.policy)
+            if reason is None:
+                reason = self._lease_lost(agent, now, busy)
             if reason is not None:
                 found.append(f"{agent.id}: {reason}")
                 self.healer.heal_agent(agent, HealthCheck.STALE_TICKETS, reason)
+        self._lost_since = {k: v for k, v in self._lost_since.items() if k in busy}
         return "; ".join(found)
+
+    def _lease_lost(self, agent: Agent, now: datetime, busy: dict[tuple[str, str], str]) -> str | None:
+        """Why a guest busy on a ticket whose lease it no longer holds must go
+        (it was told to stop at its last renewal and is still at it), or None."""
+        ticketing = self.host.ticketing
+        if ticketing is None or agent.state != AgentState.BUSY or not agent.ticket_id:
+            return None
+        key = (agent.id, agent.ticket_id)
+        try:
+            held = ticketing.holds_lease(agent.tenant_id, agent.ticket_id, agent.id)
+        except SwarmError:
+            return None  # ticketing cannot say: no evidence against the guest
+        if held:
+            return None
+        busy[key] = agent.ticket_id
+        since = self._lost_since.setdefault(key, now)
+        if now - since < self.policy.lease_lost_grace:
+            return None
+        return (
+            f"still busy on ticket {agent.ticket_id} {_seconds(now - since)} after losing its lease "
+            f"(cancelled, released or taken over; grace {_seconds(self.policy.lease_lost_grace)})"
+        )
 
     def check_network(self) -> str:
         found = []
@@ -238,3 +269,7 @@ class Monitor(Periodic):
         self.healer.record(
             HealingStep(incident, check, action, outcome, target=target, detail=detail, error=error)
         )
+
+
+def _seconds(span: timedelta) -> str:
+    return f"{span.total_seconds():.0f}s"

@@ -83,6 +83,7 @@ def health_policy(settings: Settings) -> HealthPolicy:
         start_timeout=timedelta(seconds=settings.start_timeout_seconds),
         stale_ticket=timedelta(seconds=settings.stale_ticket_seconds),
     )
+        lease_lost_grace=timedelta(seconds=settings.lease_lost_grace_seconds),
 
 
 def hidden_from_guests(settings: Settings) -> list[str]:
