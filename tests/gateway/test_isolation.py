@@ -102,6 +102,8 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
             f"/api/projects/{project_id}/rollback",
             json={"snapshot_id": fake, "expected_head": "0" * 40},
         )
+        call("GET", "/api/projects/{project_id}/rollbacks", f"/api/projects/{project_id}/rollbacks")
+        call("GET", "/api/projects/{project_id}/audit", f"/api/projects/{project_id}/audit")
         # Nor read or curate A's conventions and learnings (seed §13).
         conv = as_a.post(f"/api/projects/{project_id}/conventions", json={"content": "secret convention"})
         assert conv.status_code == 201, conv.text

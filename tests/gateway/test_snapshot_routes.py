@@ -1,12 +1,17 @@
 """Snapshot and rollback routes through the gateway: a project without a
 repository is 409 naming it, unknown snapshots 404, bad bodies 422, and
-nothing is written. (The git side, with a real repository, is in
-tests/ticketing/test_snapshots.py: the local mesh enables no local repositories.)"""
+nothing is written; and a rollback of a real local repository through REST,
+then its record and audit entry. (Every git case is in
+tests/ticketing/test_snapshots.py.)"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
+from pathlib import Path
 
+from swarmagent.gitops import Author, init_repository
 from tests.support.harness import BACKENDS
 from tests.support.mesh import Mesh
 
@@ -41,3 +46,66 @@ def test_snapshot_routes_refuse_a_project_without_a_repository(mesh: Mesh) -> No
         assert client.get(f"/api/projects/{pid}/snapshots").json()["items"] == []
         tickets = client.get("/api/tickets").json()["items"]
         assert [x["state"] for x in tickets] == ["ready"], "nothing was cancelled"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(cwd),
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    ident = ["-c", "user.name=Agent", "-c", "user.email=agent@example.invalid"]
+    return subprocess.run(
+        ["git", *ident, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_a_rollback_through_rest_is_recorded_and_audited(mesh: Mesh, tmp_path: Path) -> None:
+    assert mesh.repository_root is not None
+    t = f"snap-{uuid.uuid4().hex[:6]}"
+    bare = mesh.repository_root / t / "app.git"
+    init_repository(bare, {"README.md": "hello\n"}, Author("Test", "test@example.invalid"))
+    key = mesh.tenant_with_key(t)
+    with mesh.as_key(key) as client:
+        made = client.post(
+            "/api/projects",
+            json={"name": "p", "repository": str(bare), "tickets": [{"key": "a", "name": "A"}]},
+        )
+        assert made.status_code == 201, made.text
+        pid = made.json()["project"]["id"]
+        (pre_design,) = client.get(f"/api/projects/{pid}/snapshots").json()["items"]
+        assert pre_design["snapshot_type"] == "pre_design"
+
+        work = tmp_path / "work"
+        _git(tmp_path, "clone", "-q", str(bare), str(work))
+        (work / "bad.txt").write_text("bad")
+        _git(work, "add", "-A")
+        _git(work, "commit", "-q", "-m", "bad change")
+        _git(work, "push", "-q", "origin", "HEAD:main")
+        bad_head = _git(work, "rev-parse", "HEAD")
+
+        plan = client.get(f"/api/projects/{pid}/snapshots/{pre_design['id']}/plan").json()
+        assert plan["head_commit"] == bad_head
+        assert [c["commit_sha"] for c in plan["leaving_commits"]] == [bad_head]
+        done = client.post(
+            f"/api/projects/{pid}/rollback",
+            json={"snapshot_id": pre_design["id"], "expected_head": plan["head_commit"]},
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["state"] == "done" and done.json()["previous_head"] == bad_head
+        assert _git(bare, "rev-parse", "refs/heads/main") == pre_design["commit_sha"]
+
+        (record,) = client.get(f"/api/projects/{pid}/rollbacks").json()["items"]
+        assert record == done.json()
+        (entry,) = client.get(f"/api/projects/{pid}/audit").json()["items"]
+        assert entry["event_type"] == "project_rollback" and entry["actor_id"].startswith("api-key:")
+        assert entry["details"] == {
+            "project_id": pid,
+            "snapshot_id": pre_design["id"],
+            "commit_sha": pre_design["commit_sha"],
+        }
+    other = mesh.tenant_with_key(f"o-{uuid.uuid4().hex[:6]}")
+    with mesh.as_key(other) as client:
+        assert client.get(f"/api/projects/{pid}/rollbacks").status_code == 404
+        assert client.get(f"/api/projects/{pid}/audit").status_code == 404

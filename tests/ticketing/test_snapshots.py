@@ -266,6 +266,25 @@ def test_rollback_then_roll_forward(env: Env) -> None:
     kinds = [x.snapshot_type for x in listed(env, s.t, s.project_id)]
     assert kinds == [PRE_ROLLBACK, PRE_ROLLBACK, MANUAL, PRE_DESIGN]
 
+    # Both are on record for the project's owner, newest first, and for nobody else.
+    history = env.snaps.ListRollbacks(spb.ListRollbacksRequest(tenant_id=s.t, project_id=s.project_id))
+    assert list(history.rollbacks) == [back, done]
+    one = env.snaps.ListRollbacks(
+        spb.ListRollbacksRequest(tenant_id=s.t, project_id=s.project_id, page_size=1)
+    )
+    assert list(one.rollbacks) == [back] and one.next_page_token
+    audit_req = spb.ListProjectAuditEventsRequest(tenant_id=s.t, project_id=s.project_id)
+    trail = list(env.snaps.ListProjectAuditEvents(audit_req).events)
+    assert [(e.event_type, e.actor_id) for e in trail] == [("project_rollback", "ops@acme")] * 2
+    assert json.loads(trail[1].details_json)["snapshot_id"] == s.pre_design.id
+    assert json.loads(trail[0].details_json)["snapshot_id"] == pre.id
+    with raises_status(grpc.StatusCode.NOT_FOUND, s.project_id):
+        env.snaps.ListRollbacks(spb.ListRollbacksRequest(tenant_id="someone-else", project_id=s.project_id))
+    with raises_status(grpc.StatusCode.NOT_FOUND, s.project_id):
+        env.snaps.ListProjectAuditEvents(
+            spb.ListProjectAuditEventsRequest(tenant_id="someone-else", project_id=s.project_id)
+        )
+
 
 @pytest.mark.parametrize("after_push", [False, True], ids=["before-push", "after-push"])
 def test_a_crash_midway_resumes_to_the_same_end_state(

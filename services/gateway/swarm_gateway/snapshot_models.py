@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -152,3 +153,37 @@ class RollbackPublic(BaseModel):
             },
             created_at=ts(r.create_time, r.HasField("create_time")),
         )
+
+
+class RollbackPage(BaseModel):
+    items: list[RollbackPublic]
+    next_page_token: str
+
+
+class ProjectAuditEventPublic(BaseModel):
+    id: str
+    project_id: str
+    event_type: str
+    actor_type: str
+    actor_id: str | None
+    details: dict[str, Any]
+    rationale: str | None
+    created_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, e: spb.ProjectAuditEvent) -> ProjectAuditEventPublic:
+        return cls(
+            id=e.id,
+            project_id=e.project_id,
+            event_type=e.event_type,
+            actor_type=e.actor_type,
+            actor_id=e.actor_id or None,
+            details=json.loads(e.details_json or "{}"),
+            rationale=e.rationale or None,
+            created_at=ts(e.create_time, e.HasField("create_time")),
+        )
+
+
+class ProjectAuditEventPage(BaseModel):
+    items: list[ProjectAuditEventPublic]
+    next_page_token: str

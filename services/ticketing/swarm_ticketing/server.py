@@ -42,6 +42,7 @@ from swarm_ticketing.stores.listings import Listings
 from swarm_ticketing.stores.lost import LostLeases
 from swarm_ticketing.stores.marketplace import Marketplace
 from swarm_ticketing.stores.merge_requests import MergeRequests
+from swarm_ticketing.stores.project_history import ProjectHistory
 from swarm_ticketing.stores.projects import Projects
 from swarm_ticketing.stores.rollbacks import Rollbacks
 from swarm_ticketing.stores.snapshots import Snapshots
@@ -193,7 +194,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
             GrpcService(
                 snapshot_servicer.SERVICE_NAME,
                 lambda server: spb_grpc.add_SnapshotServiceServicer_to_server(
-                    snapshot_servicer.SnapshotServicer(snapshots, rollbacks), server
+                    snapshot_servicer.SnapshotServicer(snapshots, rollbacks, ProjectHistory(db)), server
                 ),
                 domain="swarm.ticketing",
                 access=snapshot_servicer.ACCESS,

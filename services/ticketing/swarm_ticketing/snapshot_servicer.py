@@ -3,12 +3,15 @@ in -> store call -> proto out."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 
 from swarm.ticketing.v1 import snapshots_pb2 as spb
 from swarm.ticketing.v1 import snapshots_pb2_grpc as spb_grpc
 from swarm_ticketing import wire
 from swarm_ticketing.snapshots import STEPS, RollbackState, Snapshot, SnapshotType
+from swarm_ticketing.stores.project_history import ProjectAuditEvent, ProjectHistory
 from swarm_ticketing.stores.rollbacks import ProjectRollback, Rollbacks
 from swarm_ticketing.stores.snapshots import Plan, PlannedCommit, Snapshots
 from swarmcommon import validation as v
@@ -20,7 +23,16 @@ from swarmcommon.protos import timestamp
 SERVICE_NAME = "swarm.ticketing.v1.SnapshotService"
 _MANAGE = allow("gateway", operators=True)
 ACCESS: Access = {
-    name: _MANAGE for name in ("CreateSnapshot", "ListSnapshots", "GetSnapshot", "PlanRollback", "Rollback")
+    name: _MANAGE
+    for name in (
+        "CreateSnapshot",
+        "ListSnapshots",
+        "GetSnapshot",
+        "PlanRollback",
+        "Rollback",
+        "ListRollbacks",
+        "ListProjectAuditEvents",
+    )
 }
 SNAPSHOT_TYPE = EnumCodec(spb.SnapshotType, SnapshotType)
 ROLLBACK_STATE = EnumCodec(spb.RollbackState, RollbackState)
@@ -84,10 +96,50 @@ def rollback_to_proto(r: ProjectRollback) -> spb.ProjectRollback:
     )
 
 
+def audit_event_to_proto(e: ProjectAuditEvent) -> spb.ProjectAuditEvent:
+    return spb.ProjectAuditEvent(
+        id=e.id,
+        project_id=e.project_id,
+        event_type=e.event_type,
+        actor_type=e.actor_type,
+        actor_id=e.actor_id or "",
+        details_json=json.dumps(e.details, sort_keys=True),
+        rationale=e.rationale or "",
+        create_time=timestamp(e.created_at),
+    )
+
+
 class SnapshotServicer(spb_grpc.SnapshotServiceServicer):  # type: ignore[misc]
-    def __init__(self, snapshots: Snapshots, rollbacks: Rollbacks) -> None:
+    def __init__(self, snapshots: Snapshots, rollbacks: Rollbacks, history: ProjectHistory) -> None:
         self.snapshots = snapshots
         self.rollbacks = rollbacks
+        self.history = history
+
+    def ListRollbacks(
+        self, request: spb.ListRollbacksRequest, context: grpc.ServicerContext
+    ) -> spb.ListRollbacksResponse:
+        page = self.history.rollbacks(
+            v.name_id("tenant_id", request.tenant_id),
+            request.project_id,
+            request.page_size,
+            request.page_token,
+        )
+        return spb.ListRollbacksResponse(
+            rollbacks=[rollback_to_proto(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+    def ListProjectAuditEvents(
+        self, request: spb.ListProjectAuditEventsRequest, context: grpc.ServicerContext
+    ) -> spb.ListProjectAuditEventsResponse:
+        page = self.history.audit(
+            v.name_id("tenant_id", request.tenant_id),
+            request.project_id,
+            request.page_size,
+            request.page_token,
+        )
+        return spb.ListProjectAuditEventsResponse(
+            events=[audit_event_to_proto(e) for e in page.items], next_page_token=page.next_page_token
+        )
 
     def CreateSnapshot(
         self, request: spb.CreateSnapshotRequest, context: grpc.ServicerContext

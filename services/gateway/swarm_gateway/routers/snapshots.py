@@ -13,7 +13,10 @@ from swarm_gateway.deps import BackendsDep, CurrentCaller, Paging, RequestId
 from swarm_gateway.errors import COMMON_ERRORS
 from swarm_gateway.models import UUID_PATTERN
 from swarm_gateway.snapshot_models import (
+    ProjectAuditEventPage,
+    ProjectAuditEventPublic,
     RollbackCreate,
+    RollbackPage,
     RollbackPlanPublic,
     RollbackPublic,
     SnapshotCreate,
@@ -92,3 +95,35 @@ def rollback(
         )
     )
     return RollbackPublic.from_proto(reply.rollback)
+
+
+@router.get("/projects/{project_id}/rollbacks", response_model=RollbackPage)
+def list_rollbacks(
+    project_id: ProjectId, caller: CurrentCaller, b: BackendsDep, page: Paging
+) -> RollbackPage:
+    """The project's rollbacks, newest first: each step's time, what was
+    cancelled and closed, the head the force-push discarded."""
+    reply = b.ticketing.snapshots.ListRollbacks(
+        spb.ListRollbacksRequest(
+            tenant_id=caller.tenant_id, project_id=project_id, page_size=page.size, page_token=page.token
+        )
+    )
+    return RollbackPage(
+        items=[RollbackPublic.from_proto(r) for r in reply.rollbacks], next_page_token=reply.next_page_token
+    )
+
+
+@router.get("/projects/{project_id}/audit", response_model=ProjectAuditEventPage)
+def list_project_audit(
+    project_id: ProjectId, caller: CurrentCaller, b: BackendsDep, page: Paging
+) -> ProjectAuditEventPage:
+    """The project's own audit trail (the seed's `project_rollback` entries, ...), newest first."""
+    reply = b.ticketing.snapshots.ListProjectAuditEvents(
+        spb.ListProjectAuditEventsRequest(
+            tenant_id=caller.tenant_id, project_id=project_id, page_size=page.size, page_token=page.token
+        )
+    )
+    return ProjectAuditEventPage(
+        items=[ProjectAuditEventPublic.from_proto(e) for e in reply.events],
+        next_page_token=reply.next_page_token,
+    )
