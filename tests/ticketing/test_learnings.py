@@ -7,6 +7,7 @@ inputs write nothing; only a lease's holder gets its lessons."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,7 +16,8 @@ import pytest
 from swarm.ticketing.v1 import learning_pb2 as lpb
 from swarm.ticketing.v1 import learning_pb2_grpc as lpb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
-from tests.support.harness import BACKENDS, TicketingHarness
+from swarmagent.gitops import Author, init_repository
+from tests.support.harness import BACKENDS, TicketingHarness, start_ticketing
 from tests.support.status import raises_status
 from tests.support.ticketing import tenant
 
@@ -206,3 +208,52 @@ def test_lessons_need_the_lease(ticketing: TicketingHarness, lessons: Any) -> No
                 tenant_id=tenant(), ticket_id=mine.ticket.id, claim_token=mine.lease.claim_token
             )
         )
+
+
+def test_conventions_inferred_from_a_real_repository_reach_the_prompt_once(db: str, tmp_path: Path) -> None:
+    """The project's repository is read once, by the first lease holder that
+    asks for lessons: its test layout, test naming, lint configuration,
+    source layout and module naming become `inferred` conventions, after the
+    ones a tenant stated."""
+    root = tmp_path / "repos"
+    t = tenant()
+    files = {
+        "pyproject.toml": '[project]\nname = "app"\n\n[tool.ruff]\nline-length = 100\n',
+        "src/app/__init__.py": "",
+        "src/app/billing_rules.py": "RATE = 1\n",
+        "src/app/invoices.py": "from app.billing_rules import RATE\n",
+        "tests/test_invoices.py": "def test_rate():\n    assert True\n",
+        "tests/test_billing_rules.py": "def test_rules():\n    assert True\n",
+    }
+    init_repository(root / t / "app.git", files, Author("T", "t@example.invalid"))
+    h = start_ticketing(db, local_repository_root=str(root))
+    try:
+        stub = lpb_grpc.LearningServiceStub(h.channel)
+        made = h.stub.CreateProject(
+            pb.CreateProjectRequest(
+                tenant_id=t,
+                name="p",
+                repository=str(root / t / "app.git"),
+                tickets=[pb.TicketSpec(key=f"k{i}", name=f"Invoice rule {i}") for i in range(2)],
+            )
+        )
+        pid = made.project.id
+        stub.AddConvention(lpb.AddConventionRequest(tenant_id=t, project_id=pid, content="Money is in cents"))
+        first = _ask(stub, t, _claim(h.stub, t, "coder-1")).prompt_section
+        assert first.splitlines() == [
+            "## Codebase Conventions",
+            "- general: Money is in cents",
+            "- test_convention: Tests live under tests/",
+            "- test_convention: Test modules are named test_*.py",
+            "- layout: Source code lives under src/",
+            "- lint: Code is linted with ruff (configured in pyproject.toml)",
+            "- naming: Python modules are snake_case",
+        ]
+        listed = stub.ListConventions(lpb.ListConventionsRequest(tenant_id=t, project_id=pid)).conventions
+        assert [c.origin for c in listed].count(lpb.CONVENTION_ORIGIN_INFERRED) == 5
+        # Read once: a second holder gets the same section, not a second copy.
+        assert _ask(stub, t, _claim(h.stub, t, "coder-2")).prompt_section == first
+        again = stub.ListConventions(lpb.ListConventionsRequest(tenant_id=t, project_id=pid)).conventions
+        assert len(again) == len(listed)
+    finally:
+        h.stop()
