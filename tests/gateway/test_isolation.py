@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from fastapi.routing import APIRoute
-
 from swarm.ticketing.v1 import ticketing_pb2 as tpb
 from tests.support.harness import BACKENDS
-from tests.support.mesh import Mesh, routes_tagged
+from tests.support.mesh import Mesh, api_routes, routes_tagged
 
 pytestmark = BACKENDS
 
@@ -89,6 +87,8 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
         call("POST", "/api/dead-letters/redrive", "/api/dead-letters/redrive", json={"ticket_ids": [dead]})
         # B cannot edit or stop A's work.
         call("PATCH", "/api/tickets/{ticket_id}", f"/api/tickets/{ticket_ids[0]}", json={"priority": 5})
+        cap = f"/api/tickets/{ticket_ids[0]}/cost-cap"
+        call("PUT", "/api/tickets/{ticket_id}/cost-cap", cap, json={"cost_cap_usd_micros": 1_000_000})
         call("POST", "/api/tickets/{ticket_id}/cancel", f"/api/tickets/{ticket_ids[0]}/cancel", json={})
         call("POST", "/api/projects/{project_id}/cancel", f"/api/projects/{project_id}/cancel", json={})
         # Nor see, snapshot or roll back A's project (404 before its missing repository is 409).
@@ -177,20 +177,17 @@ def test_every_tenant_route_hides_other_tenants_objects(mesh: Mesh) -> None:
         # A still sees everything of its own.
         assert as_a.get(f"/api/projects/{project_id}").status_code == 200
         assert [t["id"] for t in as_a.get("/api/dead-letters").json()["items"]] == [dead]
+        untouched = as_a.get(f"/api/tickets/{ticket_ids[0]}").json()
+        assert untouched["priority"] != 5 and untouched.get("cost_cap_usd_micros") is None, untouched
 
         # Tenant keys do not open the admin surface.
-        for route in [r for r in mesh.app.routes if isinstance(r, APIRoute) and r.path.startswith("/admin")]:
+        for route in [r for r in api_routes(mesh.app) if r.path.startswith("/admin")]:
             for method in route.methods:
                 path = route.path.replace("{tenant_id}", a).replace("{key_id}", "k")
                 exercised.add((method, route.path))
                 assert as_b.request(method, path, json={}).status_code == 401, (method, path)
 
-    every = {
-        (m, r.path)
-        for r in mesh.app.routes
-        if isinstance(r, APIRoute) and r.include_in_schema
-        for m in r.methods
-    }
+    every = {(m, r.path) for r in api_routes(mesh.app) if r.include_in_schema for m in r.methods}
     every -= routes_tagged(mesh, set(WALKED_ELSEWHERE))
     assert every - exercised == set(), "routes not covered by the isolation walk"
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 from standardwebhooks.webhooks import Webhook
 
 from swarm_events.signing import swarm_signature
@@ -291,9 +290,6 @@ def test_every_webhook_and_event_route_hides_other_tenants_objects(
     after = tenant.get(f"/api/webhooks/{hook_id}").json()
     assert after["state"] == "active" and after["secret_prefix"] == hook.json()["webhook"]["secret_prefix"]
     assert routes_tagged(mesh, TAGS) - exercised == set(), "routes not covered by the isolation walk"
-    assert all(
-        isinstance(r, APIRoute) for r in mesh.app.routes if getattr(r, "path", "").startswith("/api/web")
-    )
 
 
 def test_the_event_catalogue_lists_every_type_with_its_payload_schema(

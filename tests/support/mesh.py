@@ -245,11 +245,30 @@ def run_mesh(
         quota_app.stop(grace=1)
 
 
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every route of the app. FastAPI keeps an included router behind a
+    wrapper in `app.routes` (its `original_router`), so a plain walk of
+    `app.routes` finds none of them: this one looks inside."""
+
+    def walk(routes: list[Any], prefix: str) -> Iterator[APIRoute]:
+        for r in routes:
+            inner = getattr(r, "original_router", None)
+            if inner is not None:
+                yield from walk(inner.routes, prefix + r.include_context.prefix)
+            elif isinstance(r, APIRoute):
+                assert not prefix, "routers are included without a prefix of their own"
+                yield r
+
+    found = list(walk(list(app.routes), ""))
+    assert found, "no routes found: FastAPI changed how it keeps them"
+    return found
+
+
 def routes_tagged(mesh: Mesh, tags: set[str]) -> set[tuple[str, str]]:
     """(method, path) of every documented route carrying one of `tags`."""
     return {
         (m, r.path)
-        for r in mesh.app.routes
-        if isinstance(r, APIRoute) and r.include_in_schema and tags & {str(t) for t in r.tags}
+        for r in api_routes(mesh.app)
+        if r.include_in_schema and tags & {str(t) for t in r.tags}
         for m in r.methods
     }
