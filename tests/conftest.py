@@ -40,8 +40,11 @@ LOCAL_POSTGRES = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test"
 # every caller trusted) unless the test hands them certificates: the
 # security tests (tests/security, the mesh and the demo) run real mutual TLS
 # and authorization; the rest test what a service does once a call is let in.
+# Many services run in one process (and on one machine): each serves its
+# /metrics on a free port, not all on 9464.
 for _service in ("TICKETING", "QUOTA", "EVENTS", "TELEMETRY", "VMHOST", "GATEWAY"):
     os.environ.setdefault(f"SWARM_{_service}_INSECURE_DEV", "true")
+    os.environ.setdefault(f"SWARM_{_service}_METRICS_PORT", "0")
 
 
 def _docker_answers() -> bool:

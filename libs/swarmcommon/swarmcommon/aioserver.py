@@ -30,9 +30,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from prometheus_client.registry import Collector
 
 from swarmcommon.authz import Gate, Rule, bind_caller, unbind_caller
 from swarmcommon.grpcserver import GrpcService, ServerPlan, bind, server_options, status_of
+from swarmcommon.metrics.serving import MetricsServer
 from swarmcommon.security import ServerSecurity
 
 R = TypeVar("R")
@@ -131,6 +133,11 @@ class AioServerHandle:
     agent_port: int | None = None
     _thread: threading.Thread | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    metrics: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics is not None else None
 
     def run(self, coroutine: Coroutine[Any, Any, R]) -> R:
         """Run `coroutine` on the server's loop and wait for its result."""
@@ -147,6 +154,8 @@ class AioServerHandle:
         if self._thread is not None:
             self._thread.join()
         self.loop.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 def start_aio_server(
@@ -158,9 +167,14 @@ def start_aio_server(
     agent_listen_address: str = "",
     reuse_port: bool = False,
     on_loop: Callable[[asyncio.AbstractEventLoop], None] | None = None,
+    metrics_port: int | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> AioServerHandle:
-    """`on_loop(loop)` runs before the server takes its first call."""
+    """`on_loop(loop)` runs before the server takes its first call;
+    `metrics_port`: where /metrics is served (swarmcommon.grpcserver)."""
     plan = ServerPlan(services, security)
+    # First: a port already taken fails before anything else started.
+    metrics = plan.serve_metrics(listen_address, metrics_port, collectors)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-aio", daemon=True)
     thread.start()
@@ -186,7 +200,9 @@ def start_aio_server(
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         plan.announce(listen_address, port, agent_port)
-        return AioServerHandle(server, loop, port, health_servicer, names, agent_port, thread)
+        handle = AioServerHandle(server, loop, port, health_servicer, names, agent_port, thread)
+        handle.metrics = metrics
+        return handle
 
     try:
         return asyncio.run_coroutine_threadsafe(build(), loop).result()
@@ -194,4 +210,6 @@ def start_aio_server(
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+        if metrics is not None:
+            metrics.stop()
         raise

@@ -13,7 +13,9 @@ INTERNAL without leaking internals to the caller.
 
 It listens with mutual TLS on `listen_address` and, for services guests
 reach, with server-only TLS on `agent_listen_address` (guests hold a token,
-not a certificate); plaintext only in insecure dev mode.
+not a certificate); plaintext only in insecure dev mode. Given a
+`metrics_port`, it serves the services' Prometheus series on GET /metrics
+there, on the same host (swarmcommon.metrics.serving), until it stops.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.instrumentation.grpc.filters import any_of, full_method_name, negate, service_name
+from prometheus_client.registry import Collector
 
 from swarmcommon.authz import Access, Authenticator, AuthzInterceptor, allow, check_access
 from swarmcommon.errors import QuotaExceeded, SwarmError
 from swarmcommon.limits import MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES
+from swarmcommon.metrics.serving import MetricsPortUnavailable, MetricsServer, listen_host
 from swarmcommon.pki import SERVICES
 from swarmcommon.security import ServerSecurity
 from swarmcommon.tls import server_credentials
@@ -174,7 +178,12 @@ class ServerHandle:
     health: health.HealthServicer
     service_names: list[str]
     agent_port: int | None = None
+    metrics: MetricsServer | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics.port if self.metrics is not None else None
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Drain: report NOT_SERVING, finish in-flight RPCs, then stop."""
@@ -183,6 +192,8 @@ class ServerHandle:
         self._stopped.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()  # last: a scrape while draining still answers
 
 
 def start_server(
@@ -193,7 +204,10 @@ def start_server(
     agent_listen_address: str = "",
     max_workers: int = 128,
     reuse_port: bool = False,
+    metrics_port: int | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> ServerHandle:
+    """`collectors`: series of this server's own for its /metrics (None: no /metrics)."""
     plan = ServerPlan(services, security)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -211,12 +225,22 @@ def start_server(
     agent_port = (
         bind(server, agent_listen_address, security, client_certs=False) if agent_listen_address else None
     )
+    try:
+        metrics = plan.serve_metrics(listen_address, metrics_port, collectors)
+    except MetricsPortUnavailable:
+        server.stop(None)  # its ports are bound: give them back
+        raise
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     plan.announce(listen_address, port, agent_port)
     return ServerHandle(
-        server=server, port=port, health=health_servicer, service_names=names, agent_port=agent_port
+        server=server,
+        port=port,
+        health=health_servicer,
+        service_names=names,
+        agent_port=agent_port,
+        metrics=metrics,
     )
 
 
@@ -261,6 +285,15 @@ class ServerPlan:
                 [*self.names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
             )
         return self.names
+
+    def serve_metrics(
+        self, listen_address: str, port: int | None, collectors: Sequence[Collector]
+    ) -> MetricsServer | None:
+        """/metrics of these services (their domain "swarm.<name>" names their registry)."""
+        if port is None:
+            return None
+        names = [s.domain.removeprefix("swarm.") for s in self.services]
+        return MetricsServer.start(names, host=listen_host(listen_address), port=port, collectors=collectors)
 
     def announce(self, address: str, port: int, agent_port: int | None) -> None:
         log.info(

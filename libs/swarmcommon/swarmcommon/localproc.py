@@ -62,7 +62,8 @@ def start_service(
     Returns the process and its gRPC target once it is serving.
     """
     target = target or f"127.0.0.1:{free_port()}"
-    env = {**os.environ, f"{env_prefix}LISTEN_ADDRESS": target}
+    # Services started here share the machine: /metrics on a free port unless told.
+    env = {f"{env_prefix}METRICS_PORT": "0", **os.environ, f"{env_prefix}LISTEN_ADDRESS": target}
     env.update({f"{env_prefix}{k}": v for k, v in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=output, stderr=output)
     try:

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from swarmcommon.grpcserver import Serving, run_until_signal
 from swarmcommon.logs import configure_logging
+from swarmcommon.metrics.serving import MetricsPortUnavailable
 from swarmcommon.security import InsecureConfig, client_tls
 from swarmcommon.settings import ServiceSettings
 from swarmcommon.telemetry import setup_tracing, shutdown_tracing
@@ -54,8 +55,8 @@ def serve(
     try:
         setup_tracing(name, client_tls(settings))
         app = start(settings)
-    except (InsecureConfig, TlsConfigError) as exc:
-        # No certificates and no explicit dev mode: refuse, saying what to set.
+    except (InsecureConfig, TlsConfigError, MetricsPortUnavailable) as exc:
+        # No certificates and no explicit dev mode, or the metrics port taken: refuse, saying what to set.
         print(f"swarm_{name}: refusing to start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     try:

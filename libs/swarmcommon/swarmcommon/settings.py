@@ -43,6 +43,14 @@ class ServiceSettings(BaseSettings):
     # Comma-separated Ed25519 public keys (PEM) that sign agent tokens; more
     # than one while vmhost's key is being rotated.
     agent_token_public_keys: str = ""
+    # Prometheus series on GET /metrics over HTTP at this port, on the host of
+    # listen_address (swarmcommon.metrics); 0 picks a free port (tests).
+    # Worker N of `workers` serves on metrics_port + N.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    def worker_metrics_port(self) -> int:
+        """This process's metrics port (each worker counts only its own calls)."""
+        return self.metrics_port + self.worker_index if self.metrics_port else 0
 
     def env_prefix(self) -> str:
         return str(self.model_config.get("env_prefix", "SWARM_"))

@@ -26,6 +26,7 @@ from swarm_events.sender import Message, Sender
 from swarm_events.stores.attempts import AttemptStore, Recorded
 from swarm_events.stores.deliveries import DeliveryStore
 from swarm_events.stores.events import EventLog
+from swarmcommon import metrics
 from swarmcommon.clock import Clock
 from swarmcommon.periodic import Periodic
 
@@ -134,6 +135,7 @@ class Dispatcher(Periodic):
                 released.append(item)
                 ended_early = True
                 continue
+            metrics.webhook_attempt(outcome.status_code, outcome.timed_out, outcome.duration_ms / 1000)
             now = self.clock.now()
             decision = decide(self.policy, item.delivery.attempts + 1, outcome, failing_since, now)
             failing_since = decision.failing_since

@@ -112,6 +112,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Events:
         security=ServerSecurity.from_settings(settings),
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
+        metrics_port=settings.worker_metrics_port(),
     )
     if settings.dispatcher_workers:  # 0: delivery off (tests run passes by hand)
         dispatcher.start()

@@ -13,13 +13,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from swarm_gateway.auth import KeyCache
 from swarm_gateway.backends import Backends
 from swarm_gateway.config import Settings
+from swarm_gateway.dashboard import app as dashboard
 from swarm_gateway.errors import http_error_response, swarm_error_handler, validation_error_response
 from swarm_gateway.guard import RequestGuard
 from swarm_gateway.routers import (
     admin,
+    agents,
     health,
     learnings,
     marketplace,
+    metrics,
     quota,
     snapshots,
     telemetry,
@@ -57,8 +60,13 @@ def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(webhooks.router)
     app.include_router(webhooks.events_router)
+    app.include_router(agents.router)
+    # The web dashboard at / (server-rendered pages over these same routes).
+    dashboard.install(app, settings)
     # Credentials and body size are checked before FastAPI reads a body.
     app.add_middleware(RequestGuard)
+    # GET /metrics, and every request counted (those the guard refuses too).
+    metrics.instrument(app)
     # W3C trace context from the HTTP request continues into the gRPC calls.
     FastAPIInstrumentor.instrument_app(app)
     return app

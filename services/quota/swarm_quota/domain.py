@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from swarmcommon import metrics
 from swarmcommon.errors import InvalidArgument, QuotaExceeded
 
 
@@ -180,4 +181,5 @@ def refusal(
         ),
     }[resource]
     retry_after = resets_at - now if resets_at else None
+    metrics.QUOTA_REJECTIONS.labels(resource=resource.value).inc()  # each refusal answered, replays too
     return QuotaExceeded(resource.value, current, limit, resets_at, message, retry_after)

@@ -71,5 +71,6 @@ def start(settings: Settings, clock: Clock | None = None) -> Quota:
         security=ServerSecurity.from_settings(settings),
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
+        metrics_port=settings.worker_metrics_port(),
     )
     return Quota(handle, db, stores)

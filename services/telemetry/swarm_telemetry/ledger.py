@@ -19,6 +19,7 @@ from swarm_telemetry.domain import (
 )
 from swarm_telemetry.prices import PRICE_VERSION, cost_usd_micros, price_of
 from swarm_telemetry.stores.usage import UsageStore
+from swarmcommon import metrics
 from swarmcommon.clock import Clock
 from swarmcommon.errors import Unavailable
 
@@ -75,19 +76,22 @@ class UsageLedger:
             # with the same request_id, and quota counts it once.
             self.budgets.charge(u.tenant_id, record.cost_usd_micros, quota_request_id(u.request_id))
         if self.store.insert(record):
+            metrics.llm_usage(
+                record.model, not record.unknown_model, record.cost_usd_micros, vars(record.tokens)
+            )
             return record
         winner = self.store.find(u.tenant_id, u.request_id)  # a concurrent call stored it first
         if winner is None:
             raise Unavailable(f"usage record {u.request_id!r} conflicted with one not visible yet; retry")
         return replay(winner, u)
 
+    def ticket_totals(self, tenant_id: str, ticket_id: str) -> Totals:
+        return self.store.ticket_totals(tenant_id, ticket_id)
+
     def summary(self, q: SummaryQuery) -> UsageSummary:
         return self.store.summary(q)
 
     def check_budget(self, tenant_id: str, estimated_cost_usd_micros: int) -> Budget:
-    def ticket_totals(self, tenant_id: str, ticket_id: str) -> Totals:
-        return self.store.ticket_totals(tenant_id, ticket_id)
-
         now = self.clock.now()
         spent = self.store.month_spend(tenant_id, now)
         limit = self.budgets.limit(tenant_id) if self.budgets is not None else None

@@ -117,6 +117,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Telemetry:
         agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
+        metrics_port=settings.worker_metrics_port(),
     )
     if forwarder is not None:
         forwarder.start()

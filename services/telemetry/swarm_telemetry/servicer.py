@@ -16,6 +16,7 @@ from swarm_telemetry.forwarder import OtlpForwarder
 from swarm_telemetry.ledger import UsageLedger
 from swarm_telemetry.stores.spans import SpanStore
 from swarm_telemetry.trace_tree import ticket_trace
+from swarmcommon import metrics
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, Caller, allow, current_caller
 from swarmcommon.pki import SERVICES
@@ -91,6 +92,8 @@ class OtlpTraceServicer(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
     ) -> otlp.ExportTraceServiceResponse:
         result = wire.spans_from_export(request, _span_owner(current_caller()))
         self.spans.ingest(result.accepted)
+        metrics.SPANS_INGESTED.inc(len(result.accepted))
+        metrics.SPANS_REJECTED.inc(len(result.rejected))
         if self.forwarder is not None:
             self.forwarder.submit(request)
         return wire.export_response(result)

@@ -32,6 +32,7 @@ from swarm_ticketing.matching import ParkedPollers, PollFilter
 from swarm_ticketing.servicer import TicketingServicer
 from swarm_ticketing.stores.claims import ClaimRequest
 from swarm_ticketing.stores.ready import ReadyKey
+from swarmcommon import metrics
 from swarmcommon.errors import InvalidArgument
 
 MAX_WAIT = timedelta(seconds=60)
@@ -122,6 +123,7 @@ class LongPollServicer:
                 self._record_found(claim)
         if claim is not None:
             _trace(claim)
+        metrics.TICKET_CLAIMS.labels(outcome="empty" if claim is None else "claimed").inc()
         return self._servicer.claim_reply(claim)
 
     async def _claim(self, req: ClaimRequest, wanted: Callable[[], bool] | None = None) -> Claim | None:

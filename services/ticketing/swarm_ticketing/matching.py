@@ -37,6 +37,7 @@ from opentelemetry import metrics
 
 from swarm_ticketing.stores.ready import ReadyKey
 from swarmcommon.errors import QuotaExceeded
+from swarmcommon.metrics import PARKED_POLLERS
 
 _meter = metrics.get_meter("swarm.ticketing")
 _CLAIMS = _meter.create_counter(
@@ -207,6 +208,7 @@ class ParkedPollers:
                 f"(at most {MAX_PARKED_PER_AGENT}): wait for one to answer",
             )
         self._per_agent[agent] += 1
+        PARKED_POLLERS.inc()
         poller = Poller(next(self._seq), filter_, agent_id)
         self._queues.setdefault(filter_, {})[poller.seq] = poller
         return poller
@@ -214,6 +216,7 @@ class ParkedPollers:
     def leave(self, poller: Poller) -> None:
         agent = (poller.filter.tenant_id, poller.agent_id)
         self._per_agent[agent] -= 1
+        PARKED_POLLERS.dec()
         if not self._per_agent[agent]:
             del self._per_agent[agent]
         queue = self._queues.get(poller.filter)

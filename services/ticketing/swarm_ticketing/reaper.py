@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from swarm_ticketing.stores import requests
 from swarm_ticketing.stores.lost import LostLeases
+from swarmcommon import metrics
 from swarmcommon.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Reaper(Periodic):
         """One pass; how many leases it reaped and request ids it forgot (more may wait when > 0)."""
         result = self.lost.reap_expired(self.batch)
         reaped = len(result.released) + len(result.quarantined)
+        metrics.LEASES_EXPIRED.inc(reaped)
         if reaped:
             log.info(
                 "reaped expired leases",

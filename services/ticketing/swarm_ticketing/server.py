@@ -50,7 +50,7 @@ from swarm_ticketing.stores.stage_templates import StageTemplates
 from swarm_ticketing.stores.templates import TemplateStore
 from swarm_ticketing.stores.tickets import Tickets
 from swarm_ticketing.tables import VERSION_TABLE, outbox, outbox_dead_letters
-from swarmcommon import migrations
+from swarmcommon import metrics, migrations
 from swarmcommon.aioserver import AioServerHandle, start_aio_server
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
@@ -146,6 +146,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
     pollers = ParkedPollers(settings.claim_recheck_seconds)
     origin = new_origin()
     db.add_commit_hook(ReadySignal(pollers, postgres=db.is_postgres, origin=origin))
+    db.add_commit_hook(metrics.CountAfterCommit())  # quarantines and redrives, once committed
     listener = ReadyListener(settings.database_url, pollers, origin) if db.is_postgres else None
     repositories = RepositoryPolicy.from_settings(
         settings.repository_prefixes, settings.local_repository_root
@@ -214,6 +215,7 @@ def start(settings: Settings, clock: Clock | None = None) -> Ticketing:
         agent_listen_address=settings.agent_listen_address,
         reuse_port=settings.reuse_port,
         on_loop=pollers.bind,
+        metrics_port=settings.worker_metrics_port(),
     )
     if listener is not None:
         listener.start()

@@ -25,6 +25,7 @@ from swarm_vmhost.domain import (
 )
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.stores import HealingLog
+from swarmcommon import metrics
 from swarmcommon.errors import QuotaExceeded, SwarmError
 
 Act = HealingActionType
@@ -37,7 +38,9 @@ class Healer:
         self.log = log
 
     def record(self, step: HealingStep) -> HealingAction:
-        return self.log.record(step)
+        action = self.log.record(step)
+        metrics.healed(step.check, step.action, step.outcome)
+        return action
 
     def guest_failed(self, tenant_id: str, agent_id: str) -> Agent:
         """The guest says it cannot go on (a FAILED heartbeat): heal it now."""

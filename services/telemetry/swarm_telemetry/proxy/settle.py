@@ -17,6 +17,7 @@ from datetime import datetime
 from swarm_telemetry.domain import RequestType, Tokens, UsageRecord, UsageRequest, replay
 from swarm_telemetry.ledger import UsageLedger
 from swarm_telemetry.proxy.budget import CostHolds
+from swarmcommon import metrics
 from swarmcommon.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Settler:
         if self.holds is not None and reservation_id is not None:
             self.holds.settle(call.tenant_id, reservation_id, record.cost_usd_micros, call.id)
         if self.ledger.store.insert(record):
+            metrics.llm_usage(call.model, not record.unknown_model, record.cost_usd_micros, vars(tokens))
             log.info(
                 "llm call settled",
                 extra={"request_id": call.id, "tenant_id": call.tenant_id, "cost": record.cost_usd_micros},

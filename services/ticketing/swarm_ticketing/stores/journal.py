@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from swarm_ticketing.domain import ActorType, AuditEvent, EventType, Ticket
 from swarm_ticketing.tables import audit_events, outbox
+from swarmcommon import metrics
 from swarmcommon.outbox import OutboxEvent, OutboxWriter
 
 _writer = OutboxWriter(outbox, source="ticketing")
@@ -78,3 +79,5 @@ def record(
             ],
         )
     _writer.add(conn, events, now)
+    series = metrics.TICKET_AUDIT_SERIES  # quarantines and redrives, counted if this commits
+    metrics.count_on_commit(conn, *(series[a.event_type] for a in audit if a.event_type in series))
