@@ -116,6 +116,9 @@ class Settings(ServiceSettings):
     # driver refuses guests; true runs them unlimited instead, and every such
     # agent (and ListDrivers) reports the limits it runs without.
     allow_unlimited_guests: bool = False
+    # The largest count a tenant's target pool may ask of one role
+    # (SetAgentPool; swarm_vmhost.pool). Quota's max_vms still bounds what runs.
+    pool_max_per_role: int = Field(default=50, ge=0, le=10_000)
 
     @field_validator("guest_host_ports_extra")
     @classmethod

@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 
 from swarm.vmhost.v1 import vmhost_pb2_grpc as pb_grpc
-from swarm_vmhost import firewall, network
+from swarm_vmhost import firewall, network, tables
 from swarm_vmhost.cgroups import CgroupTree, Limits
 from swarm_vmhost.config import Settings
 from swarm_vmhost.credentials import AgentCredentials, revoked_by
-from swarm_vmhost.domain import DriverName, HealthPolicy
+from swarm_vmhost.domain import AgentState, DriverName, HealthPolicy
 from swarm_vmhost.drivers.base import GuestDriver
 from swarm_vmhost.drivers.gvisor import GvisorDriver
 from swarm_vmhost.drivers.netns import NetnsDriver
@@ -27,10 +27,11 @@ from swarm_vmhost.guests import guest_target, guest_url, service_targets
 from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
+from swarm_vmhost.pool import AgentPools, PoolReconciler
 from swarm_vmhost.servicer import ACCESS, VmHostServicer
-from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog, HeldAddresses
+from swarm_vmhost.stores import AddressPool, AgentStore, HealingLog, HeldAddresses, PoolStore
 from swarm_vmhost.tables import VERSION_TABLE, outbox, outbox_dead_letters
-from swarmcommon import migrations
+from swarmcommon import metrics, migrations
 from swarmcommon.clients import QuotaClient, TicketingClient
 from swarmcommon.clock import Clock, SystemClock
 from swarmcommon.db import Database
@@ -82,8 +83,8 @@ def health_policy(settings: Settings) -> HealthPolicy:
         missed_heartbeats=settings.missed_heartbeats,
         start_timeout=timedelta(seconds=settings.start_timeout_seconds),
         stale_ticket=timedelta(seconds=settings.stale_ticket_seconds),
-    )
         lease_lost_grace=timedelta(seconds=settings.lease_lost_grace_seconds),
+    )
 
 
 def hidden_from_guests(settings: Settings) -> list[str]:
@@ -147,12 +148,14 @@ class VmHostApp:
     monitor: Monitor
     relay: OutboxRelay | None
     reconciled: list[str]
+    pooler: PoolReconciler
 
     @property
     def port(self) -> int:
         return self.handle.port
 
     def before_drain(self) -> None:
+        self.pooler.stop()
         self.monitor.stop()
 
     def close(self) -> None:
@@ -205,6 +208,9 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     )
     healer = Healer(host, HealingLog(db, clock))
     monitor = Monitor(host, healer, health_policy(settings), settings.monitor_interval_seconds)
+    pools = PoolStore(db, clock)
+    # Target pools are reconciled as often as the monitor checks.
+    pooler = PoolReconciler(host, pools, settings.monitor_interval_seconds)
     # Nothing leaks across restarts: what a crash cut short is finished
     # (reconcile.py); guests that died meanwhile fail their heartbeat checks
     # and are healed like any silent guest; devices nobody owns are removed.
@@ -222,7 +228,8 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
             GrpcService(
                 SERVICE_NAME,
                 lambda server: pb_grpc.add_VmHostServiceServicer_to_server(
-                    VmHostServicer(host, healer, monitor), server
+                    VmHostServicer(host, healer, monitor, AgentPools(pools, settings.pool_max_per_role)),
+                    server,
                 ),
                 domain="swarm.vmhost",
                 access=ACCESS,
@@ -234,6 +241,8 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
         agent_listen_address=settings.agent_listen_address,
         max_workers=settings.grpc_max_workers,
         reuse_port=settings.reuse_port,
+        metrics_port=settings.worker_metrics_port(),
+        collectors=[metrics.agents_by_state(db, tables.agents.c.state, AgentState)],
     )
     host.own_target = _guest_target(settings, handle, host.credentials.enabled)
     if network.probe() is None:  # vmhost's own port for guests is known only now
@@ -246,4 +255,5 @@ def start(settings: Settings, clock: Clock | None = None) -> VmHostApp:
     if relay is not None:
         relay.start()
     monitor.start()
-    return VmHostApp(handle, db, host, healer, monitor, relay, reconciled)
+    pooler.start()
+    return VmHostApp(handle, db, host, healer, monitor, relay, reconciled, pooler)

@@ -11,6 +11,7 @@ from swarm_vmhost.domain import AgentState, DriverName, HealthCheck
 from swarm_vmhost.healing import Healer
 from swarm_vmhost.host import VmHost
 from swarm_vmhost.monitor import Monitor
+from swarm_vmhost.pool import AgentPools
 from swarmcommon import validation as v
 from swarmcommon.authz import Access, allow, current_caller
 from swarmcommon.pagination import page_size
@@ -33,14 +34,17 @@ ACCESS: Access = {
     "GetHealingReport": ADMIN,
     "ListHealingActions": ADMIN,
     "ListRevokedAgents": allow("ticketing", "telemetry", operators=True),
+    "SetAgentPool": ADMIN,
+    "GetAgentPool": ADMIN,
 }
 
 
 class VmHostServicer(pb_grpc.VmHostServiceServicer):  # type: ignore[misc]
-    def __init__(self, host: VmHost, healer: Healer, monitor: Monitor) -> None:
+    def __init__(self, host: VmHost, healer: Healer, monitor: Monitor, pools: AgentPools) -> None:
         self.host = host
         self.healer = healer
         self.monitor = monitor
+        self.pools = pools
 
     def SpawnAgent(
         self, request: pb.SpawnAgentRequest, context: grpc.ServicerContext
@@ -133,3 +137,17 @@ class VmHostServicer(pb_grpc.VmHostServiceServicer):  # type: ignore[misc]
         return pb.ListHealingActionsResponse(
             actions=[wire.action_to_proto(a) for a in page.items], next_page_token=page.next_page_token
         )
+
+    def SetAgentPool(
+        self, request: pb.SetAgentPoolRequest, context: grpc.ServicerContext
+    ) -> pb.SetAgentPoolResponse:
+        tenant_id = v.name_id("tenant_id", request.tenant_id)
+        statuses = self.pools.set_pool(tenant_id, wire.pool_targets_from_proto(request))
+        return pb.SetAgentPoolResponse(pool=wire.pool_to_proto(tenant_id, statuses, self.pools.max_count))
+
+    def GetAgentPool(
+        self, request: pb.GetAgentPoolRequest, context: grpc.ServicerContext
+    ) -> pb.GetAgentPoolResponse:
+        tenant_id = v.name_id("tenant_id", request.tenant_id)
+        statuses = self.pools.get_pool(tenant_id)
+        return pb.GetAgentPoolResponse(pool=wire.pool_to_proto(tenant_id, statuses, self.pools.max_count))

@@ -107,3 +107,21 @@ healing_actions = sa.Table(
 
 outbox = outbox_table(metadata)
 outbox_dead_letters = outbox_dead_letter_table(metadata)
+
+# Target pools (swarm_vmhost.pool): how many live agents of a role a tenant
+# wants on this host, and the reconciler's bookkeeping.
+agent_pool_targets = sa.Table(
+    "agent_pool_targets",
+    metadata,
+    sa.Column("tenant_id", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), primary_key=True),
+    sa.Column("target_count", sa.Integer, nullable=False),
+    # The pool's spawns use request ids pool:<role>:<epoch>:<n>; a role
+    # dropped and set again gets a new epoch, so it never replays old agents.
+    sa.Column("epoch", sa.String(32), nullable=False),
+    # Request ids 1..spawned of this epoch are spent (their rows exist or were dropped).
+    sa.Column("spawned", sa.Integer, nullable=False),
+    # Why the last pass fell short of the target ("" when it did not).
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("set_at", UTCDateTime, nullable=False),
+)

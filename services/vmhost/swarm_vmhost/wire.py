@@ -13,6 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
+from swarm_vmhost.agent_pool import PoolStatus
 from swarm_vmhost.domain import (
     DEFAULT_TEMPLATE,
     DEFAULT_TERMINATE_REASON,
@@ -237,4 +238,29 @@ def count_to_proto(c: HealingCount) -> pb.HealingActionCount:
         type=ACTION.to_proto(c.action),  # type: ignore[arg-type]
         outcome=OUTCOME.to_proto(c.outcome),  # type: ignore[arg-type]
         count=c.count,
+    )
+
+
+# -- target pools ---------------------------------------------------------------------------------
+
+
+def pool_targets_from_proto(r: pb.SetAgentPoolRequest) -> list[tuple[AgentRole | None, int]]:
+    """(role, count) per target; agent_pool.validate_targets judges them."""
+    return [(ROLE.from_proto(f"targets[{i}].role", t.role), t.count) for i, t in enumerate(r.targets)]
+
+
+def pool_to_proto(tenant_id: str, statuses: Sequence[PoolStatus], max_count: int) -> pb.AgentPool:
+    return pb.AgentPool(
+        tenant_id=tenant_id,
+        targets=[
+            pb.AgentPoolTarget(
+                role=ROLE.to_proto(s.target.role),  # type: ignore[arg-type]
+                count=s.target.count,
+                live_count=s.live_count,
+                detail=s.target.detail,
+            )
+            for s in statuses
+        ],
+        max_count=max_count,
+        update_time=timestamp(max((s.target.set_at for s in statuses), default=None)),
     )
