@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from swarm_gateway.dashboard.session import valid_fernet_key
 from swarmcommon.settings import service_config
 from swarmcommon.tls import ClientTls
 
@@ -47,6 +48,13 @@ class Settings(BaseSettings):
     # A comment line on idle Server-Sent-Events streams this often, so
     # proxies keep them open and dead clients are noticed.
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    # The dashboard's session cookie key (a Fernet key: `python -c "from
+    # cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`).
+    # Empty: a random key per process, so dashboard sessions end when the
+    # gateway restarts and replicas do not share them.
+    dashboard_session_key: str = ""
+    # How long a dashboard login lasts.
+    dashboard_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     log_level: str = "INFO"
     # The gateway's own certificate for calling the services (mutual TLS):
     # a directory with tls.crt, tls.key and ca.crt. Without it the gateway
@@ -64,6 +72,16 @@ class Settings(BaseSettings):
             "(a directory holding tls.crt, tls.key and ca.crt), or set SWARM_GATEWAY_INSECURE_DEV=true "
             "for a plaintext development mesh"
         )
+
+    @field_validator("dashboard_session_key")
+    @classmethod
+    def _fernet_session_key(cls, value: str) -> str:
+        if value and not valid_fernet_key(value):
+            raise ValueError(
+                "SWARM_GATEWAY_DASHBOARD_SESSION_KEY is not a Fernet key (32 bytes, url-safe base64): "
+                "make one with Fernet.generate_key(), or leave it empty for a random key per process"
+            )
+        return value
 
     @field_validator("admin_token")
     @classmethod
