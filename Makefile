@@ -3,7 +3,7 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := libs/swarmcommon libs/swarmagent libs/swarmdemo services/ticketing services/quota services/events services/telemetry services/vmhost services/gateway
+PACKAGES := libs/swarmcommon libs/swarmagent libs/swarmdemo services/ticketing services/quota services/events services/telemetry services/vmhost services/gateway libs/swarmcli
 PROTOS := $(shell find protos -name '*.proto')
 GEN := libs/swarmcommon/swarm
 GEN_STAMP := $(GEN)/.generated

@@ -149,9 +149,20 @@ def test_the_packages_are_found() -> None:
     assert all(any(p.sources()) for p in PACKAGES)
 
 
+# The operator's command line: `swarm up` runs the demo's local mesh (and its
+# stand-in model) without the demo's project. A client on an operator's
+# machine, in no image and imported by nothing that is.
+CLI = "swarmcli"
+
+
 def test_nothing_in_the_product_depends_on_the_demo() -> None:
     """The demo drives the product through configuration (an LLM endpoint URL),
-    never the other way round: no package but the demo's own may import it."""
-    leaning = [p.name for p in PACKAGES if p.name != DEMO and (DEMO in p.declared or DEMO in p.modules)]
+    never the other way round: no package but the demo's own (and the CLI's
+    `swarm up`) may import it, and nothing may import the CLI."""
+    leaning = [
+        p.name for p in PACKAGES if p.name not in (DEMO, CLI) and (DEMO in p.declared or DEMO in p.modules)
+    ]
     assert leaning == []
-    assert DEMO in {p.name for p in PACKAGES}, "the demo is a package of its own under libs/"
+    on_cli = [p.name for p in PACKAGES if p.name != CLI and (CLI in p.declared or CLI in p.modules)]
+    assert on_cli == []
+    assert {DEMO, CLI} <= {p.name for p in PACKAGES}, "the demo and the CLI are packages of their own"
