@@ -7,10 +7,11 @@
 #   bwrap    (bubblewrap)  netns guests run in a bubblewrap sandbox (swarm_vmhost.sandbox)
 #   setpriv  (util-linux)  ... started as the guests' unprivileged uid
 #   runsc    (runsc)       gvisor guests (swarm_vmhost.drivers.gvisor)
+#   chromium (chromium)    the dashboard's browser tests (tests/dashboard, via Playwright)
 # The guests' seccomp filter is built with the system's libseccomp (a
 # dependency of util-linux, so always there on Debian).
 set -u
-TOOLS="nft:nftables bwrap:bubblewrap setpriv:util-linux runsc:runsc"
+TOOLS="nft:nftables bwrap:bubblewrap setpriv:util-linux runsc:runsc chromium:chromium"
 
 missing=""
 for pair in $TOOLS; do

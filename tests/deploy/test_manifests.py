@@ -1,7 +1,8 @@
 """Invariants of the Kubernetes manifests under deploy/k8s.
 
-There is no cluster, kubectl or kustomize where these run, so the tests read
-the YAML the way kustomize and the API server would, and check what would
+These read the source YAML the way kustomize and the API server would (no
+cluster here; test_rendered.py checks what `kubectl kustomize` really
+renders, against the API schemas), and check what would
 otherwise only fail at `kubectl apply` time or, worse, as a pod that never
 becomes ready: a missing file, a Service that selects nothing, a probe on the
 wrong port, a Secret that does not exist, a `$(VAR)` left unexpanded, an env
@@ -31,10 +32,11 @@ BASE = K8S / "base"
 SERVICES = REPO / "services"
 POSTGRES_DATABASES = BASE / "postgres" / "initdb" / "databases.list"
 
-# The one image every Swarm service runs (deploy/docker/Dockerfile); a
-# container with this image is a Swarm service and must follow its rules.
+# The one image every control-plane service runs
+# (deploy/docker/Dockerfile.control-plane); a container with this image is a
+# Swarm service and must follow its rules.
 SWARM_IMAGE = "swarm/swarm"
-# vmhost's image: the same build, with the sandbox tools and the agent runtime.
+# vmhost's image (Dockerfile.vmhost): the sandbox tools and the agent runtime.
 SWARM_IMAGES = (SWARM_IMAGE, "swarm/swarm-vmhost")
 GRPC_PORT = 50051
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
@@ -735,7 +737,8 @@ def test_overlay_and_component_patches_target_resources_in_the_base(folder: Path
                 names = {c["name"] for c in containers(target)}
                 for container in patch["spec"]["template"]["spec"].get("containers", []):
                     assert container["name"] in names, f"{path}: no container {container['name']} in {key}"
-    images = {str(c.get("image", "")).split(":", 1)[0] for w in workloads() for c in containers(w)}
+    everywhere = [*workloads(), *(m for m in _resources_of(NODES) if m.kind in WORKLOAD_KINDS)]
+    images = {str(c.get("image", "")).split(":", 1)[0] for w in everywhere for c in containers(w)}
     for image in doc.get("images", []):
         assert image["name"] in images, f"{folder.name}: images entry {image['name']} matches no container"
     for generator in doc.get("configMapGenerator", []):

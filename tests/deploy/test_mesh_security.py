@@ -527,3 +527,35 @@ def test_only_guests_reach_the_llm_proxy_and_only_telemetry_holds_the_provider_k
         if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "llm-provider-key"
     }
     assert holders == {"telemetry"}
+
+
+MONITORING_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+    "podSelector": {"matchLabels": {NAME_LABEL: "prometheus"}},
+}
+
+
+@pytest.mark.parametrize(("workload", "namespace"), _params())
+def test_prometheus_in_monitoring_reaches_the_metrics_port_and_nothing_else(
+    workload: Manifest, namespace: str
+) -> None:
+    policies = policies_selecting(pod_labels(workload), namespace)
+    ports = {p["name"]: p["containerPort"] for p in swarm_container(workload).get("ports", [])}
+    if workload.name in FRONT_DOORS:
+        # Its /metrics is on the HTTP port, already open to every client.
+        assert "metrics" not in ports
+        return
+    assert "metrics" in ports, f"{workload.label}: no container port named metrics"
+    rules = list(rules_for_port(policies, {"metrics", ports["metrics"]}))
+    assert rules, f"{workload.label}: Prometheus cannot reach the metrics port"
+    for rule in rules:
+        assert rule.get("from") == [MONITORING_PEER], f"{workload.label}: metrics open to {rule.get('from')}"
+        opened = {p["port"] for p in rule["ports"]}
+        assert opened == {"metrics"}, (
+            f"{workload.label}: the Prometheus rule also opens {opened - {'metrics'}}"
+        )
+    # The mesh and agent ports stay closed to it.
+    for rule in rules_for_port(policies, {"grpc", GRPC_PORT, "agent"}):
+        assert MONITORING_PEER not in rule.get("from", []), (
+            f"{workload.label}: Prometheus reaches {rule['ports']}"
+        )
