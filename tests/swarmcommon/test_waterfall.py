@@ -76,17 +76,21 @@ def test_the_seeds_example_renders_exactly_as_the_seed_draws_it() -> None:
 def test_a_multi_service_tree_names_services_cost_and_where_the_time_went() -> None:
     """A real ticket's tree: gateway -> ticketing -> the agent; the marker
     sits on the deepest span that took most of the time, not on its
-    ancestors, and the header carries the ticket's LLM cost."""
+    ancestors; a span's events come before its children, the branch left
+    open for them; the header carries the ticket's LLM cost."""
     root = _span("POST /api/projects", 45_200, 0, "gateway", **{"http.route": "/api/projects"})
     create = _span("/swarm.ticketing.v1.TicketingService/CreateProject", 45_000, 1, "ticketing")
     work = _span("agent.work", 44_000, 2, "swarm-agent", **{"swarm.role": "coder"})
     llm = _span("llm.generate_code", 40_000, 3, "swarm-agent", **{"gen_ai.request.model": "m"})
+    llm.events.add(name="prompt_sent", attributes=_struct(tokens=900))
+    call = _span("anthropic.messages.create", 39_000, 4, "swarm-agent")
+    write = _span("file.write", 5, 3, "swarm-agent", files=1)
     push = _span("git.push", 1_000, 3, "swarm-agent")
     trace = pb.GetTicketTraceResponse(
         ticket_id="0f5c",
         trace_ids=["4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b700f067aa0ba902b7"],
         total_duration=Duration(seconds=45, nanos=200_000_000),
-        spans=[root, create, work, llm, push],
+        spans=[root, create, work, llm, call, write, push],
         llm_call_count=2,
         cost_usd_micros=42_000,
     )
@@ -103,7 +107,10 @@ MULTI = """\
 │  └─ POST /api/projects [gateway] ────────────────────  45.2s                 │
 │      └─ TicketingService/CreateProject [ticketing] ──  45.0s                 │
 │          └─ agent.work [swarm-agent] ────────────────  44.0s                 │
-│              ├─ llm.generate_code ───────────────────  40.0s  ◀ 88% of time  │
+│              ├─ llm.generate_code ───────────────────  40.0s                 │
+│              │   ├─ prompt_sent (900 tokens)                                 │
+│              │   └─ anthropic.messages.create ───────  39.0s  ◀ 86% of time  │
+│              ├─ file.write (1 file) ─────────────────  5ms                   │
 │              └─ git.push ────────────────────────────  1.0s                  │
 │                                                                              │
 │  Attributes: { gen_ai.request.model: "m" }                                   │

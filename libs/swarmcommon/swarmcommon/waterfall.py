@@ -75,7 +75,9 @@ def _short(name: str) -> str:
 
 def _span_label(span: Any) -> str:
     files = _plain(json_format.MessageToDict(span.attributes).get("files"))
-    return f"{_short(span.name)} ({files} files)" if isinstance(files, int) else _short(span.name)
+    if not isinstance(files, int):
+        return _short(span.name)
+    return f"{_short(span.name)} ({files} {'file' if files == 1 else 'files'})"
 
 
 def _own_attributes(span: Any) -> str:
@@ -130,7 +132,7 @@ def _tree(spans: list[Any], hot: int | None) -> list[str]:
     # changes from its parent's (or, for a root, the previous root's).
     tagged = len({s.service_name for s in spans}) > 1
     services: list[str] = []
-    for span, last in zip(spans, lasts, strict=True):
+    for i, (span, last) in enumerate(zip(spans, lasts, strict=True)):
         del open_levels[span.depth :]
         del services[span.depth + 1 :]
         guides = "".join("│   " if still_open else "    " for still_open in open_levels)
@@ -143,8 +145,12 @@ def _tree(spans: list[Any], hot: int | None) -> list[str]:
         del services[span.depth :]
         services.append(span.service_name)
         pad = "".join("│   " if still_open else "    " for still_open in open_levels)
+        # Its events come before its children: the last event closes the
+        # branch only when no child span follows.
+        children = i + 1 < len(spans) and spans[i + 1].depth > span.depth
         for j, event in enumerate(span.events):
-            rows.append(f"{pad}{'└─' if j == len(span.events) - 1 else '├─'} {_event_label(event)}")
+            closes = j == len(span.events) - 1 and not children
+            rows.append(f"{pad}{'└─' if closes else '├─'} {_event_label(event)}")
     column = max([COLUMN, *(len(r[0]) + 4 for r in rows if isinstance(r, tuple))])
     lines = []
     for row in rows:
@@ -171,13 +177,26 @@ def _header(trace: Any) -> list[str]:
     return lines
 
 
+def _hot_attributes(spans: list[Any], hot: int | None) -> str:
+    """The hottest span's own attributes or, when it has none (an SDK's
+    span, say), those of the nearest ancestor that took as long."""
+    i = hot
+    while i is not None:
+        found = _own_attributes(spans[i])
+        if found or spans[i].share_of_total < HOT or spans[i].depth == 0:
+            return found if spans[i].share_of_total >= HOT else ""
+        depth = spans[i].depth
+        i = next((j for j in range(i - 1, -1, -1) if spans[j].depth < depth), None)
+    return ""
+
+
 def render_waterfall(trace: Any) -> str:
     """Text for a swarm.telemetry.v1.GetTicketTraceResponse (spans in
     depth-first order with their depth, as the service returns them)."""
     spans = list(trace.spans)
     hot = _hottest(spans)
     body = [*_header(trace), "", *_tree(spans, hot)]
-    attributes = _own_attributes(spans[hot]) if hot is not None else ""
+    attributes = _hot_attributes(spans, hot)
     if attributes:
         body += ["", f"Attributes: {attributes}"]
     title = f"Ticket {trace.ticket_id} - Agent Execution Trace"
