@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 from swarmagent.gitops import Author, init_repository
 from tests.cli.runner import Swarm
+from tests.support.gitwork import git, push_commit
 from tests.support.mesh import Mesh
 
 FAKE = "00000000-0000-4000-8000-000000000000"
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(cwd),
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    ident = ["-c", "user.name=Agent", "-c", "user.email=agent@example.invalid"]
-    done = subprocess.run(
-        ["git", *ident, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def test_plan_and_roll_back_to_a_snapshot(swarm: Swarm, mesh: Mesh, tmp_path: Path) -> None:
@@ -39,12 +24,7 @@ def test_plan_and_roll_back_to_a_snapshot(swarm: Swarm, mesh: Mesh, tmp_path: Pa
     assert pre_design["id"] in swarm("snapshots", "ls", project).stdout
 
     work = tmp_path / "work"
-    _git(tmp_path, "clone", "-q", str(bare), str(work))
-    (work / "bad.txt").write_text("bad")
-    _git(work, "add", "-A")
-    _git(work, "commit", "-q", "-m", "bad change")
-    _git(work, "push", "-q", "origin", "HEAD:main")
-    bad_head = _git(work, "rev-parse", "HEAD")
+    bad_head = push_commit(bare, work)
 
     plan = swarm("snapshots", "plan", project, pre_design["id"]).stdout
     assert f"from {bad_head[:12]} to {pre_design['commit_sha'][:12]}" in plan
@@ -52,11 +32,11 @@ def test_plan_and_roll_back_to_a_snapshot(swarm: Swarm, mesh: Mesh, tmp_path: Pa
     # Without --yes it asks; "n" changes nothing.
     declined = swarm.run("snapshots", "rollback", project, pre_design["id"], input="n\n")
     assert declined.exit_code == 1
-    assert _git(bare, "rev-parse", "refs/heads/main") == bad_head
+    assert git(bare, "rev-parse", "refs/heads/main") == bad_head
 
     done = swarm("snapshots", "rollback", project, pre_design["id"], "--yes").stdout
     assert f"rolled back main to {pre_design['commit_sha'][:12]} (done)" in done
-    assert _git(bare, "rev-parse", "refs/heads/main") == pre_design["commit_sha"]
+    assert git(bare, "rev-parse", "refs/heads/main") == pre_design["commit_sha"]
     assert any(s["snapshot_type"] == "pre_rollback" for s in swarm.json("snapshots", "ls", project)["items"])
 
 

@@ -6,12 +6,11 @@ tests/ticketing/test_snapshots.py.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from pathlib import Path
 
 from swarmagent.gitops import Author, init_repository
+from tests.support.gitwork import git, push_commit
 from tests.support.harness import BACKENDS
 from tests.support.mesh import Mesh
 
@@ -48,19 +47,6 @@ def test_snapshot_routes_refuse_a_project_without_a_repository(mesh: Mesh) -> No
         assert [x["state"] for x in tickets] == ["ready"], "nothing was cancelled"
 
 
-def _git(cwd: Path, *args: str) -> str:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(cwd),
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    ident = ["-c", "user.name=Agent", "-c", "user.email=agent@example.invalid"]
-    return subprocess.run(
-        ["git", *ident, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def test_a_rollback_through_rest_is_recorded_and_audited(mesh: Mesh, tmp_path: Path) -> None:
     assert mesh.repository_root is not None
     t = f"snap-{uuid.uuid4().hex[:6]}"
@@ -77,13 +63,7 @@ def test_a_rollback_through_rest_is_recorded_and_audited(mesh: Mesh, tmp_path: P
         (pre_design,) = client.get(f"/api/projects/{pid}/snapshots").json()["items"]
         assert pre_design["snapshot_type"] == "pre_design"
 
-        work = tmp_path / "work"
-        _git(tmp_path, "clone", "-q", str(bare), str(work))
-        (work / "bad.txt").write_text("bad")
-        _git(work, "add", "-A")
-        _git(work, "commit", "-q", "-m", "bad change")
-        _git(work, "push", "-q", "origin", "HEAD:main")
-        bad_head = _git(work, "rev-parse", "HEAD")
+        bad_head = push_commit(bare, tmp_path / "work")
 
         plan = client.get(f"/api/projects/{pid}/snapshots/{pre_design['id']}/plan").json()
         assert plan["head_commit"] == bad_head
@@ -94,7 +74,7 @@ def test_a_rollback_through_rest_is_recorded_and_audited(mesh: Mesh, tmp_path: P
         )
         assert done.status_code == 200, done.text
         assert done.json()["state"] == "done" and done.json()["previous_head"] == bad_head
-        assert _git(bare, "rev-parse", "refs/heads/main") == pre_design["commit_sha"]
+        assert git(bare, "rev-parse", "refs/heads/main") == pre_design["commit_sha"]
 
         (record,) = client.get(f"/api/projects/{pid}/rollbacks").json()["items"]
         assert record == done.json()

@@ -6,8 +6,6 @@ a credential that works, no snapshot is taken and the branch is untouched."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,26 +17,13 @@ from swarm.ticketing.v1 import snapshots_pb2_grpc as spb_grpc
 from swarm.ticketing.v1 import ticketing_pb2 as pb
 from swarmagent.gitops import Author, init_repository
 from tests.support.githttps import GitHttps, git_https
+from tests.support.gitwork import git, push_commit
 from tests.support.harness import BACKENDS, TicketingHarness, start_ticketing
 from tests.support.status import raises_status
 from tests.support.ticketing import spec, tenant
 
 pytestmark = BACKENDS
 USER, SECRET = "x-access-token", "s3cret-for-rollbacks"
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(cwd),
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    ident = ["-c", "user.name=Agent", "-c", "user.email=agent@example.invalid"]
-    done = subprocess.run(
-        ["git", *ident, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -82,16 +67,6 @@ def ticketing_https(db: str, server: GitHttps, tmp_path: Path) -> Iterator[tuple
         h.stop()
 
 
-def _push_bad_commit(server: GitHttps, tmp_path: Path, name: str) -> str:
-    work = tmp_path / f"work-{name.replace('/', '-')}"
-    _git(tmp_path, "clone", "-q", str(server.root / name), str(work))
-    (work / "bad.txt").write_text("bad")
-    _git(work, "add", "-A")
-    _git(work, "commit", "-q", "-m", "bad change")
-    _git(work, "push", "-q", "origin", "HEAD:main")
-    return _git(work, "rev-parse", "HEAD")
-
-
 def test_a_private_https_repository_is_rolled_back_with_the_tenants_credential(
     server: GitHttps, ticketing_https: tuple[TicketingHarness, str], tmp_path: Path
 ) -> None:
@@ -104,11 +79,11 @@ def test_a_private_https_repository_is_rolled_back_with_the_tenants_credential(
     )
     pid = made.project.id
     (pre,) = snaps.ListSnapshots(spb.ListSnapshotsRequest(tenant_id=t, project_id=pid)).snapshots
-    original = _git(server.root / "acme/app.git", "rev-parse", "refs/heads/main")
+    original = git(server.root / "acme/app.git", "rev-parse", "refs/heads/main")
     assert (pre.snapshot_type, pre.commit_sha) == (spb.SNAPSHOT_TYPE_PRE_DESIGN, original)
     assert USER in server.attempts, "read over https with the stored credential"
 
-    bad = _push_bad_commit(server, tmp_path, "acme/app.git")
+    bad = push_commit(server.root / "acme/app.git", tmp_path / "work-app")
     plan = snaps.PlanRollback(spb.PlanRollbackRequest(tenant_id=t, project_id=pid, snapshot_id=pre.id)).plan
     assert plan.head_commit == bad and [c.commit_sha for c in plan.leaving_commits] == [bad]
     done = snaps.Rollback(
@@ -117,7 +92,7 @@ def test_a_private_https_repository_is_rolled_back_with_the_tenants_credential(
         )
     ).rollback
     assert done.state == spb.ROLLBACK_STATE_DONE and done.previous_head == bad
-    assert _git(server.root / "acme/app.git", "rev-parse", "refs/heads/main") == original
+    assert git(server.root / "acme/app.git", "rev-parse", "refs/heads/main") == original
     assert set(server.attempts) <= {"", USER}, "no other credential was ever presented"
 
 
@@ -132,14 +107,14 @@ def test_a_credential_the_host_refuses_takes_no_snapshot_and_changes_nothing(
         )
     )
     pid = made.project.id
-    bad = _push_bad_commit(server, tmp_path, "acme/locked.git")
+    bad = push_commit(server.root / "acme/locked.git", tmp_path / "work-locked")
     # The host refuses the stored credential: no snapshot can be taken (nor a
     # pre_design one), so there is nothing to roll back to.
     with raises_status(grpc.StatusCode.FAILED_PRECONDITION, "git"):
         snaps.CreateSnapshot(spb.CreateSnapshotRequest(tenant_id=t, project_id=pid, created_by="ops@acme"))
     assert list(snaps.ListSnapshots(spb.ListSnapshotsRequest(tenant_id=t, project_id=pid)).snapshots) == []
     assert set(server.attempts) >= {USER}, "the stored credential was presented and refused"
-    assert _git(server.root / "acme/locked.git", "rev-parse", "refs/heads/main") == bad
+    assert git(server.root / "acme/locked.git", "rev-parse", "refs/heads/main") == bad
     ticket = h.stub.GetTicket(pb.GetTicketRequest(tenant_id=t, ticket_id=made.tickets[0].id)).ticket
     assert ticket.state == pb.TICKET_STATE_READY, "nothing was cancelled"
     assert list(snaps.ListRollbacks(spb.ListRollbacksRequest(tenant_id=t, project_id=pid)).rollbacks) == []
