@@ -177,6 +177,7 @@ OPERATOR_SECRETS = {
     "agent-token-public-key": {"public.pem"},
     "llm-provider-key": {"api-key"},
     "marketplace-key": {"key"},
+    "gateway-dashboard": {"session-key"},
 }
 # What cert-manager writes into a Certificate's Secret.
 CERTIFICATE_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
