@@ -48,7 +48,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         )
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps its event loop
+# running on this thread while it is open, and later test files in the same
+# process (pyroute2's netlink calls) then find "This event loop is already running".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: run scripts/host-packages.sh as root"
     with sync_playwright() as p:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 # A uuid, or the hex/uuid suffix tests give their tenants and agents.
-ID_LIKE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-|[0-9a-f]{8,}|tenant-|agent-", re.IGNORECASE)
+ID_LIKE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-|[0-9a-f]{8,}|(tenant|agent)-[0-9a-f]{4,}", re.IGNORECASE)
 
 
 @dataclass
