@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -90,6 +91,30 @@ def _handler(server_state: GitHttps, username: str, password: str) -> type[BaseH
     return Handler
 
 
+class _TlsServer(ThreadingHTTPServer):
+    """TLS per connection, in the connection's own thread: a listening socket
+    wrapped in TLS shakes hands inside accept(), so one client that connects
+    and never speaks (a git killed mid-connect) would stall the accept loop,
+    and with it shutdown(), for good."""
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext
+    ) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(30)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # no handshake: nothing to serve
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+
 @contextmanager
 def git_https(directory: Path, username: str, password: str) -> Iterator[GitHttps]:
     """The server, serving the bare repositories under `directory`/repos."""
@@ -103,10 +128,9 @@ def git_https(directory: Path, username: str, password: str) -> Iterator[GitHttp
     root = directory / "repos"
     root.mkdir(parents=True, exist_ok=True)
     state = GitHttps(root, ca, 0)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, username, password))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server = _TlsServer(("127.0.0.1", 0), _handler(state, username, password), context)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from swarm.vmhost.v1 import vmhost_pb2 as pb
-from tests.support.tcpproxy import tcp_proxy
+from tests.support.tcpproxy import TcpProxy, tcp_proxy
 from tests.vmhost.harness import VmHostHarness
 
 
@@ -46,7 +46,7 @@ def test_a_service_that_stops_serving_is_alerted_once_per_outage(
     make_vmhost: Callable[..., VmHostHarness], peer: tuple[str, health.HealthServicer, grpc.Server]
 ) -> None:
     target, servicer, server = peer
-    host = make_vmhost(ticketing_target=target)
+    host = make_vmhost(ticketing_target=target, default_driver="process", warm_guests=0)
     monitor = host.app.monitor
     monitor.run_once()
     assert monitor.status["services"].healthy
@@ -69,7 +69,7 @@ def test_a_service_back_to_serving_clears_the_check_and_a_new_outage_alerts_agai
     make_vmhost: Callable[..., VmHostHarness], peer: tuple[str, health.HealthServicer, grpc.Server]
 ) -> None:
     target, servicer, _ = peer
-    host = make_vmhost(ticketing_target=target)
+    host = make_vmhost(ticketing_target=target, default_driver="process", warm_guests=0)
     monitor = host.app.monitor
     for status in ("NOT_SERVING", "SERVING", "NOT_SERVING"):
         servicer.set("", health_pb2.HealthCheckResponse.ServingStatus.Value(status))
@@ -78,34 +78,41 @@ def test_a_service_back_to_serving_clears_the_check_and_a_new_outage_alerts_agai
     assert len(_actions(host, pb.HEALTH_CHECK_SERVICES)) == 2
 
 
-@pytest.mark.parametrize("db", ["postgres"], indirect=True)
-def test_a_database_cut_off_is_reported_and_its_step_written_once_it_answers(
-    make_vmhost: Callable[..., VmHostHarness], db: str
-) -> None:
+@pytest.fixture
+def pg_proxy(db: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A cuttable TCP proxy in front of the test's PostgreSQL, and the URL
+    through it. Requested before make_vmhost, so it outlives vmhost's own
+    teardown (which needs its database)."""
     url = urlsplit(db)
     with tcp_proxy(url.hostname or "127.0.0.1", url.port or 5432) as proxy:
-        through = url._replace(
-            netloc=url.netloc.replace(f"{url.hostname}:{url.port}", f"127.0.0.1:{proxy.port}")
-        )
-        host = make_vmhost(database_url=urlunsplit(through))
-        monitor = host.app.monitor
-        monitor.run_once()
-        assert monitor.status["database"].healthy
+        through = url.netloc.replace(f"{url.hostname}:{url.port}", f"127.0.0.1:{proxy.port}")
+        yield proxy, urlunsplit(url._replace(netloc=through))
 
-        proxy.cut()
-        monitor.run_once()
-        status = monitor.status["database"]
-        assert not status.healthy and status.detail.startswith("database refused a query"), status.detail
-        monitor.run_once()  # still down: the outage is one incident
 
-        proxy.restore()
-        monitor.run_once()
-        assert monitor.status["database"].healthy
-        (step,) = _actions(host, pb.HEALTH_CHECK_DATABASE)
-        assert step.type == pb.HEALING_ACTION_TYPE_CHECKPOINT_DATABASE and step.target == "databases/vmhost"
-        assert step.detail.startswith("database refused a query")
-        monitor.run_once()
-        assert len(_actions(host, pb.HEALTH_CHECK_DATABASE)) == 1
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+def test_a_database_cut_off_is_reported_and_its_step_written_once_it_answers(
+    pg_proxy: tuple[TcpProxy, str], make_vmhost: Callable[..., VmHostHarness]
+) -> None:
+    proxy, url = pg_proxy
+    host = make_vmhost(database_url=url, default_driver="process", warm_guests=0)
+    monitor = host.app.monitor
+    monitor.run_once()
+    assert monitor.status["database"].healthy
+
+    proxy.cut()
+    monitor.run_once()
+    status = monitor.status["database"]
+    assert not status.healthy and status.detail.startswith("database refused a query"), status.detail
+    monitor.run_once()  # still down: the outage is one incident
+
+    proxy.restore()
+    monitor.run_once()
+    assert monitor.status["database"].healthy
+    (step,) = _actions(host, pb.HEALTH_CHECK_DATABASE)
+    assert step.type == pb.HEALING_ACTION_TYPE_CHECKPOINT_DATABASE and step.target == "databases/vmhost"
+    assert step.detail.startswith("database refused a query")
+    monitor.run_once()
+    assert len(_actions(host, pb.HEALTH_CHECK_DATABASE)) == 1
 
 
 @pytest.fixture
@@ -123,7 +130,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_purges_the_logs_of_finished_guests_only(
     make_vmhost: Callable[..., VmHostHarness], small_disk: Path
 ) -> None:
-    host = make_vmhost(workroot=str(small_disk), disk_purge_threshold=0.5)
+    host = make_vmhost(
+        workroot=str(small_disk), disk_purge_threshold=0.5, default_driver="process", warm_guests=0
+    )
     monitor = host.app.monitor
     monitor.run_once()
     assert monitor.status["disk"].healthy
